@@ -1,0 +1,72 @@
+"""One SQLite database file shared by the embedded adapters.
+
+WAL mode lets readers proceed while one writer commits; ``BEGIN IMMEDIATE`` takes the write
+lock up front so that a read-check-write (the optimistic concurrency check) cannot interleave
+with another writer. Each thread gets its own connection, as sqlite3 requires.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    # NORMAL in WAL mode is durable against application crashes; a power loss may lose the
+    # last transactions but never corrupts the database. Right for the embedded mode.
+    "PRAGMA synchronous=NORMAL",
+    "PRAGMA foreign_keys=OFF",
+    "PRAGMA temp_store=MEMORY",
+    "PRAGMA cache_size=-65536",
+    "PRAGMA mmap_size=268435456",
+)
+
+
+class SqliteDatabase:
+    def __init__(self, path: str | Path, *, busy_timeout_ms: int = 30_000) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self.busy_timeout_ms = busy_timeout_ms
+        self._local = threading.local()
+        self._schema_lock = threading.Lock()
+        self._schemas: list[str] = []
+
+    def connection(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
+            for pragma in _PRAGMAS:
+                conn.execute(pragma)
+            self._local.conn = conn
+        return conn
+
+    def ensure_schema(self, ddl: str) -> None:
+        """Create tables once per process (idempotent DDL)."""
+        with self._schema_lock:
+            if ddl in self._schemas:
+                return
+            self.connection().executescript(ddl)
+            self._schemas.append(ddl)
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction: all statements inside commit together or not at all."""
+        conn = self.connection()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def close(self) -> None:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None

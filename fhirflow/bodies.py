@@ -1,0 +1,45 @@
+"""Reading a resource from a request body: size, media type, JSON, and the ``resourceType`` check."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fhirflow import jsonio
+from fhirflow.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from fhirflow.http import JSON_TYPES, XML_TYPES
+from fhirflow.model import FhirRequest
+
+JSON_PATCH = "application/json-patch+json"
+
+
+def check_size(request: FhirRequest, limit: int) -> None:
+    if len(request.body) > limit:
+        raise PayloadTooLarge(f"The body is {len(request.body)} bytes; the limit is {limit}")
+
+
+def is_json_body(request: FhirRequest) -> bool:
+    """JSON media types; a body sent without Content-Type is read as FHIR JSON too."""
+    return request.content_type in JSON_TYPES or request.content_type == ""
+
+
+def parse_resource(request: FhirRequest, *, limit: int, expected_type: str) -> dict[str, Any]:
+    """The body as a resource of ``expected_type`` (not yet validated), or a 4xx."""
+    check_size(request, limit)
+    if request.content_type in XML_TYPES:
+        raise UnsupportedMediaType("FHIR XML is not supported; send application/fhir+json")
+    if not is_json_body(request):
+        raise UnsupportedMediaType(
+            f"Content-Type '{request.content_type}' is not supported; send application/fhir+json"
+        )
+    if not request.body.strip():
+        raise BadRequest("The request has no body; a resource is required")
+    resource = jsonio.loads(request.body)
+    if not isinstance(resource, dict):
+        raise BadRequest("The body must be a JSON object (a FHIR resource)")
+    actual = resource.get("resourceType")
+    if actual != expected_type:
+        raise BadRequest(
+            f"resourceType '{actual}' does not match the type in the URL ('{expected_type}')",
+            expression="resourceType",
+        )
+    return resource

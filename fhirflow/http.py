@@ -1,0 +1,230 @@
+"""API Gateway REST (v1) proxy events ⇄ :class:`FhirRequest`/:class:`FhirResponse`.
+
+Content negotiation (http://hl7.org/fhir/R4/http.html#mime-type): JSON only for now —
+``application/fhir+json`` (default), ``application/json``, ``_format=json``; XML is refused
+with 406. ``_pretty``, ``_summary`` and ``_elements`` shape the body; ``Prefer: return``
+chooses the body of create/update/patch answers (http.html#ops).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from fhirflow import jsonio, subsetting
+from fhirflow.errors import (
+    BadRequest,
+    FhirError,
+    NotAcceptable,
+    NotModified,
+    information,
+    internal_error_outcome,
+    outcome_for,
+)
+from fhirflow.model import DEFAULT_TENANT, FhirRequest, FhirResponse
+
+logger = logging.getLogger("fhirflow.http")
+
+FHIR_JSON = "application/fhir+json"
+JSON_TYPES = frozenset({"application/fhir+json", "application/json", "application/json+fhir", "text/json"})
+XML_TYPES = frozenset({"application/fhir+xml", "application/xml", "text/xml", "application/xml+fhir"})
+_FORMAT_ALIASES = {"json": FHIR_JSON, "xml": "application/fhir+xml", "html": "text/html", "ttl": "text/turtle"}
+
+UseCase = Callable[[FhirRequest], FhirResponse]
+
+
+def request_from_event(event: Mapping[str, Any], *, base_url: str | None = None) -> FhirRequest:
+    """Build a FhirRequest from an API Gateway REST proxy event (payload format 1.0)."""
+    headers: dict[str, str] = {}
+    multi = event.get("multiValueHeaders") or {}
+    if multi:
+        for name, values in multi.items():
+            headers[name.lower()] = ", ".join(values or [])
+    else:
+        for name, value in (event.get("headers") or {}).items():
+            headers[name.lower()] = value
+    query: list[tuple[str, str]] = []
+    multi_query = event.get("multiValueQueryStringParameters") or {}
+    if multi_query:
+        for name, values in multi_query.items():
+            query.extend((name, v) for v in values or [])
+    else:
+        query.extend((event.get("queryStringParameters") or {}).items())
+    body = event.get("body") or ""
+    if event.get("isBase64Encoded"):
+        try:
+            raw = base64.b64decode(body, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise BadRequest("The request body is not valid base64") from exc
+    else:
+        raw = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else bytes(body)
+    context = event.get("requestContext") or {}
+    path_params = dict(event.get("pathParameters") or {})
+    tenant = path_params.pop("tenant", None) or DEFAULT_TENANT
+    return FhirRequest(
+        method=str(event.get("httpMethod", "GET")).upper(),
+        path=str(event.get("path", "/")),
+        route=str(event.get("resource", "")),
+        path_params=path_params,
+        query=query,
+        headers=headers,
+        body=raw,
+        base_url=base_url or _base_url_from(headers, context),
+        tenant=tenant,
+        request_id=str(context.get("requestId", "")),
+        source_ip=str((context.get("identity") or {}).get("sourceIp", "")),
+    )
+
+
+def _base_url_from(headers: Mapping[str, str], context: Mapping[str, Any]) -> str:
+    host = headers.get("host", "localhost")
+    proto = headers.get("x-forwarded-proto", "https").split(",")[0].strip()
+    stage = context.get("stage") or ""
+    # The local gateway and custom domains have no stage prefix in the public URL.
+    prefix = f"/{stage}" if stage and stage != "$default" and not context.get("fhirflowLocal") else ""
+    return f"{proto}://{host}{prefix}"
+
+
+def negotiate(request: FhirRequest) -> str:
+    """The media type to answer with, or 406 when the client accepts nothing we produce."""
+    fmt = request.param("_format")
+    if fmt:
+        mime = _FORMAT_ALIASES.get(fmt.strip().lower(), fmt.split(";")[0].strip().lower())
+        if mime in JSON_TYPES:
+            return FHIR_JSON if mime != "application/json" else mime
+        raise NotAcceptable(f"_format '{fmt}' is not supported; this server speaks FHIR JSON", expression="_format")
+    accept = request.headers.get("accept", "")
+    if not accept:
+        return FHIR_JSON
+    for candidate in _accept_candidates(accept):
+        if candidate in (FHIR_JSON, "application/json+fhir", "*/*", "application/*"):
+            return FHIR_JSON
+        if candidate in JSON_TYPES:
+            return "application/json"
+    raise NotAcceptable(f"Cannot produce any of the media types in Accept: {accept[:200]}; use application/fhir+json")
+
+
+def _accept_candidates(accept: str) -> list[str]:
+    weighted: list[tuple[float, int, str]] = []
+    for position, part in enumerate(accept.split(",")):
+        pieces = [p.strip() for p in part.split(";")]
+        quality = 1.0
+        for piece in pieces[1:]:
+            if piece.startswith("q="):
+                try:
+                    quality = float(piece[2:])
+                except ValueError:
+                    quality = 0.0
+        if quality > 0 and pieces[0]:
+            weighted.append((-quality, position, pieces[0].lower()))
+    return [mime for _, _, mime in sorted(weighted)]
+
+
+class Application:
+    """A service's HTTP face: dispatch by route, map errors once, render the response."""
+
+    def __init__(self, handlers: Mapping[tuple[str, str], UseCase], *, base_url: str | None = None) -> None:
+        self.handlers = dict(handlers)
+        self.base_url = base_url
+
+    def resolve(self, event: Mapping[str, Any], context: object = None) -> dict[str, Any]:
+        try:
+            request = request_from_event(event, base_url=self.base_url)
+        except FhirError as error:
+            return _error_event(error, pretty=False)
+        pretty = (request.param("_pretty") or "").lower() == "true"
+        try:
+            mime = _negotiate_before_dispatch(request)
+            handler = self.handlers.get((request.method, request.route))
+            if handler is None:
+                raise FhirError(f"No handler for {request.method} {request.route}")
+            response = handler(request)
+            if mime is None and response.binary is None:
+                mime = negotiate(request)  # raises the 406 that was deferred for a Binary read
+            return render(request, response, mime=mime or FHIR_JSON, pretty=pretty)
+        except NotModified as not_modified:
+            return {"statusCode": 304, "headers": not_modified.headers, "body": ""}
+        except FhirError as error:
+            return _error_event(error, pretty=pretty)
+        except Exception:
+            logger.exception("unhandled error", extra={"route": request.route, "request_id": request.request_id})
+            return _event(500, {"Content-Type": f"{FHIR_JSON}; charset=utf-8"}, jsonio.dumps(internal_error_outcome()))
+
+
+def _negotiate_before_dispatch(request: FhirRequest) -> str | None:
+    """Refuse an unacceptable Accept before any work is done, except on a Binary read, which may
+    answer in the Binary's own content type (binary.html#rest): that one is decided after the read."""
+    try:
+        return negotiate(request)
+    except NotAcceptable:
+        if request.method == "GET" and request.resource_type == "Binary":
+            return None
+        raise
+
+
+def _error_event(error: FhirError, *, pretty: bool) -> dict[str, Any]:
+    headers = {"Content-Type": f"{FHIR_JSON}; charset=utf-8", **error.headers}
+    return _event(error.status, headers, jsonio.dumps(outcome_for(error), pretty=pretty))
+
+
+def _event(status: int, headers: dict[str, str], body: bytes) -> dict[str, Any]:
+    return {"statusCode": status, "headers": headers, "body": body.decode("utf-8"), "isBase64Encoded": False}
+
+
+def render(request: FhirRequest, response: FhirResponse, *, mime: str, pretty: bool) -> dict[str, Any]:
+    headers = dict(response.headers)
+    if response.binary is not None:
+        headers["Content-Type"] = response.content_type or "application/octet-stream"
+        return {
+            "statusCode": response.status,
+            "headers": headers,
+            "body": base64.b64encode(response.binary).decode("ascii"),
+            "isBase64Encoded": True,
+        }
+    body = _body_bytes(request, response, pretty=pretty)
+    if body is None:
+        return {"statusCode": response.status, "headers": headers, "body": "", "isBase64Encoded": False}
+    headers["Content-Type"] = f"{mime}; charset=utf-8"
+    return _event(response.status, headers, body)
+
+
+def _body_bytes(request: FhirRequest, response: FhirResponse, *, pretty: bool) -> bytes | None:
+    if response.honours_prefer_return:
+        preference = prefer_return(request)
+        if preference == "minimal":
+            return None
+        if preference == "OperationOutcome":
+            return jsonio.dumps(information(f"{request.method} succeeded with status {response.status}"), pretty=pretty)
+    if response.subsettable:
+        shaped = subsetting.shape_from_params(request, response)
+        if shaped is not None:
+            return jsonio.dumps(shaped, pretty=pretty)
+    if response.raw_json is not None and not pretty:
+        return response.raw_json
+    resource = response.body_resource()
+    if resource is None:
+        return None
+    return jsonio.dumps(resource, pretty=pretty)
+
+
+def prefer_return(request: FhirRequest) -> str:
+    """``Prefer: return=minimal|representation|OperationOutcome`` (RFC 7240), representation by default."""
+    for token in request.headers.get("prefer", "").split(","):
+        key, _, value = token.strip().partition("=")
+        if key.strip().lower() == "return":
+            value = value.strip().strip('"')
+            if value in ("minimal", "representation", "OperationOutcome"):
+                return value
+    return "representation"
+
+
+def prefer_handling(request: FhirRequest) -> str:
+    """``Prefer: handling=strict|lenient`` for search (search.html#errors), lenient by default."""
+    for token in request.headers.get("prefer", "").split(","):
+        key, _, value = token.strip().partition("=")
+        if key.strip().lower() == "handling" and value.strip().lower() == "strict":
+            return "strict"
+    return "lenient"

@@ -1,0 +1,209 @@
+"""The local gateway: HTTP in, API Gateway REST proxy events out, to the same Lambda handlers.
+
+It plays API Gateway's part in the embedded mode: it matches the route table (the one the
+CDK app builds API Gateway from), fills ``resource`` and ``pathParameters`` as API Gateway
+does, enforces the body size limit before reading more, and turns the handler's proxy
+response back into HTTP. A plain ASGI callable, no framework, because it sits on the hot path
+of every request.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
+
+from fhirflow import jsonio
+from fhirflow.errors import FhirError, PayloadTooLarge, internal_error_outcome, outcome_for
+from fhirflow.routes import ROUTE_TABLE, RouteTable
+
+logger = logging.getLogger("fhirflow.gateway")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class LambdaContext:
+    """The attributes of the Lambda context object that handlers and Powertools read."""
+
+    function_name: str
+    aws_request_id: str
+    memory_limit_in_mb: int = 1024
+    invoked_function_arn: str = "arn:aws:lambda:local:000000000000:function:fhirflow"
+    function_version: str = "$LATEST"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 30_000
+
+
+def default_handler(service: str) -> LambdaHandler:
+    module = importlib.import_module(f"fhirflow_{service.replace('-', '_')}.handler")
+    handler: LambdaHandler = module.lambda_handler
+    return handler
+
+
+class LocalGateway:
+    def __init__(
+        self,
+        *,
+        routes: RouteTable = ROUTE_TABLE,
+        max_body_bytes: int = 16 * 1024 * 1024,
+        load_handler: Callable[[str], LambdaHandler] = default_handler,
+    ) -> None:
+        self.routes = routes
+        self.max_body_bytes = max_body_bytes
+        self._load_handler = load_handler
+        self._handlers: dict[str, LambdaHandler] = {}
+
+    def handler_for(self, service: str) -> LambdaHandler:
+        handler = self._handlers.get(service)
+        if handler is None:
+            handler = self._handlers[service] = self._load_handler(service)
+        return handler
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        try:
+            body = await self._read_body(scope, receive)
+            result = self.dispatch(scope, body)
+        except FhirError as error:
+            result = _error_result(error)
+        except Exception:
+            logger.exception("gateway failure")
+            result = {
+                "statusCode": 500,
+                "headers": {"Content-Type": "application/fhir+json"},
+                "body": jsonio.dumps(internal_error_outcome()).decode(),
+            }
+        await _send_result(send, result)
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+        declared = _header(scope, b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            raise PayloadTooLarge(f"The body is {declared} bytes; the limit is {self.max_body_bytes}")
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise PayloadTooLarge(f"The body is over the limit of {self.max_body_bytes} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    def dispatch(self, scope: Scope, body: bytes) -> dict[str, Any]:
+        method = scope["method"]
+        path = scope["path"]
+        route, params = self.routes.match(method, path)
+        event = build_event(scope, body, resource=route.pattern, path_params=params)
+        context = LambdaContext(
+            function_name=f"fhirflow-{route.service}", aws_request_id=event["requestContext"]["requestId"]
+        )
+        return self.handler_for(route.service)(event, context)
+
+
+def build_event(scope: Scope, body: bytes, *, resource: str, path_params: dict[str, str]) -> dict[str, Any]:
+    """An API Gateway REST proxy event (payload format 1.0) for one HTTP request."""
+    headers: dict[str, str] = {}
+    multi_headers: dict[str, list[str]] = {}
+    for raw_name, raw_value in scope.get("headers", []):
+        name = raw_name.decode("latin-1")
+        value = raw_value.decode("latin-1")
+        headers[name] = value
+        multi_headers.setdefault(name, []).append(value)
+    # API Gateway adds X-Forwarded-Proto/For; so does the local gateway, from the connection.
+    client = scope.get("client") or ("127.0.0.1", 0)
+    for name, value in (("x-forwarded-proto", scope.get("scheme", "http")), ("x-forwarded-for", client[0])):
+        if name not in headers:
+            headers[name] = value
+            multi_headers[name] = [value]
+    pairs = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+    query: dict[str, list[str]] = {}
+    for key, value in pairs:
+        query.setdefault(key, []).append(value)
+    try:
+        text = body.decode("utf-8")
+        encoded = False
+    except UnicodeDecodeError:
+        text = base64.b64encode(body).decode("ascii")
+        encoded = True
+    request_id = headers.get("x-request-id") or str(uuid.uuid4())
+    return {
+        "resource": resource,
+        "path": scope["path"],
+        "httpMethod": scope["method"],
+        "headers": headers,
+        "multiValueHeaders": multi_headers,
+        "queryStringParameters": {k: v[-1] for k, v in query.items()} or None,
+        "multiValueQueryStringParameters": query or None,
+        "pathParameters": path_params or None,
+        "stageVariables": None,
+        "requestContext": {
+            "resourcePath": resource,
+            "httpMethod": scope["method"],
+            "path": scope["path"],
+            "stage": "local",
+            "fhirflowLocal": True,
+            "requestId": request_id,
+            "requestTimeEpoch": time.time_ns() // 1_000_000,
+            "identity": {"sourceIp": client[0]},
+        },
+        "body": text or None,
+        "isBase64Encoded": encoded,
+    }
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+def _error_result(error: FhirError) -> dict[str, Any]:
+    return {
+        "statusCode": error.status,
+        "headers": {"Content-Type": "application/fhir+json; charset=utf-8", **error.headers},
+        "body": jsonio.dumps(outcome_for(error)).decode(),
+    }
+
+
+async def _send_result(send: Send, result: dict[str, Any]) -> None:
+    body = result.get("body") or ""
+    payload = base64.b64decode(body) if result.get("isBase64Encoded") else body.encode("utf-8")
+    headers = [
+        (k.lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in (result.get("headers") or {}).items()
+    ]
+    for name, values in (result.get("multiValueHeaders") or {}).items():
+        headers.extend((name.lower().encode("latin-1"), str(v).encode("latin-1")) for v in values)
+    status = int(result.get("statusCode", 500))
+    if status not in (204, 304):
+        headers.append((b"content-length", str(len(payload)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload if status not in (204, 304) else b""})
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

@@ -1,0 +1,40 @@
+"""The crud service's composition root: settings → adapters → use cases → routes."""
+
+from __future__ import annotations
+
+from functools import partial
+
+from fhirflow.capabilities import capability_statement
+from fhirflow.http import Application, UseCase
+from fhirflow.model import FhirRequest, FhirResponse
+from fhirflow.routes import ROUTE_TABLE
+from fhirflow.runtime import Dependencies, build_dependencies
+from fhirflow_crud import history, reads, writes
+
+_USE_CASES = {
+    "create": writes.create,
+    "update": writes.update,
+    "patch": writes.patch,
+    "delete": writes.delete,
+    "read": reads.read,
+    "vread": reads.vread,
+    "history-instance": history.history,
+    "history-type": history.history,
+    "history-system": history.history,
+}
+
+
+def metadata(deps: Dependencies, request: FhirRequest) -> FhirResponse:
+    from fhirflow.validation import RESOURCE_TYPES
+
+    statement = capability_statement(deps.settings, base_url=request.base_url, resource_types=RESOURCE_TYPES)
+    return FhirResponse(status=200, resource=statement, subsettable=True)
+
+
+def build_app(deps: Dependencies | None = None) -> Application:
+    deps = deps or build_dependencies()
+    handlers: dict[tuple[str, str], UseCase] = {}
+    for route in ROUTE_TABLE.for_service("crud"):
+        use_case = metadata if route.interaction == "capabilities" else _USE_CASES[route.interaction]
+        handlers[(route.method, route.pattern)] = partial(use_case, deps)
+    return Application(handlers, base_url=deps.settings.base_url)

@@ -1,0 +1,94 @@
+"""read and vread (http://hl7.org/fhir/R4/http.html#read, #vread), with conditional reads
+(``If-None-Match``, ``If-Modified-Since`` → 304) and Binary's native form (binary.html#rest)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from fhirflow import jsonio, timefmt, versioning
+from fhirflow.errors import Gone, NotAcceptable, NotFound, NotModified
+from fhirflow.http import JSON_TYPES
+from fhirflow.model import FhirRequest, FhirResponse
+from fhirflow.ports import ResourceVersion
+from fhirflow.runtime import Dependencies
+from fhirflow_crud.writes import known_type
+
+
+def read(deps: Dependencies, request: FhirRequest) -> FhirResponse:
+    rtype = known_type(request)
+    id_ = request.resource_id
+    head = deps.store.current(request.tenant, rtype, id_)
+    if head is None:
+        raise NotFound(f"{rtype}/{id_} is not known")
+    headers = versioning.version_headers(head)
+    if head.deleted or head.body is None:
+        raise Gone(f"{rtype}/{id_} was deleted", headers=headers)
+    _check_conditional_read(request, head, headers)
+    if rtype == "Binary" and wants_native_binary(request):
+        return native_binary(request, head, headers)
+    return FhirResponse(status=200, raw_json=head.body, headers=headers, subsettable=True)
+
+
+def vread(deps: Dependencies, request: FhirRequest) -> FhirResponse:
+    rtype = known_type(request)
+    id_ = request.resource_id
+    vid = request.path_params.get("vid", "")
+    stored = deps.store.version(request.tenant, rtype, id_, int(vid)) if vid.isdigit() else None
+    if stored is None:
+        raise NotFound(f"{rtype}/{id_} has no version '{vid[:20]}'")
+    headers = versioning.version_headers(stored)
+    if stored.deleted or stored.body is None:
+        raise Gone(f"Version {vid} of {rtype}/{id_} is a deletion", headers=headers)
+    if rtype == "Binary" and wants_native_binary(request):
+        return native_binary(request, stored, headers)
+    return FhirResponse(status=200, raw_json=stored.body, headers=headers, subsettable=True)
+
+
+def _check_conditional_read(request: FhirRequest, head: ResourceVersion, headers: dict[str, str]) -> None:
+    none_match = request.header("if-none-match")
+    if none_match is not None:
+        tags = {t.strip().removeprefix("W/").removeprefix("w/").strip('"') for t in none_match.split(",")}
+        if str(head.version) in tags or "*" in tags:
+            raise NotModified("not modified", headers=headers)
+        return  # If-None-Match takes precedence over If-Modified-Since (RFC 7232 §6)
+    modified_since = request.header("if-modified-since")
+    if modified_since is not None:
+        since = timefmt.parse_http_date(modified_since)
+        if since is not None and head.last_updated // 1000 <= since:
+            raise NotModified("not modified", headers=headers)
+
+
+def wants_native_binary(request: FhirRequest) -> bool:
+    """A Binary is returned as FHIR only when the client asks for a FHIR format (binary.html#rest)."""
+    if request.param("_format"):
+        return False
+    accept = request.header("accept") or ""
+    media = {part.split(";")[0].strip().lower() for part in accept.split(",") if part.strip()}
+    return not media & JSON_TYPES
+
+
+def native_binary(request: FhirRequest, stored: ResourceVersion, headers: dict[str, str]) -> FhirResponse:
+    assert stored.body is not None
+    binary = jsonio.loads(stored.body)
+    content_type = str(binary.get("contentType") or "application/octet-stream")
+    accept = request.header("accept") or "*/*"
+    if not _accepts(accept, content_type):
+        raise NotAcceptable(f"This Binary is {content_type}; Accept allows neither that nor FHIR JSON")
+    try:
+        content = base64.b64decode(binary.get("data") or "")
+    except (binascii.Error, ValueError):
+        content = b""
+    security = (binary.get("securityContext") or {}).get("reference")
+    if security:
+        headers = {**headers, "X-Security-Context": str(security)}
+    return FhirResponse(status=200, binary=content, content_type=content_type, headers=headers)
+
+
+def _accepts(accept: str, content_type: str) -> bool:
+    major = content_type.split("/", maxsplit=1)[0]
+    for part in accept.split(","):
+        media = part.split(";")[0].strip().lower()
+        if media in ("*/*", content_type.lower(), f"{major}/*"):
+            return True
+    return False

@@ -1,0 +1,257 @@
+"""create, update, patch and delete (http://hl7.org/fhir/R4/http.html#create, #update, #patch, #delete).
+
+Every write is a :class:`Change` guarded by the version the writer saw. Without ``If-Match``
+a lost race is retried on the new head (the client asked for "last writer wins"); with
+``If-Match`` it is a 412, so that exactly one of several concurrent versioned updates wins.
+"""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from fhirflow import bodies, versioning
+from fhirflow.errors import (
+    BadRequest,
+    InvalidResource,
+    MethodNotAllowed,
+    NotFound,
+    PreconditionFailed,
+    ServiceUnavailable,
+    UnsupportedMediaType,
+)
+from fhirflow.model import FhirRequest, FhirResponse
+from fhirflow.ports import Change, Method, ResourceVersion, VersionConflict
+from fhirflow.runtime import Dependencies
+from fhirflow.validation import is_resource_type, validate_resource
+
+_MAX_RETRIES = 20
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    stored: ResourceVersion
+    resource: dict[str, Any] | None
+    created: bool
+
+
+def known_type(request: FhirRequest) -> str:
+    rtype = request.resource_type
+    if not is_resource_type(rtype):
+        raise NotFound(f"'{rtype[:64]}' is not a FHIR R4 resource type this server knows")
+    return rtype
+
+
+def check_id(value: str) -> str:
+    if not (0 < len(value) <= 64) or not all(c.isascii() and (c.isalnum() or c in "-.") for c in value):
+        raise BadRequest(f"'{value[:80]}' is not a valid resource id ([A-Za-z0-9-.]{{1,64}})", expression="id")
+    return value
+
+
+def if_match(request: FhirRequest) -> int | None:
+    raw = request.header("if-match")
+    return None if raw is None else versioning.parse_etag(raw)
+
+
+def validated(resource: dict[str, Any], rtype: str) -> dict[str, Any]:
+    issues = validate_resource(resource, expected_type=rtype)
+    if issues:
+        raise InvalidResource(f"The {rtype} is not valid: {issues[0].diagnostics}", issues=issues)
+    return resource
+
+
+def resource_from_body(request: FhirRequest, deps: Dependencies, rtype: str) -> dict[str, Any]:
+    """The request's resource; a Binary may also arrive as its raw content (binary.html#rest)."""
+    if rtype == "Binary" and not bodies.is_json_body(request):
+        bodies.check_size(request, deps.settings.max_body_bytes)
+        if request.content_type in ("application/fhir+xml", "application/xml"):
+            raise UnsupportedMediaType("FHIR XML is not supported; send application/fhir+json")
+        binary: dict[str, Any] = {"resourceType": "Binary", "contentType": request.content_type}
+        context = request.header("x-security-context")
+        if context:
+            binary["securityContext"] = {"reference": context}
+        if request.body:
+            binary["data"] = base64.b64encode(request.body).decode("ascii")
+        return binary
+    return bodies.parse_resource(request, limit=deps.settings.max_body_bytes, expected_type=rtype)
+
+
+def commit_version(
+    deps: Dependencies,
+    request: FhirRequest,
+    rtype: str,
+    id_: str,
+    resource: dict[str, Any] | None,
+    *,
+    method: Method,
+    expected: int | None,
+    head: ResourceVersion | None,
+) -> ResourceVersion:
+    """Write one new version after ``head`` (None: the resource does not exist); VersionConflict if it moved."""
+    version = head.version + 1 if head else 1
+    last_updated = deps.clock.now_ms()
+    if head and last_updated <= head.last_updated:
+        last_updated = head.last_updated + 1  # lastUpdated never goes backwards within one resource
+    body = None
+    if resource is not None:
+        body = versioning.serialise(versioning.stamp(resource, id_=id_, version=version, last_updated=last_updated))
+    new = ResourceVersion(request.tenant, rtype, id_, version, last_updated, resource is None, method, body)
+    deps.store.commit([Change(new, expected, request.request_id)])
+    return new
+
+
+def write(
+    deps: Dependencies,
+    request: FhirRequest,
+    rtype: str,
+    id_: str,
+    resource: dict[str, Any] | None,
+    *,
+    method: Method,
+    must_not_exist: bool = False,
+) -> WriteResult:
+    """Optimistic write with If-Match semantics and retries for unguarded writes."""
+    wanted = if_match(request)
+    for _ in range(_MAX_RETRIES):
+        head = None if must_not_exist else deps.store.current(request.tenant, rtype, id_)
+        if wanted is not None and (head is None or head.version != wanted):
+            current = "none" if head is None else versioning.etag(head.version)
+            raise PreconditionFailed(
+                f"If-Match {versioning.etag(wanted)} does not match the current version ({current})"
+            )
+        if resource is None and (head is None or head.deleted):
+            return WriteResult(head, None, created=False) if head else _nothing_to_delete(request, rtype, id_)
+        if head is None and method == "PUT" and not deps.settings.update_create:
+            raise MethodNotAllowed(f"{rtype}/{id_} does not exist and this server does not allow update-as-create")
+        try:
+            stored = commit_version(
+                deps, request, rtype, id_, resource, method=method, expected=head.version if head else None, head=head
+            )
+        except VersionConflict as conflict:
+            if wanted is not None:
+                raise PreconditionFailed(
+                    f"If-Match {versioning.etag(wanted)}: the resource changed (now version {conflict.current_version})"
+                ) from conflict
+            continue
+        return WriteResult(stored, resource, created=head is None or head.deleted)
+    raise ServiceUnavailable(
+        f"{rtype}/{id_} is being changed by many writers at once; retry", headers={"Retry-After": "1"}
+    )
+
+
+def _nothing_to_delete(request: FhirRequest, rtype: str, id_: str) -> WriteResult:
+    marker = ResourceVersion(request.tenant, rtype, id_, 0, 0, deleted=True, method="DELETE", body=None)
+    return WriteResult(marker, None, created=False)
+
+
+def written_response(request: FhirRequest, result: WriteResult, *, status: int | None = None) -> FhirResponse:
+    stored = result.stored
+    headers = versioning.version_headers(stored)
+    headers["Location"] = f"{request.base_url}/{stored.type}/{stored.id}/_history/{stored.version}"
+    return FhirResponse(
+        status=status or (201 if result.created else 200),
+        raw_json=stored.body,
+        headers=headers,
+        honours_prefer_return=True,
+    )
+
+
+def create(deps: Dependencies, request: FhirRequest) -> FhirResponse:
+    rtype = known_type(request)
+    resource = resource_from_body(request, deps, rtype)
+    # The server assigns the id and ignores one in the body (http.html#create).
+    resource = {k: v for k, v in resource.items() if k != "id"}
+    validated(resource, rtype)
+    result = write(deps, request, rtype, str(uuid.uuid4()), resource, method="POST", must_not_exist=True)
+    return written_response(request, result, status=201)
+
+
+def update(deps: Dependencies, request: FhirRequest) -> FhirResponse:
+    rtype = known_type(request)
+    id_ = check_id(request.resource_id)
+    resource = resource_from_body(request, deps, rtype)
+    if rtype == "Binary" and "id" not in resource and not bodies.is_json_body(request):
+        resource["id"] = id_
+    body_id = resource.get("id")
+    if body_id is None:
+        raise BadRequest("The resource has no id; an update must carry the id from the URL", expression=f"{rtype}.id")
+    if body_id != id_:
+        raise BadRequest(
+            f"The resource id '{body_id}' does not match the id in the URL ('{id_}')", expression=f"{rtype}.id"
+        )
+    validated(resource, rtype)
+    return written_response(request, write(deps, request, rtype, id_, resource, method="PUT"))
+
+
+def patch(deps: Dependencies, request: FhirRequest) -> FhirResponse:
+    from fhirflow.patch import apply_fhirpath_patch, apply_json_patch
+
+    rtype = known_type(request)
+    id_ = check_id(request.resource_id)
+    bodies.check_size(request, deps.settings.max_body_bytes)
+    if request.content_type == bodies.JSON_PATCH:
+        apply = apply_json_patch
+    elif request.content_type in ("application/fhir+json", "application/json"):
+        apply = apply_fhirpath_patch
+    else:
+        raise UnsupportedMediaType(
+            f"PATCH takes application/json-patch+json or a FHIRPath Patch Parameters resource in "
+            f"application/fhir+json, not '{request.content_type or 'no Content-Type'}'"
+        )
+    from fhirflow import jsonio
+
+    document = jsonio.loads(request.body) if request.body.strip() else None
+    if document is None:
+        raise BadRequest("PATCH needs a patch document in the body")
+    for _ in range(_MAX_RETRIES):
+        head = deps.store.current(request.tenant, rtype, id_)
+        if head is None or head.deleted or head.body is None:
+            return _patch_missing(request, rtype, id_, head)
+        current = jsonio.loads(head.body)
+        patched = apply(current, document)
+        _check_patched_identity(patched, rtype, id_)
+        validated(patched, rtype)
+        wanted = if_match(request)
+        if wanted is not None and wanted != head.version:
+            raise PreconditionFailed(
+                f"If-Match {versioning.etag(wanted)} does not match the current version "
+                f"({versioning.etag(head.version)})"
+            )
+        try:
+            stored = commit_version(
+                deps, request, rtype, id_, patched, method="PATCH", expected=head.version, head=head
+            )
+        except VersionConflict as conflict:
+            if wanted is not None:
+                raise PreconditionFailed("The resource changed while it was being patched") from conflict
+            continue
+        return written_response(request, WriteResult(stored, patched, created=False))
+    raise ServiceUnavailable(
+        f"{rtype}/{id_} is being changed by many writers at once; retry", headers={"Retry-After": "1"}
+    )
+
+
+def _patch_missing(request: FhirRequest, rtype: str, id_: str, head: ResourceVersion | None) -> FhirResponse:
+    from fhirflow.errors import Gone
+
+    if head is not None and head.deleted:
+        raise Gone(f"{rtype}/{id_} was deleted", headers=versioning.version_headers(head))
+    raise NotFound(f"{rtype}/{id_} is not known")
+
+
+def _check_patched_identity(patched: dict[str, Any], rtype: str, id_: str) -> None:
+    if patched.get("resourceType") != rtype:
+        raise InvalidResource("A patch may not change resourceType", expression="resourceType")
+    if patched.get("id") != id_:
+        raise InvalidResource("A patch may not change or remove the resource id", expression=f"{rtype}.id")
+
+
+def delete(deps: Dependencies, request: FhirRequest) -> FhirResponse:
+    """Delete is idempotent: deleting a deleted or unknown resource succeeds and writes nothing."""
+    rtype = known_type(request)
+    id_ = check_id(request.resource_id)
+    result = write(deps, request, rtype, id_, None, method="DELETE")
+    headers = versioning.version_headers(result.stored) if result.stored.version else {}
+    return FhirResponse(status=204, headers=headers)
