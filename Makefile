@@ -21,7 +21,7 @@ serve: $(STAMP)
 	$(VENV)/bin/fhirflow serve --host $(HOST) --port $(PORT)
 
 test: $(STAMP)
-	$(PY) -m pytest -n 2 $(PYTEST_ARGS)
+	scripts/in-netns $(PY) -m pytest -n 2 $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

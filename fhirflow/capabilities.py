@@ -35,6 +35,8 @@ def capability_statement(
     published: str = "2026-11-22",
 ) -> dict[str, Any]:
     implemented = {r.interaction for r in routes.routes}
+    if "transaction" in implemented:
+        implemented.add("batch")  # one route, POST [base], serves both (http.html#transaction)
     type_interactions = [{"code": code} for code in _TYPE_INTERACTIONS if code in implemented]
     resources = [
         {

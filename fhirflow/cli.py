@@ -48,7 +48,7 @@ def serve(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     gateway = LocalGateway(max_body_bytes=settings.max_body_bytes)
     # Build the handlers now so that the first request does not pay for it.
-    for service in ("crud",):
+    for service in ("crud", "bundle"):
         gateway.handler_for(service)
     print(
         f"fhirflow {args.store} store in {data_dir}\n"

@@ -228,3 +228,27 @@ def prefer_handling(request: FhirRequest) -> str:
         if key.strip().lower() == "handling" and value.strip().lower() == "strict":
             return "strict"
     return "lenient"
+
+
+class LazyApplication:
+    """A service's Application, built on the first invocation from ``"module:function"``.
+
+    Handler modules create one at import time; it does no I/O and imports nothing until the
+    first event, so importing a handler stays cheap (cold start) and tests can build the
+    Application themselves with other dependencies.
+    """
+
+    def __init__(self, factory: str) -> None:
+        self.factory = factory
+        self._app: Application | None = None
+
+    def get(self) -> Application:
+        if self._app is None:
+            import importlib
+
+            module, _, function = self.factory.partition(":")
+            self._app = getattr(importlib.import_module(module), function)()
+        return self._app
+
+    def resolve(self, event: Mapping[str, Any], context: object = None) -> dict[str, Any]:
+        return self.get().resolve(event, context)

@@ -63,15 +63,16 @@ class HistoryQuery:
     at: tuple[int, int] | None = None
     """Only versions current at some point in [low, high) (ms): http.html#history ``_at``."""
     count: int = 50
-    before_seq: int | None = None
-    """Keyset cursor: only versions older than this sequence position."""
+    after: str | None = None
+    """Keyset cursor from a previous page's ``next``: only versions older than that page's last.
+    Opaque to the use cases (the adapter's own position encoding); signed before it reaches a client."""
 
 
 @dataclass(frozen=True, slots=True)
 class HistoryPage:
     versions: list[ResourceVersion]
-    next_seq: int | None
-    """The cursor for the next (older) page, or None at the end."""
+    next: str | None
+    """The position after this page's last entry, or None at the end."""
 
 
 class VersionConflict(Exception):

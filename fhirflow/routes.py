@@ -29,6 +29,7 @@ class Route:
 
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/metadata", "crud", "capabilities"),
+    Route("POST", "/", "bundle", "transaction"),
     Route("GET", "/_history", "crud", "history-system"),
     Route("POST", "/{type}", "crud", "create"),
     Route("GET", "/{type}/_history", "crud", "history-type"),

@@ -35,6 +35,8 @@ class Settings:
     """Allow PUT to create a resource with a client-chosen id (http.html#upsert)."""
     history_default_count: int = 50
     history_max_count: int = 1000
+    max_bundle_entries: int = 10_000
+    """Entries per batch/transaction; the default loads every Synthea patient as one transaction."""
     cursor_secret: str | None = None
     """HMAC key for paging cursors; the embedded mode keeps a generated one in the data dir."""
 
@@ -48,6 +50,7 @@ class Settings:
             update_create=_flag("FHIRFLOW_UPDATE_CREATE", True),
             history_default_count=_int("FHIRFLOW_HISTORY_DEFAULT_COUNT", 50),
             history_max_count=_int("FHIRFLOW_HISTORY_MAX_COUNT", 1000),
+            max_bundle_entries=_int("FHIRFLOW_MAX_BUNDLE_ENTRIES", 10_000),
             cursor_secret=os.environ.get("FHIRFLOW_CURSOR_SECRET") or None,
         )
 

@@ -137,9 +137,9 @@ class SqliteResourceStore:
                 "AND n.id = v.id AND n.version = v.version + 1 AND n.last_updated <= ?)"
             )
             args.append(low)
-        if query.before_seq is not None:
+        if query.after is not None:
             where.append("v.seq < ?")
-            args.append(query.before_seq)
+            args.append(int(query.after))
         args.append(query.count + 1)
         rows = (
             self.db.connection()
@@ -150,5 +150,5 @@ class SqliteResourceStore:
             .fetchall()
         )
         page = rows[: query.count]
-        next_seq = page[-1][0] if len(rows) > query.count and page else None
-        return HistoryPage([_row_to_version(r[1:]) for r in page], next_seq)
+        next_position = str(page[-1][0]) if len(rows) > query.count and page else None
+        return HistoryPage([_row_to_version(r[1:]) for r in page], next_position)

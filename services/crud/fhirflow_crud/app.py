@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 
 from fhirflow.capabilities import capability_statement
@@ -11,7 +12,7 @@ from fhirflow.routes import ROUTE_TABLE
 from fhirflow.runtime import Dependencies, build_dependencies
 from fhirflow_crud import history, reads, writes
 
-_USE_CASES = {
+USE_CASES: dict[str, Callable[[Dependencies, FhirRequest], FhirResponse]] = {
     "create": writes.create,
     "update": writes.update,
     "patch": writes.patch,
@@ -35,6 +36,6 @@ def build_app(deps: Dependencies | None = None) -> Application:
     deps = deps or build_dependencies()
     handlers: dict[tuple[str, str], UseCase] = {}
     for route in ROUTE_TABLE.for_service("crud"):
-        use_case = metadata if route.interaction == "capabilities" else _USE_CASES[route.interaction]
+        use_case = metadata if route.interaction == "capabilities" else USE_CASES[route.interaction]
         handlers[(route.method, route.pattern)] = partial(use_case, deps)
     return Application(handlers, base_url=deps.settings.base_url)

@@ -32,17 +32,17 @@ def history(deps: Dependencies, request: FhirRequest) -> FhirResponse:
     cursor = request.param("_cursor")
     if cursor:
         state = deps.cursors.decode(cursor)
-        if state.get("scope") != _scope(request, rtype, id_) or not isinstance(state.get("before"), int):
+        if state.get("scope") != _scope(request, rtype, id_) or not isinstance(state.get("after"), str):
             raise BadRequest("_cursor belongs to a different history", expression="_cursor")
-        before = state["before"]
+        before = state["after"]
     if rtype and id_ and deps.store.current(request.tenant, rtype, id_) is None:
         raise NotFound(f"{rtype}/{id_} is not known")
     page = deps.store.history(
-        HistoryQuery(tenant=request.tenant, type=rtype, id=id_, since=since, at=at, count=count, before_seq=before)
+        HistoryQuery(tenant=request.tenant, type=rtype, id=id_, since=since, at=at, count=count, after=before)
     )
     links = [{"relation": "self", "url": _page_url(request, None)}]
-    if page.next_seq is not None:
-        token = deps.cursors.encode({"scope": _scope(request, rtype, id_), "before": page.next_seq})
+    if page.next is not None:
+        token = deps.cursors.encode({"scope": _scope(request, rtype, id_), "after": page.next})
         links.append({"relation": "next", "url": _page_url(request, token)})
     bundle: dict[str, Any] = {
         "resourceType": "Bundle",

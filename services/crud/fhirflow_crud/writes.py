@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -158,13 +159,14 @@ def written_response(request: FhirRequest, result: WriteResult, *, status: int |
     )
 
 
-def create(deps: Dependencies, request: FhirRequest) -> FhirResponse:
+def create(deps: Dependencies, request: FhirRequest, *, new_id: str | None = None) -> FhirResponse:
+    """``new_id`` lets a transaction choose the id up front, so references to the entry can be rewritten."""
     rtype = known_type(request)
     resource = resource_from_body(request, deps, rtype)
     # The server assigns the id and ignores one in the body (http.html#create).
     resource = {k: v for k, v in resource.items() if k != "id"}
     validated(resource, rtype)
-    result = write(deps, request, rtype, str(uuid.uuid4()), resource, method="POST", must_not_exist=True)
+    result = write(deps, request, rtype, new_id or str(uuid.uuid4()), resource, method="POST", must_not_exist=True)
     return written_response(request, result, status=201)
 
 
@@ -191,6 +193,7 @@ def patch(deps: Dependencies, request: FhirRequest) -> FhirResponse:
     rtype = known_type(request)
     id_ = check_id(request.resource_id)
     bodies.check_size(request, deps.settings.max_body_bytes)
+    apply: Callable[[dict[str, Any], object], dict[str, Any]]
     if request.content_type == bodies.JSON_PATCH:
         apply = apply_json_patch
     elif request.content_type in ("application/fhir+json", "application/json"):

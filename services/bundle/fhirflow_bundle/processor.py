@@ -1,0 +1,192 @@
+"""batch and transaction (http://hl7.org/fhir/R4/http.html#transaction, bundle.html#transaction).
+
+The bundle code owns ordering, identity assignment, reference rewriting and the response
+bundle; each entry runs through the same use cases as a direct request (STYLE.md rule 7).
+A transaction runs its entries against a :class:`UnitOfWork` and commits once at the end:
+in the embedded mode that is one SQL transaction.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Callable
+from http import HTTPStatus
+from typing import Any
+
+import orjson
+
+from fhirflow import jsonio
+from fhirflow.errors import BadRequest, Conflict, FhirError, Issue, NotModified, outcome_for
+from fhirflow.http import prefer_return
+from fhirflow.model import FhirRequest, FhirResponse
+from fhirflow.ports import VersionConflict
+from fhirflow.routes import ROUTE_TABLE, RouteTable
+from fhirflow.runtime import Dependencies
+from fhirflow.unit_of_work import UnitOfWork
+from fhirflow_bundle import references
+from fhirflow_bundle.entries import ORDER, Entry, entry_request, parse_bundle, prefixed_issues
+
+UseCase = Callable[..., FhirResponse]
+
+
+class BundleProcessor:
+    def __init__(self, deps: Dependencies, use_cases: dict[str, UseCase], routes: RouteTable = ROUTE_TABLE) -> None:
+        self.deps = deps
+        self.use_cases = use_cases
+        self.routes = routes
+
+    def process(self, request: FhirRequest) -> FhirResponse:
+        body = jsonio.loads(request.body) if request.body.strip() else None
+        kind, entries = parse_bundle(body, max_entries=self.deps.settings.max_bundle_entries)
+        if kind == "batch":
+            responses = [self._batch_entry(entry, request) for entry in entries]
+        else:
+            responses = self._transaction(entries, request)
+        bundle = {"resourceType": "Bundle", "type": f"{kind}-response", "entry": responses}
+        return FhirResponse(status=200, resource=bundle)
+
+    # -- batch: every entry on its own -------------------------------------------------------
+
+    def _batch_entry(self, entry: Entry, outer: FhirRequest) -> dict[str, Any]:
+        try:
+            if entry.resource is not None and references.local_references(entry.resource):
+                raise BadRequest(
+                    f"{entry.where}: a batch entry cannot refer to other entries "
+                    "(urn:uuid/urn:oid references resolve only in a transaction)",
+                    expression=f"{entry.where}.resource",
+                )
+            response = self._run(entry, outer, self.deps, entry.resource)
+        except FhirError as error:
+            return _error_entry(error, entry)
+        return _response_entry(response, outer)
+
+    # -- transaction: all or nothing ---------------------------------------------------------
+
+    def _transaction(self, entries: list[Entry], outer: FhirRequest) -> list[dict[str, Any]]:
+        new_ids, mapping = self._identities(entries)
+        bodies = {
+            e.index: references.rewrite(e.resource, mapping, where=e.where) if e.resource is not None else None
+            for e in entries
+        }
+        work = UnitOfWork(self.deps.store)
+        scoped = dataclasses.replace(self.deps, store=work)
+        results: dict[int, dict[str, Any]] = {}
+        owners: list[Entry] = []  # the entry that buffered each change, to name it if the commit fails
+        for entry in sorted(entries, key=lambda e: (ORDER[e.method], e.index)):
+            owners.extend([entry] * (len(work.changes) - len(owners)))
+            try:
+                response = self._run(entry, outer, scoped, bodies[entry.index], new_id=new_ids.get(entry.index))
+            except NotModified as not_modified:
+                results[entry.index] = {"response": {"status": "304 Not Modified", **_etag(not_modified.headers)}}
+                continue
+            except FhirError as error:
+                raise _entry_failure(error, entry) from error
+            results[entry.index] = _response_entry(response, outer)
+            owners.extend([entry] * (len(work.changes) - len(owners)))
+        try:
+            work.flush()
+        except VersionConflict as conflict:
+            failed = owners[conflict.index].where if conflict.index < len(owners) else "Bundle"
+            raise Conflict(
+                f"{failed}: the resource was changed by another request while this transaction ran; "
+                "nothing was written",
+                expression=failed,
+            ) from conflict
+        return [results[e.index] for e in entries]
+
+    def _identities(self, entries: list[Entry]) -> tuple[dict[int, str], dict[str, str]]:
+        """Ids for created resources up front, and fullUrl → ``Type/id`` for every entry that has one."""
+        new_ids: dict[int, str] = {}
+        mapping: dict[str, str] = {}
+        targets: dict[str, int] = {}
+        for entry in entries:
+            if entry.method == "POST":
+                new_ids[entry.index] = str(uuid.uuid4())
+                location = f"{entry.resource_type}/{new_ids[entry.index]}"
+            elif entry.method in ("PUT", "PATCH", "DELETE") and not entry.query and entry.path.count("/") == 2:
+                location = entry.path.strip("/")
+            else:
+                continue
+            if location in targets:
+                raise BadRequest(
+                    f"{entry.where} and Bundle.entry[{targets[location]}] both change {location}; "
+                    "a transaction may change each resource once",
+                    expression=entry.where,
+                )
+            targets[location] = entry.index
+            if entry.full_url:
+                mapping[entry.full_url] = location
+        return new_ids, mapping
+
+    # -- one entry through the ordinary use cases ----------------------------------------------
+
+    def _run(
+        self, entry: Entry, outer: FhirRequest, deps: Dependencies, body: Any, *, new_id: str | None = None
+    ) -> FhirResponse:
+        request = entry_request(entry, outer, body)
+        method = "GET" if entry.method == "HEAD" else entry.method
+        route, params = self.routes.match(method, entry.path)
+        use_case = self.use_cases.get(route.interaction)
+        if use_case is None:
+            raise BadRequest(
+                f"{entry.where}: {entry.method} {entry.url[:120]} is not supported inside a Bundle",
+                expression=f"{entry.where}.request",
+            )
+        request.route = route.pattern
+        request.path_params = params
+        if route.interaction == "create" and new_id is not None:
+            return use_case(deps, request, new_id=new_id)
+        return use_case(deps, request)
+
+
+def _entry_failure(error: FhirError, entry: Entry) -> FhirError:
+    failure = type(error)(
+        f"{entry.where}: {error.diagnostics}", issues=prefixed_issues(error.issues, entry), headers=error.headers
+    )
+    failure.status = error.status
+    return failure
+
+
+def _status(code: int) -> str:
+    try:
+        return f"{code} {HTTPStatus(code).phrase}"
+    except ValueError:
+        return str(code)
+
+
+def _etag(headers: dict[str, str]) -> dict[str, str]:
+    out = {}
+    if "ETag" in headers:
+        out["etag"] = headers["ETag"]
+    return out
+
+
+def _response_entry(response: FhirResponse, outer: FhirRequest) -> dict[str, Any]:
+    result: dict[str, Any] = {"status": _status(response.status)}
+    headers = response.headers
+    if "Location" in headers:
+        result["location"] = headers["Location"]
+    result.update(_etag(headers))
+    entry: dict[str, Any] = {}
+    if response.raw_json is not None:
+        stored = jsonio.loads(response.raw_json)
+        result["lastModified"] = (stored.get("meta") or {}).get("lastUpdated")
+        preference = prefer_return(outer) if response.honours_prefer_return else "representation"
+        if preference == "representation":
+            entry["fullUrl"] = f"{outer.base_url}/{stored.get('resourceType')}/{stored.get('id')}"
+            entry["resource"] = orjson.Fragment(response.raw_json)  # the stored bytes, not re-serialised
+        elif preference == "OperationOutcome":
+            result["outcome"] = {
+                "resourceType": "OperationOutcome",
+                "issue": [Issue("informational", "ok", severity="information").to_json()],
+            }
+    elif response.resource is not None:
+        entry["resource"] = response.resource
+    entry["response"] = {k: v for k, v in result.items() if v is not None}
+    return entry
+
+
+def _error_entry(error: FhirError, entry: Entry) -> dict[str, Any]:
+    outcome = outcome_for(_entry_failure(error, entry))
+    return {"response": {"status": _status(error.status), "outcome": outcome}}
