@@ -12,7 +12,7 @@ import base64
 import binascii
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fhirflow import jsonio, subsetting
 from fhirflow.errors import (
@@ -25,6 +25,9 @@ from fhirflow.errors import (
     outcome_for,
 )
 from fhirflow.model import DEFAULT_TENANT, FhirRequest, FhirResponse
+
+if TYPE_CHECKING:
+    from fhirflow.ports import Authenticator
 
 logger = logging.getLogger("fhirflow.http")
 
@@ -126,9 +129,16 @@ def _accept_candidates(accept: str) -> list[str]:
 class Application:
     """A service's HTTP face: dispatch by route, map errors once, render the response."""
 
-    def __init__(self, handlers: Mapping[tuple[str, str], UseCase], *, base_url: str | None = None) -> None:
+    def __init__(
+        self,
+        handlers: Mapping[tuple[str, str], UseCase],
+        *,
+        base_url: str | None = None,
+        authenticator: Authenticator | None = None,
+    ) -> None:
         self.handlers = dict(handlers)
         self.base_url = base_url
+        self.authenticator = authenticator
 
     def resolve(self, event: Mapping[str, Any], context: object = None) -> dict[str, Any]:
         try:
@@ -141,6 +151,8 @@ class Application:
             handler = self.handlers.get((request.method, request.route))
             if handler is None:
                 raise FhirError(f"No handler for {request.method} {request.route}")
+            if self.authenticator is not None:
+                request.principal = self.authenticator.authenticate(request)
             response = handler(request)
             if mime is None and response.binary is None:
                 mime = negotiate(request)  # raises the 406 that was deferred for a Binary read

@@ -29,6 +29,8 @@ class FhirRequest:
     tenant: str = DEFAULT_TENANT
     request_id: str = ""
     source_ip: str = ""
+    principal: object | None = None
+    """Who is calling, as the Authenticator found it (None when authorization is off)."""
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name)

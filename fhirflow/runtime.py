@@ -10,7 +10,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from fhirflow.ports import Clock, ResourceStore, SystemClock
+from fhirflow.ports import AccessPolicy, AllowAll, Authenticator, Clock, ResourceStore, SystemClock
 from fhirflow.settings import Settings
 
 if TYPE_CHECKING:
@@ -24,6 +24,9 @@ class Dependencies:
     store: ResourceStore
     cursors: CursorSigner
     clock: Clock = field(default_factory=SystemClock)
+    policy: AccessPolicy = field(default_factory=AllowAll)
+    authenticator: Authenticator | None = None
+    """None: authorization is off (embedded mode on loopback only)."""
 
 
 _databases: dict[str, SqliteDatabase] = {}

@@ -38,4 +38,4 @@ def build_app(deps: Dependencies | None = None) -> Application:
     for route in ROUTE_TABLE.for_service("crud"):
         use_case = metadata if route.interaction == "capabilities" else USE_CASES[route.interaction]
         handlers[(route.method, route.pattern)] = partial(use_case, deps)
-    return Application(handlers, base_url=deps.settings.base_url)
+    return Application(handlers, base_url=deps.settings.base_url, authenticator=deps.authenticator)

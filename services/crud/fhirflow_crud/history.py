@@ -17,14 +17,19 @@ from fhirflow.errors import BadRequest, NotFound
 from fhirflow.model import FhirRequest, FhirResponse
 from fhirflow.ports import HistoryQuery, ResourceVersion
 from fhirflow.runtime import Dependencies
-from fhirflow_crud.writes import known_type
+from fhirflow_crud.writes import authorized_type
 
 _STATUS = {"create": "201 Created", "update": "200 OK", "delete": "204 No Content"}
 
 
 def history(deps: Dependencies, request: FhirRequest) -> FhirResponse:
-    rtype = known_type(request) if request.resource_type else None
     id_ = request.resource_id or None
+    interaction = "history-instance" if id_ else "history-type" if request.resource_type else "history-system"
+    if request.resource_type:
+        rtype: str | None = authorized_type(deps, request, interaction)
+    else:
+        rtype = None
+        deps.policy.authorize(request, interaction, None)
     count = _count(request, deps)
     since = _since(request)
     at = timefmt.datetime_range(request.param("_at") or "", name="_at") if request.param("_at") else None
@@ -48,7 +53,7 @@ def history(deps: Dependencies, request: FhirRequest) -> FhirResponse:
         "resourceType": "Bundle",
         "type": "history",
         "link": links,
-        "entry": [_entry(request.base_url, v) for v in page.versions],
+        "entry": [_entry(request.base_url, v) for v in page.versions if deps.policy.visible(request, v)],
     }
     return FhirResponse(status=200, resource=bundle)
 

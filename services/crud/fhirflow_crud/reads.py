@@ -12,11 +12,11 @@ from fhirflow.http import JSON_TYPES
 from fhirflow.model import FhirRequest, FhirResponse
 from fhirflow.ports import ResourceVersion
 from fhirflow.runtime import Dependencies
-from fhirflow_crud.writes import known_type
+from fhirflow_crud.writes import authorized_type
 
 
 def read(deps: Dependencies, request: FhirRequest) -> FhirResponse:
-    rtype = known_type(request)
+    rtype = authorized_type(deps, request, "read")
     id_ = request.resource_id
     head = deps.store.current(request.tenant, rtype, id_)
     if head is None:
@@ -24,6 +24,7 @@ def read(deps: Dependencies, request: FhirRequest) -> FhirResponse:
     headers = versioning.version_headers(head)
     if head.deleted or head.body is None:
         raise Gone(f"{rtype}/{id_} was deleted", headers=headers)
+    deps.policy.check_read(request, head)
     _check_conditional_read(request, head, headers)
     if rtype == "Binary" and wants_native_binary(request):
         return native_binary(request, head, headers)
@@ -31,7 +32,7 @@ def read(deps: Dependencies, request: FhirRequest) -> FhirResponse:
 
 
 def vread(deps: Dependencies, request: FhirRequest) -> FhirResponse:
-    rtype = known_type(request)
+    rtype = authorized_type(deps, request, "vread")
     id_ = request.resource_id
     vid = request.path_params.get("vid", "")
     stored = deps.store.version(request.tenant, rtype, id_, int(vid)) if vid.isdigit() else None
@@ -40,6 +41,7 @@ def vread(deps: Dependencies, request: FhirRequest) -> FhirResponse:
     headers = versioning.version_headers(stored)
     if stored.deleted or stored.body is None:
         raise Gone(f"Version {vid} of {rtype}/{id_} is a deletion", headers=headers)
+    deps.policy.check_read(request, stored)
     if rtype == "Binary" and wants_native_binary(request):
         return native_binary(request, stored, headers)
     return FhirResponse(status=200, raw_json=stored.body, headers=headers, subsettable=True)

@@ -45,6 +45,13 @@ def known_type(request: FhirRequest) -> str:
     return rtype
 
 
+def authorized_type(deps: Dependencies, request: FhirRequest, interaction: str) -> str:
+    """The request's resource type, once it is known to exist and the principal may use it for ``interaction``."""
+    rtype = known_type(request)
+    deps.policy.authorize(request, interaction, rtype)
+    return rtype
+
+
 def check_id(value: str) -> str:
     if not (0 < len(value) <= 64) or not all(c.isascii() and (c.isalnum() or c in "-.") for c in value):
         raise BadRequest(f"'{value[:80]}' is not a valid resource id ([A-Za-z0-9-.]{{1,64}})", expression="id")
@@ -126,6 +133,7 @@ def write(
             return WriteResult(head, None, created=False) if head else _nothing_to_delete(request, rtype, id_)
         if head is None and method == "PUT" and not deps.settings.update_create:
             raise MethodNotAllowed(f"{rtype}/{id_} does not exist and this server does not allow update-as-create")
+        deps.policy.check_write(request, rtype, id_, resource, head)
         try:
             stored = commit_version(
                 deps, request, rtype, id_, resource, method=method, expected=head.version if head else None, head=head
@@ -161,7 +169,7 @@ def written_response(request: FhirRequest, result: WriteResult, *, status: int |
 
 def create(deps: Dependencies, request: FhirRequest, *, new_id: str | None = None) -> FhirResponse:
     """``new_id`` lets a transaction choose the id up front, so references to the entry can be rewritten."""
-    rtype = known_type(request)
+    rtype = authorized_type(deps, request, "create")
     resource = resource_from_body(request, deps, rtype)
     # The server assigns the id and ignores one in the body (http.html#create).
     resource = {k: v for k, v in resource.items() if k != "id"}
@@ -171,7 +179,7 @@ def create(deps: Dependencies, request: FhirRequest, *, new_id: str | None = Non
 
 
 def update(deps: Dependencies, request: FhirRequest) -> FhirResponse:
-    rtype = known_type(request)
+    rtype = authorized_type(deps, request, "update")
     id_ = check_id(request.resource_id)
     resource = resource_from_body(request, deps, rtype)
     if rtype == "Binary" and "id" not in resource and not bodies.is_json_body(request):
@@ -190,7 +198,7 @@ def update(deps: Dependencies, request: FhirRequest) -> FhirResponse:
 def patch(deps: Dependencies, request: FhirRequest) -> FhirResponse:
     from fhirflow.patch import apply_fhirpath_patch, apply_json_patch
 
-    rtype = known_type(request)
+    rtype = authorized_type(deps, request, "patch")
     id_ = check_id(request.resource_id)
     bodies.check_size(request, deps.settings.max_body_bytes)
     apply: Callable[[dict[str, Any], object], dict[str, Any]]
@@ -216,6 +224,7 @@ def patch(deps: Dependencies, request: FhirRequest) -> FhirResponse:
         patched = apply(current, document)
         _check_patched_identity(patched, rtype, id_)
         validated(patched, rtype)
+        deps.policy.check_write(request, rtype, id_, patched, head)
         wanted = if_match(request)
         if wanted is not None and wanted != head.version:
             raise PreconditionFailed(
@@ -253,7 +262,7 @@ def _check_patched_identity(patched: dict[str, Any], rtype: str, id_: str) -> No
 
 def delete(deps: Dependencies, request: FhirRequest) -> FhirResponse:
     """Delete is idempotent: deleting a deleted or unknown resource succeeds and writes nothing."""
-    rtype = known_type(request)
+    rtype = authorized_type(deps, request, "delete")
     id_ = check_id(request.resource_id)
     result = write(deps, request, rtype, id_, None, method="DELETE")
     headers = versioning.version_headers(result.stored) if result.stored.version else {}
