@@ -66,6 +66,26 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def import_command(args: argparse.Namespace) -> int:
+    from fhirflow import importer
+
+    if args.url:
+        post = importer.http_poster(args.url, token=args.token)
+    else:
+        os.environ["FHIRFLOW_DATA_DIR"] = str(Path(args.data_dir).resolve())
+        os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
+        os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+        post = importer.embedded_poster()
+    report = importer.run_import(args.paths, post, batch_size=args.batch_size, progress=not args.no_progress)
+    print(
+        f"imported {report.resources} resources from {report.files} files in {report.seconds:.1f} s "
+        f"({report.rate:.0f} resources/s); {report.failed_resources} failed"
+    )
+    for failure in report.failures[:50]:
+        print(f"  {failure}")
+    return 1 if report.failed_resources else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fhirflow", description="fhirflow FHIR R4 server")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -79,6 +99,16 @@ def main(argv: list[str] | None = None) -> int:
     serve_parser.add_argument("--access-log", action="store_true")
     serve_parser.add_argument("--stop-with-parent", type=int, default=None, help=argparse.SUPPRESS)
     serve_parser.set_defaults(func=serve)
+    import_parser = commands.add_parser("import", help="load transaction/batch Bundles and NDJSON files")
+    import_parser.add_argument("paths", nargs="+", type=Path, help="files or directories (.json, .ndjson)")
+    import_parser.add_argument(
+        "--url", help="a running server's base URL; without it, the embedded store in --data-dir"
+    )
+    import_parser.add_argument("--data-dir", default=os.environ.get("FHIRFLOW_DATA_DIR", ".fhirflow"))
+    import_parser.add_argument("--token", default=os.environ.get("FHIRFLOW_TOKEN"), help="bearer token for --url")
+    import_parser.add_argument("--batch-size", type=int, default=500, help="resources per batch Bundle for NDJSON")
+    import_parser.add_argument("--no-progress", action="store_true")
+    import_parser.set_defaults(func=import_command)
     args = parser.parse_args(argv)
     result: int = args.func(args)
     return result
