@@ -6,7 +6,7 @@ The rules of fhirpatch.html as applied here:
 * ``add``: the path selects exactly one element, to which child ``name`` is added. An
   existing array is appended to; a non-repeating element may be added only when absent
   ("Add can be used for non-repeating elements as long as they do not already exist");
-  an absent element is created as an array when it repeats (see cardinality.py);
+  an absent element is created as an array when it repeats (from the R4 model the validator uses);
 * ``insert``: into the list named by the path at ``index``, ``0 <= index <= len``;
 * ``delete``: a path that matches nothing is not an error ("if found"); "Only a single
   element can be deleted", so two or more matches are;
@@ -29,10 +29,12 @@ from typing import Any, Final
 
 from fhirflow.errors import BadRequest, UnprocessableEntity
 from fhirflow.patch import fhir_json
-from fhirflow.patch.cardinality import RepeatsRule, default_repeats
 from fhirflow.patch.fhirpath_locator import CompiledPath, Location, Locator, PathEvaluationError
 from fhirflow.patch.fhirpath_parameters import FhirPathOperation, Leaf, PatchValue, parse_parameters
 from fhirflow.patch.r4model import r4_model
+from fhirflow.validation import element_repeats
+
+RepeatsRule = Callable[[str], bool]
 
 
 class _NotApplicable(Exception):
@@ -45,13 +47,13 @@ def apply_fhirpath_patch(
     """Apply a FHIRPath Patch Parameters resource to a copy of ``resource`` and return the copy.
 
     ``repeats`` answers "is this element path 0..*?" when an absent element is created;
-    the default is :func:`fhirflow.patch.cardinality.default_repeats`. The input is never
+    the default is :func:`fhirflow.validation.element_repeats`. The input is never
     modified.
     """
     try:
         operations = parse_parameters(parameters)
         document = copy.deepcopy(resource)
-        patcher = _Patcher(document, repeats or default_repeats)
+        patcher = _Patcher(document, repeats or element_repeats)
         for operation in operations:
             try:
                 _APPLY[operation.type](patcher, operation)

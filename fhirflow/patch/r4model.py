@@ -6,7 +6,7 @@ FHIRPath "Choice types"), children of a HumanName are defined as ``HumanName.giv
 than ``Patient.name.given``, and ``ofType(Quantity)`` must accept an ``Age``. fhirpathpy ships
 exactly this for its own evaluator (its r4 model: path2Type, choiceTypePaths,
 pathsDefinedElsewhere, type2Parent), so it is reused here rather than copied. The model has
-no cardinalities; :mod:`fhirflow.patch.cardinality` covers those.
+no cardinalities; :func:`fhirflow.validation.element_repeats` answers those.
 
 fhirpathpy is imported on first use only: it costs tens of milliseconds of cold start and
 most requests never patch.

@@ -13,6 +13,7 @@ if TYPE_CHECKING:  # fhirflow.errors pulls in dataclasses and typing: ~10 ms tha
 
 __all__ = [
     "RESOURCE_TYPES",
+    "element_repeats",
     "is_resource_type",
     "mandatory_elements",
     "resource_types",
@@ -45,6 +46,14 @@ def resource_types() -> frozenset[str]:
 def is_resource_type(name: str) -> bool:
     """Whether ``name`` is a concrete R4 resource type ("Patient": True; "Resource", "DomainResource": False)."""
     return name in resource_types()
+
+
+def element_repeats(element_path: str) -> bool:
+    """Whether the R4 element at a definition path (``Patient.name``, ``HumanName.given``,
+    ``Patient.contact.telecom``) repeats, i.e. is a JSON array. False for unknown paths."""
+    from fhirflow.validation.schema import schema
+
+    return schema().repeats(element_path)
 
 
 def summary_elements(resource_type: str) -> frozenset[str]:

@@ -106,6 +106,15 @@ class Schema:
             return None
         return self.typedef(name)
 
+    def repeats(self, element_path: str) -> bool:
+        """Whether the element at a definition path (``Patient.name``, ``HumanName.given``,
+        ``Patient.contact.telecom``) is an array in JSON (max > 1). Unknown paths: False."""
+        parent, _, name = element_path.rpartition(".")
+        if parent not in self._raw_types:
+            return False
+        spec = self.typedef(parent).elements.get(name)
+        return spec is not None and spec.array
+
     def top_level_names(self, resource_type: str, *, mandatory: bool) -> frozenset[str]:
         """JSON names of a resource's top-level elements that are isSummary (or, if ``mandatory``, have
         min >= 1), choices expanded. Cached for real resource types only, so bogus names cannot grow it."""

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from fhirflow.errors import BadRequest, FhirError, UnprocessableEntity
 from fhirflow.patch import apply_fhirpath_patch, apply_json_patch
-from fhirflow.patch.cardinality import default_repeats
+from fhirflow.validation import element_repeats as default_repeats
 
 # --------------------------------------------------------------------------- JSON Patch
 
