@@ -12,7 +12,8 @@ from fhirflow.errors import BadRequest
 # FHIR dateTime (datatypes.html#dateTime): YYYY, YYYY-MM, YYYY-MM-DD, or with time and zone.
 _DATETIME = re.compile(
     r"(?P<y>\d{4})(-(?P<m>\d{2})(-(?P<d>\d{2})(T(?P<H>\d{2}):(?P<M>\d{2})(:(?P<S>\d{2})(?P<f>\.\d{1,9})?)?"
-    r"(?P<z>Z|[+-]\d{2}:\d{2})?)?)?)?"
+    r"(?P<z>Z|[+-]\d{2}:\d{2})?)?)?)?",
+    re.ASCII,  # FHIR's digits are [0-9]; \d would also take other scripts' digits
 )
 
 

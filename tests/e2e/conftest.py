@@ -8,8 +8,7 @@ import httpx
 import pytest
 
 from fhirflow.local.launcher import LocalServer
-
-FHIR_JSON = "application/fhir+json"
+from tests.e2e.support import FHIR_JSON, SMALL_BODY_LIMIT
 
 
 @pytest.fixture(scope="session")
@@ -21,4 +20,26 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
 @pytest.fixture
 def client(server: LocalServer) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.base_url, headers={"Content-Type": FHIR_JSON}, timeout=60) as http:
+        yield http
+
+
+@pytest.fixture
+def bare_client(server: LocalServer) -> Iterator[httpx.Client]:
+    """No default Content-Type and no Accept at all: what the server does when the client says nothing."""
+    with httpx.Client(base_url=server.base_url, timeout=60) as http:
+        del http.headers["accept"]
+        yield http
+
+
+@pytest.fixture(scope="session")
+def small_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
+    """A second server whose body limit is tiny, for 413 (the limit API Gateway and Lambda impose in AWS)."""
+    data_dir = tmp_path_factory.mktemp("fhirflow-small")
+    with LocalServer(data_dir=data_dir, extra_args=("--max-body-bytes", str(SMALL_BODY_LIMIT))) as running:
+        yield running
+
+
+@pytest.fixture
+def small_client(small_server: LocalServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=small_server.base_url, headers={"Content-Type": FHIR_JSON}, timeout=60) as http:
         yield http

@@ -32,10 +32,17 @@ def metadata(deps: Dependencies, request: FhirRequest) -> FhirResponse:
     return FhirResponse(status=200, resource=statement, subsettable=True)
 
 
+def smart_configuration(deps: Dependencies, request: FhirRequest) -> FhirResponse:
+    from fhirflow.authz.discovery import smart_configuration_response
+
+    return smart_configuration_response(deps.settings, request)
+
+
 def build_app(deps: Dependencies | None = None) -> Application:
     deps = deps or build_dependencies()
     handlers: dict[tuple[str, str], UseCase] = {}
+    special = {"capabilities": metadata, "smart-configuration": smart_configuration}
     for route in ROUTE_TABLE.for_service("crud"):
-        use_case = metadata if route.interaction == "capabilities" else USE_CASES[route.interaction]
+        use_case = special.get(route.interaction) or USE_CASES[route.interaction]
         handlers[(route.method, route.pattern)] = partial(use_case, deps)
-    return Application(handlers, base_url=deps.settings.base_url, authenticator=deps.authenticator)
+    return Application(handlers, base_url=deps.settings.base_url, authenticator=deps.authenticator, audit=deps.audit)

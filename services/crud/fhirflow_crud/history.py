@@ -66,7 +66,7 @@ def _count(request: FhirRequest, deps: Dependencies) -> int:
     raw = request.param("_count")
     if raw is None:
         return deps.settings.history_default_count
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()):
         raise BadRequest(f"_count must be a non-negative integer, not '{raw[:40]}'", expression="_count")
     return min(int(raw), deps.settings.history_max_count)
 

@@ -35,7 +35,9 @@ def vread(deps: Dependencies, request: FhirRequest) -> FhirResponse:
     rtype = authorized_type(deps, request, "vread")
     id_ = request.resource_id
     vid = request.path_params.get("vid", "")
-    stored = deps.store.version(request.tenant, rtype, id_, int(vid)) if vid.isdigit() else None
+    # Version ids are opaque strings: "01" is not version "1" (http.html#vread).
+    is_ours = vid.isascii() and vid.isdigit() and str(int(vid)) == vid
+    stored = deps.store.version(request.tenant, rtype, id_, int(vid)) if is_ours else None
     if stored is None:
         raise NotFound(f"{rtype}/{id_} has no version '{vid[:20]}'")
     headers = versioning.version_headers(stored)
@@ -88,9 +90,10 @@ def native_binary(request: FhirRequest, stored: ResourceVersion, headers: dict[s
 
 
 def _accepts(accept: str, content_type: str) -> bool:
+    content_type = content_type.split(";")[0].strip().lower()  # compare media types, not parameters
     major = content_type.split("/", maxsplit=1)[0]
     for part in accept.split(","):
         media = part.split(";")[0].strip().lower()
-        if media in ("*/*", content_type.lower(), f"{major}/*"):
+        if media in ("*/*", content_type, f"{major}/*"):
             return True
     return False

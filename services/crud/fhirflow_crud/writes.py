@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from fhirflow import bodies, versioning
+from fhirflow import bodies, jsonio, versioning
 from fhirflow.errors import (
     BadRequest,
     InvalidResource,
@@ -71,12 +71,14 @@ def validated(resource: dict[str, Any], rtype: str) -> dict[str, Any]:
 
 
 def resource_from_body(request: FhirRequest, deps: Dependencies, rtype: str) -> dict[str, Any]:
-    """The request's resource; a Binary may also arrive as its raw content (binary.html#rest)."""
-    if rtype == "Binary" and not bodies.is_json_body(request):
+    """The request's resource. A Binary's content is taken as it is, whatever its media type, unless
+    the body is itself a Binary resource in FHIR JSON (binary.html#rest)."""
+    if rtype == "Binary" and not _is_binary_resource(request):
         bodies.check_size(request, deps.settings.max_body_bytes)
-        if request.content_type in ("application/fhir+xml", "application/xml"):
-            raise UnsupportedMediaType("FHIR XML is not supported; send application/fhir+json")
-        binary: dict[str, Any] = {"resourceType": "Binary", "contentType": request.content_type}
+        binary: dict[str, Any] = {
+            "resourceType": "Binary",
+            "contentType": request.header("content-type") or "application/octet-stream",
+        }
         context = request.header("x-security-context")
         if context:
             binary["securityContext"] = {"reference": context}
@@ -84,6 +86,16 @@ def resource_from_body(request: FhirRequest, deps: Dependencies, rtype: str) -> 
             binary["data"] = base64.b64encode(request.body).decode("ascii")
         return binary
     return bodies.parse_resource(request, limit=deps.settings.max_body_bytes, expected_type=rtype)
+
+
+def _is_binary_resource(request: FhirRequest) -> bool:
+    if not bodies.is_json_body(request) or not request.body.lstrip().startswith(b"{"):
+        return False
+    try:
+        parsed = jsonio.loads(request.body)
+    except BadRequest:
+        return False
+    return isinstance(parsed, dict) and parsed.get("resourceType") == "Binary"
 
 
 def commit_version(
@@ -182,7 +194,7 @@ def update(deps: Dependencies, request: FhirRequest) -> FhirResponse:
     rtype = authorized_type(deps, request, "update")
     id_ = check_id(request.resource_id)
     resource = resource_from_body(request, deps, rtype)
-    if rtype == "Binary" and "id" not in resource and not bodies.is_json_body(request):
+    if rtype == "Binary" and "id" not in resource and not _is_binary_resource(request):
         resource["id"] = id_
     body_id = resource.get("id")
     if body_id is None:
@@ -211,8 +223,6 @@ def patch(deps: Dependencies, request: FhirRequest) -> FhirResponse:
             f"PATCH takes application/json-patch+json or a FHIRPath Patch Parameters resource in "
             f"application/fhir+json, not '{request.content_type or 'no Content-Type'}'"
         )
-    from fhirflow import jsonio
-
     document = jsonio.loads(request.body) if request.body.strip() else None
     if document is None:
         raise BadRequest("PATCH needs a patch document in the body")
