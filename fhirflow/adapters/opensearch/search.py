@@ -1,0 +1,295 @@
+"""``OpenSearchSearchIndex``: the search index on Amazon OpenSearch (DESIGN.md §4).
+
+Implements the SearchIndex port (``apply``/``indexed_version``, the write side index-sync
+uses) and runs search plans (``compiler.py``, ``plan.py``): lookups for chains and ``_has``,
+the page, then includes. opensearch-py is imported only when a client is first needed, and
+a client can be passed in (``client=``) or built lazily from a URL.
+
+Paging uses ``search_after`` on the page's sort values, whose last member is the unique
+``key``; the caller signs the returned cursor (``fhirflow.cursor``). Without a point in time,
+a later page sees the index as it is then: a resource changed between pages may move, but no
+resource is returned twice for an unchanged sort value, and there is no 10,000-hit window.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from fhirflow.adapters.opensearch.compiler import compile_query
+from fhirflow.adapters.opensearch.documents import build_document, document_id, tombstone
+from fhirflow.adapters.opensearch.mappings import DEFAULT_INDEX, index_body
+from fhirflow.adapters.opensearch.plan import INCLUDE_KEYS, CompileOptions, IncludeStep, Lookup, SearchPlan, substitute
+from fhirflow.errors import BadRequest, Issue, ServiceUnavailable
+from fhirflow.query.ast import Query
+from fhirflow.searchparams.registry import Registry
+
+
+@dataclass(frozen=True, slots=True)
+class IndexedResource:
+    """One search hit: the resource as indexed and the references it holds (for includes)."""
+
+    type: str
+    id: str
+    version: int
+    last_updated: int
+    resource: dict[str, Any] | None
+    references: tuple[tuple[str, str], ...] = ()  # (parameter code, "Type/id")
+
+    @property
+    def key(self) -> str:
+        return f"{self.type}/{self.id}"
+
+
+@dataclass(frozen=True, slots=True)
+class SearchResult:
+    matches: list[IndexedResource]
+    includes: list[IndexedResource] = field(default_factory=list)
+    total: int | None = None
+    next_cursor: list[object] | None = None  # search_after values of the page's last hit
+    includes_truncated: bool = False  # include_limit stopped the includes short
+
+
+def too_costly(parameter: str, limit: int) -> BadRequest:
+    message = (
+        f"'{parameter}' matches more than {limit} resources; this server runs chained and reverse-chained "
+        "parameters as a separate search and cannot use that many: narrow the criterion"
+    )
+    return BadRequest(message, expression=parameter, issues=[Issue("too-costly", message, (parameter,))])
+
+
+def opensearch_client(url: str, *, region: str | None = None, service: str = "es") -> Any:
+    """An opensearch-py client for ``url``; requests are SigV4-signed when ``region`` is given
+    (``service`` "es" for managed domains, "aoss" for serverless collections)."""
+    from opensearchpy import OpenSearch, Urllib3AWSV4SignerAuth
+
+    if region is None:
+        return OpenSearch(hosts=[url])
+    import boto3
+
+    credentials = boto3.Session().get_credentials()
+    return OpenSearch(hosts=[url], http_auth=Urllib3AWSV4SignerAuth(credentials, region, service), use_ssl=True)
+
+
+def _hit(hit: dict[str, Any]) -> IndexedResource:
+    source = hit.get("_source") or {}
+    references = tuple(
+        (ref["p"], ref["ref"]) for ref in source.get("references", ()) if isinstance(ref, dict) and "ref" in ref
+    )
+    return IndexedResource(
+        type=source["type"],
+        id=source["id"],
+        version=int(source["version"]),
+        last_updated=int(source["lastUpdated"]),
+        resource=source.get("resource"),
+        references=references,
+    )
+
+
+def _unique(items: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(items))
+
+
+class OpenSearchSearchIndex:
+    def __init__(
+        self,
+        *,
+        client: Any | None = None,
+        client_factory: Callable[[], Any] | None = None,
+        index: str = DEFAULT_INDEX,
+        refresh: bool | str = False,
+        registry: Registry | None = None,
+        base_url: str | None = None,
+        options: CompileOptions | None = None,
+    ) -> None:
+        self._client = client
+        self._client_factory = client_factory
+        self.index = index
+        self.refresh = refresh  # "wait_for" in tests that search right after writing
+        self.registry = registry
+        self.base_url = base_url
+        self.options = options or CompileOptions(base_url=base_url)
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            if self._client_factory is None:
+                raise RuntimeError("OpenSearchSearchIndex needs client= or client_factory=")
+            self._client = self._client_factory()
+        return self._client
+
+    def _call(self, method: Callable[..., Any], **kwargs: Any) -> Any:
+        """One client call, with the transient failures turned into a retryable 503."""
+        from opensearchpy.exceptions import ConnectionError as OpenSearchConnectionError
+        from opensearchpy.exceptions import TransportError
+
+        try:
+            return method(**kwargs)
+        except OpenSearchConnectionError as exc:
+            raise ServiceUnavailable("The search index is unreachable; retry later") from exc
+        except TransportError as exc:
+            if exc.status_code in (429, 502, 503, 504):
+                raise ServiceUnavailable("The search index is busy; retry later") from exc
+            raise
+
+    def create_index(self, *, shards: int = 3, replicas: int = 1) -> None:
+        """Create the index with the search mapping (``mappings.py``)."""
+        self._call(self.client.indices.create, index=self.index, body=index_body(shards=shards, replicas=replicas))
+
+    # -- the SearchIndex port (write side) ----------------------------------------------------
+
+    def apply(
+        self, tenant: str, type_: str, id_: str, version: int, last_updated: int, resource: dict[str, Any] | None
+    ) -> bool:
+        """Index ``version`` with external versioning: OpenSearch keeps a newer version and
+        answers 409, which is "nothing changed" (False)."""
+        from opensearchpy.exceptions import ConflictError
+
+        if resource is None:
+            body = tombstone(tenant=tenant, type_=type_, id_=id_, version=version, last_updated=last_updated)
+        else:
+            from fhirflow.searchparams.extract import index_document
+
+            doc = index_document(resource, registry=self.registry, base_url=self.base_url)
+            base = self.base_url
+            body = build_document(
+                doc, tenant=tenant, version=version, last_updated=last_updated, resource=resource, base_url=base
+            )
+        doc_id = document_id(tenant, type_, id_)
+        try:
+            self._call(
+                self.client.index,
+                index=self.index,
+                id=doc_id,
+                body=body,
+                version=version,
+                version_type="external",
+                refresh=self.refresh,
+            )
+        except ConflictError:
+            return False
+        return True
+
+    def indexed_version(self, tenant: str, type_: str, id_: str) -> int | None:
+        from opensearchpy.exceptions import NotFoundError
+
+        try:
+            found = self._call(self.client.get, index=self.index, id=document_id(tenant, type_, id_), _source=False)
+        except NotFoundError:
+            return None
+        return int(found["_version"]) if found.get("found") else None
+
+    # -- the query side -------------------------------------------------------------------
+
+    def search(
+        self,
+        query: Query,
+        *,
+        tenant: str,
+        compartment: tuple[str, str] | None = None,
+        page_size: int,
+        cursor: list[object] | None = None,
+    ) -> SearchResult:
+        """One page of ``query`` (search.html) for ``tenant``, after ``cursor`` when given."""
+        options = self.options
+        plan = compile_query(
+            query, tenant=tenant, compartment=compartment, page_size=page_size, search_after=cursor, options=options
+        )
+        return self.run(plan)
+
+    def run(self, plan: SearchPlan) -> SearchResult:
+        keys: dict[str, list[str]] = {}
+        for lookup in plan.lookups:
+            keys[lookup.name] = self._lookup(lookup, keys)
+        response = self._search(substitute(plan.body, keys))
+        total = self._total(response, plan)
+        if plan.count_only:
+            return SearchResult([], total=total)
+        hits = response["hits"]["hits"]
+        page = [_hit(hit) for hit in hits[: plan.page_size]]
+        cursor = list(hits[plan.page_size - 1]["sort"]) if len(hits) > plan.page_size else None
+        included, truncated = self._includes(plan, page)
+        return SearchResult(page, included, total, cursor, truncated)
+
+    def _search(self, body: dict[str, Any]) -> dict[str, Any]:
+        response: dict[str, Any] = self._call(self.client.search, index=self.index, body=body)
+        return response
+
+    def _lookup(self, lookup: Lookup, keys: dict[str, list[str]]) -> list[str]:
+        """Phase 1 of a chain or ``_has``: the keys (or references) it matches, bounded."""
+        hits = self._search(substitute(lookup.body, keys))["hits"]["hits"]
+        if len(hits) > lookup.limit:
+            raise too_costly(lookup.parameter, lookup.limit)
+        if lookup.collect == "key":
+            return sorted({hit["_source"]["key"] for hit in hits})
+        prefixes = tuple(f"{t}/" for t in lookup.target_types)
+        found = {
+            ref
+            for hit in hits
+            for code, ref in _hit_references(hit)
+            if code == lookup.reference and ref.startswith(prefixes)
+        }
+        if len(found) > lookup.limit:
+            raise too_costly(lookup.parameter, lookup.limit)
+        return sorted(found)
+
+    @staticmethod
+    def _total(response: dict[str, Any], plan: SearchPlan) -> int | None:
+        """Bundle.total: exact counts, and lower bounds only when ``_total=estimate`` asked."""
+        total = response.get("hits", {}).get("total")
+        if not isinstance(total, dict) or plan.total == "none":
+            return None
+        if total.get("relation") == "eq" or plan.total == "estimate":
+            return int(total["value"])
+        return None
+
+    # -- includes ---------------------------------------------------------------------------
+
+    def _includes(self, plan: SearchPlan, page: list[IndexedResource]) -> tuple[list[IndexedResource], bool]:
+        """``_include``/``_revinclude`` on the page, then ``:iterate`` rules on what they
+        added, round after round (search.html#revinclude)."""
+        seen = {hit.key for hit in page}
+        included: list[IndexedResource] = []
+        frontier = page
+        for round_ in range(1 + plan.iterate_rounds):
+            steps = [s for s in plan.includes if round_ == 0 or s.iterate]
+            if not steps or not frontier:
+                break
+            found: dict[str, IndexedResource] = {}
+            for step in steps:
+                for hit in self._include(step, frontier, seen, plan.include_limit):
+                    found.setdefault(hit.key, hit)
+            room = plan.include_limit - len(included)
+            new = list(found.values())
+            if len(new) > room:
+                return included + new[:room], True
+            included.extend(new)
+            seen.update(found)
+            frontier = new
+        return included, False
+
+    def _include(
+        self, step: IncludeStep, frontier: list[IndexedResource], seen: set[str], limit: int
+    ) -> list[IndexedResource]:
+        if step.reverse:
+            keys = [hit.key for hit in frontier if step.target_type is None or hit.type == step.target_type]
+        else:
+            keys = _unique(
+                ref
+                for hit in frontier
+                if step.source_type is None or hit.type == step.source_type
+                for code, ref in hit.references
+                if (step.param is None or code == step.param)
+                and (step.target_type is None or ref.startswith(f"{step.target_type}/"))
+                and ref not in seen
+            )[: limit + 1]
+        if not keys:
+            return []
+        hits = self._search(substitute(step.body, {INCLUDE_KEYS: keys}))["hits"]["hits"]
+        return [hit for hit in map(_hit, hits) if hit.key not in seen]
+
+
+def _hit_references(hit: dict[str, Any]) -> list[tuple[str, str]]:
+    refs = (hit.get("_source") or {}).get("references", ())
+    return [(ref["p"], ref["ref"]) for ref in refs if isinstance(ref, dict) and "ref" in ref and "p" in ref]
