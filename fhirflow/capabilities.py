@@ -6,6 +6,7 @@ and from the settings (update-as-create, limits), so it cannot drift from the se
 
 from __future__ import annotations
 
+from functools import cache, lru_cache
 from typing import Any
 
 from fhirflow import __version__
@@ -49,6 +50,7 @@ def capability_statement(
             "conditionalRead": "full-support" if "read" in implemented else "not-supported",
             "conditionalUpdate": False,
             "conditionalDelete": "not-supported",
+            **(_search_metadata(rtype) if "search-type" in implemented else {}),
         }
         for rtype in sorted(resource_types)
     ]
@@ -66,8 +68,69 @@ def capability_statement(
         "rest": [
             {
                 "mode": "server",
+                **_security(settings),
                 "resource": resources,
                 "interaction": [{"code": code} for code in _SYSTEM_INTERACTIONS if code in implemented],
+                **({"searchParam": _common_search_params()} if "search-system" in implemented else {}),
             }
         ],
     }
+
+
+@lru_cache(maxsize=1)
+def _reverse_includes() -> dict[str, tuple[str, ...]]:
+    """Target type → the ``Source:param`` pairs whose references may point at it."""
+    from fhirflow.searchparams.registry import default_registry
+
+    registry = default_registry()
+    out: dict[str, list[str]] = {}
+    for source in sorted(registry.resource_types):
+        for code, param in sorted(registry.params_for(source).items()):
+            if param.type == "reference":
+                for target in param.targets or ():
+                    out.setdefault(target, []).append(f"{source}:{code}")
+    return {target: tuple(pairs) for target, pairs in out.items()}
+
+
+@cache
+def _search_metadata(rtype: str) -> dict[str, Any]:
+    """``searchParam``, ``searchInclude`` and ``searchRevInclude`` of one type, from the registry
+    (search parameters common to all types are listed once, on ``rest``)."""
+    from fhirflow.searchparams.registry import default_registry
+
+    registry = default_registry()
+    own = registry.params.get(rtype, {})
+    params = [_search_param(p.code, p.url, p.type) for _, p in sorted(own.items())]
+    includes = [f"{rtype}:{code}" for code, p in sorted(own.items()) if p.type == "reference"]
+    found = {
+        "searchInclude": ["*", *includes] if includes else [],
+        "searchRevInclude": list(_reverse_includes().get(rtype, ())),
+        "searchParam": params,
+    }
+    return {key: value for key, value in found.items() if value}  # R4 JSON allows no empty arrays
+
+
+@lru_cache(maxsize=1)
+def _common_search_params() -> list[dict[str, Any]]:
+    from fhirflow.searchparams.registry import COMMON_BASES, default_registry
+
+    registry = default_registry()
+    found = {code: p for base in COMMON_BASES for code, p in registry.params.get(base, {}).items()}
+    return [_search_param(code, p.url, p.type) for code, p in sorted(found.items()) if code != "_query"]
+
+
+def _search_param(code: str, url: str, ptype: str) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": code, "type": ptype}
+    if url:
+        out["definition"] = url
+    return out
+
+
+def _security(settings: Settings) -> dict[str, Any]:
+    """``rest.security`` when authorization is on: SMART service and oauth-uris (fhirflow.authz.discovery)."""
+    if settings.auth == "off":
+        return {}
+    from fhirflow.authz.discovery import capability_security
+
+    security = capability_security(settings)
+    return {"security": security} if security else {}

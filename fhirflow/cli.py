@@ -19,10 +19,12 @@ def _is_loopback(host: str) -> bool:
 
 
 def serve(args: argparse.Namespace) -> int:
-    if not _is_loopback(args.host):
+    dev_issuer = _uses_dev_issuer(args.auth)
+    if not _is_loopback(args.host) and (args.auth == "off" or dev_issuer):
+        reason = "authorization is off" if args.auth == "off" else "the development issuer is on"
         print(
-            f"fhirflow: refusing to listen on {args.host}: authorization is off in the embedded mode, "
-            "so it listens on loopback only (127.0.0.1, ::1).",
+            f"fhirflow: refusing to listen on {args.host}: {reason}, so it listens on loopback only "
+            "(127.0.0.1, ::1). Configure a real issuer (FHIRFLOW_AUTH_ISSUER, FHIRFLOW_AUTH_CONFIG) to listen beyond.",
             file=sys.stderr,
         )
         return 2
@@ -33,6 +35,12 @@ def serve(args: argparse.Namespace) -> int:
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
     if args.max_body_bytes:
         os.environ["FHIRFLOW_MAX_BODY_BYTES"] = str(args.max_body_bytes)
+    os.environ["FHIRFLOW_AUTH"] = args.auth
+    if dev_issuer:
+        os.environ["FHIRFLOW_AUTH_DEV_ISSUER"] = "true"
+    os.environ.setdefault("FHIRFLOW_AUDIT", "file")  # data_dir/audit.jsonl
+    if args.store == "dynamodb":
+        _use_dynamodb(args)
 
     import uvicorn
 
@@ -46,13 +54,18 @@ def serve(args: argparse.Namespace) -> int:
 
         threading.Thread(target=watch_parent, args=(args.stop_with_parent,), daemon=True).start()
     settings = Settings.from_env()
+    from fhirflow.local.worker import start_worker
+
+    # Plays the stream: drains what earlier runs left undelivered, then whatever a write's own
+    # drain could not deliver (sqlite), or follows the table's stream (dynamodb).
+    start_worker(settings)
     gateway = LocalGateway(max_body_bytes=settings.max_body_bytes)
     # Build the handlers now so that the first request does not pay for it.
-    for service in ("crud", "bundle"):
+    for service in ("crud", "bundle", "search"):
         gateway.handler_for(service)
     print(
         f"fhirflow {args.store} store in {data_dir}\n"
-        f"FHIR R4 base: http://{args.host}:{args.port}  (authorization OFF: loopback only)",
+        f"FHIR R4 base: http://{args.host}:{args.port}  ({_auth_banner(args.auth, dev_issuer, data_dir)})",
         flush=True,
     )
     uvicorn.run(
@@ -62,6 +75,66 @@ def serve(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         access_log=args.access_log,
         lifespan="off",
+    )
+    return 0
+
+
+def _use_dynamodb(args: argparse.Namespace) -> None:
+    """The parity switch: the same embedded gateway on DynamoDB (DynamoDB Local with an endpoint)."""
+    if args.dynamodb_endpoint:
+        os.environ["FHIRFLOW_DYNAMODB_ENDPOINT"] = args.dynamodb_endpoint
+        # DynamoDB Local accepts any credentials, but the SDK insists on having some.
+        if not (os.environ.get("AWS_ACCESS_KEY_ID") or os.environ.get("AWS_PROFILE")):
+            os.environ["AWS_ACCESS_KEY_ID"] = os.environ["AWS_SECRET_ACCESS_KEY"] = "local"  # noqa: S105 (not a secret)
+    if args.dynamodb_table:
+        os.environ["FHIRFLOW_DYNAMODB_TABLE"] = args.dynamodb_table
+        os.environ["FHIRFLOW_DYNAMODB_LEDGER_TABLE"] = f"{args.dynamodb_table}-ledger"
+    from fhirflow.settings import Settings
+
+    settings = Settings.from_env()
+    if settings.dynamodb_endpoint:
+        from fhirflow.adapters.aws import clients
+        from fhirflow.adapters.aws.schema import ensure_tables
+
+        dynamodb = clients.client("dynamodb", endpoint_url=settings.dynamodb_endpoint, region=settings.aws_region)
+        ensure_tables(dynamodb, settings.dynamodb_table, settings.dynamodb_ledger_table)
+
+
+def _uses_dev_issuer(auth: str) -> bool:
+    """``--auth smart|rbac`` without a configured issuer trusts the development issuer."""
+    if auth == "off":
+        return False
+    explicit = os.environ.get("FHIRFLOW_AUTH_DEV_ISSUER", "").strip().lower() in ("1", "true", "yes", "on")
+    return explicit or not (os.environ.get("FHIRFLOW_AUTH_ISSUER") or os.environ.get("FHIRFLOW_AUTH_CONFIG"))
+
+
+def _auth_banner(auth: str, dev_issuer: bool, data_dir: Path) -> str:
+    if auth == "off":
+        return "authorization OFF: loopback only; `--auth smart` turns SMART on"
+    if dev_issuer:
+        return (
+            f"authorization {auth.upper()} with the development issuer; mint tokens with: "
+            f"fhirflow token --data-dir {data_dir} --scope 'patient/*.rs' --patient <id>"
+        )
+    return f"authorization {auth.upper()}"
+
+
+def token_command(args: argparse.Namespace) -> int:
+    """Mint an access token that an embedded server with the development issuer accepts."""
+    from fhirflow.authz.devissuer import DevIssuer
+
+    issuer = DevIssuer(Path(args.data_dir).resolve())
+    print(
+        issuer.mint(
+            scope=" ".join(args.scope),
+            patient=args.patient,
+            fhir_user=args.fhir_user,
+            tenant=args.tenant,
+            subject=args.sub,
+            client_id=args.client_id,
+            groups=args.group or None,
+            lifetime=args.lifetime,
+        )
     )
     return 0
 
@@ -93,10 +166,23 @@ def main(argv: list[str] | None = None) -> int:
     serve_parser.add_argument("--host", default="127.0.0.1")
     serve_parser.add_argument("--port", type=int, default=8080)
     serve_parser.add_argument("--data-dir", default=os.environ.get("FHIRFLOW_DATA_DIR", ".fhirflow"))
-    serve_parser.add_argument("--store", choices=["sqlite"], default="sqlite")
+    serve_parser.add_argument("--store", choices=["sqlite", "dynamodb"], default="sqlite")
+    serve_parser.add_argument(
+        "--dynamodb-endpoint",
+        default=os.environ.get("FHIRFLOW_DYNAMODB_ENDPOINT"),
+        help="with --store dynamodb: DynamoDB Local's URL (its tables are created when missing)",
+    )
+    serve_parser.add_argument("--dynamodb-table", default=None, help="with --store dynamodb: the table name")
     serve_parser.add_argument("--max-body-bytes", type=int, default=None)
     serve_parser.add_argument("--log-level", default="warning")
     serve_parser.add_argument("--access-log", action="store_true")
+    serve_parser.add_argument(
+        "--auth",
+        choices=["off", "smart", "rbac"],
+        default=os.environ.get("FHIRFLOW_AUTH", "off"),
+        help="authorization: off (loopback only), smart (SMART scopes) or rbac (token groups); "
+        "without FHIRFLOW_AUTH_ISSUER/FHIRFLOW_AUTH_CONFIG the development issuer is trusted (see `fhirflow token`)",
+    )
     serve_parser.add_argument("--stop-with-parent", type=int, default=None, help=argparse.SUPPRESS)
     serve_parser.set_defaults(func=serve)
     import_parser = commands.add_parser("import", help="load transaction/batch Bundles and NDJSON files")
@@ -109,6 +195,19 @@ def main(argv: list[str] | None = None) -> int:
     import_parser.add_argument("--batch-size", type=int, default=500, help="resources per batch Bundle for NDJSON")
     import_parser.add_argument("--no-progress", action="store_true")
     import_parser.set_defaults(func=import_command)
+    token_parser = commands.add_parser("token", help="mint an access token from the embedded development issuer")
+    token_parser.add_argument("--data-dir", default=os.environ.get("FHIRFLOW_DATA_DIR", ".fhirflow"))
+    token_parser.add_argument(
+        "--scope", action="append", required=True, help="SMART scopes, e.g. 'patient/*.rs' (repeatable)"
+    )
+    token_parser.add_argument("--patient", help="the patient launch context (a Patient id)")
+    token_parser.add_argument("--fhir-user", help="the fhirUser claim, e.g. Practitioner/123")
+    token_parser.add_argument("--tenant", help="bind the token to a tenant (the 'tenant' claim)")
+    token_parser.add_argument("--sub", default="dev-user")
+    token_parser.add_argument("--client-id", default="fhirflow-cli")
+    token_parser.add_argument("--group", action="append", help="a group for --auth rbac (repeatable)")
+    token_parser.add_argument("--lifetime", type=int, default=3600, help="seconds until the token expires")
+    token_parser.set_defaults(func=token_command)
     args = parser.parse_args(argv)
     result: int = args.func(args)
     return result

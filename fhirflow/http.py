@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,7 @@ from fhirflow.errors import (
 from fhirflow.model import DEFAULT_TENANT, FhirRequest, FhirResponse
 
 if TYPE_CHECKING:
+    from fhirflow.authz.audit import AuditSink
     from fhirflow.ports import Authenticator
 
 logger = logging.getLogger("fhirflow.http")
@@ -66,7 +68,10 @@ def request_from_event(event: Mapping[str, Any], *, base_url: str | None = None)
         raw = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else bytes(body)
     context = event.get("requestContext") or {}
     path_params = dict(event.get("pathParameters") or {})
-    tenant = path_params.pop("tenant", None) or DEFAULT_TENANT
+    path_tenant = path_params.pop("tenant", None)
+    base = base_url or _base_url_from(headers, context)
+    if path_tenant:
+        base = f"{base}/tenant/{path_tenant}"  # a tenant's FHIR base (routes.TENANT_PREFIX): Location, fullUrl
     return FhirRequest(
         method=str(event.get("httpMethod", "GET")).upper(),
         path=str(event.get("path", "/")),
@@ -75,8 +80,8 @@ def request_from_event(event: Mapping[str, Any], *, base_url: str | None = None)
         query=query,
         headers=headers,
         body=raw,
-        base_url=base_url or _base_url_from(headers, context),
-        tenant=tenant,
+        base_url=base,
+        tenant=path_tenant or DEFAULT_TENANT,
         request_id=str(context.get("requestId", "")),
         source_ip=str((context.get("identity") or {}).get("sourceIp", "")),
     )
@@ -135,16 +140,30 @@ class Application:
         *,
         base_url: str | None = None,
         authenticator: Authenticator | None = None,
+        audit: AuditSink | None = None,
     ) -> None:
         self.handlers = dict(handlers)
         self.base_url = base_url
         self.authenticator = authenticator
+        self.audit = audit
 
     def resolve(self, event: Mapping[str, Any], context: object = None) -> dict[str, Any]:
+        if self.audit is None:
+            return self._resolve(event, None)
+        started = time.perf_counter()
+        seen: list[FhirRequest] = []
+        result = self._resolve(event, seen)
+        # One audit record per request, whatever its outcome (DESIGN.md §5; fhirflow.authz.audit).
+        self.audit.record(seen[0] if seen else None, int(result.get("statusCode", 500)), started)
+        return result
+
+    def _resolve(self, event: Mapping[str, Any], seen: list[FhirRequest] | None) -> dict[str, Any]:
         try:
             request = request_from_event(event, base_url=self.base_url)
         except FhirError as error:
             return _error_event(error, pretty=False)
+        if seen is not None:
+            seen.append(request)
         pretty = (request.param("_pretty") or "").lower() == "true"
         try:
             mime = _negotiate_before_dispatch(request)

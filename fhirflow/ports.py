@@ -8,7 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+if TYPE_CHECKING:
+    # Type-only: importing the pydantic contracts here would slow every handler's cold start.
+    from fhirflow.model import FhirRequest
+    from fhirflow_contracts import ResourceChanged
 
 Operation = Literal["create", "update", "delete"]
 Method = Literal["POST", "PUT", "PATCH", "DELETE"]
@@ -30,12 +35,15 @@ class ResourceVersion:
     deleted: bool
     method: Method
     body: bytes | None
+    created: bool = False
+    """This version brought the resource into existence: a create, or an update of a deleted
+    resource (http.html#update answers 201 for it, and history and events say "create")."""
 
     @property
     def operation(self) -> Operation:
         if self.deleted:
             return "delete"
-        return "create" if self.version == 1 or self.method == "POST" else "update"
+        return "create" if self.created or self.version == 1 or self.method == "POST" else "update"
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +112,69 @@ class ResourceStore(Protocol):
         ...
 
 
+class Authenticator(Protocol):
+    """Who is calling: a bearer token (or other credential) → a principal (DESIGN.md §5).
+
+    Raises ``Unauthorized`` (401 with ``WWW-Authenticate``) when the credential is missing or bad.
+    """
+
+    def authenticate(self, request: FhirRequest) -> object: ...
+
+
+class AccessPolicy(Protocol):
+    """What the principal on ``request.principal`` may do (SMART scopes, compartments, RBAC, tenancy).
+
+    The use cases call it at fixed points; the policy raises ``Forbidden``/``NotFound``/``Unauthorized``.
+    ``interaction`` is a code of http://hl7.org/fhir/R4/valueset-type-restful-interaction.html.
+    """
+
+    def authorize(self, request: FhirRequest, interaction: str, resource_type: str | None) -> None:
+        """Before any work: may this principal perform this interaction on this type at all?"""
+        ...
+
+    def check_read(self, request: FhirRequest, version: ResourceVersion) -> None:
+        """Before a stored resource is returned (read, vread, and resources in bundles)."""
+        ...
+
+    def visible(self, request: FhirRequest, version: ResourceVersion) -> bool:
+        """Whether one version may appear in a history or other listing."""
+        ...
+
+    def check_write(
+        self,
+        request: FhirRequest,
+        resource_type: str,
+        id_: str,
+        new: dict[str, Any] | None,
+        current: ResourceVersion | None,
+    ) -> None:
+        """Before a write commits: the current version and the new one (None for delete) must be allowed."""
+        ...
+
+
+class AllowAll:
+    """The policy when authorization is off (the embedded mode on loopback)."""
+
+    def authorize(self, request: FhirRequest, interaction: str, resource_type: str | None) -> None:
+        return None
+
+    def check_read(self, request: FhirRequest, version: ResourceVersion) -> None:
+        return None
+
+    def visible(self, request: FhirRequest, version: ResourceVersion) -> bool:
+        return True
+
+    def check_write(
+        self,
+        request: FhirRequest,
+        resource_type: str,
+        id_: str,
+        new: dict[str, Any] | None,
+        current: ResourceVersion | None,
+    ) -> None:
+        return None
+
+
 class Clock(Protocol):
     def now_ms(self) -> int: ...
 
@@ -113,3 +184,78 @@ class SystemClock:
         import time
 
         return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class CommittedChange:
+    """A change as the asynchronous side sees it after commit: the DynamoDB stream's version
+    record in AWS, an outbox row in the embedded mode (DESIGN.md §3)."""
+
+    stored: ResourceVersion
+    request_id: str = ""
+
+
+class BlobNotFound(KeyError):
+    """No blob under that key."""
+
+
+class BlobStore(Protocol):
+    """Large objects by key: resource bodies over the item-size threshold, export files (DESIGN.md §3)."""
+
+    def put(self, key: str, data: bytes, *, content_type: str = "application/octet-stream") -> None:
+        """Store ``data`` under ``key``, replacing what was there; durable when it returns."""
+        ...
+
+    def get(self, key: str) -> bytes:
+        """The bytes stored under ``key``; BlobNotFound when there are none."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Remove ``key``; removing a missing key is not an error."""
+        ...
+
+
+class SearchIndex(Protocol):
+    """The search side's copy of each resource's current version (DESIGN.md §4).
+
+    Writes are idempotent and ordered by version, so the stream consumer may replay and reorder:
+    an older version never overwrites a newer one. The query side (http.html#search) arrives with
+    the search service and extends the adapters.
+    """
+
+    def apply(
+        self, tenant: str, type_: str, id_: str, version: int, last_updated: int, resource: dict[str, Any] | None
+    ) -> bool:
+        """Index ``version`` (``resource`` None: the resource was deleted at that version).
+        False, and nothing changes, when an equal or newer version is already indexed."""
+        ...
+
+    def indexed_version(self, tenant: str, type_: str, id_: str) -> int | None:
+        """The version the index holds for the resource (deleted or not), or None."""
+        ...
+
+
+class EventPublisher(Protocol):
+    """Where change events go: the EventBridge bus in AWS, a local event log in the embedded mode."""
+
+    def publish(self, events: Sequence[ResourceChanged]) -> None:
+        """Publish all events or raise (at least once: the caller retries what raised)."""
+        ...
+
+
+class EventLedger(Protocol):
+    """Which change events have already been published, by event id.
+
+    The stream is delivered at least once and batches may be retried out of order; the ledger is
+    what lets the consumer emit exactly one event per committed change across replays. It is a
+    record separate from the search index because a version too old to index (a newer one is
+    already there) must still be announced once.
+    """
+
+    def published(self, events: Sequence[ResourceChanged]) -> set[str]:
+        """The ``metadata.eventId``s of those ``events`` already recorded as published."""
+        ...
+
+    def record(self, events: Sequence[ResourceChanged]) -> None:
+        """Remember these events as published (idempotent)."""
+        ...

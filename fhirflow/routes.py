@@ -39,7 +39,26 @@ ROUTES: tuple[Route, ...] = (
     Route("DELETE", "/{type}/{id}", "crud", "delete"),
     Route("GET", "/{type}/{id}/_history", "crud", "history-instance"),
     Route("GET", "/{type}/{id}/_history/{vid}", "crud", "vread"),
+    Route("GET", "/.well-known/smart-configuration", "crud", "smart-configuration"),
+    # Search (http.html#search): type, system and compartment search, each also as POST _search.
+    Route("GET", "/", "search", "search-system"),
+    Route("POST", "/_search", "search", "search-system"),
+    Route("GET", "/{type}", "search", "search-type"),
+    Route("POST", "/{type}/_search", "search", "search-type"),
+    Route("GET", "/{type}/{id}/{compartment_type}", "search", "search-compartment"),
+    Route("POST", "/{type}/{id}/{compartment_type}/_search", "search", "search-compartment"),
 )
+
+TENANT_PREFIX = "/tenant/{tenant}"
+"""Multi-tenancy by path (DESIGN.md §5): every route also exists under this prefix, and the
+``tenant`` path parameter becomes ``FhirRequest.tenant`` (:func:`fhirflow.http.request_from_event`)."""
+
+
+def _under_tenant(route: Route) -> Route:
+    return Route(route.method, TENANT_PREFIX + route.pattern.rstrip("/"), route.service, route.interaction)
+
+
+ROUTES += tuple(_under_tenant(route) for route in ROUTES)
 
 
 def _is_param(segment: str) -> bool:

@@ -10,11 +10,23 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from fhirflow.ports import AccessPolicy, AllowAll, Authenticator, Clock, ResourceStore, SystemClock
+from fhirflow.ports import (
+    AccessPolicy,
+    AllowAll,
+    Authenticator,
+    BlobStore,
+    Clock,
+    EventLedger,
+    EventPublisher,
+    ResourceStore,
+    SearchIndex,
+    SystemClock,
+)
 from fhirflow.settings import Settings
 
 if TYPE_CHECKING:
     from fhirflow.adapters.sqlite.database import SqliteDatabase
+    from fhirflow.authz.audit import AuditSink
     from fhirflow.cursor import CursorSigner
 
 
@@ -27,9 +39,34 @@ class Dependencies:
     policy: AccessPolicy = field(default_factory=AllowAll)
     authenticator: Authenticator | None = None
     """None: authorization is off (embedded mode on loopback only)."""
+    audit: AuditSink | None = None
+    """Where each request's audit record goes (fhirflow.authz.audit); None: nowhere."""
+    _blobs: BlobStore | None = field(default=None, repr=False)
+    _index: SearchIndex | None = field(default=None, repr=False)
+    _events: EventPublisher | None = field(default=None, repr=False)
+
+    # Built on first use: most use cases need none of these, and each may open a client.
+    @property
+    def blobs(self) -> BlobStore:
+        if self._blobs is None:
+            self._blobs = build_blobs(self.settings)
+        return self._blobs
+
+    @property
+    def index(self) -> SearchIndex:
+        if self._index is None:
+            self._index = build_index(self.settings)
+        return self._index
+
+    @property
+    def events(self) -> EventPublisher:
+        if self._events is None:
+            self._events = build_events(self.settings)
+        return self._events
 
 
 _databases: dict[str, SqliteDatabase] = {}
+_blob_stores: dict[str, BlobStore] = {}
 _lock = threading.Lock()
 
 
@@ -48,8 +85,84 @@ def build_store(settings: Settings) -> ResourceStore:
     if settings.store == "sqlite":
         from fhirflow.adapters.sqlite.store import SqliteResourceStore
 
-        return SqliteResourceStore(sqlite_database(settings))
-    raise ValueError(f"Unknown store '{settings.store}' (FHIRFLOW_STORE); expected 'sqlite'")
+        store = SqliteResourceStore(
+            sqlite_database(settings), blobs=build_blobs(settings), blob_threshold=settings.blob_threshold_bytes
+        )
+        if settings.index_on_write:
+            # Read-your-writes in the embedded mode: each commit is indexed and announced before
+            # the write returns. The use cases know nothing of it (DESIGN.md §6).
+            from fhirflow.local.worker import outbox_drainer
+
+            drainer = outbox_drainer(settings)
+            store.in_transaction = drainer.drain_joined
+            store.after_commit = drainer.after_commit
+        return store
+    if settings.store == "dynamodb":
+        from fhirflow.adapters.aws.dynamodb_store import DynamoDbResourceStore
+
+        return DynamoDbResourceStore(
+            settings.dynamodb_table,
+            blobs=build_blobs(settings),
+            blob_threshold=settings.blob_threshold_bytes,
+            history_shards=settings.dynamodb_history_shards,
+            endpoint_url=settings.dynamodb_endpoint,
+            region=settings.aws_region,
+        )
+    raise ValueError(f"Unknown store '{settings.store}' (FHIRFLOW_STORE); expected 'sqlite' or 'dynamodb'")
+
+
+def build_blobs(settings: Settings) -> BlobStore:
+    """S3 when a bucket is configured, else files in the data directory (one per process)."""
+    key = f"s3:{settings.blob_bucket}" if settings.blob_bucket else f"files:{settings.blob_dir.resolve()}"
+    with _lock:
+        if key not in _blob_stores:
+            if settings.blob_bucket:
+                from fhirflow.adapters.aws.s3_blobs import S3BlobStore
+
+                _blob_stores[key] = S3BlobStore(settings.blob_bucket, region=settings.aws_region)
+            else:
+                from fhirflow.adapters.filesystem import FileBlobStore
+
+                _blob_stores[key] = FileBlobStore(settings.blob_dir)
+        return _blob_stores[key]
+
+
+def build_index(settings: Settings) -> SearchIndex:
+    if settings.search_index == "sqlite":
+        from fhirflow.adapters.sqlite.index import SqliteSearchIndex
+
+        return SqliteSearchIndex(sqlite_database(settings))
+    raise ValueError(
+        f"Unknown search index '{settings.search_index}' (FHIRFLOW_SEARCH_INDEX); expected 'sqlite' "
+        "(the OpenSearch adapter comes with the search service)"
+    )
+
+
+def build_events(settings: Settings) -> EventPublisher:
+    if settings.events == "local":
+        from fhirflow.adapters.sqlite.events import SqliteEventLog
+
+        return SqliteEventLog(sqlite_database(settings))
+    if settings.events == "eventbridge":
+        from fhirflow.adapters.aws.eventbridge import EventBridgeEventPublisher
+
+        return EventBridgeEventPublisher(settings.event_bus, region=settings.aws_region)
+    raise ValueError(
+        f"Unknown event publisher '{settings.events}' (FHIRFLOW_EVENTS); expected 'local' or 'eventbridge'"
+    )
+
+
+def build_ledger(settings: Settings) -> EventLedger:
+    """Next to the store: the DynamoDB ledger table with DynamoDB, the SQLite database otherwise."""
+    if settings.store == "dynamodb":
+        from fhirflow.adapters.aws.dynamodb_ledger import DynamoDbEventLedger
+
+        return DynamoDbEventLedger(
+            settings.dynamodb_ledger_table, endpoint_url=settings.dynamodb_endpoint, region=settings.aws_region
+        )
+    from fhirflow.adapters.sqlite.events import SqliteEventLedger
+
+    return SqliteEventLedger(sqlite_database(settings))
 
 
 def build_dependencies(settings: Settings | None = None) -> Dependencies:
@@ -57,4 +170,10 @@ def build_dependencies(settings: Settings | None = None) -> Dependencies:
 
     settings = settings or Settings.from_env()
     cursors = CursorSigner.from_secret_or_file(settings.cursor_secret, settings.data_dir / "cursor.key")
-    return Dependencies(settings=settings, store=build_store(settings), cursors=cursors)
+    deps = Dependencies(settings=settings, store=build_store(settings), cursors=cursors)
+    from fhirflow.authz.build import build_audit, build_auth
+
+    if settings.auth != "off":
+        deps.authenticator, deps.policy = build_auth(settings, deps.store)
+    deps.audit = build_audit(settings, deps.store, deps.clock)
+    return deps

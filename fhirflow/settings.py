@@ -39,6 +39,42 @@ class Settings:
     """Entries per batch/transaction; the default loads every Synthea patient as one transaction."""
     cursor_secret: str | None = None
     """HMAC key for paging cursors; the embedded mode keeps a generated one in the data dir."""
+    dynamodb_table: str = "fhirflow"
+    """Heads and versions (docs/dynamodb.md)."""
+    dynamodb_ledger_table: str = "fhirflow-ledger"
+    """index-sync's record of published change events."""
+    dynamodb_endpoint: str | None = None
+    """DynamoDB Local or another stand-in; unset in AWS."""
+    dynamodb_history_shards: int = 4
+    """Partitions per tenant (and type) of the history GSIs; fixed for a table's lifetime."""
+    aws_region: str | None = None
+    blob_threshold_bytes: int = 64 * 1024
+    """Resource bodies larger than this live in the blob store, not in the database's records."""
+    blob_bucket: str | None = None
+    """S3 bucket for blobs; unset: files under ``data_dir/blobs``."""
+    search_index: str = "sqlite"
+    """Where index-sync writes: ``sqlite`` (embedded); OpenSearch comes with the search service."""
+    events: str = "local"
+    """``local`` (an event log in the SQLite database) or ``eventbridge``."""
+    event_bus: str = "default"
+    """The EventBridge bus that receives ResourceChanged events."""
+    index_on_write: bool = True
+    """Embedded mode: index each write before answering it (read-your-writes)."""
+    auth: str = "off"
+    """``off`` (embedded mode on loopback only), ``smart`` (SMART scopes) or ``rbac`` (token groups)."""
+    auth_issuer: str | None = None
+    """The token issuer (``iss``) for the single-issuer case; more in ``auth_config``."""
+    auth_audience: str | None = None
+    """Accepted ``aud`` values (space- or comma-separated); unset: ``aud`` is not checked."""
+    auth_jwks_uri: str | None = None
+    auth_introspection_url: str | None = None
+    """RFC 7662 endpoint for opaque tokens of ``auth_issuer``."""
+    auth_config: str | None = None
+    """JSON (inline or a file path): issuers per tenant, claim names, RBAC rules, SMART endpoints."""
+    auth_dev_issuer: bool = False
+    """Trust the embedded mode's development issuer (a key pair in the data dir); refused in AWS."""
+    audit: str = "log"
+    """``off``, ``log`` (fhirflow.audit logger), ``file`` (data_dir/audit.jsonl) or ``auditevent``."""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -52,8 +88,31 @@ class Settings:
             history_max_count=_int("FHIRFLOW_HISTORY_MAX_COUNT", 1000),
             max_bundle_entries=_int("FHIRFLOW_MAX_BUNDLE_ENTRIES", 10_000),
             cursor_secret=os.environ.get("FHIRFLOW_CURSOR_SECRET") or None,
+            dynamodb_table=os.environ.get("FHIRFLOW_DYNAMODB_TABLE", "fhirflow"),
+            dynamodb_ledger_table=os.environ.get("FHIRFLOW_DYNAMODB_LEDGER_TABLE", "fhirflow-ledger"),
+            dynamodb_endpoint=os.environ.get("FHIRFLOW_DYNAMODB_ENDPOINT") or None,
+            dynamodb_history_shards=_int("FHIRFLOW_DYNAMODB_HISTORY_SHARDS", 4),
+            aws_region=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None,
+            blob_threshold_bytes=_int("FHIRFLOW_BLOB_THRESHOLD_BYTES", 64 * 1024),
+            blob_bucket=os.environ.get("FHIRFLOW_BLOB_BUCKET") or None,
+            search_index=os.environ.get("FHIRFLOW_SEARCH_INDEX", "sqlite"),
+            events=os.environ.get("FHIRFLOW_EVENTS", "local"),
+            event_bus=os.environ.get("FHIRFLOW_EVENT_BUS", "default"),
+            index_on_write=_flag("FHIRFLOW_INDEX_ON_WRITE", True),
+            auth=os.environ.get("FHIRFLOW_AUTH", "off"),
+            auth_issuer=os.environ.get("FHIRFLOW_AUTH_ISSUER") or None,
+            auth_audience=os.environ.get("FHIRFLOW_AUTH_AUDIENCE") or None,
+            auth_jwks_uri=os.environ.get("FHIRFLOW_AUTH_JWKS_URI") or None,
+            auth_introspection_url=os.environ.get("FHIRFLOW_AUTH_INTROSPECTION_URL") or None,
+            auth_config=os.environ.get("FHIRFLOW_AUTH_CONFIG") or None,
+            auth_dev_issuer=_flag("FHIRFLOW_AUTH_DEV_ISSUER", False),
+            audit=os.environ.get("FHIRFLOW_AUDIT", "log"),
         )
 
     @property
     def sqlite_path(self) -> Path:
         return self.data_dir / "fhirflow.sqlite3"
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.data_dir / "blobs"

@@ -79,11 +79,6 @@ def test_instance_history_lists_every_version_newest_first(client: httpx.Client,
     assert stamps == sorted(stamps, reverse=True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: a PUT that re-creates a deleted resource answers 201 Created, but its history entry says "
-    "response.status '200 OK' (ResourceVersion.operation calls every version > 1 made by PUT an update)",
-)
 def test_history_entry_status_is_what_the_interaction_answered(client: httpx.Client) -> None:
     # Bundle.entry.response.status: "The status code returned by processing this entry". The PUT that
     # brought the deleted resource back answered 201 Created, so its history entry says 201.

@@ -3,16 +3,24 @@
 Tables: ``versions`` holds every version (the body lives only here), ``heads`` points at the
 current version of each resource, and ``outbox`` records each committed change in the same
 transaction, for the worker loop to deliver (it plays the DynamoDB stream's part).
+
+A body over ``blob_threshold`` bytes is kept in the BlobStore instead (``body`` NULL, ``blob``
+its key), as the DynamoDB store keeps large bodies in S3: the two modes behave alike for a
+10 MB resource. ``after_commit`` runs after each successful commit; the embedded runtime wires
+it to the outbox drain, which is how a write is indexed before its response (read-your-writes).
 """
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
+from fhirflow.adapters.offload import BODY_CONTENT_TYPE, body_key
 from fhirflow.adapters.sqlite.database import SqliteDatabase
-from fhirflow.ports import Change, HistoryPage, HistoryQuery, ResourceVersion, VersionConflict
+from fhirflow.ports import BlobStore, Change, HistoryPage, HistoryQuery, ResourceVersion, VersionConflict
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS versions (
@@ -24,7 +32,9 @@ CREATE TABLE IF NOT EXISTS versions (
     last_updated INTEGER NOT NULL,
     deleted INTEGER NOT NULL,
     method TEXT NOT NULL,
-    body BLOB
+    body BLOB,
+    blob TEXT,
+    created INTEGER NOT NULL DEFAULT 0
 );
 CREATE UNIQUE INDEX IF NOT EXISTS versions_key ON versions (tenant, type, id, version);
 CREATE INDEX IF NOT EXISTS versions_type_seq ON versions (tenant, type, seq);
@@ -49,18 +59,36 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 """
 
-_COLUMNS = "v.tenant, v.type, v.id, v.version, v.last_updated, v.deleted, v.method, v.body"
+_COLUMNS = "v.tenant, v.type, v.id, v.version, v.last_updated, v.deleted, v.method, v.body, v.blob, v.created"
 
-
-def _row_to_version(row: tuple[Any, ...]) -> ResourceVersion:
-    tenant, type_, id_, version, last_updated, deleted, method, body = row
-    return ResourceVersion(tenant, type_, id_, version, last_updated, bool(deleted), method, body)
+DEFAULT_BLOB_THRESHOLD = 64 * 1024
 
 
 class SqliteResourceStore:
-    def __init__(self, db: SqliteDatabase) -> None:
+    def __init__(
+        self,
+        db: SqliteDatabase,
+        *,
+        blobs: BlobStore | None = None,
+        blob_threshold: int = DEFAULT_BLOB_THRESHOLD,
+        after_commit: Callable[[], None] | None = None,
+        in_transaction: Callable[[], None] | None = None,
+    ) -> None:
         self.db = db
+        self.blobs = blobs
+        self.blob_threshold = blob_threshold
+        self.after_commit = after_commit
+        self.in_transaction = in_transaction
+        """Runs inside each commit's transaction after its changes (the embedded outbox drain)."""
         db.ensure_schema(SCHEMA)
+        _add_blob_column(db)
+
+    def _row_to_version(self, row: tuple[Any, ...]) -> ResourceVersion:
+        tenant, type_, id_, version, last_updated, deleted, method, body, blob, created = row
+        if blob is not None:
+            assert self.blobs is not None, "a version's body is in the blob store, but none is configured"
+            body = self.blobs.get(blob)
+        return ResourceVersion(tenant, type_, id_, version, last_updated, bool(deleted), method, body, bool(created))
 
     def current(self, tenant: str, type_: str, id_: str) -> ResourceVersion | None:
         row = (
@@ -72,7 +100,7 @@ class SqliteResourceStore:
             )
             .fetchone()
         )
-        return _row_to_version(row) if row else None
+        return self._row_to_version(row) if row else None
 
     def version(self, tenant: str, type_: str, id_: str, version: int) -> ResourceVersion | None:
         row = (
@@ -83,16 +111,50 @@ class SqliteResourceStore:
             )
             .fetchone()
         )
-        return _row_to_version(row) if row else None
+        return self._row_to_version(row) if row else None
 
     def commit(self, changes: Sequence[Change]) -> None:
-        with self.db.write() as conn:
+        offloaded = self._offload(changes)
+        try:
+            with self.db.write() as conn:
+                for index, change in enumerate(changes):
+                    self._apply(conn, index, change, offloaded.get(index))
+                if self.in_transaction is not None:
+                    self.in_transaction()
+        except BaseException:
+            for key in offloaded.values():
+                self._delete_blob_quietly(key)
+            raise
+        if self.after_commit is not None:
+            self.after_commit()
+
+    def _offload(self, changes: Sequence[Change]) -> dict[int, str]:
+        """Write the large bodies to the blob store first; the rows then point at them."""
+        offloaded: dict[int, str] = {}
+        if self.blobs is None:
+            return offloaded
+        try:
             for index, change in enumerate(changes):
-                self._apply(conn, index, change)
+                new = change.new
+                if new.body is not None and len(new.body) > self.blob_threshold:
+                    key = body_key(new.tenant, new.type, new.id, new.version)
+                    self.blobs.put(key, new.body, content_type=BODY_CONTENT_TYPE)
+                    offloaded[index] = key
+        except BaseException:
+            for key in offloaded.values():
+                self._delete_blob_quietly(key)
+            raise
+        return offloaded
+
+    def _delete_blob_quietly(self, key: str) -> None:
+        # Cleanup after a failed commit; the original error is what the caller must see.
+        assert self.blobs is not None
+        with contextlib.suppress(Exception):  # an orphaned blob is harmless; losing the real error is not
+            self.blobs.delete(key)
 
     @staticmethod
-    def _apply(conn: sqlite3.Connection, index: int, change: Change) -> None:
-        new = change.new
+    def _apply(conn: sqlite3.Connection, index: int, change: Change, blob: str | None) -> None:
+        new = change.new if blob is None else replace(change.new, body=None)
         row = conn.execute(
             "SELECT version FROM heads WHERE tenant = ? AND type = ? AND id = ?", (new.tenant, new.type, new.id)
         ).fetchone()
@@ -100,9 +162,20 @@ class SqliteResourceStore:
         if current != change.expected_version:
             raise VersionConflict(index, current)
         cursor = conn.execute(
-            "INSERT INTO versions (tenant, type, id, version, last_updated, deleted, method, body) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (new.tenant, new.type, new.id, new.version, new.last_updated, int(new.deleted), new.method, new.body),
+            "INSERT INTO versions (tenant, type, id, version, last_updated, deleted, method, body, blob, created) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                new.tenant,
+                new.type,
+                new.id,
+                new.version,
+                new.last_updated,
+                int(new.deleted),
+                new.method,
+                new.body,
+                blob,
+                int(new.created),
+            ),
         )
         conn.execute(
             "INSERT INTO heads (tenant, type, id, version, seq) VALUES (?, ?, ?, ?, ?) "
@@ -151,4 +224,20 @@ class SqliteResourceStore:
         )
         page = rows[: query.count]
         next_position = str(page[-1][0]) if len(rows) > query.count and page else None
-        return HistoryPage([_row_to_version(r[1:]) for r in page], next_position)
+        return HistoryPage([self._row_to_version(r[1:]) for r in page], next_position)
+
+
+_ADDED_COLUMNS = (("blob", "blob TEXT"), ("created", "created INTEGER NOT NULL DEFAULT 0"))
+
+
+def _add_blob_column(db: SqliteDatabase) -> None:
+    """Databases made by earlier versions lack ``versions.blob`` (large bodies) and ``versions.created``."""
+    conn = db.connection()
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(versions)")}
+    missing = [ddl for name, ddl in _ADDED_COLUMNS if name not in columns]
+    if missing:
+        with db.write() as tx:
+            present = {row[1] for row in tx.execute("PRAGMA table_info(versions)")}
+            for name, ddl in _ADDED_COLUMNS:
+                if name not in present:
+                    tx.execute(f"ALTER TABLE versions ADD COLUMN {ddl}")

@@ -16,4 +16,4 @@ def build_app(deps: Dependencies | None = None) -> Application:
     handlers: dict[tuple[str, str], UseCase] = {
         (route.method, route.pattern): processor.process for route in ROUTE_TABLE.for_service("bundle")
     }
-    return Application(handlers, base_url=deps.settings.base_url, authenticator=deps.authenticator)
+    return Application(handlers, base_url=deps.settings.base_url, authenticator=deps.authenticator, audit=deps.audit)

@@ -147,6 +147,7 @@ def entry_request(entry: Entry, outer: FhirRequest, body: dict[str, Any] | None)
         tenant=outer.tenant,
         request_id=outer.request_id,
         source_ip=outer.source_ip,
+        principal=outer.principal,  # each entry is authorized as its own request (DESIGN.md §5)
     )
 
 

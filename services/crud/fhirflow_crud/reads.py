@@ -90,7 +90,7 @@ def native_binary(request: FhirRequest, stored: ResourceVersion, headers: dict[s
 
 
 def _accepts(accept: str, content_type: str) -> bool:
-    content_type = content_type.split(";")[0].strip().lower()  # compare media types, not parameters
+    content_type = content_type.split(";", maxsplit=1)[0].strip().lower()  # compare media types, not parameters
     major = content_type.split("/", maxsplit=1)[0]
     for part in accept.split(","):
         media = part.split(";")[0].strip().lower()

@@ -117,7 +117,8 @@ def commit_version(
     body = None
     if resource is not None:
         body = versioning.serialise(versioning.stamp(resource, id_=id_, version=version, last_updated=last_updated))
-    new = ResourceVersion(request.tenant, rtype, id_, version, last_updated, resource is None, method, body)
+    created = resource is not None and (head is None or head.deleted)
+    new = ResourceVersion(request.tenant, rtype, id_, version, last_updated, resource is None, method, body, created)
     deps.store.commit([Change(new, expected, request.request_id)])
     return new
 

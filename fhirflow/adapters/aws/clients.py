@@ -1,0 +1,71 @@
+"""boto3 clients with the project's timeouts and retry policy, and SDK errors → FhirError."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import (
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+)
+
+from fhirflow.errors import ServiceUnavailable
+
+# Standard mode retries throttling and 5xx with backoff inside the SDK; what still fails after
+# that is reported to the client as 503 + Retry-After. Timeouts stay well inside API Gateway's 29 s.
+_CONFIG = Config(
+    retries={"mode": "standard", "max_attempts": 3},
+    connect_timeout=3,
+    read_timeout=10,
+    tcp_keepalive=True,
+    max_pool_connections=32,
+)
+
+RETRYABLE_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "Throttling",
+        "RequestLimitExceeded",
+        "InternalServerError",
+        "InternalFailure",
+        "ServiceUnavailable",
+        "SlowDown",
+        "TransactionInProgressException",
+        "TransactionConflictException",
+    }
+)
+
+
+def client(service: str, *, endpoint_url: str | None = None, region: str | None = None) -> Any:
+    """A boto3 client; ``endpoint_url`` points it at DynamoDB Local or another stand-in."""
+    if endpoint_url and not region:
+        region = "us-east-1"  # local stand-ins ignore the region, but the SDK needs one
+    factory: Any = boto3.client  # typed per service name in the stubs; the callers name the service
+    return factory(service, endpoint_url=endpoint_url, region_name=region, config=_CONFIG)
+
+
+def error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+@contextmanager
+def translated(what: str) -> Iterator[None]:
+    """Throttling, 5xx and lost connections → 503 with Retry-After (the client may retry);
+    anything else propagates (a 500 that reveals nothing)."""
+    try:
+        yield
+    except ClientError as exc:
+        code = error_code(exc)
+        if code in RETRYABLE_CODES:
+            raise ServiceUnavailable(f"{what} is busy ({code}); retry shortly", headers={"Retry-After": "1"}) from exc
+        raise
+    except (EndpointConnectionError, ConnectionClosedError, ConnectTimeoutError, ReadTimeoutError) as exc:
+        raise ServiceUnavailable(f"{what} is unreachable; retry shortly", headers={"Retry-After": "1"}) from exc

@@ -1,0 +1,248 @@
+"""``DynamoDbResourceStore``: the system of record in AWS (DESIGN.md §3, docs/dynamodb.md).
+
+A read is one strongly consistent GetItem on the resource's head item. A commit is one
+TransactWriteItems: per resource a conditional Put of the head (``v = expected``, or no head
+for a create — the same check that implements ``If-Match``) and per change a Put of the new,
+immutable version item. Version items are what the stream carries to index-sync. Bodies over
+the threshold go to the BlobStore (S3) first; the items then hold the blob's key.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from fhirflow.adapters.aws import clients, items
+from fhirflow.adapters.aws.dynamodb_history import HistoryReader
+from fhirflow.adapters.offload import BODY_CONTENT_TYPE, body_key
+from fhirflow.errors import PayloadTooLarge, ServiceUnavailable
+from fhirflow.ports import BlobStore, Change, HistoryPage, HistoryQuery, ResourceVersion, VersionConflict
+
+MAX_TRANSACTION_ITEMS = 100
+"""TransactWriteItems' limit per call."""
+TRANSACTION_BYTES_BUDGET = 3_500_000
+"""Below the 4 MB a transaction may carry in total; bodies are moved to S3 to stay under it."""
+DEFAULT_BLOB_THRESHOLD = 64 * 1024
+"""Bodies larger than this go to the blob store (an item may be 400 KB, but small items are cheaper)."""
+_ITEM_OVERHEAD = 512
+_CONFLICT_RETRIES = 4
+_THROTTLE_REASONS = frozenset({"ThrottlingError", "ProvisionedThroughputExceeded", "RequestLimitExceeded"})
+
+
+class TooManyChanges(PayloadTooLarge):
+    """More changes than one TransactWriteItems holds. Larger FHIR transactions need the bundle's
+    multi-batch commit protocol (DESIGN.md §3); until then the client is told to split them."""
+
+
+class DynamoDbResourceStore:
+    def __init__(
+        self,
+        table: str,
+        *,
+        client: Any = None,
+        blobs: BlobStore | None = None,
+        blob_threshold: int = DEFAULT_BLOB_THRESHOLD,
+        history_shards: int = 4,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+    ) -> None:
+        self.table = table
+        self.client = client or clients.client("dynamodb", endpoint_url=endpoint_url, region=region)
+        self.blobs = blobs
+        self.blob_threshold = blob_threshold
+        self.history_shards = history_shards
+        self._history = HistoryReader(self)
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def current(self, tenant: str, type_: str, id_: str) -> ResourceVersion | None:
+        return self._get(items.key(items.resource_pk(tenant, type_, id_), items.HEAD))
+
+    def version(self, tenant: str, type_: str, id_: str, version: int) -> ResourceVersion | None:
+        if version < 1:
+            return None
+        return self._get(items.key(items.resource_pk(tenant, type_, id_), items.version_sk(version)))
+
+    def _get(self, key: items.Item) -> ResourceVersion | None:
+        with clients.translated("The data store"):
+            reply = self.client.get_item(TableName=self.table, Key=key, ConsistentRead=True)
+        item = reply.get("Item")
+        return self.with_body(item) if item else None
+
+    def with_body(self, item: items.Item) -> ResourceVersion:
+        """Decode an item, fetching its body from the blob store when it lives there."""
+        stored, blob = items.decode(item)
+        if blob is None:
+            return stored
+        if self.blobs is None:
+            raise RuntimeError("a version's body is in the blob store, but none is configured")
+        return replace(stored, body=self.blobs.get(blob))
+
+    def history(self, query: HistoryQuery) -> HistoryPage:
+        return self._history.page(query)
+
+    # -- commit ------------------------------------------------------------------------------
+
+    def commit(self, changes: Sequence[Change]) -> None:
+        if not changes:
+            return
+        groups = _group_by_resource(changes)
+        item_count = len(changes) + len(groups)
+        if item_count > MAX_TRANSACTION_ITEMS:
+            raise TooManyChanges(
+                f"{len(changes)} changes to {len(groups)} resources need {item_count} transaction items, and one "
+                f"DynamoDB transaction holds {MAX_TRANSACTION_ITEMS}; split the transaction into smaller ones"
+            )
+        offloaded = self._offload(changes, groups)
+        try:
+            request, owners = self._transaction(changes, groups, offloaded)
+            self._write(request, owners, changes)
+        except BaseException:
+            self._forget_blobs(offloaded.values())
+            raise
+
+    def _offload(self, changes: Sequence[Change], groups: dict[tuple[str, str, str], list[int]]) -> dict[int, str]:
+        """Move bodies to the blob store: those over the threshold, then the largest until the
+        whole transaction fits its size budget (a head repeats its resource's last body)."""
+        weight = dict.fromkeys(range(len(changes)), 1)
+        for members in groups.values():
+            weight[members[-1]] = 2
+        inline = {i: len(c.new.body) for i, c in enumerate(changes) if c.new.body is not None}
+        chosen = [i for i, size in inline.items() if size > self.blob_threshold]
+        for i in chosen:
+            del inline[i]
+        total = sum(size * weight[i] for i, size in inline.items()) + _ITEM_OVERHEAD * (len(changes) + len(groups))
+        for i in sorted(inline, key=lambda i: inline[i] * weight[i], reverse=True):
+            if total <= TRANSACTION_BYTES_BUDGET:
+                break
+            total -= inline[i] * weight[i]
+            chosen.append(i)
+        if chosen and self.blobs is None:
+            raise RuntimeError("a body is too large for a DynamoDB item and no blob store is configured")
+        offloaded: dict[int, str] = {}
+        try:
+            for i in sorted(chosen):
+                new = changes[i].new
+                assert self.blobs is not None
+                assert new.body is not None
+                key = body_key(new.tenant, new.type, new.id, new.version)
+                self.blobs.put(key, new.body, content_type=BODY_CONTENT_TYPE)
+                offloaded[i] = key
+        except BaseException:
+            self._forget_blobs(offloaded.values())
+            raise
+        return offloaded
+
+    def _transaction(
+        self, changes: Sequence[Change], groups: dict[tuple[str, str, str], list[int]], offloaded: dict[int, str]
+    ) -> tuple[list[dict[str, Any]], list[int]]:
+        """The TransactItems, and for each the index of the change it belongs to."""
+        request: list[dict[str, Any]] = []
+        owners: list[int] = []
+        for members in groups.values():
+            first, last = changes[members[0]], changes[members[-1]]
+            put: dict[str, Any] = {
+                "TableName": self.table,
+                "Item": items.head_item(last.new, offloaded.get(members[-1])),
+                "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+            }
+            if first.expected_version is None:
+                put["ConditionExpression"] = "attribute_not_exists(pk)"
+            else:
+                put["ConditionExpression"] = "#v = :expected"
+                put["ExpressionAttributeNames"] = {"#v": items.VERSION}
+                put["ExpressionAttributeValues"] = {":expected": {"N": str(first.expected_version)}}
+            request.append({"Put": put})
+            owners.append(members[0])
+            for i in members:
+                change = changes[i]
+                item = items.version_item(
+                    change.new, offloaded.get(i), request_id=change.request_id, shards=self.history_shards
+                )
+                request.append(
+                    {"Put": {"TableName": self.table, "Item": item, "ConditionExpression": "attribute_not_exists(pk)"}}
+                )
+                owners.append(i)
+        return request, owners
+
+    def _write(self, request: list[dict[str, Any]], owners: list[int], changes: Sequence[Change]) -> None:
+        for attempt in range(_CONFLICT_RETRIES + 1):
+            # The SDK's own retries (timeouts, 5xx) resend this token: if an attempt had in fact
+            # committed, DynamoDB answers success instead of failing the conditions against our
+            # own write. A cancelled transaction committed nothing, so our retry takes a new one.
+            token = uuid.uuid4().hex
+            try:
+                with clients.translated("The data store"):
+                    self.client.transact_write_items(TransactItems=request, ClientRequestToken=token)
+                return
+            except ClientError as exc:
+                if clients.error_code(exc) != "TransactionCanceledException":
+                    raise
+                reasons: list[Any] = list(exc.response.get("CancellationReasons") or [])
+                codes = {str(r.get("Code")) for r in reasons}
+                conflict = _first_conflict(reasons, owners)
+                if conflict is not None:
+                    index, current = conflict
+                    if current is None:  # a version item's condition failed, or there is no head
+                        current = self._current_version(changes[index])
+                    raise VersionConflict(index, current) from exc
+                if codes & _THROTTLE_REASONS:
+                    raise ServiceUnavailable(
+                        "The data store is busy (throttled); retry shortly", headers={"Retry-After": "1"}
+                    ) from exc
+                if "TransactionConflict" not in codes:
+                    raise
+                if attempt == _CONFLICT_RETRIES:
+                    raise ServiceUnavailable(
+                        "The resource is being changed by another transaction; retry shortly",
+                        headers={"Retry-After": "1"},
+                    ) from exc
+                # Another transaction holds one of our items for a moment: back off briefly.
+                time.sleep(random.uniform(0.005, 0.02) * (2**attempt))  # noqa: S311 (jitter, not crypto)
+
+    def _current_version(self, change: Change) -> int | None:
+        head = self.current(change.new.tenant, change.new.type, change.new.id)
+        return head.version if head else None
+
+    def _forget_blobs(self, keys: Any) -> None:
+        if self.blobs is None:
+            return
+        for key in keys:
+            try:
+                self.blobs.delete(key)
+            except Exception:  # noqa: S112 (an orphaned blob is harmless; losing the real error is not)
+                continue
+
+
+def _group_by_resource(changes: Sequence[Change]) -> dict[tuple[str, str, str], list[int]]:
+    """Change indexes per resource, in order. One transaction may write a resource's head once,
+    so successive changes of one resource must chain (each expects the previous one's version)."""
+    groups: dict[tuple[str, str, str], list[int]] = {}
+    for index, change in enumerate(changes):
+        new = change.new
+        members = groups.setdefault((new.tenant, new.type, new.id), [])
+        if members:
+            previous = changes[members[-1]].new.version
+            if change.expected_version != previous:
+                raise VersionConflict(index, previous)
+        members.append(index)
+    return groups
+
+
+def _first_conflict(reasons: list[dict[str, Any]], owners: list[int]) -> tuple[int, int | None] | None:
+    """The earliest change whose condition failed, and the current version where DynamoDB told it."""
+    found: tuple[int, int | None] | None = None
+    for position, reason in enumerate(reasons):
+        if reason.get("Code") != "ConditionalCheckFailed" or position >= len(owners):
+            continue
+        old = reason.get("Item") or {}
+        current = int(old[items.VERSION]["N"]) if items.VERSION in old else None
+        if found is None or owners[position] < found[0]:
+            found = (owners[position], current)
+    return found

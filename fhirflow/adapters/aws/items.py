@@ -1,0 +1,154 @@
+"""How resources are laid out in the DynamoDB table (docs/dynamodb.md), in one place.
+
+Pure functions on low-level AttributeValue dicts (``{"S": ...}``, ``{"N": ...}``, ``{"B": ...}``):
+the store writes them, the index-sync service decodes the same items from stream records. No
+boto3 here, so the stream consumer can import it cheaply.
+
+Keys (``{tenant}`` has ``%`` and ``#`` escaped so that no tenant can forge another's key):
+
+- head:    ``pk = {tenant}#{Type}#{id}``, ``sk = head`` (current version, its body or blob key)
+- version: same ``pk``, ``sk = v#{version:010d}``, plus the history GSI keys
+  ``tpk = {tenant}#{Type}#{shard}`` (type history), ``spk = {tenant}#{shard}`` (system history),
+  ``gsk = {lastUpdated:013d}#{Type}#{id}#{version:010d}`` (time order, unique)
+"""
+
+from __future__ import annotations
+
+import base64
+import zlib
+from typing import Any
+
+from fhirflow.ports import CommittedChange, Method, ResourceVersion
+
+Item = dict[str, Any]
+
+HEAD = "head"
+VERSION_PREFIX = "v#"
+TYPE_INDEX = "type-history"
+SYSTEM_INDEX = "system-history"
+
+# Attribute names are short: every byte of every item is paid for on write, read and storage.
+CREATED = "c"
+PK, SK, TENANT, TYPE, ID, VERSION, LAST_UPDATED, DELETED, METHOD, BODY, BLOB, REQUEST_ID = (
+    "pk",
+    "sk",
+    "t",
+    "ty",
+    "id",
+    "v",
+    "lu",
+    "d",
+    "m",
+    "b",
+    "bk",
+    "rq",
+)
+TYPE_PK, SYSTEM_PK, TIME_SK = "tpk", "spk", "gsk"
+
+
+def escape_tenant(tenant: str) -> str:
+    return tenant.replace("%", "%25").replace("#", "%23")
+
+
+def resource_pk(tenant: str, type_: str, id_: str) -> str:
+    return f"{escape_tenant(tenant)}#{type_}#{id_}"
+
+
+def version_sk(version: int) -> str:
+    return f"{VERSION_PREFIX}{version:010d}"
+
+
+def shard_of(type_: str, id_: str, shards: int) -> int:
+    """Which history partition a resource's versions go to (stable across processes)."""
+    return zlib.crc32(f"{type_}/{id_}".encode()) % shards
+
+
+def type_pk(tenant: str, type_: str, shard: int) -> str:
+    return f"{escape_tenant(tenant)}#{type_}#{shard}"
+
+
+def system_pk(tenant: str, shard: int) -> str:
+    return f"{escape_tenant(tenant)}#{shard}"
+
+
+def time_sk(last_updated: int, type_: str, id_: str, version: int) -> str:
+    return f"{last_updated:013d}#{type_}#{id_}#{version:010d}"
+
+
+def time_bound(ms: int) -> str:
+    """A sort-key bound: every ``gsk`` of a version at ``ms`` sorts after it, earlier ones before."""
+    return f"{ms:013d}"
+
+
+def key(pk: str, sk: str) -> Item:
+    return {PK: {"S": pk}, SK: {"S": sk}}
+
+
+def _common(stored: ResourceVersion, blob: str | None) -> Item:
+    item: Item = {
+        TENANT: {"S": stored.tenant},
+        TYPE: {"S": stored.type},
+        ID: {"S": stored.id},
+        VERSION: {"N": str(stored.version)},
+        LAST_UPDATED: {"N": str(stored.last_updated)},
+        DELETED: {"BOOL": stored.deleted},
+        METHOD: {"S": stored.method},
+    }
+    if stored.created:
+        item[CREATED] = {"BOOL": True}
+    if blob is not None:
+        item[BLOB] = {"S": blob}
+    elif stored.body is not None:
+        item[BODY] = {"B": stored.body}
+    return item
+
+
+def head_item(stored: ResourceVersion, blob: str | None) -> Item:
+    return {**key(resource_pk(stored.tenant, stored.type, stored.id), HEAD), **_common(stored, blob)}
+
+
+def version_item(stored: ResourceVersion, blob: str | None, *, request_id: str, shards: int) -> Item:
+    shard = shard_of(stored.type, stored.id, shards)
+    item = {**key(resource_pk(stored.tenant, stored.type, stored.id), version_sk(stored.version))}
+    item.update(_common(stored, blob))
+    item[TYPE_PK] = {"S": type_pk(stored.tenant, stored.type, shard)}
+    item[SYSTEM_PK] = {"S": system_pk(stored.tenant, shard)}
+    item[TIME_SK] = {"S": time_sk(stored.last_updated, stored.type, stored.id, stored.version)}
+    if request_id:
+        item[REQUEST_ID] = {"S": request_id}
+    return item
+
+
+def is_version_item(item: Item) -> bool:
+    return str(item.get(SK, {}).get("S", "")).startswith(VERSION_PREFIX)
+
+
+def _binary(value: Any) -> bytes:
+    # boto3 responses carry bytes; Lambda's stream events carry base64 text.
+    return base64.b64decode(value) if isinstance(value, str) else bytes(value)
+
+
+def decode(item: Item) -> tuple[ResourceVersion, str | None]:
+    """An item → (version, blob key); the body is None when it lives in the blob store."""
+    raw_body = item.get(BODY)
+    method: Method = item[METHOD]["S"]
+    stored = ResourceVersion(
+        tenant=item[TENANT]["S"],
+        type=item[TYPE]["S"],
+        id=item[ID]["S"],
+        version=int(item[VERSION]["N"]),
+        last_updated=int(item[LAST_UPDATED]["N"]),
+        deleted=bool(item[DELETED]["BOOL"]),
+        method=method,
+        body=_binary(raw_body["B"]) if raw_body else None,
+        created=bool(item.get(CREATED, {}).get("BOOL", False)),
+    )
+    blob = item.get(BLOB)
+    return stored, (blob["S"] if blob else None)
+
+
+def decode_change(item: Item) -> tuple[CommittedChange, str | None]:
+    """A version item (from a stream record's NEW_IMAGE) → the committed change it records."""
+    stored, blob = decode(item)
+    request_id = item.get(REQUEST_ID, {}).get("S", "")
+    return CommittedChange(stored, request_id), blob

@@ -1,0 +1,49 @@
+"""``S3BlobStore``: blobs as S3 objects (large resource bodies, export files)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from fhirflow.adapters.aws import clients
+from fhirflow.ports import BlobNotFound
+
+
+class S3BlobStore:
+    def __init__(
+        self,
+        bucket: str,
+        *,
+        prefix: str = "",
+        client: Any = None,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+    ) -> None:
+        self.bucket = bucket
+        self.prefix = prefix
+        self.client = client or clients.client("s3", endpoint_url=endpoint_url, region=region)
+
+    def put(self, key: str, data: bytes, *, content_type: str = "application/octet-stream") -> None:
+        with clients.translated("The blob store"):
+            self.client.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=data, ContentType=content_type)
+
+    def get(self, key: str) -> bytes:
+        try:
+            with clients.translated("The blob store"):
+                reply = self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)
+        except ClientError as exc:
+            if clients.error_code(exc) in ("NoSuchKey", "404"):
+                raise BlobNotFound(key) from exc
+            raise
+        body = reply["Body"]
+        try:
+            data: bytes = body.read()
+        finally:
+            body.close()
+        return data
+
+    def delete(self, key: str) -> None:
+        # DeleteObject on a missing key succeeds: deleting is idempotent, as the port asks.
+        with clients.translated("The blob store"):
+            self.client.delete_object(Bucket=self.bucket, Key=self.prefix + key)

@@ -1,0 +1,183 @@
+"""One structured audit record per request (DESIGN.md §5): who, what, when, where, outcome.
+
+- who: ``sub``, ``client_id``, ``fhirUser`` and issuer of the token (nothing when there was none);
+- what: the interaction, resource type, id and version from the URL, and the *names* of the
+  query parameters (their values can hold names or identifiers of patients);
+- when: the time and the duration; where: source IP and request id; the tenant;
+- outcome: the HTTP status and success/failure.
+
+Never a resource body, a query value, a token or a patient identifier. Sinks: the
+``fhirflow.audit`` logger as one JSON line (CloudWatch in AWS), a JSON-lines file (the embedded
+mode), and optionally an AuditEvent resource per request in the store
+(http://hl7.org/fhir/R4/auditevent.html).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import orjson
+
+from fhirflow.routes import ROUTE_TABLE
+
+if TYPE_CHECKING:
+    from fhirflow.model import FhirRequest
+    from fhirflow.ports import Clock, ResourceStore
+
+logger = logging.getLogger("fhirflow.audit")
+_INTERACTIONS: dict[tuple[str, str], str] = {}
+
+
+class AuditSink(Protocol):
+    def record(self, request: FhirRequest | None, status: int, started: float) -> None:
+        """Record one request. ``started`` is its ``time.perf_counter()`` start. Must not raise."""
+        ...
+
+
+def interaction_of(method: str, route: str) -> str:
+    if not _INTERACTIONS:
+        _INTERACTIONS.update({(r.method, r.pattern): r.interaction for r in ROUTE_TABLE.routes})
+    return _INTERACTIONS.get((method, route), "unknown")
+
+
+def audit_record(
+    request: FhirRequest | None, status: int, started: float, *, now: float | None = None
+) -> dict[str, Any]:
+    now = time.time() if now is None else now
+    record: dict[str, Any] = {
+        "audit": "fhir-request",
+        "time": datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+        "outcome": {"status": status, "result": "success" if status < 400 else "failure"},
+    }
+    if request is None:
+        return record
+    record["request_id"] = request.request_id
+    record["source_ip"] = request.source_ip
+    record["tenant"] = request.tenant
+    record["what"] = {
+        "interaction": interaction_of(request.method, request.route),
+        "method": request.method,
+        "type": request.resource_type or None,
+        "id": request.resource_id or None,
+        "version": request.path_params.get("vid"),
+        "query": sorted({name for name, _ in request.query}),
+    }
+    principal = request.principal
+    who: dict[str, Any] = {}
+    for name, attribute in (("sub", "sub"), ("client_id", "client_id"), ("fhir_user", "fhir_user_reference")):
+        value = getattr(principal, attribute, None)
+        if value:
+            who[name] = value
+    if principal is not None:
+        who["issuer"] = getattr(principal, "issuer", None)
+    record["who"] = who
+    return record
+
+
+class LoggingAuditSink:
+    """One JSON line per request on the ``fhirflow.audit`` logger (INFO).
+
+    The logger's own level is set to INFO, so that the records reach the root handlers (CloudWatch
+    in Lambda) whatever level the application logs at; silence them with ``FHIRFLOW_AUDIT=off``.
+    """
+
+    def __init__(self) -> None:
+        logger.setLevel(logging.INFO)
+
+    def record(self, request: FhirRequest | None, status: int, started: float) -> None:
+        if not logger.isEnabledFor(logging.INFO):
+            return
+        try:
+            logger.info(orjson.dumps(audit_record(request, status, started)).decode())
+        except Exception:  # auditing must never turn a served request into an error
+            logger.exception("audit record failed")
+
+
+class JsonLinesAuditSink:
+    """Appends one JSON line per request to a file (the embedded mode's ``audit.jsonl``)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+
+    def record(self, request: FhirRequest | None, status: int, started: float) -> None:
+        try:
+            line = orjson.dumps(audit_record(request, status, started)) + b"\n"
+            with self._lock:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                with self.path.open("ab") as handle:
+                    handle.write(line)
+        except Exception:
+            logger.exception("audit record failed")
+
+
+_ACTIONS = {"POST": "C", "GET": "R", "HEAD": "R", "PUT": "U", "PATCH": "U", "DELETE": "D"}
+
+
+def audit_event(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The record as an R4 AuditEvent (type ``rest``, subtype the restful interaction)."""
+    what = record.get("what") or {}
+    who = record.get("who") or {}
+    status = int(record["outcome"]["status"])
+    agent: dict[str, Any] = {"requestor": True}
+    if who.get("fhir_user"):
+        agent["who"] = {"reference": who["fhir_user"]}
+    elif who.get("sub"):
+        agent["who"] = {"identifier": {"system": who.get("issuer"), "value": who["sub"]}}
+    if who.get("client_id"):
+        agent["altId"] = who["client_id"]
+    if record.get("source_ip"):
+        agent["network"] = {"address": record["source_ip"], "type": "2"}
+    event: dict[str, Any] = {
+        "resourceType": "AuditEvent",
+        "type": {
+            "system": "http://terminology.hl7.org/CodeSystem/audit-event-type",
+            "code": "rest",
+            "display": "RESTful Operation",
+        },
+        "action": _ACTIONS.get(str(what.get("method")), "E"),
+        "recorded": record["time"],
+        "outcome": "0" if status < 400 else "4" if status < 500 else "8",
+        "agent": [agent],
+        "source": {"observer": {"display": "fhirflow"}},
+    }
+    if what.get("interaction") and what["interaction"] != "unknown":
+        event["subtype"] = [{"system": "http://hl7.org/fhir/restful-interaction", "code": what["interaction"]}]
+    if what.get("type") and what.get("id"):
+        event["entity"] = [{"what": {"reference": f"{what['type']}/{what['id']}"}}]
+    if record.get("request_id"):
+        event["source"]["site"] = str(record["request_id"])
+    return event
+
+
+class AuditEventSink:
+    """Writes an AuditEvent resource per request into the store (and logs like LoggingAuditSink)."""
+
+    def __init__(self, store: ResourceStore, clock: Clock) -> None:
+        self.store = store
+        self.clock = clock
+        self.log = LoggingAuditSink()
+
+    def record(self, request: FhirRequest | None, status: int, started: float) -> None:
+        self.log.record(request, status, started)
+        try:
+            from fhirflow import versioning
+            from fhirflow.ports import Change, ResourceVersion
+
+            record = audit_record(request, status, started)
+            id_ = str(uuid.uuid4())
+            now = self.clock.now_ms()
+            body = versioning.serialise(versioning.stamp(audit_event(record), id_=id_, version=1, last_updated=now))
+            tenant = request.tenant if request is not None else "default"
+            stored = ResourceVersion(tenant, "AuditEvent", id_, 1, now, False, "POST", body)
+            self.store.commit([Change(stored, None, record.get("request_id", ""))])
+        except Exception:
+            logger.exception("AuditEvent write failed")

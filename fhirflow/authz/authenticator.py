@@ -1,0 +1,205 @@
+"""Bearer token → :class:`Principal`, and the request's tenant bound to the token (DESIGN.md §5).
+
+Per request the work is a SHA-256 of the token and a dictionary lookup: a token is validated
+(signature or introspection) once, and its principal, scopes parsed, is cached by the token's
+hash until it expires (bounded in size). Rejected tokens are remembered briefly too, so a client
+retrying a bad token does not cost a JWKS refresh or an introspection call each time.
+
+Tenancy: a token is bound to a tenant by its issuer's configuration or by the tenant claim (they
+must agree when both are present), else to the default tenant. On a ``/tenant/{tenant}/...``
+route the path's tenant must be the token's; on other routes the request takes the token's tenant.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from fhirflow.authz import challenges
+from fhirflow.authz.config import AuthConfig, IssuerConfig
+from fhirflow.authz.fetch import FetchError, get_json, post_form
+from fhirflow.authz.introspection import Introspector, PostForm
+from fhirflow.authz.principal import Principal, parse_fhir_user, parse_patient
+from fhirflow.authz.scopes import parse_scopes
+from fhirflow.authz.tokens import JwtVerifier, TokenRejected, peek
+from fhirflow.model import DEFAULT_TENANT, FhirRequest
+from fhirflow.routes import ROUTE_TABLE, TENANT_PREFIX, RouteTable
+
+logger = logging.getLogger("fhirflow.authz")
+
+PUBLIC_INTERACTIONS = frozenset({"capabilities", "smart-configuration"})
+"""Served without a token: clients discover how to authorize from these (SMART conformance)."""
+NEGATIVE_CACHE_SECONDS = 10.0
+_TENANT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+"""What a tenant id may look like: it becomes part of every store key."""
+
+
+class _Cache:
+    """A bounded map of token hash → (value, valid until); the oldest entry goes first when full."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._entries: OrderedDict[bytes, tuple[Any, float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: bytes, now: float) -> Any:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry[1] <= now:
+            with self._lock:
+                self._entries.pop(key, None)
+            return None
+        return entry[0]
+
+    def put(self, key: bytes, value: Any, until: float) -> None:
+        with self._lock:
+            self._entries[key] = (value, until)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class BearerAuthenticator:
+    """The :class:`fhirflow.ports.Authenticator` for SMART and RBAC deployments."""
+
+    def __init__(
+        self,
+        config: AuthConfig,
+        *,
+        fetch: Callable[[str], dict[str, Any]] = get_json,
+        post: PostForm = post_form,
+        clock: Callable[[], float] = time.time,
+        routes: RouteTable = ROUTE_TABLE,
+    ) -> None:
+        self.config = config
+        self._clock = clock
+        self.verifier = JwtVerifier(config, fetch=fetch, clock=clock)
+        self.introspectors: dict[str, Introspector] = {
+            issuer.issuer: Introspector(issuer, skew=config.clock_skew_seconds, post=post, clock=clock)
+            for issuer in config.introspectors()
+        }
+        self.public_routes = frozenset(r.pattern for r in routes.routes if r.interaction in PUBLIC_INTERACTIONS)
+        self._principals = _Cache(config.cache_size)
+        self._rejected = _Cache(config.cache_size)
+
+    # -- the port -------------------------------------------------------------------------------
+
+    def authenticate(self, request: FhirRequest) -> Principal | None:
+        header = request.headers.get("authorization")
+        if request.route in self.public_routes:
+            return None  # a token, valid or not, changes nothing on a public route
+        if not header:
+            raise challenges.missing_token()
+        scheme, _, token = header.strip().partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token or " " in token:
+            raise challenges.invalid_request()
+        principal = self.principal_for(token, path_tenant=self._path_tenant(request))
+        bind_tenant(request, principal)
+        return principal
+
+    # -- tokens ---------------------------------------------------------------------------------
+
+    def principal_for(self, token: str, *, path_tenant: str | None = None) -> Principal:
+        """The principal of a token, from the cache or by validating it (raises 401/503 errors)."""
+        digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+        now = self._clock()
+        cached = self._principals.get(digest, now)
+        if cached is not None:
+            principal: Principal = cached
+            return principal
+        if self._rejected.get(digest, now) is not None:
+            raise challenges.invalid_token()
+        try:
+            claims, issuer, valid_until = self._validate(token, path_tenant)
+            principal = self._build(claims, issuer)
+        except TokenRejected as rejected:
+            logger.info("access token rejected", extra={"reason": rejected.reason})
+            self._rejected.put(digest, rejected.reason, now + NEGATIVE_CACHE_SECONDS)
+            raise challenges.invalid_token() from rejected
+        except FetchError as unreachable:
+            logger.warning("identity provider unreachable", extra={"error": str(unreachable)})
+            raise challenges.identity_provider_unavailable() from unreachable
+        self._principals.put(digest, principal, valid_until)
+        return principal
+
+    def _validate(self, token: str, path_tenant: str | None) -> tuple[dict[str, Any], IssuerConfig, float]:
+        peeked = peek(token)
+        if peeked is not None:
+            header, unverified = peeked
+            name = unverified.get("iss")
+            issuer = self.config.issuer(name) if isinstance(name, str) else None
+            if issuer is not None and issuer.verifies_locally:
+                claims, exp = self.verifier.verify(token, issuer, header)
+                return claims, issuer, exp + self.config.clock_skew_seconds
+            if issuer is not None:
+                return self._introspect(token, self.introspectors[issuer.issuer])
+        introspector = self._introspector_for(path_tenant)
+        if introspector is None:
+            raise TokenRejected("unknown-issuer" if peeked is not None else "malformed")
+        return self._introspect(token, introspector)
+
+    def _introspect(self, token: str, introspector: Introspector) -> tuple[dict[str, Any], IssuerConfig, float]:
+        claims, exp = introspector.introspect(token)
+        until = min(exp + self.config.clock_skew_seconds, self._clock() + self.config.introspection_cache_seconds)
+        return claims, introspector.issuer, until
+
+    def _introspector_for(self, path_tenant: str | None) -> Introspector | None:
+        """For an opaque token: the introspector of the path's tenant, else the one not bound to a tenant."""
+        fallback = None
+        for introspector in self.introspectors.values():
+            bound = introspector.issuer.tenant
+            if path_tenant is not None and bound == path_tenant:
+                return introspector
+            if bound is None and fallback is None:
+                fallback = introspector
+        return fallback
+
+    def _build(self, claims: Mapping[str, Any], issuer: IssuerConfig) -> Principal:
+        config = self.config
+        tenant = issuer.tenant
+        claimed = claims.get(config.tenant_claim) if config.tenant_claim else None
+        if claimed is not None:
+            if not isinstance(claimed, str) or not _TENANT_ID.fullmatch(claimed):
+                raise TokenRejected("tenant-claim-malformed")
+            if tenant is not None and claimed != tenant:
+                raise TokenRejected("tenant-claim-disagrees")
+            tenant = claimed
+        groups = claims.get(config.groups_claim)
+        client_id = next((claims[c] for c in ("client_id", "azp", "cid") if isinstance(claims.get(c), str)), None)
+        sub = claims.get("sub")
+        return Principal(
+            sub=sub if isinstance(sub, str) else None,
+            client_id=client_id,
+            issuer=issuer.issuer,
+            scopes=parse_scopes(claims.get(config.scope_claim)),
+            expires_at=float(claims["exp"]),
+            patient=parse_patient(claims.get(config.patient_claim)),
+            fhir_user=parse_fhir_user(claims.get(config.fhir_user_claim)),
+            tenant=tenant,
+            groups=tuple(g for g in groups if isinstance(g, str)) if isinstance(groups, list) else (),
+            claim_names=frozenset(claims),
+        )
+
+    @staticmethod
+    def _path_tenant(request: FhirRequest) -> str | None:
+        return request.tenant if request.route.startswith(TENANT_PREFIX) else None
+
+
+def bind_tenant(request: FhirRequest, principal: Principal) -> None:
+    """The request's tenant is the token's: checked against the path, or taken from the token."""
+    bound = principal.tenant or DEFAULT_TENANT
+    if request.route.startswith(TENANT_PREFIX):
+        if request.tenant != bound:
+            raise challenges.wrong_tenant()
+    else:
+        request.tenant = bound

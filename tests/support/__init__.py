@@ -1,0 +1,1 @@
+"""Test infrastructure shared by tests/contract and tests/integration (DynamoDB Local, moto)."""
