@@ -188,6 +188,8 @@ class Application:
 def _negotiate_before_dispatch(request: FhirRequest) -> str | None:
     """Refuse an unacceptable Accept before any work is done, except on a Binary read, which may
     answer in the Binary's own content type (binary.html#rest): that one is decided after the read."""
+    if request.route.endswith("/.well-known/smart-configuration"):
+        return "application/json"  # SMART App Launch: JSON whatever the Accept header says
     try:
         return negotiate(request)
     except NotAcceptable:

@@ -135,7 +135,11 @@ class SmartPolicy:
     def check_read(self, request: FhirRequest, version: ResourceVersion) -> None:
         resource = resource_of(version)
         if resource is None:
-            return  # a deletion: the use case answers 410 without a body
+            # A deletion has no body to place in a compartment: only an unrestricted scope may learn
+            # that it existed (410); anyone else gets what an unknown id gets.
+            if not any(a.unrestricted for a in self.admissions(principal_of(request), "r", version.type)):
+                raise self.denied(version.type, version.id)
+            return
         if not self.admits(principal_of(request), "r", version.type, resource, request.base_url):
             raise self.denied(version.type, version.id)
 

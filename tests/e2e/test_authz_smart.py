@@ -250,3 +250,25 @@ def _without_auth_env() -> dict[str, str]:
     import os
 
     return {k: v for k, v in os.environ.items() if not k.startswith("FHIRFLOW_AUTH")}
+
+
+def test_discovery_answers_json_whatever_the_accept_header(http: httpx.Client) -> None:
+    reply = http.get("/.well-known/smart-configuration", headers={"Accept": "text/html"})
+    assert reply.status_code == 200
+    assert reply.headers["content-type"].startswith("application/json")
+    assert "token_endpoint" in reply.json()
+
+
+def test_a_deleted_resource_outside_the_compartment_does_not_reveal_it_existed(
+    http: httpx.Client, idp: AuthorizationServer
+) -> None:
+    realm = idp.realm("main")
+    admin = bearer(realm.mint("system/*.cruds"))
+    mine, other = f"mine-{uuid.uuid4().hex[:8]}", f"other-{uuid.uuid4().hex[:8]}"
+    seed(http, idp, [{"resourceType": "Patient", "id": mine}, {"resourceType": "Patient", "id": other}])
+    assert http.delete(f"/Patient/{other}", headers=admin).status_code == 204
+    patient_token = bearer(realm.mint("patient/*.rs", patient=mine))
+
+    assert http.get(f"/Patient/{other}", headers=patient_token).status_code == 404
+    assert http.get(f"/Patient/{other}/_history/2", headers=patient_token).status_code == 404
+    assert http.get(f"/Patient/{other}", headers=admin).status_code == 410  # an unrestricted scope may know

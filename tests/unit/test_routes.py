@@ -70,7 +70,7 @@ def test_a_known_path_with_another_method_is_405(method: str, path: str) -> None
     ("method", "path"),
     [
         ("GET", "/Patient/1/2/3/4"),
-        ("GET", "/Patient/1/history"),
+        ("GET", "/Patient/1/Observation/2"),  # /Patient/1/history is a compartment search route now
         ("GET", "/Patient/1/_history/2/3"),
         ("BREW", "/a/b/c/d/e"),
     ],

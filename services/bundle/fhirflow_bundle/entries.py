@@ -106,6 +106,12 @@ def _entry(index: int, raw: Any) -> Entry:
     path = "/" + parts.path.strip("/")
     if parts.scheme or parts.netloc:
         raise BadRequest(f"{where}.request.url must be relative to the server base", expression=f"{where}.request.url")
+    if path.startswith("/tenant/"):
+        # An entry runs in the tenant of the request that carries the bundle, never another one.
+        raise BadRequest(
+            f"{where}.request.url must be relative to this tenant's base, without /tenant/...",
+            expression=f"{where}.request.url",
+        )
     return Entry(
         index, method, url, full_url, resource, request, path=path, query=parse_qsl(parts.query, keep_blank_values=True)
     )

@@ -22,9 +22,9 @@ def read(deps: Dependencies, request: FhirRequest) -> FhirResponse:
     if head is None:
         raise NotFound(f"{rtype}/{id_} is not known")
     headers = versioning.version_headers(head)
+    deps.policy.check_read(request, head)  # before 410, so a deletion does not reveal what existed
     if head.deleted or head.body is None:
         raise Gone(f"{rtype}/{id_} was deleted", headers=headers)
-    deps.policy.check_read(request, head)
     _check_conditional_read(request, head, headers)
     if rtype == "Binary" and wants_native_binary(request):
         return native_binary(request, head, headers)
@@ -41,9 +41,9 @@ def vread(deps: Dependencies, request: FhirRequest) -> FhirResponse:
     if stored is None:
         raise NotFound(f"{rtype}/{id_} has no version '{vid[:20]}'")
     headers = versioning.version_headers(stored)
+    deps.policy.check_read(request, stored)
     if stored.deleted or stored.body is None:
         raise Gone(f"Version {vid} of {rtype}/{id_} is a deletion", headers=headers)
-    deps.policy.check_read(request, stored)
     if rtype == "Binary" and wants_native_binary(request):
         return native_binary(request, stored, headers)
     return FhirResponse(status=200, raw_json=stored.body, headers=headers, subsettable=True)

@@ -1,0 +1,45 @@
+"""The CDK app: context → settings → the staged code → the stack, checked by cdk-nag.
+
+Context (``cdk.json`` or ``cdk deploy -c key=value``):
+
+- ``fhirflow:settings`` — :class:`fhirflow.settings.Settings` fields as a JSON object; at least
+  ``auth`` and its issuer (the stack refuses to deploy an API without authorization);
+- ``fhirflow:stackName`` (default ``fhirflow``), ``fhirflow:alarmEmail``,
+  ``fhirflow:reservedConcurrency`` (per function), ``fhirflow:layerDir`` (default ``infra/build/layer``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from aws_cdk import App, Environment
+
+from fhirflow_infra.compliance import add_checks
+from fhirflow_infra.environment import settings_from_context
+from fhirflow_infra.packaging import DEFAULT_CODE_DIR, DEFAULT_LAYER_DIR, stage_code
+from fhirflow_infra.stack import FhirflowStack
+
+
+def _environment() -> Environment | None:
+    """The CLI's account and region when it has them; otherwise an environment-agnostic stack."""
+    account, region = os.environ.get("CDK_DEFAULT_ACCOUNT"), os.environ.get("CDK_DEFAULT_REGION")
+    return Environment(account=account, region=region) if account and region else None
+
+
+def build(app: App, *, code_dir: Path = DEFAULT_CODE_DIR, layer_dir: Path | None = None) -> FhirflowStack:
+    context = app.node.try_get_context
+    reserved = context("fhirflow:reservedConcurrency")
+    stack = FhirflowStack(
+        app,
+        str(context("fhirflow:stackName") or "fhirflow"),
+        description="fhirflow: FHIR R4 server (API Gateway, Lambda, DynamoDB, S3, EventBridge)",
+        env=_environment(),
+        settings=settings_from_context(context("fhirflow:settings")),
+        code_dir=stage_code(code_dir),
+        layer_dir=Path(context("fhirflow:layerDir") or layer_dir or DEFAULT_LAYER_DIR),
+        alarm_email=context("fhirflow:alarmEmail") or None,
+        reserved_concurrency=int(reserved) if reserved not in (None, "") else None,
+    )
+    add_checks(app)
+    return stack

@@ -1,0 +1,72 @@
+"""What goes into the Lambdas: the project's own packages (one code asset) and a dependencies layer.
+
+The code asset is a plain copy of the import packages (``fhirflow``, ``fhirflow_contracts`` and
+every ``services/*/fhirflow_*``), made by :func:`stage_code` before the stack is built: synth
+stays offline, needs no Docker and installs nothing. One asset serves every function, because the
+services share the kernel and the bundle service reuses the crud use cases (STYLE.md rule 7).
+
+Third-party dependencies live in a layer that ``infra/build_layer.py`` builds (``make layer``)
+with pip for the Lambda platform; tests point the layer at an empty placeholder directory.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BUILD_DIR = REPO_ROOT / "infra" / "build"
+DEFAULT_CODE_DIR = BUILD_DIR / "code"
+DEFAULT_LAYER_DIR = BUILD_DIR / "layer"
+
+_IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo", ".mypy_cache", ".pytest_cache")
+
+
+@dataclass(frozen=True, slots=True)
+class ServicePackage:
+    service: str
+    """The folder under ``services/`` and the name routes use (``index-sync``)."""
+    package: str
+    """Its import package (``fhirflow_index_sync``)."""
+
+    @property
+    def handler(self) -> str:
+        """The Lambda entry point every service defines (STYLE.md rule 1)."""
+        return f"{self.package}.handler.lambda_handler"
+
+
+def service_packages(repo_root: Path = REPO_ROOT) -> dict[str, ServicePackage]:
+    """The services that exist in the repo, by service name: each folder with a Lambda handler."""
+    found: dict[str, ServicePackage] = {}
+    for handler in sorted((repo_root / "services").glob("*/fhirflow_*/handler.py")):
+        service = handler.parent.parent.name
+        found[service] = ServicePackage(service=service, package=handler.parent.name)
+    return found
+
+
+def package_sources(repo_root: Path = REPO_ROOT) -> list[Path]:
+    """The import packages the code asset holds, as folders in the repo."""
+    sources = [repo_root / "fhirflow", repo_root / "contracts" / "fhirflow_contracts"]
+    sources += [repo_root / "services" / p.service / p.package for p in service_packages(repo_root).values()]
+    return sources
+
+
+def stage_code(out_dir: Path = DEFAULT_CODE_DIR, *, repo_root: Path = REPO_ROOT) -> Path:
+    """Copy the packages side by side into ``out_dir`` (emptied first), the layout Lambda imports from."""
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
+    for source in package_sources(repo_root):
+        shutil.copytree(source, out_dir / source.name, ignore=_IGNORED)
+    return out_dir
+
+
+def require_layer(layer_dir: Path) -> Path:
+    """A layer directory must hold ``python/`` (Lambda puts ``/opt/python`` on ``sys.path``)."""
+    if not (layer_dir / "python").is_dir():
+        raise FileNotFoundError(
+            f"No dependencies layer at {layer_dir}: build it with `make layer` (infra/build_layer.py), "
+            "or pass -c fhirflow:layerDir=<a directory holding python/>"
+        )
+    return layer_dir

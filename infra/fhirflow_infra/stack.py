@@ -1,0 +1,206 @@
+"""The fhirflow stack: the capabilities of DESIGN.md §7 wired together.
+
+Where later capabilities plug in (each is a construct of its own, like the ones here):
+
+- **search index** (OpenSearch): the search service's Lambda is here (its routes are in the route
+  table), but the services can only use the embedded index so far (``search_index="sqlite"``,
+  under the per-container ``/tmp``), so in AWS searches see only what that container indexed.
+  When the runtime accepts an OpenSearch index, a ``SearchIndex`` construct adds the domain (in a
+  VPC, encrypted with the data key, node-to-node TLS, logs to CloudWatch), puts index-sync and
+  search in the VPC, grants index-sync write and search read on the domain, and sets
+  ``search_index`` and the endpoint in the settings below.
+- **export** (``services/export``): the kick-off/status routes' function in :data:`API_SERVICES`, an
+  SQS work queue with a dead-letter queue, the worker function, ``buckets.exports.grant_read_write``.
+- **subscriptions** (``services/subscriptions``): a rule on ``change_events.bus`` with
+  ``change_events.pattern`` → SQS → matcher → SQS → rest-hook deliverer, each queue with a DLQ.
+- **transactions** (Step Functions): the Express state machine generated from the bundle
+  workflow's Python definition, and ``grant_start_sync_execution`` to the bundle function.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from aws_cdk import CfnOutput, Duration, RemovalPolicy, Stack
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_secretsmanager as secretsmanager
+from constructs import Construct
+
+from fhirflow.routes import ROUTES
+from fhirflow.settings import Settings
+from fhirflow_infra.api import FhirApi
+from fhirflow_infra.compliance import acknowledge
+from fhirflow_infra.encryption import DataKey
+from fhirflow_infra.environment import LAMBDA_DATA_DIR, check_deployable, lambda_environment
+from fhirflow_infra.events import ChangeEvents
+from fhirflow_infra.function import API_TIMEOUT, ARCHITECTURE, RUNTIME, FhirFunction
+from fhirflow_infra.index_sync import IndexSync
+from fhirflow_infra.monitoring import Alarms
+from fhirflow_infra.packaging import ServicePackage, require_layer, service_packages
+from fhirflow_infra.storage import ObjectBuckets, ResourceTables
+
+
+@dataclass(frozen=True, slots=True)
+class ApiService:
+    description: str
+    writes_resources: bool
+    """Creates resource versions; the others only read (and write AuditEvents when ``audit="auditevent"``)."""
+    memory_size: int = 1024
+    timeout: Duration = API_TIMEOUT
+
+
+API_SERVICES: dict[str, ApiService] = {
+    "crud": ApiService("fhirflow crud: the RESTful interactions, history, Binary, metadata", writes_resources=True),
+    "bundle": ApiService("fhirflow bundle: batch and transaction", writes_resources=True),
+    "search": ApiService("fhirflow search: type, system and compartment search", writes_resources=False),
+}
+"""The services behind the API; every service the route table names must be here."""
+
+
+class FhirflowStack(Stack):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        settings: Settings,
+        code_dir: Path,
+        layer_dir: Path,
+        alarm_email: str | None = None,
+        reserved_concurrency: int | None = None,
+        removal_policy: RemovalPolicy = RemovalPolicy.RETAIN,
+        **stack_props: Any,
+    ) -> None:
+        super().__init__(scope, construct_id, **stack_props)
+        check_deployable(settings)
+        packages = service_packages()
+
+        self.data_key = DataKey(self, "DataKey", removal_policy=removal_policy).key
+        self.tables = ResourceTables(self, "Tables", key=self.data_key, removal_policy=removal_policy)
+        self.buckets = ObjectBuckets(self, "Buckets", key=self.data_key, removal_policy=removal_policy)
+        self.change_events = ChangeEvents(self, "ChangeEvents", key=self.data_key)
+        self.cursor_key = self._cursor_key()
+
+        self.settings = replace(
+            settings,
+            store="dynamodb",
+            data_dir=LAMBDA_DATA_DIR,
+            dynamodb_table=self.tables.table.table_name,
+            dynamodb_ledger_table=self.tables.ledger.table_name,
+            blob_bucket=self.buckets.blobs.bucket_name,
+            events="eventbridge",
+            event_bus=self.change_events.bus.event_bus_name,
+            index_on_write=False,
+            # search_index stays the embedded one: see "search index" in the module doc.
+            # Resolved by CloudFormation at deploy time into the KMS-encrypted environment.
+            cursor_secret=self.cursor_key.secret_value.unsafe_unwrap(),
+        )
+        environment = lambda_environment(self.settings)
+        self.code = lambda_.Code.from_asset(str(code_dir))
+        self.layer = lambda_.LayerVersion(
+            self,
+            "Dependencies",
+            code=lambda_.Code.from_asset(str(require_layer(layer_dir))),
+            compatible_runtimes=[RUNTIME],
+            compatible_architectures=[ARCHITECTURE],
+            description="fhirflow's third-party dependencies (infra/build_layer.py)",
+        )
+
+        self.api_functions: dict[str, FhirFunction] = {}
+        for service in sorted({route.service for route in ROUTES}):
+            if service not in API_SERVICES or service not in packages:
+                raise ValueError(
+                    f"the route table routes to '{service}', which has no API_SERVICES entry or services/ package"
+                )
+            self.api_functions[service] = self._api_function(
+                packages[service], API_SERVICES[service], environment, reserved_concurrency
+            )
+        self.index_sync = IndexSync(
+            self,
+            "IndexSync",
+            package=packages["index-sync"],
+            code=self.code,
+            layers=[self.layer],
+            environment=environment,
+            key=self.data_key,
+            tables=self.tables,
+            buckets=self.buckets,
+            bus=self.change_events.bus,
+            reserved_concurrency=reserved_concurrency,
+        )
+        self.api = FhirApi(
+            self, "Api", functions={name: f.function for name, f in self.api_functions.items()}, key=self.data_key
+        )
+        self.alarms = Alarms(
+            self,
+            "Alarms",
+            key=self.data_key,
+            functions={
+                **{name: f.function for name, f in self.api_functions.items()},
+                "index-sync": self.index_sync.function,
+            },
+            stream_consumers={"index-sync": self.index_sync.function},
+            dead_letter_queues={
+                "index-sync": self.index_sync.dead_letter_queue,
+                "integration": self.change_events.integration_dlq,
+            },
+            api=self.api.rest_api,
+            email=alarm_email,
+        )
+        self._outputs()
+
+    def _api_function(
+        self, package: ServicePackage, service: ApiService, environment: dict[str, str], reserved: int | None
+    ) -> FhirFunction:
+        function = FhirFunction(
+            self,
+            f"Service-{package.service}",
+            package=package,
+            code=self.code,
+            layers=[self.layer],
+            environment=environment,
+            key=self.data_key,
+            description=service.description,
+            memory_size=service.memory_size,
+            timeout=service.timeout,
+            reserved_concurrency=reserved,
+        )
+        if service.writes_resources or self.settings.audit == "auditevent":
+            self.tables.grant_resources_read_write(function)
+            self.buckets.grant_blobs_read_write(function)
+        else:
+            self.tables.grant_resources_read(function)
+            self.buckets.grant_blobs_read(function)
+        return function
+
+    def _cursor_key(self) -> secretsmanager.Secret:
+        secret = secretsmanager.Secret(
+            self,
+            "CursorKey",
+            description="HMAC key that signs fhirflow paging cursors (FHIRFLOW_CURSOR_SECRET)",
+            encryption_key=self.data_key,
+            generate_secret_string=secretsmanager.SecretStringGenerator(password_length=64, exclude_punctuation=True),
+        )
+        reason = (
+            "The paging-cursor HMAC key is read once, at deploy time, into the functions' KMS-encrypted "
+            "environment; rotating it means redeploying, and only invalidates open paging cursors."
+        )
+        acknowledge(secret, "HIPAA.Security-SecretsManagerRotationEnabled", reason)
+        acknowledge(secret, "AwsSolutions-SMG4", reason)
+        return secret
+
+    def _outputs(self) -> None:
+        outputs = {
+            "ApiUrl": self.api.url,
+            "ResourceTable": self.tables.table.table_name,
+            "LedgerTable": self.tables.ledger.table_name,
+            "BlobBucket": self.buckets.blobs.bucket_name,
+            "ExportBucket": self.buckets.exports.bucket_name,
+            "EventBus": self.change_events.bus.event_bus_name,
+            "IntegrationQueueUrl": self.change_events.integration_queue.queue_url,
+            "AlarmTopic": self.alarms.topic.topic_arn,
+        }
+        for name, value in outputs.items():
+            CfnOutput(self, name, value=value)
