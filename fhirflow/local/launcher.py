@@ -30,6 +30,7 @@ class LocalServer:
     extra_args: tuple[str, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
+    log_path: Path = field(init=False)
 
     @property
     def base_url(self) -> str:
@@ -51,14 +52,16 @@ class LocalServer:
             str(os.getpid()),
             *self.extra_args,
         ]
-        self.process = subprocess.Popen(
-            command, env={**os.environ, **self.env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
+        # The server's output goes to a file, not a pipe: nobody reads a pipe while the server runs,
+        # and a full pipe would block the server.
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.data_dir / f"server-{self.port}.log"
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(command, env={**os.environ, **self.env}, stdout=log, stderr=log)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                err = self.process.stderr.read().decode() if self.process.stderr else ""
-                raise RuntimeError(f"fhirflow serve exited with {self.process.returncode}: {err[-2000:]}")
+                raise RuntimeError(f"fhirflow serve exited with {self.process.returncode}: {self.log_tail()}")
             try:
                 with urllib.request.urlopen(f"{self.base_url}/metadata", timeout=2) as reply:  # noqa: S310 (loopback)
                     if reply.status == 200:
@@ -76,8 +79,13 @@ class LocalServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        if self.process and self.process.stderr:
-            self.process.stderr.close()
+
+    def log_tail(self, size: int = 4000) -> str:
+        """The end of the server's output (for failure messages)."""
+        try:
+            return self.log_path.read_bytes()[-size:].decode("utf-8", "replace")
+        except (AttributeError, OSError):
+            return ""
 
     def __enter__(self) -> LocalServer:
         return self.start()
