@@ -1,7 +1,9 @@
 """The CapabilityStatement (http://hl7.org/fhir/R4/capabilitystatement.html), generated.
 
 What it claims comes from the route table (the interactions that really have a handler)
-and from the settings (update-as-create, limits), so it cannot drift from the server.
+and from the settings (update-as-create, limits), so it cannot drift from the server. The limits
+a client must respect are in an extension on ``rest`` (:data:`LIMITS_EXTENSION`): R4 has no
+element for them.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ _TYPE_INTERACTIONS = (
     "search-type",
 )
 _SYSTEM_INTERACTIONS = ("transaction", "batch", "search-system", "history-system")
+LIMITS_EXTENSION = "https://fhirflow.dev/fhir/StructureDefinition/server-limits"
 
 
 def capability_statement(
@@ -68,6 +71,7 @@ def capability_statement(
         "rest": [
             {
                 "mode": "server",
+                "extension": [_limits(settings, respond_async="async-status" in implemented)],
                 **_security(settings),
                 "resource": resources,
                 "interaction": [{"code": code} for code in _SYSTEM_INTERACTIONS if code in implemented],
@@ -124,6 +128,31 @@ def _search_param(code: str, url: str, ptype: str) -> dict[str, Any]:
     if url:
         out["definition"] = url
     return out
+
+
+def _limits(settings: Settings, *, respond_async: bool) -> dict[str, Any]:
+    """The configurable limits (fhirflow.settings), so that a client can size its requests."""
+    values: list[tuple[str, int | bool]] = [
+        ("maxBundleEntries", settings.max_bundle_entries),
+        ("maxRequestBytes", settings.max_body_bytes),
+        ("respondAsync", respond_async),
+    ]
+    if settings.store == "dynamodb":
+        # A transaction is one atomic write up to ``transactionDirectMaxItems`` items; larger ones
+        # commit through the multi-batch protocol, ``transactionBatchItems`` versions per batch,
+        # and are rolled back if not committed within ``transactionTimeoutSeconds``.
+        values += [
+            ("transactionDirectMaxItems", min(settings.transaction_direct_max_items, 100)),
+            ("transactionBatchItems", settings.transaction_batch_items),
+            ("transactionTimeoutSeconds", settings.transaction_timeout_seconds),
+        ]
+    return {
+        "url": LIMITS_EXTENSION,
+        "extension": [
+            {"url": name, ("valueBoolean" if isinstance(value, bool) else "valueInteger"): value}
+            for name, value in values
+        ],
+    }
 
 
 def _security(settings: Settings) -> dict[str, Any]:

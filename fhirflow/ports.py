@@ -259,3 +259,42 @@ class EventLedger(Protocol):
     def record(self, events: Sequence[ResourceChanged]) -> None:
         """Remember these events as published (idempotent)."""
         ...
+
+
+class TransactionCommitter(Protocol):
+    """How a FHIR transaction's changes reach the store: all of them atomically, or none
+    (http://hl7.org/fhir/R4/http.html#trules). SQLite commits any number in one SQL transaction;
+    DynamoDB commits small ones in one TransactWriteItems and larger ones through the multi-batch
+    protocol (DESIGN.md §3). The composition root chooses.
+
+    ``labels`` name each change for error messages (``Bundle.entry[3]``); a failed precondition is a
+    ``VersionConflict`` carrying the failing change's index."""
+
+    def commit(self, changes: Sequence[Change], *, labels: Sequence[str] = ()) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowResult:
+    """An execution of a workflow as Step Functions reports it."""
+
+    status: Literal["RUNNING", "SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"]
+    output: Any = None
+    error: str | None = None
+    cause: str | None = None
+
+
+class WorkflowExecutor(Protocol):
+    """Runs the bundle workflow (fhirflow_bundle.transaction.definition): Step Functions in AWS,
+    the in-process LocalRunner in the embedded mode."""
+
+    def run(self, payload: dict[str, Any]) -> WorkflowResult:
+        """Run to the end and return how it ended (an Express workflow's StartSyncExecution)."""
+        ...
+
+    def start(self, name: str, payload: dict[str, Any]) -> None:
+        """Start in the background under a unique ``name`` (a Standard workflow's StartExecution)."""
+        ...
+
+    def describe(self, name: str) -> WorkflowResult | None:
+        """How a started execution stands, or None when there is none by that name."""
+        ...

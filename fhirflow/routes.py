@@ -30,6 +30,8 @@ class Route:
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/metadata", "crud", "capabilities"),
     Route("POST", "/", "bundle", "transaction"),
+    # The status of a batch/transaction sent with ``Prefer: respond-async`` (async.html).
+    Route("GET", "/_async/{job}", "bundle", "async-status"),
     Route("GET", "/_history", "crud", "history-system"),
     Route("POST", "/{type}", "crud", "create"),
     Route("GET", "/{type}/_history", "crud", "history-type"),

@@ -37,6 +37,22 @@ class Settings:
     history_max_count: int = 1000
     max_bundle_entries: int = 10_000
     """Entries per batch/transaction; the default loads every Synthea patient as one transaction."""
+    transaction_batch_items: int = 25
+    """DynamoDB: versions per TransactWriteItems batch of a multi-batch transaction (3 to 100)."""
+    transaction_direct_max_items: int = 100
+    """DynamoDB: a transaction whose changes fit this many TransactWriteItems items (a head per
+    resource, a version per change; at most 100) commits in one call, without the workflow."""
+    transaction_max_concurrency: int = 10
+    """DynamoDB: batches a multi-batch transaction writes at once (the workflow's Map concurrency)."""
+    transaction_timeout_seconds: int = 300
+    """DynamoDB: a multi-batch transaction not committed by then is rolled back by the sweeper."""
+    transaction_apply_grace_seconds: int = 30
+    """DynamoDB: a committed transaction not applied by then is finished by the sweeper."""
+    transaction_state_machine: str | None = None
+    """The Express state machine that runs multi-batch transactions (set by the CDK stack); unset:
+    the workflow runs in-process (the embedded mode's LocalRunner)."""
+    transaction_async_state_machine: str | None = None
+    """The Standard state machine behind ``Prefer: respond-async`` (set by the CDK stack)."""
     cursor_secret: str | None = None
     """HMAC key for paging cursors; the embedded mode keeps a generated one in the data dir."""
     dynamodb_table: str = "fhirflow"
@@ -87,6 +103,13 @@ class Settings:
             history_default_count=_int("FHIRFLOW_HISTORY_DEFAULT_COUNT", 50),
             history_max_count=_int("FHIRFLOW_HISTORY_MAX_COUNT", 1000),
             max_bundle_entries=_int("FHIRFLOW_MAX_BUNDLE_ENTRIES", 10_000),
+            transaction_batch_items=_int("FHIRFLOW_TRANSACTION_BATCH_ITEMS", 25),
+            transaction_direct_max_items=_int("FHIRFLOW_TRANSACTION_DIRECT_MAX_ITEMS", 100),
+            transaction_max_concurrency=_int("FHIRFLOW_TRANSACTION_MAX_CONCURRENCY", 10),
+            transaction_timeout_seconds=_int("FHIRFLOW_TRANSACTION_TIMEOUT_SECONDS", 300),
+            transaction_apply_grace_seconds=_int("FHIRFLOW_TRANSACTION_APPLY_GRACE_SECONDS", 30),
+            transaction_state_machine=os.environ.get("FHIRFLOW_TRANSACTION_STATE_MACHINE") or None,
+            transaction_async_state_machine=os.environ.get("FHIRFLOW_TRANSACTION_ASYNC_STATE_MACHINE") or None,
             cursor_secret=os.environ.get("FHIRFLOW_CURSOR_SECRET") or None,
             dynamodb_table=os.environ.get("FHIRFLOW_DYNAMODB_TABLE", "fhirflow"),
             dynamodb_ledger_table=os.environ.get("FHIRFLOW_DYNAMODB_LEDGER_TABLE", "fhirflow-ledger"),

@@ -6,7 +6,9 @@
   ``Worker`` drains whatever is left, e.g. after a crash between a commit and its drain.
 - ``StreamPoller`` is the same loop for ``fhirflow serve --store dynamodb``: it reads the
   table's real stream (DynamoDB Local's) and hands the records to the index-sync Lambda handler
-  as Lambda's event source mapping would, re-delivering from the first failed record.
+  as Lambda's event source mapping would, re-delivering from the first failed record. A second
+  worker plays the transaction sweeper's EventBridge schedule there
+  (``fhirflow_bundle.transaction.wiring.LocalSweeper``).
 
 Each batch is read, delivered and removed from the outbox in one SQLite write transaction (the
 SQLite index, event log and ledger join it), so a batch commits whole or not at all and two
@@ -21,7 +23,7 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from fhirflow.adapters.sqlite.outbox import SqliteOutbox
@@ -141,10 +143,14 @@ class StreamPoller:
         return len(batch)
 
 
+class Drainer(Protocol):
+    def drain(self) -> int: ...
+
+
 class Worker:
     """A daemon thread that drains every ``interval`` seconds until stopped."""
 
-    def __init__(self, drainer: OutboxDrainer | StreamPoller, *, interval: float = 1.0) -> None:
+    def __init__(self, drainer: Drainer, *, interval: float = 1.0) -> None:
         self.drainer = drainer
         self.interval = interval
         self._stop = threading.Event()
@@ -198,7 +204,10 @@ def start_worker(settings: Settings, *, interval: float = 1.0) -> Worker:
     """The background worker ``fhirflow serve`` runs for its store."""
     if settings.store == "dynamodb":
         from fhirflow.adapters.aws.dynamodb_streams import DynamoDbStreamReader
+        from fhirflow_bundle.transaction.wiring import SWEEP_INTERVAL_SECONDS, LocalSweeper
         from fhirflow_index_sync.handler import lambda_handler
+
+        Worker(LocalSweeper(settings), interval=SWEEP_INTERVAL_SECONDS).start()
 
         reader = DynamoDbStreamReader(
             settings.dynamodb_table, endpoint_url=settings.dynamodb_endpoint, region=settings.aws_region

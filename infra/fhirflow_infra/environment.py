@@ -30,6 +30,8 @@ WIRED_BY_STACK = frozenset(
         "index_on_write",
         "cursor_secret",
         "aws_region",
+        "transaction_state_machine",
+        "transaction_async_state_machine",
     }
 )
 """Settings the stack sets from the resources it creates; the deployer cannot override them."""

@@ -13,8 +13,10 @@ Where later capabilities plug in (each is a construct of its own, like the ones 
   SQS work queue with a dead-letter queue, the worker function, ``buckets.exports.grant_read_write``.
 - **subscriptions** (``services/subscriptions``): a rule on ``change_events.bus`` with
   ``change_events.pattern`` → SQS → matcher → SQS → rest-hook deliverer, each queue with a DLQ.
-- **transactions** (Step Functions): the Express state machine generated from the bundle
-  workflow's Python definition, and ``grant_start_sync_execution`` to the bundle function.
+
+The bundle workflow (multi-batch transactions, ``Prefer: respond-async``) is the
+:class:`~fhirflow_infra.transactions.Transactions` construct: Express and Standard state machines
+generated from the workflow's Python definition, a function per task step, the sweeper's schedule.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from fhirflow_infra.index_sync import IndexSync
 from fhirflow_infra.monitoring import Alarms
 from fhirflow_infra.packaging import ServicePackage, require_layer, service_packages
 from fhirflow_infra.storage import ObjectBuckets, ResourceTables
+from fhirflow_infra.transactions import Transactions
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +120,20 @@ class FhirflowStack(Stack):
             self.api_functions[service] = self._api_function(
                 packages[service], API_SERVICES[service], environment, reserved_concurrency
             )
+        self.transactions = Transactions(
+            self,
+            "Transactions",
+            package=packages["bundle"],
+            code=self.code,
+            layers=[self.layer],
+            environment=environment,
+            key=self.data_key,
+            tables=self.tables,
+            buckets=self.buckets,
+            settings=self.settings,
+            reserved_concurrency=reserved_concurrency,
+        )
+        self.transactions.grant_run(self.api_functions["bundle"])
         self.index_sync = IndexSync(
             self,
             "IndexSync",
@@ -140,6 +157,7 @@ class FhirflowStack(Stack):
             functions={
                 **{name: f.function for name, f in self.api_functions.items()},
                 "index-sync": self.index_sync.function,
+                **{f"transaction-{name}": f.function for name, f in self.transactions.functions.items()},
             },
             stream_consumers={"index-sync": self.index_sync.function},
             dead_letter_queues={
@@ -199,6 +217,7 @@ class FhirflowStack(Stack):
             "BlobBucket": self.buckets.blobs.bucket_name,
             "ExportBucket": self.buckets.exports.bucket_name,
             "EventBus": self.change_events.bus.event_bus_name,
+            "TransactionStateMachine": self.transactions.express.state_machine_arn,
             "IntegrationQueueUrl": self.change_events.integration_queue.queue_url,
             "AlarmTopic": self.alarms.topic.topic_arn,
         }

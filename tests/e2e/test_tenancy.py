@@ -5,6 +5,7 @@ nothing of tenant A is visible to a tenant B token on any route."""
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -88,7 +89,31 @@ def test_the_read_routes_are_all_covered() -> None:
         "smart-configuration",
     }
     searches = {"search-type", "search-system", "search-compartment"}  # test_search_sees_only_its_tenant
-    assert readable <= {"read", "vread", "history-instance", "history-type", "history-system", *searches}
+    jobs = {"async-status"}  # test_an_async_status_is_for_its_tenant_and_principal_only
+    assert readable <= {"read", "vread", "history-instance", "history-type", "history-system", *searches, *jobs}
+
+
+def test_an_async_status_is_for_its_tenant_and_principal_only(http: httpx.Client, idp: AuthorizationServer) -> None:
+    token_a = idp.realm("a").mint("system/*.cruds")
+    batch = {"resourceType": "Bundle", "type": "batch", "entry": [{"request": {"method": "GET", "url": "Patient"}}]}
+    accepted = http.post("/tenant/a", json=batch, headers={**bearer(token_a), "Prefer": "respond-async"})
+    assert accepted.status_code == 202, accepted.text
+    status = accepted.headers["Content-Location"].split(str(http.base_url).rstrip("/"), 1)[1]
+    assert status.startswith("/tenant/a/_async/")
+    for _ in range(100):
+        reply = http.get(status, headers=bearer(token_a))
+        if reply.status_code != 202:
+            break
+        time.sleep(0.05)
+    assert reply.status_code == 200
+    assert reply.json()["type"] == "batch-response"
+    token_b = idp.realm("b").mint("system/*.cruds")
+    assert http.get(status, headers=bearer(token_b)).status_code == 403  # tenant a's path, tenant b's token
+    job = status.rsplit("/", 1)[1]
+    assert http.get(f"/tenant/b/_async/{job}", headers=bearer(token_b)).status_code == 404
+    someone_else = idp.realm("a").mint("system/*.cruds", sub="user-2")
+    assert http.get(status, headers=bearer(someone_else)).status_code == 404  # same tenant, not the submitter
+    assert http.get(status).status_code == 401
 
 
 def test_nothing_of_tenant_a_is_visible_to_a_tenant_b_token(

@@ -38,11 +38,14 @@ def _grants_on(statements: list[dict[str, Any]], logical_id: str) -> set[str]:
 def test_one_function_per_routed_service_and_one_for_index_sync(synthesized: Synthesized) -> None:
     from fhirflow.routes import ROUTES
     from fhirflow_infra.packaging import service_packages
+    from fhirflow_infra.transactions import step_handlers
 
     packages = service_packages()
     handlers = sorted(f["Properties"]["Handler"] for f in _functions(synthesized).values())
     deployed = {route.service for route in ROUTES} | {"index-sync"}
-    assert handlers == sorted(packages[service].handler for service in deployed)
+    # ... and one per task step of the bundle workflow, plus its sweeper (tests/infra/test_transactions.py).
+    expected = [packages[service].handler for service in deployed] + list(step_handlers().values())
+    assert handlers == sorted(expected)
 
 
 def test_every_function_is_arm64_python312_traced_with_json_logs(synthesized: Synthesized) -> None:

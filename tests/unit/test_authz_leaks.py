@@ -6,6 +6,7 @@ compartment code). Search and export join when they exist.
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
@@ -123,6 +124,7 @@ def _paths(all_resources: list[tuple[str, str]]) -> list[str]:
 
 def test_the_leak_test_covers_every_read_route() -> None:
     covered = {"read", "vread", "history-instance", "history-type", "history-system", "transaction"}
+    covered |= {"async-status"}  # the respond-async batch below
     covered |= {"search-type", "search-system", "search-compartment"}  # the search test below
     readable = {r.interaction for r in ROUTE_TABLE.routes if r.method == "GET"} - {
         "capabilities",
@@ -160,6 +162,21 @@ def test_no_route_returns_a_resource_of_another_patient(world: dict[str, Any], t
             "entry": [{"request": {"method": "GET", "url": path.lstrip("/")}}],
         }
         check(f"transaction GET {path}", client.request("POST", "/", token=token, body=body))
+    # The same batch with Prefer: respond-async: its answer, read from the status URL, is as filtered.
+    accepted = client.request(
+        "POST",
+        "/",
+        token=token,
+        body={"resourceType": "Bundle", "type": "batch", "entry": entries},
+        headers={"prefer": "respond-async"},
+    )
+    assert accepted.status == 202, accepted.body
+    status = accepted.headers["Content-Location"].split("fhir.test", 1)[1]
+    deadline = time.monotonic() + 30
+    while (answer := client.get(status, token)).status == 202 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert answer.status == 200, answer.body
+    check(f"GET {status}", answer)
 
     assert leaks == []
     assert seen == world["mine"]  # and the patient's own record is all there

@@ -5,13 +5,21 @@ TransactWriteItems: per resource a conditional Put of the head (``v = expected``
 for a create — the same check that implements ``If-Match``) and per change a Put of the new,
 immutable version item. Version items are what the stream carries to index-sync. Bodies over
 the threshold go to the BlobStore (S3) first; the items then hold the blob's key.
+
+Transactions too large for one TransactWriteItems commit through the multi-batch protocol of
+:mod:`fhirflow.adapters.aws.dynamodb_transactions`, which locks heads while it runs. Readers
+here follow its rule: a head locked by a committed transaction is read as the version that
+transaction brings (roll forward), any other locked head as it stands, and a pending head (a
+resource the transaction creates) as absent. A direct commit never overwrites a locked head.
 """
 
 from __future__ import annotations
 
 import random
+import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -21,7 +29,7 @@ from botocore.exceptions import ClientError
 from fhirflow.adapters.aws import clients, items
 from fhirflow.adapters.aws.dynamodb_history import HistoryReader
 from fhirflow.adapters.offload import BODY_CONTENT_TYPE, body_key
-from fhirflow.errors import PayloadTooLarge, ServiceUnavailable
+from fhirflow.errors import Conflict, PayloadTooLarge, ServiceUnavailable
 from fhirflow.ports import BlobStore, Change, HistoryPage, HistoryQuery, ResourceVersion, VersionConflict
 
 MAX_TRANSACTION_ITEMS = 100
@@ -36,8 +44,17 @@ _THROTTLE_REASONS = frozenset({"ThrottlingError", "ProvisionedThroughputExceeded
 
 
 class TooManyChanges(PayloadTooLarge):
-    """More changes than one TransactWriteItems holds. Larger FHIR transactions need the bundle's
-    multi-batch commit protocol (DESIGN.md §3); until then the client is told to split them."""
+    """More changes than one TransactWriteItems holds: larger FHIR transactions go through the
+    multi-batch commit protocol (``DynamoDbTransactions``), which the bundle service chooses."""
+
+
+class ResourceLocked(Conflict):
+    """The resource is locked by a multi-batch transaction that has not decided yet (409, retry)."""
+
+
+_TX_CACHE_SIZE = 4096
+_FINAL_TX_STATES = frozenset({"COMMITTED", "DONE", "ABORTED"})
+_COMMITTED_TX_STATES = frozenset({"COMMITTED", "DONE"})
 
 
 class DynamoDbResourceStore:
@@ -58,22 +75,77 @@ class DynamoDbResourceStore:
         self.blob_threshold = blob_threshold
         self.history_shards = history_shards
         self._history = HistoryReader(self)
+        self._tx_states: OrderedDict[str, str] = OrderedDict()
+        self._tx_lock = threading.Lock()
 
     # -- reads -------------------------------------------------------------------------------
 
     def current(self, tenant: str, type_: str, id_: str) -> ResourceVersion | None:
-        return self._get(items.key(items.resource_pk(tenant, type_, id_), items.HEAD))
+        pk = items.resource_pk(tenant, type_, id_)
+        for _ in range(3):
+            head = self._get_item(items.key(pk, items.HEAD))
+            if head is None:
+                return None
+            lock = items.lock_of(head)
+            if lock is None:
+                return self.with_body(head)
+            tx_id, target = lock
+            if not self.is_committed(tx_id):
+                return None if items.is_pending(head) else self.with_body(head)
+            # Roll forward: the version is applied (v#) or still staged (s#); apply moves it from
+            # one to the other atomically, so one of the two reads finds it unless a newer write
+            # came in between, and then the head is read again.
+            new = self._get_item(items.key(pk, items.version_sk(target))) or self._get_item(
+                items.key(pk, items.staged_sk(tx_id, target))
+            )
+            if new is not None:
+                return self.with_body(new)
+        raise ServiceUnavailable("The resource is changing too fast to read; retry", headers={"Retry-After": "1"})
 
     def version(self, tenant: str, type_: str, id_: str, version: int) -> ResourceVersion | None:
         if version < 1:
             return None
-        return self._get(items.key(items.resource_pk(tenant, type_, id_), items.version_sk(version)))
+        pk = items.resource_pk(tenant, type_, id_)
+        found = self._get(items.key(pk, items.version_sk(version)))
+        if found is not None:
+            return found
+        # A version a committed transaction brings is readable before the transaction's apply step.
+        head = self._get_item(items.key(pk, items.HEAD))
+        lock = items.lock_of(head) if head else None
+        if lock is None or version > lock[1] or not self.is_committed(lock[0]):
+            return None
+        return self._get(items.key(pk, items.staged_sk(lock[0], version)))
 
     def _get(self, key: items.Item) -> ResourceVersion | None:
+        item = self._get_item(key)
+        return self.with_body(item) if item else None
+
+    def _get_item(self, key: items.Item) -> items.Item | None:
         with clients.translated("The data store"):
             reply = self.client.get_item(TableName=self.table, Key=key, ConsistentRead=True)
-        item = reply.get("Item")
-        return self.with_body(item) if item else None
+        item: items.Item | None = reply.get("Item")
+        return item
+
+    def transaction_state(self, tx_id: str, *, cached: bool = True) -> str | None:
+        """A multi-batch transaction's state (PREPARED, COMMITTED, DONE, ABORTED) or None.
+
+        Decided states never change back (COMMITTED only moves on to DONE), so readers cache them."""
+        if cached:
+            with self._tx_lock:
+                if tx_id in self._tx_states:
+                    self._tx_states.move_to_end(tx_id)
+                    return self._tx_states[tx_id]
+        record = self._get_item(items.tx_key(tx_id))
+        state = str(record[items.TX_STATE]["S"]) if record else None
+        if state in _FINAL_TX_STATES:
+            with self._tx_lock:
+                self._tx_states[tx_id] = state
+                while len(self._tx_states) > _TX_CACHE_SIZE:
+                    self._tx_states.popitem(last=False)
+        return state
+
+    def is_committed(self, tx_id: str) -> bool:
+        return self.transaction_state(tx_id) in _COMMITTED_TX_STATES
 
     def with_body(self, item: items.Item) -> ResourceVersion:
         """Decode an item, fetching its body from the blob store when it lives there."""
@@ -153,10 +225,11 @@ class DynamoDbResourceStore:
                 "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
             }
             if first.expected_version is None:
-                put["ConditionExpression"] = "attribute_not_exists(pk)"
+                put["ConditionExpression"] = "attribute_not_exists(pk)"  # also fails on a pending head
             else:
-                put["ConditionExpression"] = "#v = :expected"
-                put["ExpressionAttributeNames"] = {"#v": items.VERSION}
+                # A head locked by a multi-batch transaction is that transaction's until it finishes.
+                put["ConditionExpression"] = "#v = :expected AND attribute_not_exists(#lk)"
+                put["ExpressionAttributeNames"] = {"#v": items.VERSION, "#lk": items.LOCK}
                 put["ExpressionAttributeValues"] = {":expected": {"N": str(first.expected_version)}}
             request.append({"Put": put})
             owners.append(members[0])
@@ -172,7 +245,9 @@ class DynamoDbResourceStore:
         return request, owners
 
     def _write(self, request: list[dict[str, Any]], owners: list[int], changes: Sequence[Change]) -> None:
-        for attempt in range(_CONFLICT_RETRIES + 1):
+        settled = 0
+        attempt = 0
+        while True:
             # The SDK's own retries (timeouts, 5xx) resend this token: if an attempt had in fact
             # committed, DynamoDB answers success instead of failing the conditions against our
             # own write. A cancelled transaction committed nothing, so our retry takes a new one.
@@ -188,7 +263,17 @@ class DynamoDbResourceStore:
                 codes = {str(r.get("Code")) for r in reasons}
                 conflict = _first_conflict(reasons, owners)
                 if conflict is not None:
-                    index, current = conflict
+                    index, current, old = conflict
+                    if items.lock_of(old) is not None:
+                        # Settle what a decided transaction left (its own apply or rollback, for this
+                        # resource), then try the same write again; an undecided one holds the resource.
+                        if settled < _CONFLICT_RETRIES and self._settle(old):
+                            settled += 1
+                            continue
+                        raise ResourceLocked(
+                            "The resource is part of a transaction in progress; retry shortly",
+                            headers={"Retry-After": "1"},
+                        ) from exc
                     if current is None:  # a version item's condition failed, or there is no head
                         current = self._current_version(changes[index])
                     raise VersionConflict(index, current) from exc
@@ -205,6 +290,12 @@ class DynamoDbResourceStore:
                     ) from exc
                 # Another transaction holds one of our items for a moment: back off briefly.
                 time.sleep(random.uniform(0.005, 0.02) * (2**attempt))  # noqa: S311 (jitter, not crypto)
+                attempt += 1
+
+    def _settle(self, head: items.Item) -> bool:
+        from fhirflow.adapters.aws.dynamodb_transactions import DynamoDbTransactions
+
+        return DynamoDbTransactions(self).settle(head)
 
     def _current_version(self, change: Change) -> int | None:
         head = self.current(change.new.tenant, change.new.type, change.new.id)
@@ -235,14 +326,15 @@ def _group_by_resource(changes: Sequence[Change]) -> dict[tuple[str, str, str], 
     return groups
 
 
-def _first_conflict(reasons: list[dict[str, Any]], owners: list[int]) -> tuple[int, int | None] | None:
-    """The earliest change whose condition failed, and the current version where DynamoDB told it."""
-    found: tuple[int, int | None] | None = None
+def _first_conflict(reasons: list[dict[str, Any]], owners: list[int]) -> tuple[int, int | None, items.Item] | None:
+    """The earliest change whose condition failed, the current version where DynamoDB told it,
+    and the item as it was (empty when DynamoDB did not return it)."""
+    found: tuple[int, int | None, items.Item] | None = None
     for position, reason in enumerate(reasons):
         if reason.get("Code") != "ConditionalCheckFailed" or position >= len(owners):
             continue
         old = reason.get("Item") or {}
         current = int(old[items.VERSION]["N"]) if items.VERSION in old else None
         if found is None or owners[position] < found[0]:
-            found = (owners[position], current)
+            found = (owners[position], current, old)
     return found

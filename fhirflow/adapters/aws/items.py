@@ -152,3 +152,56 @@ def decode_change(item: Item) -> tuple[CommittedChange, str | None]:
     stored, blob = decode(item)
     request_id = item.get(REQUEST_ID, {}).get("S", "")
     return CommittedChange(stored, request_id), blob
+
+
+# -- transactions across many batches (docs/dynamodb.md, "Transactions") ------------------------
+#
+# staged version: pk = the resource's, sk = s#{txId}#{version:010d}; the version's attributes but
+#                 no history GSI keys, so neither history, vread nor index-sync ever sees it
+# head lock:      lk = txId, lkv = the version the transaction brings the resource to;
+#                 pn = true on the pending head a transaction creates for a new resource
+# tx record:      pk = tx#{txId}, sk = tx; st = PREPARED|COMMITTED|DONE|ABORTED, and while the
+#                 transaction is unfinished ox = "open", ot = when the sweeper may take it over
+
+STAGED_PREFIX = "s#"
+LOCK, LOCK_VERSION, PENDING = "lk", "lkv", "pn"
+TX_PREFIX, TX_SK = "tx#", "tx"
+TX_STATE, TX_OPEN, TX_DUE, TX_BATCHES, TX_STARTED, TX_COMMITTED = "st", "ox", "ot", "nb", "ts", "cm"
+OPEN_INDEX = "open-transactions"
+OPEN = "open"
+
+
+def staged_prefix(tx_id: str) -> str:
+    return f"{STAGED_PREFIX}{tx_id}#"
+
+
+def staged_sk(tx_id: str, version: int) -> str:
+    return f"{staged_prefix(tx_id)}{version:010d}"
+
+
+def staged_item(stored: ResourceVersion, blob: str | None, *, tx_id: str, request_id: str) -> Item:
+    item = {**key(resource_pk(stored.tenant, stored.type, stored.id), staged_sk(tx_id, stored.version))}
+    item.update(_common(stored, blob))
+    if request_id:
+        item[REQUEST_ID] = {"S": request_id}
+    return item
+
+
+def tx_key(tx_id: str) -> Item:
+    return key(f"{TX_PREFIX}{tx_id}", TX_SK)
+
+
+def tx_id_of(item: Item) -> str:
+    return str(item[PK]["S"])[len(TX_PREFIX) :]
+
+
+def lock_of(item: Item) -> tuple[str, int] | None:
+    """The (transaction id, target version) a head is locked for, or None."""
+    if LOCK not in item:
+        return None
+    return str(item[LOCK]["S"]), int(item[LOCK_VERSION]["N"])
+
+
+def is_pending(item: Item) -> bool:
+    """A head a transaction created for a resource that does not exist until it commits."""
+    return bool(item.get(PENDING, {}).get("BOOL", False))

@@ -17,7 +17,8 @@ LEDGER_TTL = "expires"
 
 
 def resource_table(name: str) -> dict[str, Any]:
-    """Heads and versions; a NEW_IMAGE stream feeds index-sync; two KEYS+INCLUDE GSIs serve history."""
+    """Heads and versions; a NEW_IMAGE stream feeds index-sync; two KEYS+INCLUDE GSIs serve history,
+    a sparse one lists unfinished transactions for the sweeper."""
     history_projection = {
         "ProjectionType": "INCLUDE",
         # Enough to list a version without its body; bodies are fetched by key for the page only.
@@ -41,6 +42,8 @@ def resource_table(name: str) -> dict[str, Any]:
             {"AttributeName": items.TYPE_PK, "AttributeType": "S"},
             {"AttributeName": items.SYSTEM_PK, "AttributeType": "S"},
             {"AttributeName": items.TIME_SK, "AttributeType": "S"},
+            {"AttributeName": items.TX_OPEN, "AttributeType": "S"},
+            {"AttributeName": items.TX_DUE, "AttributeType": "N"},
         ],
         "KeySchema": [
             {"AttributeName": items.PK, "KeyType": "HASH"},
@@ -62,6 +65,16 @@ def resource_table(name: str) -> dict[str, Any]:
                     {"AttributeName": items.TIME_SK, "KeyType": "RANGE"},
                 ],
                 "Projection": history_projection,
+            },
+            {
+                # Sparse: only unfinished multi-batch transactions carry ``ox``, so the sweeper finds
+                # them by due time with one Query and no Scan (docs/dynamodb.md, "Transactions").
+                "IndexName": items.OPEN_INDEX,
+                "KeySchema": [
+                    {"AttributeName": items.TX_OPEN, "KeyType": "HASH"},
+                    {"AttributeName": items.TX_DUE, "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "INCLUDE", "NonKeyAttributes": [items.TX_STATE, items.TX_BATCHES]},
             },
         ],
         "StreamSpecification": {"StreamEnabled": True, "StreamViewType": "NEW_IMAGE"},

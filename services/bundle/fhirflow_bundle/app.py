@@ -6,14 +6,37 @@ from fhirflow.http import Application, UseCase
 from fhirflow.routes import ROUTE_TABLE
 from fhirflow.runtime import Dependencies, build_dependencies
 from fhirflow_bundle.processor import BundleProcessor
+from fhirflow_bundle.transaction.commit import PreparingCommitter
+from fhirflow_bundle.transaction.steps import AppFactory
+from fhirflow_bundle.transaction.wiring import TransactionParts, build_parts
 
 
-def build_app(deps: Dependencies | None = None) -> Application:
+def build_app(deps: Dependencies | None = None, *, parts: TransactionParts | None = None) -> Application:
     from fhirflow_crud.app import USE_CASES
 
     deps = deps or build_dependencies()
-    processor = BundleProcessor(deps, dict(USE_CASES))
-    handlers: dict[tuple[str, str], UseCase] = {
-        (route.method, route.pattern): processor.process for route in ROUTE_TABLE.for_service("bundle")
-    }
+    parts = parts or build_parts(deps, prepare_app_factory(deps))
+    processor = BundleProcessor(deps, dict(USE_CASES), committer=parts.committer, jobs=parts.jobs)
+    handlers: dict[tuple[str, str], UseCase] = {}
+    for route in ROUTE_TABLE.for_service("bundle"):
+        use_case = processor.status if route.interaction == "async-status" else processor.process
+        handlers[(route.method, route.pattern)] = use_case
     return Application(handlers, base_url=deps.settings.base_url, authenticator=deps.authenticator, audit=deps.audit)
+
+
+def prepare_app_factory(deps: Dependencies) -> AppFactory:
+    """What the workflow's Prepare step runs a stored bundle with: the same processor and use cases,
+    committing through the step's own committer, answering synchronously."""
+
+    def factory(committer: PreparingCommitter, root: str) -> Application:
+        from fhirflow_crud.app import USE_CASES
+
+        processor = BundleProcessor(deps, dict(USE_CASES), committer=committer)
+        handlers: dict[tuple[str, str], UseCase] = {
+            (route.method, route.pattern): processor.process
+            for route in ROUTE_TABLE.for_service("bundle")
+            if route.interaction == "transaction"
+        }
+        return Application(handlers, base_url=root, authenticator=deps.authenticator)
+
+    return factory

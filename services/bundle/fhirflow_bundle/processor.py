@@ -2,49 +2,95 @@
 
 The bundle code owns ordering, identity assignment, reference rewriting and the response
 bundle; each entry runs through the same use cases as a direct request (STYLE.md rule 7).
-A transaction runs its entries against a :class:`UnitOfWork` and commits once at the end:
-in the embedded mode that is one SQL transaction.
+A transaction runs its entries against a :class:`UnitOfWork` and commits once at the end,
+through the committer the composition root chose: in the embedded mode one SQL transaction; on
+DynamoDB one TransactWriteItems when it fits, else the multi-batch protocol (DESIGN.md §3).
+With ``Prefer: respond-async`` the bundle is checked, stored and answered 202; the bundle
+workflow runs it (:mod:`fhirflow_bundle.transaction.jobs`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from http import HTTPStatus
 from typing import Any
 
 import orjson
 
 from fhirflow import jsonio
-from fhirflow.errors import BadRequest, Conflict, FhirError, Issue, NotModified, outcome_for
+from fhirflow.errors import BadRequest, Conflict, FhirError, Issue, NotFound, NotModified, outcome_for
 from fhirflow.http import prefer_return
 from fhirflow.model import FhirRequest, FhirResponse
-from fhirflow.ports import VersionConflict
+from fhirflow.ports import Change, ResourceStore, ResourceVersion, TransactionCommitter, VersionConflict
 from fhirflow.routes import ROUTE_TABLE, RouteTable
 from fhirflow.runtime import Dependencies
 from fhirflow.unit_of_work import UnitOfWork
 from fhirflow_bundle import references
 from fhirflow_bundle.entries import ORDER, Entry, entry_request, parse_bundle, prefixed_issues
+from fhirflow_bundle.transaction.commit import StoreCommitter
+from fhirflow_bundle.transaction.jobs import AsyncJobs, wants_async
 
 UseCase = Callable[..., FhirResponse]
 
 
+class _TransactionWork(UnitOfWork):
+    """The transaction's unit of work. A resource whose id this transaction has just minted (a
+    fresh UUID) cannot exist in the store, so its create is checked without reading the store:
+    on DynamoDB that saves a read per created resource."""
+
+    def __init__(self, store: ResourceStore, minted: set[tuple[str, str, str]]) -> None:
+        super().__init__(store)
+        self._unwritten = set(minted)
+
+    def current(self, tenant: str, type_: str, id_: str) -> ResourceVersion | None:
+        if (tenant, type_, id_) in self._unwritten:
+            return None
+        return super().current(tenant, type_, id_)
+
+    def commit(self, changes: Sequence[Change]) -> None:
+        super().commit(changes)
+        self._unwritten.difference_update((c.new.tenant, c.new.type, c.new.id) for c in changes)
+
+
 class BundleProcessor:
-    def __init__(self, deps: Dependencies, use_cases: dict[str, UseCase], routes: RouteTable = ROUTE_TABLE) -> None:
+    def __init__(
+        self,
+        deps: Dependencies,
+        use_cases: dict[str, UseCase],
+        routes: RouteTable = ROUTE_TABLE,
+        *,
+        committer: TransactionCommitter | None = None,
+        jobs: AsyncJobs | None = None,
+    ) -> None:
         self.deps = deps
         self.use_cases = use_cases
         self.routes = routes
+        self.committer = committer or StoreCommitter(deps.store)
+        self.jobs = jobs
 
     def process(self, request: FhirRequest) -> FhirResponse:
         body = jsonio.loads(request.body) if request.body.strip() else None
         kind, entries = parse_bundle(body, max_entries=self.deps.settings.max_bundle_entries)
+        if self.jobs is not None and wants_async(request):
+            # Checked above: a malformed bundle is refused at once. The entries are authorized one by
+            # one when the job runs them, as here; the tenant is checked now.
+            self.deps.policy.authorize(request, kind, None)
+            return self.jobs.submit(request)
         if kind == "batch":
             responses = [self._batch_entry(entry, request) for entry in entries]
         else:
             responses = self._transaction(entries, request)
         bundle = {"resourceType": "Bundle", "type": f"{kind}-response", "entry": responses}
         return FhirResponse(status=200, resource=bundle)
+
+    def status(self, request: FhirRequest) -> FhirResponse:
+        """``GET [base]/_async/{job}``: 202 while the job runs, then its answer (async.html)."""
+        if self.jobs is None:
+            raise NotFound("This server runs no asynchronous requests")
+        self.deps.policy.authorize(request, "transaction", None)  # the tenant must be the token's
+        return self.jobs.status(request)
 
     # -- batch: every entry on its own -------------------------------------------------------
 
@@ -69,7 +115,10 @@ class BundleProcessor:
             e.index: references.rewrite(e.resource, mapping, where=e.where) if e.resource is not None else None
             for e in entries
         }
-        work = UnitOfWork(self.deps.store)
+        minted = {
+            (outer.tenant, entry.resource_type, new_ids[entry.index]) for entry in entries if entry.index in new_ids
+        }
+        work = _TransactionWork(self.deps.store, minted)
         scoped = dataclasses.replace(self.deps, store=work)
         results: dict[int, dict[str, Any]] = {}
         owners: list[Entry] = []  # the entry that buffered each change, to name it if the commit fails
@@ -85,7 +134,8 @@ class BundleProcessor:
             results[entry.index] = _response_entry(response, outer)
             owners.extend([entry] * (len(work.changes) - len(owners)))
         try:
-            work.flush()
+            if work.changes:
+                self.committer.commit(work.changes, labels=[owner.where for owner in owners])
         except VersionConflict as conflict:
             failed = owners[conflict.index].where if conflict.index < len(owners) else "Bundle"
             raise Conflict(

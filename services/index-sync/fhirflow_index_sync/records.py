@@ -2,6 +2,11 @@
 
 Only the INSERT of a version item records a committed change (one per change, immutable);
 head updates and anything else in the stream are not changes and are skipped.
+
+That includes a multi-batch transaction's staged versions (``s#{tx}#{version}`` items,
+docs/dynamodb.md "Transactions"): they are not version items, so nothing uncommitted is ever
+indexed or announced. Its version items are written only by its apply step, after the commit
+point, and their INSERTs are announced like any other, once each (a repeated apply writes none).
 """
 
 from __future__ import annotations

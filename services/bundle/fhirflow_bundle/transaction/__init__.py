@@ -1,0 +1,1 @@
+"""FHIR transactions of any size on DynamoDB: the workflow, its task steps and their Lambda wrappers."""
