@@ -2,8 +2,9 @@
 
 One row per resource holding the indexed version (a deletion keeps its row as a tombstone, so
 that a replayed older version cannot bring the resource back). The version guard is part of
-the upsert itself, so concurrent or replayed writes cannot move a row backwards. The search
-service extends this table's neighbours with the typed parameter values.
+the upsert itself, so concurrent or replayed writes cannot move a row backwards. When the guard
+lets a version through, the same transaction replaces the resource's typed search rows
+(:mod:`fhirflow.adapters.sqlite.search.writer`), which is what the search service queries.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 import orjson
 
 from fhirflow.adapters.sqlite.database import SqliteDatabase
+from fhirflow.adapters.sqlite.search.schema import ensure_schema as ensure_search_schema
 from fhirflow.adapters.sqlite.transactions import joined_write
 
 SCHEMA = """
@@ -33,6 +35,7 @@ class SqliteSearchIndex:
     def __init__(self, db: SqliteDatabase) -> None:
         self.db = db
         db.ensure_schema(SCHEMA)
+        ensure_search_schema(db)
 
     def apply(
         self, tenant: str, type_: str, id_: str, version: int, last_updated: int, resource: dict[str, Any] | None
@@ -47,7 +50,12 @@ class SqliteSearchIndex:
                 "WHERE excluded.version > search_index.version",
                 (tenant, type_, id_, version, int(resource is None), last_updated, body),
             )
-            return cursor.rowcount > 0
+            if cursor.rowcount == 0:
+                return False
+            from fhirflow.adapters.sqlite.search.writer import index_resource  # extraction: loaded on first write
+
+            index_resource(conn, tenant, type_, id_, version, last_updated, resource)
+            return True
 
     def indexed_version(self, tenant: str, type_: str, id_: str) -> int | None:
         row = (

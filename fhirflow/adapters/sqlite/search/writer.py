@@ -1,0 +1,270 @@
+"""Writing a resource's search rows: delete-then-insert of its current version's values.
+
+The index writer (:class:`fhirflow.adapters.sqlite.index.SqliteSearchIndex`) calls
+:func:`write_search_rows` or :func:`delete_search_rows` inside its own transaction, after its
+version guard passed, so the rows always describe the version the index holds.
+
+Each value becomes one row in the table of its type (:mod:`.schema`); a composite value becomes
+one row per component, in the component's table, under ``{code}${n}`` and tied together by
+``grp``. Two kinds of token rows serve reference and identifier modifiers: ``{code}:identifier``
+holds Reference.identifier (reference ``:identifier``) and ``{code}:of-type`` holds
+Identifier.type codings with the identifier's value in ``text`` (token ``:of-type``).
+``_id`` and ``_lastUpdated`` are columns of ``search_resource``, not rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import sqlite3
+from decimal import Decimal
+from typing import Any
+
+from fhirflow.adapters.sqlite.search.schema import VALUE_TABLES
+from fhirflow.searchparams.extract import IndexDocument, index_document
+from fhirflow.searchparams.registry import Registry
+from fhirflow.searchparams.values import (
+    CompositeValue,
+    DateValue,
+    IndexValue,
+    NumberValue,
+    PositionValue,
+    QuantityValue,
+    ReferenceValue,
+    StringValue,
+    TokenValue,
+    UriValue,
+)
+
+RESOURCE_COLUMNS = frozenset(("_id", "_lastUpdated"))
+"""Parameters answered from ``search_resource`` itself."""
+IDENTIFIER_SUFFIX = ":identifier"
+_RELATIVE = re.compile(r"(?P<type>[A-Z][A-Za-z]+)/(?P<id>[A-Za-z0-9\-.]{1,64})")
+OF_TYPE_SUFFIX = ":of-type"
+
+_COLUMNS = {
+    "search_string": "tenant, type, param, norm, exact, grp",
+    "search_token": "tenant, type, param, system, code, text, grp",
+    "search_date": "tenant, type, param, low, high, grp",
+    "search_number": "tenant, type, param, low, high, grp",
+    "search_quantity": "tenant, type, param, low, high, system, code, unit, grp",
+    "search_reference": "tenant, type, param, target_type, target_id, version, url, grp",
+    "search_uri": "tenant, type, param, value, grp",
+    "search_position": "tenant, type, param, latitude, longitude, grp",
+    "search_compartment": "tenant, comp_type, comp_id, type",
+}
+_INSERT = {
+    table: f"INSERT INTO {table} (rid, seq, {columns}) VALUES (?, ?{', ?' * (columns.count(',') + 1)})"
+    for table, columns in _COLUMNS.items()
+}
+_BITS = {table: 1 << position for position, table in enumerate(VALUE_TABLES)}
+_FTS_BIT = 1 << len(VALUE_TABLES)
+
+
+def as_real(value: Decimal) -> float:
+    """A Decimal as SQLite REAL (infinite for an open end of a Range)."""
+    return float(value)
+
+
+def number_bounds(value: Decimal | None, low: Decimal, high: Decimal) -> tuple[float, float]:
+    """What a number or quantity row stores: the stated value as a point, a Range's bounds, or
+    the open side of a comparator (``<5`` is (-inf, 5])."""
+    if value is None:
+        return as_real(low), as_real(high)
+    point = as_real(value)
+    if low.is_infinite():
+        return float("-inf"), point
+    if high.is_infinite():
+        return point, float("inf")
+    return point, point
+
+
+class _Rows:
+    """The rows of one resource, per table, without their ``(rid, seq)`` key yet."""
+
+    def __init__(self, tenant: str, rtype: str) -> None:
+        self.key = (tenant, rtype)
+        self.tables: dict[str, list[tuple[Any, ...]]] = {}
+
+    def add(self, table: str, row: tuple[Any, ...]) -> None:
+        rows = self.tables.get(table)
+        if rows is None:
+            self.tables[table] = [row]
+        else:
+            rows.append(row)
+
+    def value(self, code: str, value: IndexValue, grp: int | None = None) -> None:
+        key = self.key
+        if isinstance(value, TokenValue):
+            self.add("search_token", (*key, code, value.system, value.code, value.text, grp))
+            for type_system, type_code in value.of_type:
+                self.add("search_token", (*key, code + OF_TYPE_SUFFIX, type_system, type_code, value.code, grp))
+        elif isinstance(value, ReferenceValue):
+            if value.id is None and value.url is not None and (relative := _RELATIVE.fullmatch(value.url)):
+                # a canonical written as a relative reference (``Questionnaire/gcs``) names a local resource
+                self.add("search_reference", (*key, code, relative["type"], relative["id"], value.version, None, grp))
+            elif value.id is not None or value.url is not None:
+                row = (*key, code, value.type, value.id, value.version, value.url, grp)
+                self.add("search_reference", row)
+            if value.identifier_system is not None or value.identifier_value is not None:
+                token = (*key, code + IDENTIFIER_SUFFIX, value.identifier_system, value.identifier_value, None, grp)
+                self.add("search_token", token)
+        elif isinstance(value, DateValue):
+            self.add("search_date", (*key, code, value.low, value.high, grp))
+        elif isinstance(value, StringValue):
+            self.add("search_string", (*key, code, value.normalized, value.exact, grp))
+        elif isinstance(value, QuantityValue):
+            low, high = number_bounds(value.value, value.low, value.high)
+            self.add("search_quantity", (*key, code, low, high, value.system, value.code, value.unit, grp))
+        elif isinstance(value, NumberValue):
+            self.add("search_number", (*key, code, *number_bounds(value.value, value.low, value.high), grp))
+        elif isinstance(value, UriValue):
+            self.add("search_uri", (*key, code, value.value, grp))
+        elif isinstance(value, PositionValue):
+            self.add("search_position", (*key, code, float(value.latitude), float(value.longitude), grp))
+        elif isinstance(value, CompositeValue):
+            for position, component in enumerate(value.components):
+                self.value(f"{code}${position}", component, grp)
+
+    def document(self, doc: IndexDocument) -> None:
+        for code, found in doc.values.items():
+            if code in RESOURCE_COLUMNS:
+                continue
+            values = _without_repeated_texts(found) if len(found) > 1 and isinstance(found[0], TokenValue) else found
+            for grp, value in enumerate(values):
+                self.value(code, value, grp if isinstance(value, CompositeValue) else None)
+        tenant = self.key[0]
+        for comp_type, comp_id in doc.compartments:
+            self.add("search_compartment", (tenant, comp_type, comp_id, doc.resource_type))
+
+    @property
+    def bits(self) -> int:
+        return sum(_BITS[table] for table in self.tables)
+
+
+def _without_repeated_texts(values: list[IndexValue]) -> list[IndexValue]:
+    """Tokens without a text-only entry whose text a coding of the same parameter already has
+    (a CodeableConcept's ``text`` equal to a coding's display): ``:text`` finds it either way,
+    and it saves a row per such concept."""
+    texts = {v.text for v in values if isinstance(v, TokenValue) and v.code is not None and v.text}
+    if not texts:
+        return values
+    return [
+        v
+        for v in values
+        if not (isinstance(v, TokenValue) and v.code is None and v.system is None and not v.of_type and v.text in texts)
+    ]
+
+
+def _delete_values(conn: sqlite3.Connection, rid: int, bits: int) -> None:
+    for table, bit in _BITS.items():
+        if bits & bit:
+            conn.execute(f"DELETE FROM {table} WHERE rid = ?", (rid,))
+    if bits & _FTS_BIT:
+        conn.execute("DELETE FROM search_fts WHERE rowid = ?", (rid,))
+
+
+def write_search_rows(
+    conn: sqlite3.Connection,
+    tenant: str,
+    doc: IndexDocument,
+    *,
+    version: int | None = None,
+    last_updated: int | None = None,
+    content: str | None = None,
+) -> int:
+    """Replace the search rows of ``doc``'s resource with ``doc``'s values; returns its rid.
+
+    ``version``/``last_updated`` default to the document's ``meta``; ``content`` is the text
+    ``_content`` searches (:func:`content_text`), None to leave it out. Runs on ``conn`` as is:
+    the caller owns the transaction.
+    """
+    if doc.id is None:
+        raise ValueError("a resource without an id cannot be indexed")
+    stamp = last_updated if last_updated is not None else doc.last_updated or 0
+    number = version if version is not None else int(doc.version_id or 0)
+    rows = _Rows(tenant, doc.resource_type)
+    rows.document(doc)
+    with_text = bool(doc.text or content)
+    bits = rows.bits | (_FTS_BIT if with_text else 0)
+    found = conn.execute(
+        "SELECT rid, tables FROM search_resource WHERE tenant = ? AND type = ? AND id = ?",
+        (tenant, doc.resource_type, doc.id),
+    ).fetchone()
+    if found is None:
+        cursor = conn.execute(
+            "INSERT INTO search_resource (tenant, type, id, version, last_updated, tables) VALUES (?, ?, ?, ?, ?, ?)",
+            (tenant, doc.resource_type, doc.id, number, stamp, bits),
+        )
+        assert cursor.lastrowid is not None
+        rid = cursor.lastrowid
+    else:
+        rid = int(found[0])
+        _delete_values(conn, rid, int(found[1]))
+        conn.execute(
+            "UPDATE search_resource SET version = ?, last_updated = ?, tables = ? WHERE rid = ?",
+            (number, stamp, bits, rid),
+        )
+    for table, table_rows in rows.tables.items():
+        conn.executemany(_INSERT[table], [(rid, seq, *row) for seq, row in enumerate(table_rows)])
+    if with_text:
+        conn.execute("INSERT INTO search_fts (rowid, narrative, content) VALUES (?, ?, ?)", (rid, doc.text, content))
+    return rid
+
+
+def delete_search_rows(conn: sqlite3.Connection, tenant: str, type_: str, id_: str) -> bool:
+    """Remove a resource from search (it was deleted); False when it had no rows."""
+    row = conn.execute(
+        "SELECT rid, tables FROM search_resource WHERE tenant = ? AND type = ? AND id = ?", (tenant, type_, id_)
+    ).fetchone()
+    if row is None:
+        return False
+    rid = int(row[0])
+    _delete_values(conn, rid, int(row[1]))
+    conn.execute("DELETE FROM search_resource WHERE rid = ?", (rid,))
+    return True
+
+
+_SKIPPED_KEYS = frozenset(
+    ("resourceType", "id", "meta", "div", "data", "system", "reference", "url", "fullUrl", "profile", "extension")
+)
+
+
+def content_text(resource: dict[str, Any], limit: int = 16_384) -> str:
+    """The resource's own words for ``_content``: its string values, without ids, URLs, codes'
+    systems, base64 data and extensions (the narrative is searched separately)."""
+    out: list[str] = []
+    size = 0
+    stack: list[Any] = [resource]
+    while stack and size < limit:
+        node = stack.pop()
+        if isinstance(node, dict):
+            stack.extend(v for k, v in node.items() if k not in _SKIPPED_KEYS)
+        elif isinstance(node, list):
+            stack.extend(reversed(node))
+        elif isinstance(node, str) and node:
+            out.append(node)
+            size += len(node) + 1
+    return " ".join(out)[:limit]
+
+
+def index_resource(
+    conn: sqlite3.Connection,
+    tenant: str,
+    type_: str,
+    id_: str,
+    version: int,
+    last_updated: int,
+    resource: dict[str, Any] | None,
+    *,
+    registry: Registry | None = None,
+) -> None:
+    """What the index writer calls for one change, inside its transaction, once its version
+    guard has passed: the resource's search rows for ``version``, or none when it was deleted."""
+    if resource is None:
+        delete_search_rows(conn, tenant, type_, id_)
+        return
+    doc = index_document(resource, registry=registry)
+    if doc.id != id_ or doc.resource_type != type_:
+        doc = dataclasses.replace(doc, resource_type=type_, id=id_)
+    write_search_rows(conn, tenant, doc, version=version, last_updated=last_updated, content=content_text(resource))

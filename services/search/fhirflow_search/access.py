@@ -1,0 +1,60 @@
+"""The access policy's search constraint, pushed into the query (DESIGN.md §4, §5).
+
+A policy that can constrain searches has ``search_constraint(request, resource_type)``, which
+returns None (no constraint) or an AccessConstraint: alternatives of a compartment and granular
+search parameters, and optionally the patients the principal may see. Each becomes an
+:class:`~fhirflow_search.ports.AccessRule` whose parameters are parsed like any search's, so
+the backend filters in the query itself and totals and paging stay exact. Included resources
+are checked one by one with the policy's ``admits_resource`` when it has one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from fhirflow.errors import BadRequest
+from fhirflow.model import FhirRequest
+from fhirflow.ports import AccessPolicy
+from fhirflow.query.parser import parse
+from fhirflow_search.ports import AccessRule, Admission, Hit
+
+
+def access_rules(policy: AccessPolicy, request: FhirRequest, types: Sequence[str]) -> tuple[AccessRule, ...] | None:
+    """The rules for ``types`` (none: a system search over every type), or None: unconstrained."""
+    hook = getattr(policy, "search_constraint", None)
+    if hook is None:
+        return None
+    rules: list[AccessRule] = []
+    constrained = False
+    for rtype in types or (None,):
+        constraint = hook(request, rtype)
+        if constraint is None:
+            rules.append(AccessRule(rtype, (Admission(None),)))
+            continue
+        constrained = True
+        rules.append(_rule(rtype, constraint))
+    return tuple(rules) if constrained else None
+
+
+def _rule(rtype: str | None, constraint: Any) -> AccessRule:
+    admissions = []
+    for alternative in constraint.alternatives:
+        filters = tuple(alternative.filters)
+        try:
+            criteria = parse(rtype, filters, strict=True).criteria if filters else ()
+        except BadRequest:
+            continue  # a scope whose parameters cannot be evaluated admits nothing (as on read)
+        admissions.append(Admission(alternative.compartment, criteria))
+    patients = getattr(constraint, "patients", None)
+    return AccessRule(rtype, tuple(admissions), frozenset(patients) if patients is not None else None)
+
+
+def admitted_includes(policy: AccessPolicy, request: FhirRequest, hits: list[Hit]) -> list[Hit]:
+    """Included resources the policy lets this principal read."""
+    admits = getattr(policy, "admits_resource", None)
+    if admits is None:
+        return hits
+    from fhirflow import jsonio
+
+    return [hit for hit in hits if admits(request, jsonio.loads(hit.body))]

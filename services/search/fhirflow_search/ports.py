@@ -1,0 +1,120 @@
+"""The search service's port: what a search backend answers (DESIGN.md §4).
+
+Backends compile the query AST (:mod:`fhirflow.query.ast`) themselves; the use case hands them
+the AST with a :class:`SearchScope` — tenant, types, compartment and the access policy's
+constraint, all of which are part of the query so that totals and paging are exact.
+
+These types belong with the kernel's ports (``fhirflow/ports.py``) once the search service has
+settled; they live here meanwhile, and the SQLite adapter imports them from here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from fhirflow.query.ast import Criterion, Include, Query, SortKey
+
+SortValue = Any
+"""One key of a keyset position: a string, a number or None (JSON-representable)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """One way a principal may see resources: in a compartment (None: any) and matching criteria."""
+
+    compartment: tuple[str, str] | None
+    criteria: tuple[Criterion, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AccessRule:
+    """What resources of ``resource_type`` (None: of every type) must satisfy to be returned:
+    one of ``admissions``, and, when ``patients`` is set, be in no Patient compartment or in the
+    compartment of one of those patients."""
+
+    resource_type: str | None
+    admissions: tuple[Admission, ...]
+    patients: frozenset[str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SearchScope:
+    tenant: str
+    base_url: str
+    """This server's base: absolute references under it count as local ones."""
+    types: tuple[str, ...]
+    """The searched types; empty for a system search over every type."""
+    compartment: tuple[str, str] | None = None
+    """``/Patient/123/Observation``: only members of that compartment (compartmentdefinition.html)."""
+    access: tuple[AccessRule, ...] | None = None
+    """None: no constraint. Otherwise a resource must satisfy the rule for its type."""
+
+
+@dataclass(frozen=True, slots=True)
+class PageRequest:
+    """``count`` matches after (or before) a keyset position, in the query's sort order."""
+
+    count: int
+    after: tuple[SortValue, ...] | None = None
+    before: tuple[SortValue, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """One resource of a result: a match or an included resource."""
+
+    type: str
+    id: str
+    body: bytes
+    position: tuple[SortValue, ...] = ()
+    """The keyset position of a match (its sort keys, then type and id)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    hits: list[Hit]
+    more: bool
+    """Whether more matches follow in the direction of the request."""
+
+
+@dataclass(frozen=True, slots=True)
+class Included:
+    hits: list[Hit]
+    truncated: bool
+    """True when the include limit cut the list short."""
+
+
+class SearchEngine(Protocol):
+    """A backend that answers FHIR searches (http.html#search, search.html)."""
+
+    def unsupported(self, criterion: Criterion) -> str | None:
+        """Why this backend cannot evaluate ``criterion`` (None: it can)."""
+        ...
+
+    def sortable(self, key: SortKey) -> bool:
+        """Whether this backend can sort by ``key``'s parameter."""
+        ...
+
+    def page(self, scope: SearchScope, query: Query, request: PageRequest) -> Page:
+        """One page of matches in the query's ``_sort`` order (then type and id)."""
+        ...
+
+    def count(self, scope: SearchScope, query: Query) -> int:
+        """How many resources match (``_total=accurate``)."""
+        ...
+
+    def include(
+        self,
+        scope: SearchScope,
+        matches: Sequence[Hit],
+        includes: Sequence[Include],
+        revincludes: Sequence[Include],
+        *,
+        max_depth: int,
+        limit: int,
+    ) -> Included:
+        """``_include``/``_revinclude`` (``:iterate`` up to ``max_depth`` rounds) of a page of
+        matches: the resources they add, without duplicates and without the matches."""
+        ...
