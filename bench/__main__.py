@@ -16,7 +16,7 @@ from bench.loadgen import AsyncioLoadGenerator, LoadGenerator
 from bench.report import Row, missed, render, write_json
 from bench.wrk import WrkLoadGenerator, wrk_path
 
-BENCHES = ("loadgen", "crud", "coldstart", "authz")
+BENCHES = ("loadgen", "crud", "coldstart", "authz", "search")
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -76,6 +76,10 @@ def run_one(name: str, available: list[LoadGenerator], options: crud.ServerOptio
         from bench import authz  # in-process, no server: imported only when it runs
 
         return authz.run(quick=quick)
+    if name == "search":
+        from bench import search  # builds ~200k resources (a few minutes); --quick uses fewer
+
+        return search.run(quick=quick)
     return coldstart.run(quick=quick)
 
 

@@ -242,3 +242,24 @@ def test_batch_entry_referencing_another_entry_is_refused(client: httpx.Client) 
     second = reply.json()["entry"][1]["response"]
     assert second["status"].startswith("400")
     assert "Bundle.entry[1]" in json.dumps(second["outcome"])
+
+
+def test_search_entries_run_in_batches_and_transactions(client: httpx.Client) -> None:
+    family = f"Searchable{uuid.uuid4().hex[:8]}"
+    created = client.post("/Patient", json=_patient(family)).json()
+    search = {"request": {"method": "GET", "url": f"Patient?family={family}"}}
+    for kind in ("batch", "transaction"):
+        reply = client.post("/", json=_transaction(search, kind=kind))
+        assert reply.status_code == 200, reply.text
+        entry = reply.json()["entry"][0]
+        assert entry["response"]["status"].startswith("200")
+        assert entry["resource"]["type"] == "searchset"
+        assert [e["resource"]["id"] for e in entry["resource"]["entry"]] == [created["id"]]
+
+
+def test_an_entry_failure_names_the_entry_once(client: httpx.Client) -> None:
+    reply = client.post("/", json=_transaction({"request": {"method": "PATCH", "url": "Patient"}}, kind="batch"))
+    assert reply.status_code == 200
+    diagnostics = reply.json()["entry"][0]["response"]["outcome"]["issue"][0]["diagnostics"]
+    assert diagnostics.startswith("Bundle.entry[0]: ")
+    assert diagnostics.count("Bundle.entry[0]") == 1

@@ -6,17 +6,25 @@ from fhirflow.http import Application, UseCase
 from fhirflow.routes import ROUTE_TABLE
 from fhirflow.runtime import Dependencies, build_dependencies
 from fhirflow_bundle.processor import BundleProcessor
+from fhirflow_bundle.processor import UseCase as EntryUseCase
 from fhirflow_bundle.transaction.commit import PreparingCommitter
 from fhirflow_bundle.transaction.steps import AppFactory
 from fhirflow_bundle.transaction.wiring import TransactionParts, build_parts
 
 
-def build_app(deps: Dependencies | None = None, *, parts: TransactionParts | None = None) -> Application:
-    from fhirflow_crud.app import USE_CASES
+def entry_use_cases() -> dict[str, EntryUseCase]:
+    """What a bundle entry can do: the crud use cases and searches (``GET Observation?code=...``),
+    the same functions a direct request reaches (STYLE.md rule 7)."""
+    from fhirflow_crud.app import USE_CASES as CRUD
+    from fhirflow_search.app import USE_CASES as SEARCH
 
+    return {**CRUD, **SEARCH}
+
+
+def build_app(deps: Dependencies | None = None, *, parts: TransactionParts | None = None) -> Application:
     deps = deps or build_dependencies()
     parts = parts or build_parts(deps, prepare_app_factory(deps))
-    processor = BundleProcessor(deps, dict(USE_CASES), committer=parts.committer, jobs=parts.jobs)
+    processor = BundleProcessor(deps, entry_use_cases(), committer=parts.committer, jobs=parts.jobs)
     handlers: dict[tuple[str, str], UseCase] = {}
     for route in ROUTE_TABLE.for_service("bundle"):
         use_case = processor.status if route.interaction == "async-status" else processor.process
@@ -29,9 +37,7 @@ def prepare_app_factory(deps: Dependencies) -> AppFactory:
     committing through the step's own committer, answering synchronously."""
 
     def factory(committer: PreparingCommitter, root: str) -> Application:
-        from fhirflow_crud.app import USE_CASES
-
-        processor = BundleProcessor(deps, dict(USE_CASES), committer=committer)
+        processor = BundleProcessor(deps, entry_use_cases(), committer=committer)
         handlers: dict[tuple[str, str], UseCase] = {
             (route.method, route.pattern): processor.process
             for route in ROUTE_TABLE.for_service("bundle")

@@ -176,11 +176,18 @@ def prefixed_issues(issues: list[Issue], entry: Entry) -> list[Issue]:
     out: list[Issue] = []
     for issue in issues:
         expressions = tuple(_reroot(e, entry) for e in issue.expression) or (entry.where,)
-        out.append(Issue(issue.code, f"{entry.where}: {issue.diagnostics}", expressions, issue.severity))
+        out.append(Issue(issue.code, with_entry_prefix(issue.diagnostics, entry), expressions, issue.severity))
     return out
 
 
+def with_entry_prefix(diagnostics: str, entry: Entry) -> str:
+    """``Bundle.entry[2]: ...`` once, whether or not the message already names the entry."""
+    return diagnostics if diagnostics.startswith(entry.where) else f"{entry.where}: {diagnostics}"
+
+
 def _reroot(expression: str, entry: Entry) -> str:
+    if expression.startswith("Bundle.entry["):
+        return expression  # already rooted at the bundle
     rtype = (entry.resource or {}).get("resourceType")
     if isinstance(rtype, str) and (expression == rtype or expression.startswith(rtype + ".")):
         return f"{entry.where}.resource{expression[len(rtype) :]}"

@@ -28,7 +28,7 @@ from fhirflow.routes import ROUTE_TABLE, RouteTable
 from fhirflow.runtime import Dependencies
 from fhirflow.unit_of_work import UnitOfWork
 from fhirflow_bundle import references
-from fhirflow_bundle.entries import ORDER, Entry, entry_request, parse_bundle, prefixed_issues
+from fhirflow_bundle.entries import ORDER, Entry, entry_request, parse_bundle, prefixed_issues, with_entry_prefix
 from fhirflow_bundle.transaction.commit import StoreCommitter
 from fhirflow_bundle.transaction.jobs import AsyncJobs, wants_async
 
@@ -192,7 +192,7 @@ class BundleProcessor:
 
 def _entry_failure(error: FhirError, entry: Entry) -> FhirError:
     failure = type(error)(
-        f"{entry.where}: {error.diagnostics}", issues=prefixed_issues(error.issues, entry), headers=error.headers
+        with_entry_prefix(error.diagnostics, entry), issues=prefixed_issues(error.issues, entry), headers=error.headers
     )
     failure.status = error.status
     return failure
