@@ -68,6 +68,10 @@ class OutboxDrainer:
                 if len(entries) < _BATCH:
                     return delivered
 
+    def housekeeping(self) -> None:
+        """Background upkeep between drains: checkpoint the WAL here, not in a request."""
+        self.outbox.db.checkpoint()
+
     def drain_joined(self) -> None:
         """The store's in-transaction hook: deliver this write's changes before it commits.
 
@@ -169,6 +173,9 @@ class Worker:
         while not self._stop.is_set():
             try:
                 self.drainer.drain()
+                upkeep = getattr(self.drainer, "housekeeping", None)
+                if upkeep is not None:
+                    upkeep()
                 failures = 0
             except Exception:
                 failures += 1
