@@ -14,7 +14,7 @@ from fhirflow.adapters.sqlite.index import SqliteSearchIndex
 from fhirflow.adapters.sqlite.search.engine import SqliteSearchEngine
 from fhirflow.adapters.sqlite.search.writer import delete_search_rows, index_resource
 from fhirflow.query.parser import parse
-from fhirflow_search.ports import PageRequest, SearchScope
+from fhirflow.search_ports import PageRequest, SearchScope
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 A policy that can constrain searches has ``search_constraint(request, resource_type)``, which
 returns None (no constraint) or an AccessConstraint: alternatives of a compartment and granular
 search parameters, and optionally the patients the principal may see. Each becomes an
-:class:`~fhirflow_search.ports.AccessRule` whose parameters are parsed like any search's, so
+:class:`~fhirflow.search_ports.AccessRule` whose parameters are parsed like any search's, so
 the backend filters in the query itself and totals and paging stay exact. Included resources
 are checked one by one with the policy's ``admits_resource`` when it has one.
 """
@@ -17,7 +17,7 @@ from fhirflow.errors import BadRequest
 from fhirflow.model import FhirRequest
 from fhirflow.ports import AccessPolicy
 from fhirflow.query.parser import parse
-from fhirflow_search.ports import AccessRule, Admission, Hit
+from fhirflow.search_ports import AccessRule, Admission, Hit
 
 
 def access_rules(policy: AccessPolicy, request: FhirRequest, types: Sequence[str]) -> tuple[AccessRule, ...] | None:

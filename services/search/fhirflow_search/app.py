@@ -15,8 +15,8 @@ from fhirflow.http import Application, UseCase
 from fhirflow.model import FhirRequest, FhirResponse
 from fhirflow.routes import ROUTE_TABLE
 from fhirflow.runtime import Dependencies, build_dependencies
+from fhirflow.search_ports import SearchEngine
 from fhirflow.settings import Settings
-from fhirflow_search.ports import SearchEngine
 from fhirflow_search.settings import SearchSettings
 from fhirflow_search.usecase import SearchService
 

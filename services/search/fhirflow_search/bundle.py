@@ -17,7 +17,7 @@ import orjson
 from fhirflow import jsonio, subsetting, timefmt
 from fhirflow.errors import Issue
 from fhirflow.query.ast import Query
-from fhirflow_search.ports import Hit
+from fhirflow.search_ports import Hit
 
 
 @dataclass(slots=True)

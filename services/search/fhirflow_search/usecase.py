@@ -20,11 +20,11 @@ from fhirflow.query.ast import Criterion, Filter, Query, SortKey
 from fhirflow.query.parser import parse
 from fhirflow.query.render import criterion_name
 from fhirflow.runtime import Dependencies
+from fhirflow.search_ports import Hit, Page, PageRequest, SearchEngine, SearchScope
 from fhirflow.searchparams.registry import Registry, default_registry
 from fhirflow_search import paging
 from fhirflow_search.access import access_rules, admitted_includes
 from fhirflow_search.bundle import Links, SearchResult, searchset
-from fhirflow_search.ports import Hit, Page, PageRequest, SearchEngine, SearchScope
 from fhirflow_search.settings import SearchSettings
 from fhirflow_search.target import SearchTarget, search_params, search_target
 

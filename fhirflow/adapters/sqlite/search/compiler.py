@@ -31,7 +31,7 @@ from fhirflow.adapters.sqlite.search.criteria import (
 from fhirflow.adapters.sqlite.search.sql import FALSE, TRUE, Sql, all_of, any_of, in_list, join, sql
 from fhirflow.errors import BadRequest
 from fhirflow.query.ast import Filter, Query, SortKey
-from fhirflow_search.ports import AccessRule, Admission, SearchScope
+from fhirflow.search_ports import AccessRule, Admission, SearchScope
 
 _SORT_VALUE = {
     "string": ("search_string", "v.norm", "v.norm"),

@@ -33,8 +33,8 @@ from fhirflow.adapters.sqlite.search.criteria import TERMINOLOGY_MODIFIERS, Cont
 from fhirflow.adapters.sqlite.search.includes import IncludeWalker
 from fhirflow.adapters.sqlite.search.schema import ensure_schema, load_statistics
 from fhirflow.query.ast import Criterion, Filter, Include, Query, SortKey
+from fhirflow.search_ports import Hit, Included, Page, PageRequest, SearchScope
 from fhirflow.searchparams.registry import Registry, default_registry
-from fhirflow_search.ports import Hit, Included, Page, PageRequest, SearchScope
 
 Clock = Callable[[], int]
 

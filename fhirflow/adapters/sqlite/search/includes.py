@@ -19,8 +19,8 @@ from fhirflow.adapters.sqlite.search.conditions import local_reference
 from fhirflow.adapters.sqlite.search.criteria import Context
 from fhirflow.adapters.sqlite.search.sql import TRUE, Sql, all_of, in_list, sql
 from fhirflow.query.ast import Include
+from fhirflow.search_ports import Hit
 from fhirflow.searchparams.registry import Registry
-from fhirflow_search.ports import Hit
 
 Found = tuple[int, str, str]
 """(rid, type, id) of an included resource."""

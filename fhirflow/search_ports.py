@@ -1,11 +1,11 @@
-"""The search service's port: what a search backend answers (DESIGN.md §4).
+"""The search port: what a search backend answers (DESIGN.md §4).
 
 Backends compile the query AST (:mod:`fhirflow.query.ast`) themselves; the use case hands them
 the AST with a :class:`SearchScope` — tenant, types, compartment and the access policy's
 constraint, all of which are part of the query so that totals and paging are exact.
 
-These types belong with the kernel's ports (``fhirflow/ports.py``) once the search service has
-settled; they live here meanwhile, and the SQLite adapter imports them from here.
+A module of its own beside :mod:`fhirflow.ports` because it needs the query AST, which every
+other port (and so every handler's cold start) can do without.
 """
 
 from __future__ import annotations
