@@ -3,24 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import os
 import sys
 from pathlib import Path
 
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+from fhirflow.hosts import is_loopback
 
 
 def serve(args: argparse.Namespace) -> int:
     dev_issuer = _uses_dev_issuer(args.auth)
-    if not _is_loopback(args.host) and (args.auth == "off" or dev_issuer):
+    if not is_loopback(args.host) and (args.auth == "off" or dev_issuer):
         reason = "authorization is off" if args.auth == "off" else "the development issuer is on"
         print(
             f"fhirflow: refusing to listen on {args.host}: {reason}, so it listens on loopback only "

@@ -6,11 +6,12 @@ timeout and a size cap, so that a slow or hostile IdP cannot hold a request or f
 
 from __future__ import annotations
 
-import ipaddress
 import json
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
+
+from fhirflow.hosts import is_loopback
 
 MAX_BYTES = 1024 * 1024
 TIMEOUT_SECONDS = 5.0
@@ -20,21 +21,12 @@ class FetchError(Exception):
     """The IdP could not be reached or answered something unusable (never shown to clients)."""
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def check_url(url: str) -> None:
     """Raise ValueError for a URL this module would refuse to call (checked when configured)."""
     parts = urlsplit(url)
     if parts.scheme == "https" and parts.hostname:
         return
-    if parts.scheme == "http" and parts.hostname and _is_loopback(parts.hostname):
+    if parts.scheme == "http" and parts.hostname and is_loopback(parts.hostname):
         return
     raise ValueError(f"{url!r}: only https URLs (or http to a loopback address) are allowed")
 

@@ -28,6 +28,7 @@ from botocore.exceptions import ClientError
 
 from fhirflow.adapters.aws import clients, items
 from fhirflow.adapters.aws.dynamodb_history import HistoryReader
+from fhirflow.adapters.aws.dynamodb_transact import first_conflict
 from fhirflow.adapters.offload import BODY_CONTENT_TYPE, body_key
 from fhirflow.errors import Conflict, PayloadTooLarge, ServiceUnavailable
 from fhirflow.ports import BlobStore, Change, HistoryPage, HistoryQuery, ResourceVersion, VersionConflict
@@ -261,7 +262,7 @@ class DynamoDbResourceStore:
                     raise
                 reasons: list[Any] = list(exc.response.get("CancellationReasons") or [])
                 codes = {str(r.get("Code")) for r in reasons}
-                conflict = _first_conflict(reasons, owners)
+                conflict = first_conflict(reasons, owners)
                 if conflict is not None:
                     index, current, old = conflict
                     if items.lock_of(old) is not None:
@@ -324,17 +325,3 @@ def _group_by_resource(changes: Sequence[Change]) -> dict[tuple[str, str, str], 
                 raise VersionConflict(index, previous)
         members.append(index)
     return groups
-
-
-def _first_conflict(reasons: list[dict[str, Any]], owners: list[int]) -> tuple[int, int | None, items.Item] | None:
-    """The earliest change whose condition failed, the current version where DynamoDB told it,
-    and the item as it was (empty when DynamoDB did not return it)."""
-    found: tuple[int, int | None, items.Item] | None = None
-    for position, reason in enumerate(reasons):
-        if reason.get("Code") != "ConditionalCheckFailed" or position >= len(owners):
-            continue
-        old = reason.get("Item") or {}
-        current = int(old[items.VERSION]["N"]) if items.VERSION in old else None
-        if found is None or owners[position] < found[0]:
-            found = (owners[position], current, old)
-    return found

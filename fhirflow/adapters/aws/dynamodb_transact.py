@@ -5,6 +5,7 @@
 - :func:`transact_tolerant`: for the idempotent steps (apply, release): items whose condition
   fails are already done, or not this transaction's, and are dropped; the rest is written.
 - :func:`batch_delete`: unconditional deletes, 25 per call, unprocessed ones retried.
+- :func:`first_conflict`: which change a cancelled transaction failed on, from its reasons.
 """
 
 from __future__ import annotations
@@ -84,3 +85,17 @@ def batch_delete(client: Any, table: str, keys: list[items.Item]) -> None:
 def chunks(values: list[Any], size: int) -> Iterator[list[Any]]:
     for start in range(0, len(values), size):
         yield values[start : start + size]
+
+
+def first_conflict(reasons: list[dict[str, Any]], owners: list[int]) -> tuple[int, int | None, items.Item] | None:
+    """The earliest change whose condition failed, the current version where DynamoDB told it,
+    and the item as it was (empty when DynamoDB did not return it)."""
+    found: tuple[int, int | None, items.Item] | None = None
+    for position, reason in enumerate(reasons):
+        if reason.get("Code") != "ConditionalCheckFailed" or position >= len(owners):
+            continue
+        old = reason.get("Item") or {}
+        current = int(old[items.VERSION]["N"]) if items.VERSION in old else None
+        if found is None or owners[position] < found[0]:
+            found = (owners[position], current, old)
+    return found

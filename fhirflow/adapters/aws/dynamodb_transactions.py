@@ -51,6 +51,7 @@ from fhirflow.adapters.aws.dynamodb_transact import (
     ConditionsFailed,
     batch_delete,
     chunks,
+    first_conflict,
     transact,
     transact_tolerant,
 )
@@ -228,7 +229,10 @@ class DynamoDbTransactions:
         try:
             transact(self.client, request)
         except ConditionsFailed as failed:
-            index, current = _earliest(failed.reasons, owners)
+            conflict = first_conflict(failed.reasons, owners)
+            if conflict is None:
+                raise RuntimeError("a conditional check failed outside the locked heads") from failed
+            index, current, _ = conflict
             raise TransactionConflict(index, current) from None
         if self.store.transaction_state(tx_id, cached=False) != PREPARED:
             transact_tolerant(self.client, self._release_items(tx_id, groups))
@@ -534,17 +538,3 @@ class DynamoDbTransactions:
             if clients.error_code(exc) == "ConditionalCheckFailedException":
                 raise ConditionsFailed([]) from exc
             raise
-
-
-def _earliest(reasons: list[dict[str, Any]], owners: list[int]) -> tuple[int, int | None]:
-    found: tuple[int, int | None] | None = None
-    for position, reason in enumerate(reasons):
-        if reason.get("Code") != "ConditionalCheckFailed" or position >= len(owners):
-            continue
-        old = reason.get("Item") or {}
-        current = int(old[items.VERSION]["N"]) if items.VERSION in old else None
-        if found is None or owners[position] < found[0]:
-            found = (owners[position], current)
-    if found is None:
-        raise RuntimeError("a conditional check failed outside the locked heads")
-    return found
