@@ -34,8 +34,9 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
+# In a private network namespace when possible: the crud bench starts DynamoDB Local, which binds every interface.
 bench: $(STAMP)
-	$(PY) -m bench
+	scripts/in-netns $(PY) -m bench
 
 # Regenerate the committed data files from ../shared (developers only; the product never reads ../shared).
 generate: $(STAMP)

@@ -16,7 +16,7 @@ from bench.loadgen import AsyncioLoadGenerator, LoadGenerator
 from bench.report import Row, missed, render, write_json
 from bench.wrk import WrkLoadGenerator, wrk_path
 
-BENCHES = ("loadgen", "crud", "coldstart", "authz", "search")
+BENCHES = ("loadgen", "crud", "import", "coldstart", "authz", "search")
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -36,7 +36,16 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         default="auto",
         help="load generator for the HTTP benchmarks: wrk if installed (auto), else raw asyncio",
     )
-    parser.add_argument("--store", default="sqlite", help="the server's store (fhirflow serve --store)")
+    parser.add_argument(
+        "--store",
+        default="sqlite",
+        help="the server's store (fhirflow serve --store); with sqlite, crud also runs on DynamoDB Local",
+    )
+    parser.add_argument(
+        "--no-dynamodb",
+        action="store_true",
+        help="crud: skip the leg on DynamoDB Local (started for the run when Java is installed)",
+    )
     parser.add_argument("--dynamodb-endpoint", metavar="URL", help="passed to fhirflow serve (DynamoDB Local)")
     parser.add_argument(
         "--server-arg",
@@ -67,15 +76,21 @@ def generators(choice: str) -> list[LoadGenerator]:
     return [python] if wrk is None else [python, wrk]
 
 
-def run_one(name: str, available: list[LoadGenerator], options: crud.ServerOptions, *, quick: bool) -> list[Row]:
+def run_one(
+    name: str, available: list[LoadGenerator], options: crud.ServerOptions, *, quick: bool, dynamodb: bool = True
+) -> list[Row]:
     if name == "loadgen":
         return ceiling.run(available, quick=quick)
     if name == "crud":
-        return crud.run(available[0], options, quick=quick)
+        return crud.run(available[0], options, quick=quick, dynamodb=dynamodb)
     if name == "authz":
         from bench import authz  # in-process, no server: imported only when it runs
 
         return authz.run(quick=quick)
+    if name == "import":
+        from bench import load  # fhirflow import of ../shared/synthea
+
+        return load.run(quick=quick, dynamodb=dynamodb)
     if name == "search":
         from bench import search  # builds ~200k resources (a few minutes); --quick uses fewer
 
@@ -98,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.selected:
         with console.status(f"bench: {name}…"):
             try:
-                rows += run_one(name, available, options, quick=args.quick)
+                rows += run_one(name, available, options, quick=args.quick, dynamodb=not args.no_dynamodb)
             except (RuntimeError, OSError, subprocess.CalledProcessError) as error:
                 failures.append(name)
                 console.print(f"[bold red]bench {name} failed:[/] {error}", markup=True, highlight=False)

@@ -30,6 +30,7 @@ from typing import Any
 
 import httpx
 
+from bench.crud import server_workers
 from bench.loadgen import percentile
 from bench.report import Row, Target, at_least
 from fhirflow.local.launcher import LocalServer
@@ -261,7 +262,10 @@ def run(*, quick: bool = False) -> list[Row]:
     if not SYNTHEA.exists():
         raise RuntimeError(f"the Synthea bundles are not at {SYNTHEA}")
     target = QUICK_RESOURCES if quick else RESOURCES
-    with tempfile.TemporaryDirectory(prefix="fhirflow-bench-search-") as tmp, LocalServer(data_dir=Path(tmp)) as server:
+    with (
+        tempfile.TemporaryDirectory(prefix="fhirflow-bench-search-") as tmp,
+        LocalServer(data_dir=Path(tmp), workers=server_workers()) as server,
+    ):
         loaded, seconds = load(server.base_url, target)
         rate = loaded / seconds
         rows = [

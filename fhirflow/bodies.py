@@ -33,7 +33,7 @@ def parse_resource(request: FhirRequest, *, limit: int, expected_type: str) -> d
         )
     if not request.body.strip():
         raise BadRequest("The request has no body; a resource is required")
-    resource = jsonio.loads(request.body)
+    resource = request.parsed_body if request.parsed_body is not None else jsonio.loads(request.body)
     if not isinstance(resource, dict):
         raise BadRequest("The body must be a JSON object (a FHIR resource)")
     actual = resource.get("resourceType")

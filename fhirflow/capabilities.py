@@ -8,12 +8,16 @@ element for them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import cache, lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fhirflow import __version__
 from fhirflow.routes import ROUTE_TABLE, RouteTable
 from fhirflow.settings import Settings
+
+if TYPE_CHECKING:
+    from fhirflow.reindex_ports import CustomParam
 
 _TYPE_INTERACTIONS = (
     "read",
@@ -28,6 +32,18 @@ _TYPE_INTERACTIONS = (
 )
 _SYSTEM_INTERACTIONS = ("transaction", "batch", "search-system", "history-system")
 LIMITS_EXTENSION = "https://fhirflow.dev/fhir/StructureDefinition/server-limits"
+BULK_DATA = "http://hl7.org/fhir/uv/bulkdata"
+_EXPORT_OPERATIONS = {
+    # interaction → (resource type or None for rest.operation, OperationDefinition canonical)
+    "export": (None, f"{BULK_DATA}/OperationDefinition/export"),
+    "export-patient": ("Patient", f"{BULK_DATA}/OperationDefinition/patient-export"),
+    "export-group": ("Group", f"{BULK_DATA}/OperationDefinition/group-export"),
+}
+REINDEX_OPERATION = "https://fhirflow.dev/fhir/OperationDefinition/reindex"
+"""``$reindex`` (system and type level; fhirflow_search.reindex): no standard definition exists."""
+CONDITIONAL_PATCH_EXTENSION = (
+    "http://hl7.org/fhir/5.0/StructureDefinition/extension-CapabilityStatement.rest.resource.conditionalPatch"
+)
 
 
 def capability_statement(
@@ -37,7 +53,9 @@ def capability_statement(
     resource_types: frozenset[str],
     routes: RouteTable = ROUTE_TABLE,
     published: str = "2026-11-22",
+    custom_params: Sequence[CustomParam] = (),
 ) -> dict[str, Any]:
+    """``custom_params``: the tenant's runtime SearchParameters; the searchable ones are listed."""
     implemented = {r.interaction for r in routes.routes}
     if "transaction" in implemented:
         implemented.add("batch")  # one route, POST [base], serves both (http.html#transaction)
@@ -49,14 +67,26 @@ def capability_statement(
             "versioning": "versioned-update",
             "readHistory": "vread" in implemented,
             "updateCreate": settings.update_create,
-            "conditionalCreate": False,
+            # If-None-Exist is part of create; the others have routes of their own (PUT|DELETE|PATCH [type]?...).
+            "conditionalCreate": "create" in implemented,
             "conditionalRead": "full-support" if "read" in implemented else "not-supported",
-            "conditionalUpdate": False,
-            "conditionalDelete": "not-supported",
+            "conditionalUpdate": "conditional-update" in implemented,
+            "conditionalDelete": "single" if "conditional-delete" in implemented else "not-supported",
+            **_conditional_patch("conditional-patch" in implemented),
             **(_search_metadata(rtype) if "search-type" in implemented else {}),
         }
         for rtype in sorted(resource_types)
     ]
+    for resource in resources:
+        operations = _operations(implemented, resource["type"])
+        if operations:
+            resource["operation"] = operations
+    system_operations = _operations(implemented, None)
+    if "reindex" in implemented:
+        system_operations.append({"name": "reindex", "definition": REINDEX_OPERATION})
+    common_params = _common_search_params() if "search-system" in implemented else []
+    if "search-type" in implemented:
+        common_params = _with_custom(resources, common_params, custom_params)
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -68,6 +98,7 @@ def capability_statement(
         "fhirVersion": "4.0.1",
         "format": ["application/fhir+json", "json"],
         "patchFormat": ["application/json-patch+json", "application/fhir+json"],
+        **({"instantiates": [f"{BULK_DATA}/CapabilityStatement/bulk-data"]} if system_operations else {}),
         "rest": [
             {
                 "mode": "server",
@@ -75,10 +106,40 @@ def capability_statement(
                 **_security(settings),
                 "resource": resources,
                 "interaction": [{"code": code} for code in _SYSTEM_INTERACTIONS if code in implemented],
-                **({"searchParam": _common_search_params()} if "search-system" in implemented else {}),
+                **({"searchParam": common_params} if common_params else {}),
+                **({"operation": system_operations} if system_operations else {}),
             }
         ],
     }
+
+
+def _with_custom(
+    resources: list[dict[str, Any]], common: list[dict[str, Any]], custom: Sequence[CustomParam]
+) -> list[dict[str, Any]]:
+    """Add the searchable runtime parameters to their types' ``searchParam`` (those on
+    Resource/DomainResource to ``rest.searchParam``, returned); the cached lists stay untouched."""
+    searchable = [p for p in custom if p.searchable]
+    if not searchable:
+        return common
+    by_type = {resource["type"]: resource for resource in resources}
+    common = list(common)
+    for param in sorted(searchable, key=lambda p: (p.base, p.code)):
+        entry = _search_param(param.code, param.url, param.type)
+        if param.base in ("Resource", "DomainResource"):
+            common.append(entry)
+        elif param.base in by_type:
+            resource = by_type[param.base]
+            resource["searchParam"] = [*resource.get("searchParam", []), entry]
+    return common
+
+
+def _operations(implemented: set[str], rtype: str | None) -> list[dict[str, str]]:
+    """Bulk data export's operations (bulk data IG STU2) where the route table has them."""
+    return [
+        {"name": "export", "definition": definition}
+        for interaction, (on, definition) in _EXPORT_OPERATIONS.items()
+        if on == rtype and interaction in implemented
+    ]
 
 
 @lru_cache(maxsize=1)
@@ -121,6 +182,14 @@ def _common_search_params() -> list[dict[str, Any]]:
     registry = default_registry()
     found = {code: p for base in COMMON_BASES for code, p in registry.params.get(base, {}).items()}
     return [_search_param(code, p.url, p.type) for code, p in sorted(found.items()) if code != "_query"]
+
+
+def _conditional_patch(supported: bool) -> dict[str, Any]:
+    """R4 has no ``conditionalPatch`` element (R5 added it): the official R5 cross-version
+    extension says it (http://hl7.org/fhir/versions.html#extensions)."""
+    if not supported:
+        return {}
+    return {"extension": [{"url": CONDITIONAL_PATCH_EXTENSION, "valueBoolean": True}]}
 
 
 def _search_param(code: str, url: str, ptype: str) -> dict[str, Any]:

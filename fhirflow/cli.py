@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from fhirflow.hosts import is_loopback
 
@@ -36,7 +37,7 @@ def serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from fhirflow.local.gateway import LocalGateway
+    from fhirflow.local.gateway import serving_gateway
     from fhirflow.settings import Settings
 
     if args.stop_with_parent:
@@ -51,23 +52,33 @@ def serve(args: argparse.Namespace) -> int:
     # Plays the stream: drains what earlier runs left undelivered, then whatever a write's own
     # drain could not deliver (sqlite), or follows the table's stream (dynamodb).
     start_worker(settings)
-    gateway = LocalGateway(max_body_bytes=settings.max_body_bytes)
-    # Build the handlers now so that the first request does not pay for it.
-    for service in ("crud", "bundle", "search"):
-        gateway.handler_for(service)
+    from fhirflow_export.local import start_export_worker
+
+    start_export_worker(settings)  # bulk export jobs, off the request path (the SQS worker's part)
+    from fhirflow_search.local import start_reindex_worker
+
+    start_reindex_worker(settings)  # $reindex jobs, in the background
+    workers = max(1, args.workers if args.workers is not None else min(os.cpu_count() or 1, 4))
     print(
         f"fhirflow {args.store} store in {data_dir}\n"
         f"FHIR R4 base: http://{args.host}:{args.port}  ({_auth_banner(args.auth, dev_issuer, data_dir)})",
         flush=True,
     )
-    uvicorn.run(
-        gateway,
-        host=args.host,
-        port=args.port,
-        log_level=args.log_level,
-        access_log=args.access_log,
-        lifespan="off",
-    )
+    options: dict[str, Any] = {
+        "host": args.host,
+        "port": args.port,
+        "log_level": args.log_level,
+        "access_log": args.access_log,
+        "lifespan": "off",
+    }
+    if workers == 1:
+        uvicorn.run(serving_gateway(), **options)
+    else:
+        # Worker processes share the socket and the SQLite database (writers queue on its lock;
+        # everything before a commit runs on every core). This process supervises them and runs
+        # the background workers above; each worker stops when this process is gone.
+        os.environ["FHIRFLOW_SERVE_SUPERVISOR"] = str(os.getpid())
+        uvicorn.run("fhirflow.local.gateway:serving_gateway", factory=True, workers=workers, **options)
     return 0
 
 
@@ -134,14 +145,25 @@ def token_command(args: argparse.Namespace) -> int:
 def import_command(args: argparse.Namespace) -> int:
     from fhirflow import importer
 
+    jobs = max(1, args.jobs if args.jobs is not None else min(os.cpu_count() or 1, 4))
+    post = pool = None
     if args.url:
         post = importer.http_poster(args.url, token=args.token)
     else:
         os.environ["FHIRFLOW_DATA_DIR"] = str(Path(args.data_dir).resolve())
         os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
         os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
-        post = importer.embedded_poster()
-    report = importer.run_import(args.paths, post, batch_size=args.batch_size, progress=not args.no_progress)
+        if jobs > 1:
+            pool = importer.embedded_pool(jobs)
+        else:
+            post = importer.embedded_poster()
+    try:
+        report = importer.run_import(
+            args.paths, post, jobs=jobs, pool=pool, batch_size=args.batch_size, progress=not args.no_progress
+        )
+    finally:
+        if pool is not None:
+            pool.shutdown()
     print(
         f"imported {report.resources} resources from {report.files} files in {report.seconds:.1f} s "
         f"({report.rate:.0f} resources/s); {report.failed_resources} failed"
@@ -149,6 +171,25 @@ def import_command(args: argparse.Namespace) -> int:
     for failure in report.failures[:50]:
         print(f"  {failure}")
     return 1 if report.failed_resources else 0
+
+
+def export_command(args: argparse.Namespace) -> int:
+    """Bulk export from a running server into a directory of NDJSON files."""
+    from fhirflow import exporter
+
+    level = f"/Group/{args.group}" if args.group else "/Patient" if args.patients else ""
+    types = [t for value in args.type or [] for t in value.split(",") if t]
+    try:
+        report = exporter.run_export(
+            args.url, Path(args.outdir), types=types, since=args.since, token=args.token, level=level
+        )
+    except exporter.ExportError as error:
+        print(f"fhirflow export: {error}", file=sys.stderr)
+        return 1
+    print(f"exported {report.resources} resources in {len(report.files)} files to {args.outdir}")
+    if report.errors:
+        print(f"  {report.errors} OperationOutcomes in the error files")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -166,6 +207,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     serve_parser.add_argument("--dynamodb-table", default=None, help="with --store dynamodb: the table name")
     serve_parser.add_argument("--max-body-bytes", type=int, default=None)
+    serve_parser.add_argument(
+        "--workers",
+        type=int,
+        default=int(os.environ["FHIRFLOW_WORKERS"]) if os.environ.get("FHIRFLOW_WORKERS") else None,
+        help="server processes (default: the number of cores, at most 4)",
+    )
     serve_parser.add_argument("--log-level", default="warning")
     serve_parser.add_argument("--access-log", action="store_true")
     serve_parser.add_argument(
@@ -185,8 +232,24 @@ def main(argv: list[str] | None = None) -> int:
     import_parser.add_argument("--data-dir", default=os.environ.get("FHIRFLOW_DATA_DIR", ".fhirflow"))
     import_parser.add_argument("--token", default=os.environ.get("FHIRFLOW_TOKEN"), help="bearer token for --url")
     import_parser.add_argument("--batch-size", type=int, default=500, help="resources per batch Bundle for NDJSON")
+    import_parser.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="bundles in flight at once (default: the number of cores, at most 4); "
+        "embedded: that many worker processes",
+    )
     import_parser.add_argument("--no-progress", action="store_true")
     import_parser.set_defaults(func=import_command)
+    export_parser = commands.add_parser("export", help="bulk export from a running server into NDJSON files")
+    export_parser.add_argument("outdir", help="directory for the NDJSON files and the manifest")
+    export_parser.add_argument("--url", default=os.environ.get("FHIRFLOW_URL", "http://127.0.0.1:8080"))
+    export_parser.add_argument("--type", action="append", help="resource types (repeatable or comma-separated)")
+    export_parser.add_argument("--since", help="only resources updated at or after this FHIR instant")
+    export_parser.add_argument("--patients", action="store_true", help="Patient-level export (/Patient/$export)")
+    export_parser.add_argument("--group", help="Group-level export of this Group id")
+    export_parser.add_argument("--token", default=os.environ.get("FHIRFLOW_TOKEN"), help="bearer token")
+    export_parser.set_defaults(func=export_command)
     token_parser = commands.add_parser("token", help="mint an access token from the embedded development issuer")
     token_parser.add_argument("--data-dir", default=os.environ.get("FHIRFLOW_DATA_DIR", ".fhirflow"))
     token_parser.add_argument(

@@ -26,13 +26,9 @@ class CursorSigner:
     def from_secret_or_file(cls, secret: str | None, path: Path) -> CursorSigner:
         if secret:
             return cls(secret.encode())
-        if path.exists():
-            return cls(path.read_bytes())
-        path.parent.mkdir(parents=True, exist_ok=True)
-        key = secrets.token_bytes(32)
-        path.write_bytes(key)
-        path.chmod(0o600)
-        return cls(key)
+        from fhirflow.secretfile import read_or_create
+
+        return cls(read_or_create(path, lambda: secrets.token_bytes(32)))
 
     def encode(self, state: dict[str, Any]) -> str:
         payload = base64.urlsafe_b64encode(orjson.dumps(state)).rstrip(b"=")

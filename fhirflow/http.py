@@ -195,6 +195,8 @@ def _negotiate_before_dispatch(request: FhirRequest) -> str | None:
     except NotAcceptable:
         if request.method == "GET" and request.resource_type == "Binary":
             return None
+        if request.method == "GET" and request.route.endswith("/_export/{job}/{file}"):
+            return None  # a bulk export file is NDJSON whatever Accept says (bulk data export.html)
         raise
 
 

@@ -9,8 +9,10 @@ handler the server would call.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,12 +101,36 @@ def _batch(resources: list[dict[str, Any]]) -> bytes:
     return orjson.dumps({"resourceType": "Bundle", "type": "batch", "entry": entries})
 
 
-def run_import(paths: list[Path], post: Poster, *, batch_size: int = 500, progress: bool = True) -> ImportReport:
+_CONDITIONAL_REFERENCE = re.compile(rb'"reference"\s*:\s*"[A-Z][A-Za-z]*\?')
+
+
+def depends_on_others(unit: Unit) -> bool:
+    """A Bundle with a conditional reference (``Patient?identifier=...``) may need what another
+    file creates (Synthea's patients refer to its hospital and practitioner bundles that way)."""
+    return _CONDITIONAL_REFERENCE.search(unit.body) is not None
+
+
+def run_import(
+    paths: list[Path],
+    post: Poster | None = None,
+    *,
+    jobs: int = 1,
+    pool: Executor | None = None,
+    batch_size: int = 500,
+    progress: bool = True,
+) -> ImportReport:
+    """Send every unit of ``paths``, ``jobs`` at a time: with ``post`` in threads of this
+    process, or through ``pool`` (whose workers post themselves: :func:`embedded_pool`).
+
+    Units without conditional references go first and all finish before the ones with them
+    start, so that what those refer to is there; within each phase the order is free.
+    """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     files = discover(paths)
-    plan = [(path, list(units(path, batch_size=batch_size))) for path in files]
-    total = sum(u.count for _, file_units in plan for u in file_units)
+    plan = [unit for path in files for unit in units(path, batch_size=batch_size)]
+    phases = [[u for u in plan if not depends_on_others(u)], [u for u in plan if depends_on_others(u)]]
+    total = sum(u.count for u in plan)
     report = ImportReport(files=len(files))
     columns = (
         TextColumn("{task.description}"),
@@ -114,19 +140,80 @@ def run_import(paths: list[Path], post: Poster, *, batch_size: int = 500, progre
         TimeRemainingColumn(),
     )
     started = time.perf_counter()
+    owned = pool is None and jobs > 1
+    if owned:
+        assert post is not None, "run_import needs a poster or a pool"
+        pool = ThreadPoolExecutor(jobs, thread_name_prefix="fhirflow-import")
     with Progress(*columns, disable=not progress, transient=False) as bar:
         task = bar.add_task("importing", total=total, rate=0.0)
-        for _path, file_units in plan:
-            for unit in file_units:
-                _send(unit, post, report)
-                elapsed = time.perf_counter() - started
-                bar.update(task, advance=unit.count, rate=report.resources / elapsed if elapsed else 0.0)
+
+        def done(unit: Unit, status: int, body: bytes) -> None:
+            _record(unit, status, body, report)
+            elapsed = time.perf_counter() - started
+            bar.update(task, advance=unit.count, rate=report.resources / elapsed if elapsed else 0.0)
+
+        try:
+            for phase in phases:
+                if pool is None:
+                    assert post is not None, "run_import needs a poster or a pool"
+                    for unit in phase:
+                        done(unit, *post(unit.body))
+                else:
+                    _run_phase(pool, phase, post, max(jobs, 1), done)
+        finally:
+            if owned and pool is not None:
+                pool.shutdown()
     report.seconds = time.perf_counter() - started
     return report
 
 
-def _send(unit: Unit, post: Poster, report: ImportReport) -> None:
-    status, body = post(unit.body)
+def _run_phase(
+    pool: Executor, phase: list[Unit], post: Poster | None, jobs: int, done: Callable[[Unit, int, bytes], None]
+) -> None:
+    """At most ``2 * jobs`` units in flight (each holds its Bundle in memory), results as they come."""
+    send = post if post is not None else _post_in_worker
+    waiting = iter(phase)
+    in_flight: dict[Future[tuple[int, bytes]], Unit] = {}
+    while True:
+        while len(in_flight) < 2 * jobs and (unit := next(waiting, None)) is not None:
+            in_flight[pool.submit(send, unit.body)] = unit
+        if not in_flight:
+            return
+        finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+        for future in finished:
+            unit = in_flight.pop(future)
+            try:
+                status, body = future.result()
+            except Exception as exc:  # a crashed worker fails its unit, not the import
+                status, body = 599, orjson.dumps({"issue": [{"diagnostics": f"import worker failed: {exc!r}"}]})
+            done(unit, status, body)
+
+
+_worker_post: Poster | None = None
+
+
+def _start_embedded_worker() -> None:
+    global _worker_post
+    _worker_post = embedded_poster()
+
+
+def _post_in_worker(body: bytes) -> tuple[int, bytes]:
+    assert _worker_post is not None, "the worker's initializer did not run"
+    return _worker_post(body)
+
+
+def embedded_pool(jobs: int) -> Executor:
+    """Worker processes that each post through the bundle handler in-process (settings from the
+    environment, which they inherit). SQLite serialises their commits; everything before a
+    commit (parsing, validation, references, search extraction) runs on every core."""
+    import multiprocessing
+
+    return ProcessPoolExecutor(
+        jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_start_embedded_worker
+    )
+
+
+def _record(unit: Unit, status: int, body: bytes, report: ImportReport) -> None:
     report.bundles += 1
     if status != 200:
         report.failed_resources += unit.count

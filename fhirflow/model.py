@@ -31,6 +31,9 @@ class FhirRequest:
     source_ip: str = ""
     principal: object | None = None
     """Who is calling, as the Authenticator found it (None when authorization is off)."""
+    parsed_body: Any = None
+    """``body`` already parsed as JSON, when the caller has it (a bundle entry's resource): equal
+    to ``body``, read-only; None means "parse ``body``"."""
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name)
@@ -64,6 +67,9 @@ class FhirResponse:
     """A resource to render as the body (subject to ``_summary``, ``_elements`` and ``Prefer``)."""
     raw_json: bytes | None = None
     """The same resource already serialised (the stored form); rendered as-is when nothing asks to reshape it."""
+    parsed: dict[str, Any] | None = None
+    """``raw_json`` already parsed, when the use case has it (equal to it, read-only): spares a
+    bundle parsing each entry's answer again."""
     binary: bytes | None = None
     """A non-FHIR body (Binary content), sent with ``content_type``."""
     content_type: str | None = None
@@ -76,6 +82,8 @@ class FhirResponse:
     def body_resource(self) -> dict[str, Any] | None:
         if self.resource is not None:
             return self.resource
+        if self.parsed is not None:
+            return self.parsed
         if self.raw_json is not None:
             from fhirflow.jsonio import loads
 

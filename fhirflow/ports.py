@@ -7,7 +7,7 @@ contract tests. Domain code receives adapters; it never chooses one.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 if TYPE_CHECKING:
@@ -38,6 +38,9 @@ class ResourceVersion:
     created: bool = False
     """This version brought the resource into existence: a create, or an update of a deleted
     resource (http.html#update answers 201 for it, and history and events say "create")."""
+    resource: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+    """``body`` already parsed, when the writer has it at hand (the embedded index then need
+    not parse it again). Equal to ``body``'s JSON and never mutated; None means "parse body"."""
 
     @property
     def operation(self) -> Operation:
@@ -57,6 +60,21 @@ class Change:
     new: ResourceVersion
     expected_version: int | None
     request_id: str = ""
+    claim: Claim | None = None
+    """A uniqueness key this change's resource takes (conditional create and update-as-create)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A uniqueness claim on conditional criteria (http.html#ccreate), committed with its change.
+
+    ``key`` is the SHA-256 of the normalised criteria (:mod:`fhirflow.conditional`); the change's
+    resource becomes its owner in the same atomic commit. ``replaces`` None: the key must be free;
+    an id: the key must still name that owner, whom the writer found deleted or no longer matching
+    (a compare-and-set, so that of two writers replacing one stale owner only one wins)."""
+
+    key: str
+    replaces: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +110,15 @@ class VersionConflict(Exception):
         self.current_version = current_version
 
 
+class ClaimTaken(VersionConflict):
+    """A change's :class:`Claim` did not hold: the key has another owner (``owner``, None when it
+    is held by a transaction that has not decided yet). Someone else's conditional write won."""
+
+    def __init__(self, index: int, owner: str | None) -> None:
+        super().__init__(index, None)
+        self.owner = owner
+
+
 class ResourceStore(Protocol):
     """The system of record: versions of resources, per tenant (DESIGN.md §3)."""
 
@@ -104,7 +131,13 @@ class ResourceStore(Protocol):
         ...
 
     def commit(self, changes: Sequence[Change]) -> None:
-        """Write all changes atomically or none (raises VersionConflict naming the first failing one)."""
+        """Write all changes atomically or none (raises VersionConflict naming the first failing one,
+        ClaimTaken when a change's claim did not hold)."""
+        ...
+
+    def claim_owner(self, tenant: str, type_: str, key: str) -> str | None:
+        """The id of the resource holding a uniqueness key (http.html#ccreate), or None. The owner
+        may since have been deleted or changed: the caller checks it still matches."""
         ...
 
     def history(self, query: HistoryQuery) -> HistoryPage:
@@ -215,12 +248,30 @@ class BlobStore(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class IndexWrite:
+    """One version for the search index, as :meth:`SearchIndex.apply` takes it."""
+
+    tenant: str
+    type: str
+    id: str
+    version: int
+    last_updated: int
+    resource: dict[str, Any] | None
+    """None: the resource was deleted at ``version``."""
+
+
+class IndexWriteSkipped(Exception):
+    """A write of a batch that was not attempted because an earlier one failed; it comes again
+    with the retried batch."""
+
+
 class SearchIndex(Protocol):
     """The search side's copy of each resource's current version (DESIGN.md §4).
 
     Writes are idempotent and ordered by version, so the stream consumer may replay and reorder:
-    an older version never overwrites a newer one. The query side (http.html#search) arrives with
-    the search service and extends the adapters.
+    an older version never overwrites a newer one. The query side (http.html#search) is the
+    search service's ``SearchEngine`` port (:mod:`fhirflow.search_ports`).
     """
 
     def apply(
@@ -233,6 +284,31 @@ class SearchIndex(Protocol):
     def indexed_version(self, tenant: str, type_: str, id_: str) -> int | None:
         """The version the index holds for the resource (deleted or not), or None."""
         ...
+
+    def apply_batch(self, writes: Sequence[IndexWrite]) -> list[bool | Exception]:
+        """Each write as :meth:`apply` would make it, in order, in as few round trips as the
+        backend allows (one bulk request on OpenSearch). One result per write: True (indexed),
+        False (an equal or newer version was there, nothing changed) or the exception that failed
+        it. A failed write never undoes the others; an adapter may stop at the first failure and
+        answer :class:`IndexWriteSkipped` for the writes after it."""
+        ...
+
+
+def apply_each(index: SearchIndex, writes: Sequence[IndexWrite]) -> list[bool | Exception]:
+    """``apply_batch`` for a backend without a bulk call: each write through ``index.apply``, in
+    order, stopping at the first failure (the rest are :class:`IndexWriteSkipped`)."""
+    results: list[bool | Exception] = []
+    for write in writes:
+        if results and isinstance(results[-1], Exception):
+            results.append(IndexWriteSkipped())
+            continue
+        try:
+            results.append(
+                index.apply(write.tenant, write.type, write.id, write.version, write.last_updated, write.resource)
+            )
+        except Exception as exc:  # reported per write, as the port says
+            results.append(exc)
+    return results
 
 
 class EventPublisher(Protocol):

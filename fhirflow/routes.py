@@ -33,7 +33,11 @@ ROUTES: tuple[Route, ...] = (
     # The status of a batch/transaction sent with ``Prefer: respond-async`` (async.html).
     Route("GET", "/_async/{job}", "bundle", "async-status"),
     Route("GET", "/_history", "crud", "history-system"),
-    Route("POST", "/{type}", "crud", "create"),
+    Route("POST", "/{type}", "crud", "create"),  # with If-None-Exist: conditional create (http.html#ccreate)
+    # Conditional update, delete and patch: the resource is found by the query (http.html#cond-update).
+    Route("PUT", "/{type}", "crud", "conditional-update"),
+    Route("DELETE", "/{type}", "crud", "conditional-delete"),
+    Route("PATCH", "/{type}", "crud", "conditional-patch"),
     Route("GET", "/{type}/_history", "crud", "history-type"),
     Route("GET", "/{type}/{id}", "crud", "read"),
     Route("PUT", "/{type}/{id}", "crud", "update"),
@@ -49,6 +53,23 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/{type}/_search", "search", "search-type"),
     Route("GET", "/{type}/{id}/{compartment_type}", "search", "search-compartment"),
     Route("POST", "/{type}/{id}/{compartment_type}/_search", "search", "search-compartment"),
+    # Bulk data export (https://hl7.org/fhir/uv/bulkdata/STU2/export.html): kick-off at the system,
+    # Patient (``/Patient/$export``) and Group (``/Group/{id}/$export``) level, each also as POST with
+    # a Parameters body; then the job's status, its cancellation and its files.
+    Route("GET", "/$export", "export", "export"),
+    Route("POST", "/$export", "export", "export"),
+    Route("GET", "/{type}/$export", "export", "export-patient"),
+    Route("POST", "/{type}/$export", "export", "export-patient"),
+    Route("GET", "/{type}/{id}/$export", "export", "export-group"),
+    Route("POST", "/{type}/{id}/$export", "export", "export-group"),
+    Route("GET", "/_export/{job}", "export", "export-status"),
+    Route("DELETE", "/_export/{job}", "export", "export-cancel"),
+    Route("GET", "/_export/{job}/{file}", "export", "export-file"),
+    # Reindexing (DESIGN.md §4): runtime SearchParameters become searchable on older data once a
+    # background job has recomputed its search rows; the status URL answers 202 until it is done.
+    Route("POST", "/$reindex", "search", "reindex"),
+    Route("POST", "/{type}/$reindex", "search", "reindex"),
+    Route("GET", "/_reindex/{job}", "search", "reindex-status"),
 )
 
 TENANT_PREFIX = "/tenant/{tenant}"
@@ -83,17 +104,26 @@ class RouteTable:
             candidates.sort(key=lambda r: tuple(0 if _is_param(s) else -1 for s in r.segments))
         return table
 
+    @cached_property
+    def _compiled(self) -> dict[int, list[tuple[Route, tuple[str, ...], tuple[str | None, ...]]]]:
+        """Per path length: each route with its segments and, per segment, the parameter name
+        (None for a literal), worked out once: a bundle matches a route for every entry."""
+        return {
+            length: [(r, r.segments, tuple(s[1:-1] if _is_param(s) else None for s in r.segments)) for r in routes]
+            for length, routes in self._by_length.items()
+        }
+
     def match(self, method: str, path: str) -> tuple[Route, dict[str, str]]:
         segments = [s for s in path.split("/") if s]
         path_matched = False
         best_pattern: tuple[str, ...] | None = None
-        for route in self._by_length.get(len(segments), ()):
-            params = _bind(route.segments, segments)
+        for route, pattern, names in self._compiled.get(len(segments), ()):
+            params = _bind(pattern, names, segments)
             if params is None:
                 continue
-            if best_pattern is not None and route.segments != best_pattern:
+            if best_pattern is not None and pattern != best_pattern:
                 break  # a more specific pattern matched the path already; only its methods count
-            best_pattern = route.segments
+            best_pattern = pattern
             path_matched = True
             if route.method == method:
                 return route, params
@@ -105,11 +135,11 @@ class RouteTable:
         return tuple(r for r in self.routes if r.service == service)
 
 
-def _bind(pattern: tuple[str, ...], segments: list[str]) -> dict[str, str] | None:
+def _bind(pattern: tuple[str, ...], names: tuple[str | None, ...], segments: list[str]) -> dict[str, str] | None:
     params: dict[str, str] = {}
-    for expected, actual in zip(pattern, segments, strict=True):
-        if _is_param(expected):
-            params[expected[1:-1]] = actual
+    for expected, name, actual in zip(pattern, names, segments, strict=True):
+        if name is not None:
+            params[name] = actual
         elif expected != actual:
             return None
     return params

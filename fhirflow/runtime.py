@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fhirflow.ports import (
     AccessPolicy,
@@ -25,9 +25,11 @@ from fhirflow.ports import (
 from fhirflow.settings import Settings
 
 if TYPE_CHECKING:
+    from fhirflow.adapters.opensearch.search import OpenSearchSearchIndex
     from fhirflow.adapters.sqlite.database import SqliteDatabase
     from fhirflow.authz.audit import AuditSink
     from fhirflow.cursor import CursorSigner
+    from fhirflow.reindex_ports import SearchParamCatalog
 
 
 @dataclass
@@ -94,6 +96,7 @@ def build_store(settings: Settings) -> ResourceStore:
             from fhirflow.local.worker import outbox_drainer
 
             drainer = outbox_drainer(settings)
+            store.before_transaction = drainer.prepare
             store.in_transaction = drainer.drain_joined
             store.after_commit = drainer.after_commit
         return store
@@ -127,15 +130,46 @@ def build_blobs(settings: Settings) -> BlobStore:
         return _blob_stores[key]
 
 
-def build_index(settings: Settings) -> SearchIndex:
+def build_index(settings: Settings, *, client: Any | None = None) -> SearchIndex:
+    """The index index-sync writes. ``client`` replaces the OpenSearch client built from the
+    settings (tests); the OpenSearch index creates itself with its mapping on the first write."""
     if settings.search_index == "sqlite":
         from fhirflow.adapters.sqlite.index import SqliteSearchIndex
 
-        return SqliteSearchIndex(sqlite_database(settings))
+        return SqliteSearchIndex(sqlite_database(settings), bodies_from_store=settings.store == "sqlite")
+    if settings.search_index == "opensearch":
+        return opensearch_index(settings, client=client, create_missing=True)
     raise ValueError(
-        f"Unknown search index '{settings.search_index}' (FHIRFLOW_SEARCH_INDEX); expected 'sqlite' "
-        "(the OpenSearch adapter comes with the search service)"
+        f"Unknown search index '{settings.search_index}' (FHIRFLOW_SEARCH_INDEX); expected 'sqlite' or 'opensearch'"
     )
+
+
+def opensearch_index(
+    settings: Settings, *, client: Any | None = None, create_missing: bool = False
+) -> OpenSearchSearchIndex:
+    """An ``OpenSearchSearchIndex`` for the settings' endpoint and index; its client (opensearch-py,
+    SigV4-signed by default) is built on first use unless ``client`` is given."""
+    from fhirflow.adapters.opensearch.client import client_factory
+    from fhirflow.adapters.opensearch.search import OpenSearchSearchIndex
+
+    factory = None if client is not None else client_factory(settings)
+    return OpenSearchSearchIndex(
+        client=client,
+        client_factory=factory,
+        index=settings.opensearch_index,
+        base_url=settings.base_url,
+        create_missing=create_missing,
+    )
+
+
+def search_param_catalog(settings: Settings) -> SearchParamCatalog | None:
+    """The tenants' runtime search parameters (SearchParameter resources), kept next to the index;
+    None where the index has no catalog yet (OpenSearch: the official parameters only)."""
+    if settings.search_index != "sqlite":
+        return None
+    from fhirflow.adapters.sqlite.searchparams import catalog_for
+
+    return catalog_for(sqlite_database(settings))
 
 
 def build_events(settings: Settings) -> EventPublisher:

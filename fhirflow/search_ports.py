@@ -118,3 +118,17 @@ class SearchEngine(Protocol):
         """``_include``/``_revinclude`` (``:iterate`` up to ``max_depth`` rounds) of a page of
         matches: the resources they add, without duplicates and without the matches."""
         ...
+
+
+class ResourceMatcher(Protocol):
+    """Whether one given resource matches search criteria, without the index (DESIGN.md §3).
+
+    A conditional create checks with it that the owner of a uniqueness key still matches its
+    criteria. The search index cannot answer that where it is eventually consistent (DynamoDB's
+    stream feeds it): a resource created a moment ago may not be indexed yet, and a "no" from a
+    lagging index would let a second create through."""
+
+    def matches(self, scope: SearchScope, query: Query, resource: dict[str, Any], *, last_updated: int) -> bool | None:
+        """True or False; None when ``query`` needs other resources (chains, ``_has``) to decide.
+        ``last_updated`` (ms) is the resource's, for ``_lastUpdated``."""
+        ...

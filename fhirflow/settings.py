@@ -69,7 +69,15 @@ class Settings:
     blob_bucket: str | None = None
     """S3 bucket for blobs; unset: files under ``data_dir/blobs``."""
     search_index: str = "sqlite"
-    """Where index-sync writes: ``sqlite`` (embedded); OpenSearch comes with the search service."""
+    """Where index-sync writes and the search service reads: ``sqlite`` (embedded) or ``opensearch``."""
+    opensearch_url: str | None = None
+    """The OpenSearch endpoint (``https://search-….es.amazonaws.com``) when ``search_index`` is ``opensearch``."""
+    opensearch_index: str = "fhirflow-resources"
+    """The index (or alias) every tenant's documents share (fhirflow.adapters.opensearch.mappings)."""
+    opensearch_auth: str = "sigv4"
+    """``sigv4`` (requests signed with the AWS credentials) or ``none`` (a development cluster)."""
+    opensearch_service: str = "es"
+    """The SigV4 service name: ``es`` (a managed domain) or ``aoss`` (a serverless collection)."""
     events: str = "local"
     """``local`` (an event log in the SQLite database) or ``eventbridge``."""
     event_bus: str = "default"
@@ -91,6 +99,15 @@ class Settings:
     """Trust the embedded mode's development issuer (a key pair in the data dir); refused in AWS."""
     audit: str = "log"
     """``off``, ``log`` (fhirflow.audit logger), ``file`` (data_dir/audit.jsonl) or ``auditevent``."""
+    export_queue_url: str | None = None
+    """The SQS queue that carries bulk export work to the export workers; unset: a queue table in the
+    embedded database, drained by the local worker loop."""
+    export_bucket: str | None = None
+    """S3 bucket for bulk export files; unset: the blob store (files under ``data_dir/blobs``)."""
+    export_file_resources: int = 10_000
+    """Resources per bulk export NDJSON file (a type with more gets several files)."""
+    export_url_seconds: int = 3600
+    """How long the presigned S3 URLs of an export manifest stay valid (AWS)."""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -119,6 +136,10 @@ class Settings:
             blob_threshold_bytes=_int("FHIRFLOW_BLOB_THRESHOLD_BYTES", 64 * 1024),
             blob_bucket=os.environ.get("FHIRFLOW_BLOB_BUCKET") or None,
             search_index=os.environ.get("FHIRFLOW_SEARCH_INDEX", "sqlite"),
+            opensearch_url=os.environ.get("FHIRFLOW_OPENSEARCH_URL") or None,
+            opensearch_index=os.environ.get("FHIRFLOW_OPENSEARCH_INDEX", "fhirflow-resources"),
+            opensearch_auth=os.environ.get("FHIRFLOW_OPENSEARCH_AUTH", "sigv4"),
+            opensearch_service=os.environ.get("FHIRFLOW_OPENSEARCH_SERVICE", "es"),
             events=os.environ.get("FHIRFLOW_EVENTS", "local"),
             event_bus=os.environ.get("FHIRFLOW_EVENT_BUS", "default"),
             index_on_write=_flag("FHIRFLOW_INDEX_ON_WRITE", True),
@@ -130,6 +151,10 @@ class Settings:
             auth_config=os.environ.get("FHIRFLOW_AUTH_CONFIG") or None,
             auth_dev_issuer=_flag("FHIRFLOW_AUTH_DEV_ISSUER", False),
             audit=os.environ.get("FHIRFLOW_AUDIT", "log"),
+            export_queue_url=os.environ.get("FHIRFLOW_EXPORT_QUEUE_URL") or None,
+            export_bucket=os.environ.get("FHIRFLOW_EXPORT_BUCKET") or None,
+            export_file_resources=_int("FHIRFLOW_EXPORT_FILE_RESOURCES", 10_000),
+            export_url_seconds=_int("FHIRFLOW_EXPORT_URL_SECONDS", 3600),
         )
 
     @property

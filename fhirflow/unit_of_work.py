@@ -11,7 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from fhirflow.ports import Change, HistoryPage, HistoryQuery, ResourceStore, ResourceVersion, VersionConflict
+from fhirflow.ports import (
+    Change,
+    ClaimTaken,
+    HistoryPage,
+    HistoryQuery,
+    ResourceStore,
+    ResourceVersion,
+    VersionConflict,
+)
 
 
 class UnitOfWork:
@@ -19,6 +27,7 @@ class UnitOfWork:
         self.store = store
         self.changes: list[Change] = []
         self._latest: dict[tuple[str, str, str], ResourceVersion] = {}
+        self._claims: dict[tuple[str, str, str], str] = {}
 
     def current(self, tenant: str, type_: str, id_: str) -> ResourceVersion | None:
         key = (tenant, type_, id_)
@@ -32,17 +41,27 @@ class UnitOfWork:
             return latest
         return self.store.version(tenant, type_, id_, version)
 
+    def claim_owner(self, tenant: str, type_: str, key: str) -> str | None:
+        claimed = self._claims.get((tenant, type_, key))
+        return claimed if claimed is not None else self.store.claim_owner(tenant, type_, key)
+
     def commit(self, changes: Sequence[Change]) -> None:
-        """Buffer changes; the expected-version check runs now against the transaction's own view."""
+        """Buffer changes; the expected-version check runs now against the transaction's own view
+        (and so does a claim: one transaction cannot take one uniqueness key twice)."""
         for index, change in enumerate(changes):
             new = change.new
             head = self.current(new.tenant, new.type, new.id)
             current = head.version if head else None
             if current != change.expected_version:
                 raise VersionConflict(index, current)
+            claimed = self._claims.get((new.tenant, new.type, change.claim.key)) if change.claim else None
+            if claimed is not None:
+                raise ClaimTaken(index, claimed)
         for change in changes:
             self.changes.append(change)
             self._latest[(change.new.tenant, change.new.type, change.new.id)] = change.new
+            if change.claim is not None:
+                self._claims[(change.new.tenant, change.new.type, change.claim.key)] = change.new.id
 
     def history(self, query: HistoryQuery) -> HistoryPage:
         return self.store.history(query)
@@ -53,3 +72,4 @@ class UnitOfWork:
             self.store.commit(self.changes)
         self.changes = []
         self._latest = {}
+        self._claims = {}

@@ -14,15 +14,39 @@ from fhirflow_contracts.events import (
     ResourceChanged,
     change_event_id,
 )
+from fhirflow_contracts.export import (
+    ExportAdmission,
+    ExportCheckpoint,
+    ExportFile,
+    ExportIssue,
+    ExportJob,
+    ExportOwner,
+    StartExport,
+    TypeAccess,
+    TypeFilter,
+    instant_of,
+    ms_of,
+)
 
 __all__ = [
     "CONTRACTS",
     "EVENT_SOURCE",
     "ChangeOperation",
     "EventMetadata",
+    "ExportAdmission",
+    "ExportCheckpoint",
+    "ExportFile",
+    "ExportIssue",
+    "ExportJob",
+    "ExportOwner",
     "ResourceChanged",
+    "StartExport",
+    "TypeAccess",
+    "TypeFilter",
     "change_event_id",
+    "instant_of",
+    "ms_of",
 ]
 
-CONTRACTS = (ResourceChanged,)
+CONTRACTS = (ResourceChanged, StartExport, ExportJob)
 """Every published contract model (each has a committed JSON Schema snapshot)."""

@@ -15,6 +15,7 @@ mode), and optionally an AuditEvent resource per request in the store
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import uuid
@@ -107,14 +108,17 @@ class JsonLinesAuditSink:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
+        self._fd: int | None = None
 
     def record(self, request: FhirRequest | None, status: int, started: float) -> None:
         try:
             line = orjson.dumps(audit_record(request, status, started)) + b"\n"
             with self._lock:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                with self.path.open("ab") as handle:
-                    handle.write(line)
+                if self._fd is None:  # opened once: this runs for every request
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                    self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                # One write per line with O_APPEND: the lines of several server processes never mix.
+                os.write(self._fd, line)
         except Exception:
             logger.exception("audit record failed")
 

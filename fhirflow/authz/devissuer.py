@@ -43,25 +43,16 @@ class DevIssuer:
 
     def private_jwk(self) -> dict[str, Any]:
         """The signing key, created on first use (readable by its owner only)."""
-        if self.path.exists():
-            data: dict[str, Any] = json.loads(self.path.read_text(encoding="utf-8"))
-            return data
-        from joserfc.jwk import ECKey
+        from fhirflow.secretfile import read_or_create
 
-        key = ECKey.generate_key("P-256", auto_kid=True)
-        data = dict(key.as_dict(private=True))
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_suffix(f".{uuid.uuid4().hex}.tmp")
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            json.dump(data, handle)
-        try:
-            os.link(temporary, self.path)  # first writer wins when two processes race
-        except FileExistsError:
-            pass
-        finally:
-            temporary.unlink()
-        return self.private_jwk()
+        def generate() -> bytes:
+            from joserfc.jwk import ECKey
+
+            key = ECKey.generate_key("P-256", auto_kid=True)
+            return json.dumps(dict(key.as_dict(private=True))).encode()
+
+        data: dict[str, Any] = json.loads(read_or_create(self.path, generate))
+        return data
 
     def public_jwks(self) -> dict[str, Any]:
         private = self.private_jwk()

@@ -42,6 +42,9 @@ FREE_INTERACTIONS = frozenset({"capabilities", "smart-configuration", "transacti
 """No scope of their own: discovery is public, and bundle entries are authorized one by one
 (scopes-and-launch-context.html#batches-and-transactions)."""
 WRITE_PERMISSIONS = {"POST": "c", "PUT": "u", "PATCH": "u", "DELETE": "d"}
+ADMIN_INTERACTIONS = frozenset({"reindex"})
+"""Administrative operations: they act on the server's data as a whole, so only an unrestricted
+backend (``system/``) scope grants them; patient and user scopes never do."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +112,9 @@ class SmartPolicy:
         check_tenant(request, principal)
         if interaction in FREE_INTERACTIONS:
             return
+        if interaction in ADMIN_INTERACTIONS:
+            self._check_admin(principal, resource_type)
+            return
         permission = INTERACTION_PERMISSIONS.get(interaction)
         if permission is None:
             raise challenges.insufficient_scope(f"No SMART scope grants the '{interaction}' interaction")
@@ -117,6 +123,16 @@ class SmartPolicy:
             raise challenges.insufficient_scope()
         if interaction == "history-instance" and resource_type and not any(a.unrestricted for a in admissions):
             self._check_instance(request, principal, resource_type, request.resource_id)
+
+    @staticmethod
+    def _check_admin(principal: Principal, resource_type: str | None) -> None:
+        """Server administration (``$reindex``): a backend service's ``system/`` scope that may
+        update the type, or every type (``*``) when the action is not about one type."""
+        for scope in principal.scopes.grants("u", resource_type):
+            if scope.context == "system" and scope.resource_type in ("*", resource_type) and not scope.filters:
+                return
+        wanted = f"system/{resource_type or '*'}.u"
+        raise challenges.insufficient_scope(f"This administrative action needs a scope like {wanted} (or .write)")
 
     def _check_instance(self, request: FhirRequest, principal: Principal, resource_type: str, id_: str) -> None:
         """Instance history of a resource the token may not read: 404 like a missing one, not an empty page."""

@@ -9,8 +9,10 @@ The alternative to SMART scopes for deployments like FWoA's Cognito one. The rul
 
 Interactions are FHIR restful-interaction codes as the route table names them (``read``,
 ``vread``, ``update``, ``patch``, ``delete``, ``create``, ``history-instance``, ``history-type``,
-``history-system``, ``search-type``, ``search-system``). A request is allowed when one of the
-caller's groups allows the interaction on the type; bundle entries are checked one by one.
+``history-system``, ``search-type``, ``search-system``), and ``reindex`` for the administrative
+``$reindex`` (none of the default groups has it: name it in an admin group's rules). A request is
+allowed when one of the caller's groups allows the interaction on the type; bundle entries are
+checked one by one.
 There are no compartments in RBAC: a group that may read a type reads all of it.
 """
 

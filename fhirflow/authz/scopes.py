@@ -37,6 +37,9 @@ INTERACTION_PERMISSIONS: dict[str, str] = {
     "search-system": "s",
     "history-type": "s",
     "history-system": "s",
+    # Bulk data export (its kick-off, status, cancel and files): reading resources in bulk, the
+    # "rs" of backend services' ``system/*.rs``; each exported type also needs "r" on that type.
+    "export": "r",
 }
 
 

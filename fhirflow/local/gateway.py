@@ -9,12 +9,15 @@ of every request.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import importlib
 import logging
+import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
@@ -52,6 +55,11 @@ def default_handler(service: str) -> LambdaHandler:
     return handler
 
 
+WRITE_METHODS = frozenset(("POST", "PUT", "PATCH", "DELETE"))
+WRITE_THREADS = 8
+"""Writes in progress at once per server process (each on its own thread and SQLite connection)."""
+
+
 class LocalGateway:
     def __init__(
         self,
@@ -59,11 +67,14 @@ class LocalGateway:
         routes: RouteTable = ROUTE_TABLE,
         max_body_bytes: int = 16 * 1024 * 1024,
         load_handler: Callable[[str], LambdaHandler] = default_handler,
+        write_threads: int = WRITE_THREADS,
     ) -> None:
         self.routes = routes
         self.max_body_bytes = max_body_bytes
         self._load_handler = load_handler
         self._handlers: dict[str, LambdaHandler] = {}
+        self.write_threads = write_threads
+        self._writers: ThreadPoolExecutor | None = None
 
     def handler_for(self, service: str) -> LambdaHandler:
         handler = self._handlers.get(service)
@@ -79,7 +90,16 @@ class LocalGateway:
             return
         try:
             body = await self._read_body(scope, receive)
-            result = self.dispatch(scope, body)
+            if scope["method"] in WRITE_METHODS and self.write_threads > 0:
+                # Writes run on threads, so that those arriving together share a SQLite commit
+                # (fhirflow.adapters.sqlite.group_commit) and SQLite's work, which releases the
+                # GIL, overlaps with the next request's Python; reads are quick and stay here.
+                if self._writers is None:
+                    self._writers = ThreadPoolExecutor(self.write_threads, thread_name_prefix="fhirflow-write")
+                loop = asyncio.get_running_loop()
+                result = await loop.run_in_executor(self._writers, self.dispatch, scope, body)
+            else:
+                result = self.dispatch(scope, body)
         except FhirError as error:
             result = _error_result(error)
         except Exception:
@@ -207,3 +227,30 @@ async def _lifespan(receive: Receive, send: Send) -> None:
         elif message["type"] == "lifespan.shutdown":
             await send({"type": "lifespan.shutdown.complete"})
             return
+
+
+SERVICES = ("crud", "bundle", "search", "export")
+"""The services behind the route table, built before a server takes its first request."""
+
+
+def serving_gateway() -> LocalGateway:
+    """The ASGI app of one ``fhirflow serve`` process (uvicorn's factory with ``--workers``),
+    configured from the environment ``serve`` prepared, its handlers built up front so that the
+    first request does not pay for them. A worker process exits when its supervisor is gone."""
+    from fhirflow.settings import Settings
+
+    supervisor = os.environ.get("FHIRFLOW_SERVE_SUPERVISOR")
+    if supervisor and int(supervisor) != os.getpid():
+        import threading
+
+        from fhirflow.local.launcher import watch_parent
+
+        threading.Thread(target=watch_parent, args=(int(supervisor),), daemon=True).start()
+    threads = os.environ.get("FHIRFLOW_WRITE_THREADS", "")
+    gateway = LocalGateway(
+        max_body_bytes=Settings.from_env().max_body_bytes,
+        write_threads=int(threads) if threads.isdigit() else WRITE_THREADS,
+    )
+    for service in SERVICES:
+        gateway.handler_for(service)
+    return gateway

@@ -29,6 +29,8 @@ class LocalServer:
     port: int = field(default_factory=free_port)
     extra_args: tuple[str, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
+    workers: int = 1
+    """Server processes (``serve --workers``); one unless a test is about several."""
     process: subprocess.Popen[bytes] | None = None
     log_path: Path = field(init=False)
 
@@ -50,6 +52,8 @@ class LocalServer:
             str(self.data_dir),
             "--stop-with-parent",
             str(os.getpid()),
+            "--workers",
+            str(self.workers),
             *self.extra_args,
         ]
         # The server's output goes to a file, not a pipe: nobody reads a pipe while the server runs,

@@ -22,8 +22,10 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
+
+from fhirflow.ports import Change, CommittedChange
 
 if TYPE_CHECKING:
     from fhirflow.adapters.sqlite.outbox import SqliteOutbox
@@ -72,7 +74,19 @@ class OutboxDrainer:
         """Background upkeep between drains: checkpoint the WAL here, not in a request."""
         self.outbox.db.checkpoint()
 
-    def drain_joined(self) -> None:
+    def prepare(self, changes: Sequence[Change]) -> None:
+        """The store's before-transaction hook: build the changes' search rows now, outside the
+        write lock, so that the drain inside it only writes them (the embedded index's
+        ``prepare``; an index without one builds them in ``apply``)."""
+        prepare = getattr(self._sync.index, "prepare", None) if self._sync is not None else None
+        if prepare is None:
+            return
+        for change in changes:
+            new = change.new
+            if new.resource is not None and not new.deleted:
+                prepare(new.tenant, new.type, new.id, new.version, new.last_updated, new.resource)
+
+    def drain_joined(self, changes: Sequence[Change] = ()) -> None:
         """The store's in-transaction hook: deliver this write's changes before it commits.
 
         The writer holds SQLite's write lock, so no other drain can interleave and ``_lock`` is
@@ -85,8 +99,12 @@ class OutboxDrainer:
         conn = self.outbox.db.connection()
         conn.execute("SAVEPOINT outbox_drain")
         try:
+            known = {
+                (c.new.tenant, c.new.type, c.new.id, c.new.version): CommittedChange(c.new, c.request_id)
+                for c in changes
+            }
             while True:
-                entries = self.outbox.pending(_BATCH)
+                entries = self.outbox.pending(_BATCH, known=known)
                 if not entries:
                     break
                 report = self._sync.process([e.change for e in entries])

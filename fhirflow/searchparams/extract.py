@@ -8,9 +8,10 @@ expression through fhirpathpy: the reference the tests compare the compiled walk
 from __future__ import annotations
 
 import itertools
+import logging
 import re
 from dataclasses import dataclass
-from functools import cache
+from functools import lru_cache
 from typing import Any
 
 from fhirflow.searchparams import fhirpath
@@ -20,6 +21,7 @@ from fhirflow.searchparams.paths import walk
 from fhirflow.searchparams.registry import Component, Part, Registry, SearchParam, default_registry
 from fhirflow.searchparams.values import CompositeValue, IndexValue
 
+logger = logging.getLogger("fhirflow.searchparams")
 _TAGS = re.compile(r"<[^>]*>")
 _SPACES = re.compile(r"\s+")
 
@@ -130,15 +132,40 @@ class Extractor:
             param, convert = plan.plans[index].param, plan.plans[index].convert
             if codes is not None and param.code not in codes:
                 continue
-            if convert is None:
+            if param.custom:
+                values = self._custom(resource, param, convert, memo)
+            elif convert is None:
                 values = self._composite(resource, param, memo)
             else:
-                values = []
-                for part in param.parts:
-                    values.extend(convert(self.nodes(resource, part, resource), part.hint))
+                values = self._simple(resource, param, convert)
             if values:
                 out[param.code] = list(dict.fromkeys(values)) if len(values) > 1 else values
         return out
+
+    def _simple(self, resource: dict[str, Any], param: SearchParam, convert: Converter) -> list[IndexValue]:
+        values: list[IndexValue] = []
+        for part in param.parts:
+            values.extend(convert(self.nodes(resource, part, resource), part.hint))
+        return values
+
+    def _custom(
+        self,
+        resource: dict[str, Any],
+        param: SearchParam,
+        convert: Converter | None,
+        memo: dict[tuple[int, str], tuple[Any, list[IndexValue]]],
+    ) -> list[IndexValue]:
+        """A runtime SearchParameter's values. Its expression is user input that was only tried on
+        an empty resource: one that fails on some data gives that resource no values for it,
+        rather than failing the write's indexing (and every index write queued behind it)."""
+        try:
+            return self._composite(resource, param, memo) if convert is None else self._simple(resource, param, convert)
+        except Exception:
+            logger.warning(
+                "a custom search parameter failed on a resource; no values",
+                extra={"code": param.code, "type": resource.get("resourceType"), "id": resource.get("id")},
+            )
+            return []
 
     def _composite(
         self, resource: dict[str, Any], param: SearchParam, memo: dict[tuple[int, str], tuple[Any, list[IndexValue]]]
@@ -172,8 +199,10 @@ class Extractor:
         return found
 
 
-@cache
+@lru_cache(maxsize=256)
 def extractor_for(registry: Registry) -> Extractor:
+    """Per registry object: the official one, and each tenant's with its own parameters (a tenant's
+    registry is rebuilt when its parameters change, so the cache is bounded)."""
     return Extractor(registry)
 
 

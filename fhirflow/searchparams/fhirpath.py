@@ -77,3 +77,30 @@ def evaluate(node: Any, expression: str, *, resource: dict[str, Any], base: str 
     variables = {"resource": resource, "rootResource": resource}
     result = fhirpathpy.apply_parsed_path(root, parsed, variables, model, options)
     return [item for item in result if item is not None]
+
+
+def syntax_error(expression: str) -> str | None:
+    """Why ``expression`` is not valid FHIRPath (None: it parses). fhirpathpy's own ``parse``
+    recovers from syntax errors silently and may read only a prefix (``Patient name`` parses as
+    ``Patient``), so this runs its grammar with a listener that keeps the errors and checks that
+    the whole text was read."""
+    import importlib
+
+    grammar: Any = importlib.import_module("fhirpathpy.parser")  # the ANTLR grammar fhirpathpy ships
+    errors: list[str] = []
+
+    class _Collect(grammar.ErrorListener):  # type: ignore[misc]
+        def syntaxError(self, recognizer: Any, symbol: Any, line: int, column: int, msg: str, e: Any) -> None:  # noqa: N802
+            errors.append(f"column {column + 1}: {msg.split(' expecting ', maxsplit=1)[0][:120]}")
+
+    lexer = grammar.FHIRPathLexer(grammar.InputStream(expression))
+    lexer.removeErrorListeners()
+    lexer.addErrorListener(_Collect())
+    parser = grammar.FHIRPathParser(grammar.CommonTokenStream(lexer))
+    parser.removeErrorListeners()
+    parser.addErrorListener(_Collect())
+    parser.expression()
+    token = parser.getCurrentToken()
+    if not errors and token.type != grammar.Token.EOF:
+        errors.append(f"column {token.column + 1}: unexpected {token.text!r}")
+    return errors[0] if errors else None

@@ -137,8 +137,12 @@ class Registry:
         replaces the official definition). Invalid resources raise InvalidResource."""
         from fhirflow.searchparams.build import build_params  # compiler needs the FHIR model
 
+        return self.with_params(build_params(list(searchparameters), registry=self, custom=True))
+
+    def with_params(self, added: Iterable[SearchParam]) -> Registry:
+        """A new registry with ``added`` (already built) parameters, each under its base."""
         params = {rtype: dict(by_code) for rtype, by_code in self.params.items()}
-        for param in build_params(list(searchparameters), registry=self, custom=True):
+        for param in added:
             params.setdefault(param.base, {})[param.code] = param
         return Registry(self.resource_types, params, self.compartments, self.non_domain)
 

@@ -33,7 +33,7 @@ def build(app: App, *, code_dir: Path = DEFAULT_CODE_DIR, layer_dir: Path | None
     stack = FhirflowStack(
         app,
         str(context("fhirflow:stackName") or "fhirflow"),
-        description="fhirflow: FHIR R4 server (API Gateway, Lambda, DynamoDB, S3, EventBridge)",
+        description="fhirflow: FHIR R4 server (API Gateway, Lambda, DynamoDB, OpenSearch, S3, EventBridge)",
         env=_environment(),
         settings=settings_from_context(context("fhirflow:settings")),
         code_dir=stage_code(code_dir),

@@ -27,11 +27,16 @@ WIRED_BY_STACK = frozenset(
         "events",
         "event_bus",
         "search_index",
+        "opensearch_url",
+        "opensearch_auth",
+        "opensearch_service",
         "index_on_write",
         "cursor_secret",
         "aws_region",
         "transaction_state_machine",
         "transaction_async_state_machine",
+        "export_queue_url",
+        "export_bucket",
     }
 )
 """Settings the stack sets from the resources it creates; the deployer cannot override them."""
@@ -44,7 +49,7 @@ AUDIT_MODES_FOR_AWS = ("off", "log", "auditevent")
 """``file`` writes under the data directory, which in Lambda is a throwaway ``/tmp``."""
 
 LAMBDA_DATA_DIR = Path("/tmp/fhirflow")  # noqa: S108 - Lambda's only writable path; holds nothing durable
-"""Per-container scratch space (the embedded search index until OpenSearch exists, see stack.py)."""
+"""Per-container scratch space; it holds nothing durable (the search index is OpenSearch, see stack.py)."""
 
 
 def env_name(field_name: str) -> str:

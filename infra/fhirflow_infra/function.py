@@ -114,8 +114,8 @@ class FhirFunction(Construct):
         acknowledge(
             self.function,
             "HIPAA.Security-LambdaInsideVPC",
-            "The functions reach only AWS APIs (IAM-authorized, TLS) and the identity provider's JWKS on the "
-            "internet; there is no private resource to reach. The OpenSearch domain will bring a VPC.",
+            "The functions reach only AWS APIs (IAM-authorized, TLS), the IAM-only OpenSearch domain (SigV4, TLS) "
+            "and the identity provider's JWKS on the internet; there is no private resource to reach.",
         )
         if reserved_concurrency is None:
             acknowledge(

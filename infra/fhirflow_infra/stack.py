@@ -2,15 +2,14 @@
 
 Where later capabilities plug in (each is a construct of its own, like the ones here):
 
-- **search index** (OpenSearch): the search service's Lambda is here (its routes are in the route
-  table), but the services can only use the embedded index so far (``search_index="sqlite"``,
-  under the per-container ``/tmp``), so in AWS searches see only what that container indexed.
-  When the runtime accepts an OpenSearch index, a ``SearchIndex`` construct adds the domain (in a
-  VPC, encrypted with the data key, node-to-node TLS, logs to CloudWatch), puts index-sync and
-  search in the VPC, grants index-sync write and search read on the domain, and sets
-  ``search_index`` and the endpoint in the settings below.
-- **export** (``services/export``): the kick-off/status routes' function in :data:`API_SERVICES`, an
-  SQS work queue with a dead-letter queue, the worker function, ``buckets.exports.grant_read_write``.
+- **search index** (OpenSearch): the :class:`~fhirflow_infra.search.SearchDomain` construct, an
+  IAM-only domain encrypted with the data key; the settings point every function at it
+  (``search_index="opensearch"`` and its endpoint), and only index-sync (bulk writes) and the
+  functions that search (search; crud and bundle for conditional interactions, conditional
+  references and search entries; the export worker) are granted access to it.
+- **export** (``services/export``) is the :class:`~fhirflow_infra.export.BulkExport` construct: the
+  kick-off/status routes' function is in :data:`API_SERVICES`; the construct adds the SQS work queue
+  with its dead-letter queue, the worker function, and the grants on job items, queue and export bucket.
 - **subscriptions** (``services/subscriptions``): a rule on ``change_events.bus`` with
   ``change_events.pattern`` → SQS → matcher → SQS → rest-hook deliverer, each queue with a DLQ.
 
@@ -37,10 +36,12 @@ from fhirflow_infra.compliance import acknowledge
 from fhirflow_infra.encryption import DataKey
 from fhirflow_infra.environment import LAMBDA_DATA_DIR, check_deployable, lambda_environment
 from fhirflow_infra.events import ChangeEvents
+from fhirflow_infra.export import BulkExport
 from fhirflow_infra.function import API_TIMEOUT, ARCHITECTURE, RUNTIME, FhirFunction
 from fhirflow_infra.index_sync import IndexSync
 from fhirflow_infra.monitoring import Alarms
 from fhirflow_infra.packaging import ServicePackage, require_layer, service_packages
+from fhirflow_infra.search import SearchDomain
 from fhirflow_infra.storage import ObjectBuckets, ResourceTables
 from fhirflow_infra.transactions import Transactions
 
@@ -58,8 +59,13 @@ API_SERVICES: dict[str, ApiService] = {
     "crud": ApiService("fhirflow crud: the RESTful interactions, history, Binary, metadata", writes_resources=True),
     "bundle": ApiService("fhirflow bundle: batch and transaction", writes_resources=True),
     "search": ApiService("fhirflow search: type, system and compartment search", writes_resources=False),
+    # Writes export jobs, never resources: BulkExport grants the job items alone (fhirflow_infra.export).
+    "export": ApiService("fhirflow export: bulk data kick-off, status, cancel and files", writes_resources=False),
 }
 """The services behind the API; every service the route table names must be here."""
+
+SEARCHING_SERVICES = ("crud", "bundle", "search")
+"""API services that run searches on the index (conditional interactions and references too)."""
 
 
 class FhirflowStack(Stack):
@@ -84,6 +90,9 @@ class FhirflowStack(Stack):
         self.tables = ResourceTables(self, "Tables", key=self.data_key, removal_policy=removal_policy)
         self.buckets = ObjectBuckets(self, "Buckets", key=self.data_key, removal_policy=removal_policy)
         self.change_events = ChangeEvents(self, "ChangeEvents", key=self.data_key)
+        self.search = SearchDomain(
+            self, "Search", key=self.data_key, index=settings.opensearch_index, removal_policy=removal_policy
+        )
         self.cursor_key = self._cursor_key()
 
         self.settings = replace(
@@ -93,10 +102,12 @@ class FhirflowStack(Stack):
             dynamodb_table=self.tables.table.table_name,
             dynamodb_ledger_table=self.tables.ledger.table_name,
             blob_bucket=self.buckets.blobs.bucket_name,
+            export_bucket=self.buckets.exports.bucket_name,
             events="eventbridge",
             event_bus=self.change_events.bus.event_bus_name,
             index_on_write=False,
-            # search_index stays the embedded one: see "search index" in the module doc.
+            search_index="opensearch",
+            opensearch_url=self.search.endpoint_url,
             # Resolved by CloudFormation at deploy time into the KMS-encrypted environment.
             cursor_secret=self.cursor_key.secret_value.unsafe_unwrap(),
         )
@@ -134,6 +145,19 @@ class FhirflowStack(Stack):
             reserved_concurrency=reserved_concurrency,
         )
         self.transactions.grant_run(self.api_functions["bundle"])
+        self.export = BulkExport(
+            self,
+            "Export",
+            package=packages["export"],
+            api_function=self.api_functions["export"],
+            code=self.code,
+            layers=[self.layer],
+            environment=environment,
+            key=self.data_key,
+            tables=self.tables,
+            buckets=self.buckets,
+            reserved_concurrency=reserved_concurrency,
+        )
         self.index_sync = IndexSync(
             self,
             "IndexSync",
@@ -147,6 +171,12 @@ class FhirflowStack(Stack):
             bus=self.change_events.bus,
             reserved_concurrency=reserved_concurrency,
         )
+        self.search.grant_index_write(self.index_sync.handler)
+        # Everything that runs searches: search; crud and bundle (conditional interactions and
+        # references resolve by search; bundles run search entries); the export worker (it pages
+        # through each type by search).
+        for searcher in (*(self.api_functions[s] for s in SEARCHING_SERVICES), self.export.worker):
+            self.search.grant_search(searcher)
         self.api = FhirApi(
             self, "Api", functions={name: f.function for name, f in self.api_functions.items()}, key=self.data_key
         )
@@ -157,11 +187,13 @@ class FhirflowStack(Stack):
             functions={
                 **{name: f.function for name, f in self.api_functions.items()},
                 "index-sync": self.index_sync.function,
+                "export-worker": self.export.worker.function,
                 **{f"transaction-{name}": f.function for name, f in self.transactions.functions.items()},
             },
             stream_consumers={"index-sync": self.index_sync.function},
             dead_letter_queues={
                 "index-sync": self.index_sync.dead_letter_queue,
+                "export": self.export.dead_letter_queue,
                 "integration": self.change_events.integration_dlq,
             },
             api=self.api.rest_api,
@@ -217,8 +249,10 @@ class FhirflowStack(Stack):
             "BlobBucket": self.buckets.blobs.bucket_name,
             "ExportBucket": self.buckets.exports.bucket_name,
             "EventBus": self.change_events.bus.event_bus_name,
+            "SearchEndpoint": self.search.endpoint_url,
             "TransactionStateMachine": self.transactions.express.state_machine_arn,
             "IntegrationQueueUrl": self.change_events.integration_queue.queue_url,
+            "ExportQueueUrl": self.export.queue.queue_url,
             "AlarmTopic": self.alarms.topic.topic_arn,
         }
         for name, value in outputs.items():

@@ -12,6 +12,7 @@ from typing import Any
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_backup as backup
 from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
@@ -22,6 +23,20 @@ from fhirflow_infra.function import FhirFunction
 
 KMS_GRANT_ACTIONS = ("kms:GenerateDataKey*", "kms:ReEncrypt*")
 """What ``grant_encrypt_decrypt`` on the data key adds to the data grants of encrypted tables and buckets."""
+RESOURCE_READ_ACTIONS = ("dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query")
+"""What the resource store reads with (heads, versions, the history GSIs). Never Scan: no operation
+may scan the table (DESIGN.md §3), so no role can, unlike CDK's ``grant_read_data``."""
+RESOURCE_WRITE_ACTIONS = (
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+    "dynamodb:DeleteItem",
+    "dynamodb:ConditionCheckItem",
+    "dynamodb:BatchWriteItem",
+)
+"""What commits write with: TransactWriteItems is authorized as the Put/Update/Delete/ConditionCheck
+actions it holds; BatchWriteItem removes a failed transaction's staged versions."""
+LEDGER_ACTIONS = ("dynamodb:BatchGetItem", "dynamodb:BatchWriteItem")
+"""index-sync's event ledger (fhirflow.adapters.aws.dynamodb_ledger): batch reads and writes only."""
 S3_READ_ACTIONS = ("s3:GetBucket*", "s3:GetObject*", "s3:List*")
 S3_WRITE_ACTIONS = ("s3:Abort*", "s3:DeleteObject*")
 EXPORT_RETENTION = Duration.days(7)
@@ -116,6 +131,7 @@ class ResourceTables(Construct):
 
     def __init__(self, scope: Construct, construct_id: str, *, key: kms.IKey, removal_policy: RemovalPolicy) -> None:
         super().__init__(scope, construct_id)
+        self.key = key
         # The names passed to the schema functions are placeholders: CloudFormation names the tables.
         self.table = table_from_schema(
             self, "Resources", schema.resource_table("fhirflow"), key=key, removal_policy=removal_policy
@@ -138,30 +154,47 @@ class ResourceTables(Construct):
 
     def grant_resources_read_write(self, function: FhirFunction) -> None:
         """Heads, versions and the history GSIs (the resource store's access)."""
-        self.table.grant_read_write_data(function.function)
+        self._grant(self.table, function, RESOURCE_READ_ACTIONS + RESOURCE_WRITE_ACTIONS, indexes=True, write=True)
         acknowledge_grant_wildcards(
             function.role,
             actions=KMS_GRANT_ACTIONS,
             resources=[f"{arn_reference(self.table)}/index/*"],
-            reason="grant_read_write_data on the resource table: its history GSIs, and its KMS key for the data.",
+            reason="The resource table's data actions on it and its history GSIs, and its KMS key for the data.",
         )
 
     def grant_resources_read(self, function: FhirFunction) -> None:
-        self.table.grant_read_data(function.function)
+        self._grant(self.table, function, RESOURCE_READ_ACTIONS, indexes=True, write=False)
         acknowledge_grant_wildcards(
             function.role,
             resources=[f"{arn_reference(self.table)}/index/*"],
-            reason="grant_read_data on the resource table includes its history GSIs (and nothing else under it).",
+            reason="Reads of the resource table include its history GSIs (and nothing else under it).",
         )
 
     def grant_ledger_read_write(self, function: FhirFunction) -> None:
-        self.ledger.grant_read_write_data(function.function)
+        self._grant(self.ledger, function, LEDGER_ACTIONS, indexes=False, write=True)
         acknowledge_grant_wildcards(
             function.role,
             actions=KMS_GRANT_ACTIONS,
-            reason="grant_read_write_data on the ledger: the KMS actions that encrypt and decrypt its items, on the "
-            "data key.",
+            reason="The ledger's items are encrypted with the data key: the KMS actions that encrypt and decrypt "
+            "them, on that key.",
         )
+
+    def _grant(
+        self,
+        table: dynamodb.Table,
+        function: FhirFunction,
+        actions: tuple[str, ...],
+        *,
+        indexes: bool,
+        write: bool,
+    ) -> None:
+        """The named actions on ``table`` (and its GSIs), and the data key as the table uses it."""
+        resources = [table.table_arn, f"{table.table_arn}/index/*"] if indexes else [table.table_arn]
+        iam.Grant.add_to_principal(grantee=function.function, actions=list(actions), resource_arns=resources)
+        if write:
+            self.key.grant_encrypt_decrypt(function.function)
+        else:
+            self.key.grant_decrypt(function.function)
 
 
 class TableBackups(Construct):

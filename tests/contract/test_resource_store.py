@@ -381,3 +381,71 @@ def test_a_failed_commit_leaves_no_blob_behind(backend: tuple[ResourceStore, InM
     with pytest.raises(VersionConflict):
         write(store, version(tenant, "Binary", "b", 1, 10, data="y" * (BLOB_THRESHOLD * 2)), None)
     assert blobs.blobs == {}
+
+
+# -- uniqueness claims (conditional create, http.html#ccreate) ------------------------------------------
+
+
+def test_a_claim_is_taken_with_its_change_and_only_once(store: ResourceStore, tenant: str) -> None:
+    from fhirflow.ports import Claim, ClaimTaken
+
+    key = "a" * 64
+    assert store.claim_owner(tenant, "Patient", key) is None
+    first = version(tenant, "Patient", "c1", 1, 0, method="POST")
+    store.commit([Change(first, None, "req", Claim(key))])
+    assert store.claim_owner(tenant, "Patient", key) == "c1"
+    assert store.claim_owner(tenant, "Observation", key) is None  # keys are per type...
+    assert store.claim_owner(f"{tenant}-other", "Patient", key) is None  # ... and per tenant
+
+    second = version(tenant, "Patient", "c2", 1, 10, method="POST")
+    with pytest.raises(ClaimTaken) as caught:
+        store.commit([Change(second, None, "req", Claim(key))])
+    assert caught.value.owner == "c1"
+    assert store.current(tenant, "Patient", "c2") is None  # the change went with its claim
+    assert store.history(HistoryQuery(tenant, "Patient")).versions == [first]
+
+
+def test_a_claim_replaces_a_stale_owner_only_by_compare_and_set(store: ResourceStore, tenant: str) -> None:
+    from fhirflow.ports import Claim, ClaimTaken
+
+    key = "b" * 64
+    store.commit([Change(version(tenant, "Patient", "old", 1, 0, method="POST"), None, "req", Claim(key))])
+    wrong = version(tenant, "Patient", "n1", 1, 10, method="POST")
+    with pytest.raises(ClaimTaken):
+        store.commit([Change(wrong, None, "req", Claim(key, replaces="someone-else"))])
+    assert store.current(tenant, "Patient", "n1") is None
+    replacing = version(tenant, "Patient", "n2", 1, 20, method="POST")
+    store.commit([Change(replacing, None, "req", Claim(key, replaces="old"))])
+    assert store.claim_owner(tenant, "Patient", key) == "n2"
+    late = version(tenant, "Patient", "n3", 1, 30, method="POST")
+    with pytest.raises(ClaimTaken) as caught:  # a second writer that also found "old" stale loses
+        store.commit([Change(late, None, "req", Claim(key, replaces="old"))])
+    assert caught.value.owner == "n2"
+
+
+def test_concurrent_claims_of_one_key_have_one_winner(store: ResourceStore, tenant: str) -> None:
+    from fhirflow.ports import Claim, ClaimTaken
+
+    key = "c" * 64
+    start = threading.Barrier(8)
+    won: list[str] = []
+    lost: list[str] = []
+
+    def claim(n: int) -> None:
+        start.wait()
+        try:
+            store.commit([Change(version(tenant, "Patient", f"r{n}", 1, n, method="POST"), None, "req", Claim(key))])
+        except ClaimTaken:
+            lost.append(f"r{n}")
+            return
+        won.append(f"r{n}")
+
+    threads = [threading.Thread(target=claim, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(won) == 1
+    assert len(lost) == 7
+    assert store.claim_owner(tenant, "Patient", key) == won[0]
+    assert [v.id for v in store.history(HistoryQuery(tenant, "Patient")).versions] == won

@@ -13,7 +13,10 @@ from tests.e2e.support import FHIR_JSON, SMALL_BODY_LIMIT
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
-    with LocalServer(data_dir=tmp_path_factory.mktemp("fhirflow")) as running:
+    """Two server processes on one data directory, as ``fhirflow serve`` runs on a multi-core
+    machine: every e2e test that uses it also checks that the processes agree (read-your-writes,
+    cursors, concurrency control across processes)."""
+    with LocalServer(data_dir=tmp_path_factory.mktemp("fhirflow"), workers=2) as running:
         yield running
 
 

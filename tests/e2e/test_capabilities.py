@@ -192,6 +192,34 @@ def test_claimed_patient_flags_hold(client: httpx.Client, statement: dict[str, A
         assert client.get(f"/Patient/{created['id']}/_history/1").json() == created
 
 
+def test_claimed_conditional_interactions_work(client: httpx.Client, statement: dict[str, Any]) -> None:
+    from fhirflow.capabilities import CONDITIONAL_PATCH_EXTENSION
+
+    entry = _patient_entry(statement)
+    value = unique("cond")
+    marker = {"identifier": f"urn:e2e:cap|{value}"}
+    body = patient(identifier=[{"system": "urn:e2e:cap", "value": value}], name=[{"family": "Cap"}])
+    if entry.get("conditionalCreate"):
+        headers = {"If-None-Exist": f"identifier={marker['identifier']}"}
+        first = client.post("/Patient", json=body, headers=headers)
+        assert first.status_code == 201
+        assert client.post("/Patient", json=body, headers=headers).json()["id"] == first.json()["id"]
+    if entry.get("conditionalUpdate"):
+        assert client.put("/Patient", params=marker, json={**body, "gender": "male"}).status_code in (200, 201)
+    patch_claimed = {"url": CONDITIONAL_PATCH_EXTENSION, "valueBoolean": True} in entry.get("extension", [])
+    if patch_claimed:
+        patched = client.patch(
+            "/Patient",
+            params=marker,
+            content=b'[{"op": "add", "path": "/active", "value": true}]',
+            headers={"Content-Type": JSON_PATCH},
+        )
+        assert patched.status_code == 200
+    if entry.get("conditionalDelete") in ("single", "multiple"):
+        assert client.delete("/Patient", params=marker).status_code in (200, 204)
+        assert client.get("/Patient", params=marker).json().get("entry", []) == []
+
+
 def test_each_claimed_patch_format_works(client: httpx.Client, statement: dict[str, Any]) -> None:
     documents = {
         "application/json-patch+json": b'[{"op": "replace", "path": "/gender", "value": "female"}]',

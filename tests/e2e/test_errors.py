@@ -232,8 +232,8 @@ def test_invalid_id_in_the_url(client: httpx.Client, bad_id: str) -> None:
     ("method", "path"),
     [
         ("POST", "/Patient/abc"),
-        ("PUT", "/Patient"),
-        ("PATCH", "/Patient"),
+        ("PUT", "/_history"),  # PUT/PATCH [type] are conditional update/patch; the literal _history wins
+        ("PATCH", "/_history"),
         ("DELETE", "/metadata"),
         ("POST", "/metadata"),
         ("PUT", "/Patient/abc/_history"),

@@ -90,6 +90,8 @@ def test_the_read_routes_are_all_covered() -> None:
     }
     searches = {"search-type", "search-system", "search-compartment"}  # test_search_sees_only_its_tenant
     jobs = {"async-status"}  # test_an_async_status_is_for_its_tenant_and_principal_only
+    jobs |= {"export", "export-patient", "export-group", "export-status", "export-file"}  # test_an_export_is_...
+    jobs |= {"reindex-status"}  # test_a_reindex_job_is_for_its_tenant_only
     assert readable <= {"read", "vread", "history-instance", "history-type", "history-system", *searches, *jobs}
 
 
@@ -113,6 +115,56 @@ def test_an_async_status_is_for_its_tenant_and_principal_only(http: httpx.Client
     assert http.get(f"/tenant/b/_async/{job}", headers=bearer(token_b)).status_code == 404
     someone_else = idp.realm("a").mint("system/*.cruds", sub="user-2")
     assert http.get(status, headers=bearer(someone_else)).status_code == 404  # same tenant, not the submitter
+    assert http.get(status).status_code == 401
+
+
+def test_a_reindex_job_is_for_its_tenant_only(http: httpx.Client, idp: AuthorizationServer) -> None:
+    token_a = idp.realm("a").mint("system/*.cruds")
+    accepted = http.post("/tenant/a/$reindex", headers=bearer(token_a))
+    assert accepted.status_code == 202, accepted.text
+    status = accepted.headers["Content-Location"].split(str(http.base_url).rstrip("/"), 1)[1]
+    assert status.startswith("/tenant/a/_reindex/")
+    assert http.get(status, headers=bearer(token_a)).status_code in (200, 202)
+    token_b = idp.realm("b").mint("system/*.cruds")
+    assert http.get(status, headers=bearer(token_b)).status_code == 403  # tenant a's path, tenant b's token
+    job = status.rsplit("/", 1)[1]
+    assert http.get(f"/tenant/b/_reindex/{job}", headers=bearer(token_b)).status_code == 404
+    assert http.post("/tenant/a/$reindex", headers=bearer(token_b)).status_code == 403
+    assert http.get(status).status_code == 401
+
+
+def test_an_export_is_for_its_tenant_and_principal_only(
+    http: httpx.Client, idp: AuthorizationServer, tenants: dict[str, Any]
+) -> None:
+    token_a = idp.realm("a").mint("system/*.rs")
+    accepted = http.get("/tenant/a/$export", headers={**bearer(token_a), "Prefer": "respond-async"})
+    assert accepted.status_code == 202, accepted.text
+    status = accepted.headers["Content-Location"].split(str(http.base_url).rstrip("/"), 1)[1]
+    assert status.startswith("/tenant/a/_export/")
+    for _ in range(600):  # a guard against hanging, not a timing assertion
+        reply = http.get(status, headers=bearer(token_a))
+        if reply.status_code != 202:
+            break
+        time.sleep(0.05)
+    assert reply.status_code == 200, reply.text
+    exported: set[tuple[str, str]] = set()
+    for entry in reply.json()["output"]:
+        path = entry["url"].split(str(http.base_url).rstrip("/"), 1)[1]
+        download = http.get(path, headers=bearer(token_a))
+        assert download.status_code == 200
+        exported |= {(r["resourceType"], r["id"]) for r in map(json.loads, download.text.splitlines())}
+    assert exported == tenants["a"]  # all of tenant a's, nothing of b's
+    first_file = reply.json()["output"][0]["url"].split(str(http.base_url).rstrip("/"), 1)[1]
+    token_b = idp.realm("b").mint("system/*.rs")
+    assert http.get(status, headers=bearer(token_b)).status_code == 403  # tenant a's path, tenant b's token
+    job = status.rsplit("/", 1)[1]
+    assert http.get(f"/tenant/b/_export/{job}", headers=bearer(token_b)).status_code == 404
+    file_name = first_file.rsplit("/", 1)[1]
+    assert http.get(f"/tenant/b/_export/{job}/{file_name}", headers=bearer(token_b)).status_code == 404
+    someone_else = idp.realm("a").mint("system/*.rs", sub="user-2")
+    assert http.get(status, headers=bearer(someone_else)).status_code == 404  # same tenant, not the requester
+    assert http.get(first_file, headers=bearer(someone_else)).status_code == 404
+    assert http.delete(status, headers=bearer(someone_else)).status_code == 404
     assert http.get(status).status_code == 401
 
 

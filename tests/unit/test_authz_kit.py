@@ -143,11 +143,17 @@ class InProcessClient:
 
         self.deps = deps
         self.apps: dict[str, Application] = {"crud": build_crud(deps), "bundle": build_bundle(deps)}
-        try:  # the search service is being built alongside; use it once it is there
-            from fhirflow_search.app import build_app as build_search
-        except ImportError:
-            return
+        from fhirflow_export.app import build_app as build_export
+        from fhirflow_search.app import build_app as build_search
+
         self.apps["search"] = build_search(deps)
+        self.apps["export"] = build_export(deps)
+
+    def drain_exports(self) -> int:
+        """Run the queued export work now, as the embedded worker loop would in the background."""
+        from fhirflow_export.local import export_drainer
+
+        return export_drainer(self.deps).drain()
 
     def request(
         self,
@@ -177,7 +183,10 @@ class InProcessClient:
         text = result.get("body") or ""
         if result.get("isBase64Encoded"):
             text = base64.b64decode(text).decode()
-        return Reply(result["statusCode"], dict(result.get("headers") or {}), json.loads(text) if text else None)
+        reply_headers = dict(result.get("headers") or {})
+        if "ndjson" in reply_headers.get("Content-Type", ""):  # a bulk export file: one resource per line
+            return Reply(result["statusCode"], reply_headers, [json.loads(line) for line in text.splitlines() if line])
+        return Reply(result["statusCode"], reply_headers, json.loads(text) if text else None)
 
     def get(self, path: str, token: str | None = None, **kwargs: Any) -> Reply:
         return self.request("GET", path, token=token, **kwargs)

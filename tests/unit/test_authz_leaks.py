@@ -1,7 +1,7 @@
 """Cross-patient leak test: with a patient-context token, no route returns a resource outside that
 patient's compartment — read, vread, instance/type/system history, batch and transaction GET
-entries. The oracle is the test's own list of which resources are the patient's (not the policy's
-compartment code). Search and export join when they exist.
+entries, search, and bulk export at every level. The oracle is the test's own list of which
+resources are the patient's (not the policy's compartment code).
 """
 
 from __future__ import annotations
@@ -126,6 +126,8 @@ def test_the_leak_test_covers_every_read_route() -> None:
     covered = {"read", "vread", "history-instance", "history-type", "history-system", "transaction"}
     covered |= {"async-status"}  # the respond-async batch below
     covered |= {"search-type", "search-system", "search-compartment"}  # the search test below
+    covered |= {"export", "export-patient", "export-group", "export-status", "export-file"}  # the export test below
+    covered |= {"reindex-status"}  # test_reindex_is_for_system_scopes_only below
     readable = {r.interaction for r in ROUTE_TABLE.routes if r.method == "GET"} - {
         "capabilities",
         "smart-configuration",
@@ -226,3 +228,64 @@ def test_search_never_returns_another_patients_resources(world: dict[str, Any]) 
             if "total" in reply.body:
                 matches = [e for e in reply.body.get("entry", []) if e.get("search", {}).get("mode") != "include"]
                 assert reply.body["total"] == len(matches), (token_name, path)  # exact: the filter is in the query
+
+
+def _exported(client: InProcessClient, token: str, path: str) -> tuple[Reply, list[Reply]]:
+    """Kick off an export, run it, and fetch its manifest and every file."""
+    accepted = client.get(path, token, headers={"prefer": "respond-async"})
+    assert accepted.status == 202, (path, accepted.body)
+    client.drain_exports()
+    manifest = client.get(accepted.headers["Content-Location"].split("fhir.test", 1)[1], token)
+    assert manifest.status == 200, (path, manifest.body)
+    files = [client.get(entry["url"].split("fhir.test", 1)[1], token) for entry in manifest.body["output"]]
+    assert all(f.status == 200 for f in files)
+    return manifest, files
+
+
+def test_export_never_holds_another_patients_resources(world: dict[str, Any]) -> None:
+    client: InProcessClient = world["client"]
+    patient = world["patient"]
+    them = next(id_ for rtype, id_ in world["all"] if rtype == "Patient" and id_ != patient)
+    admin = world["issuer"].token("system/*.cruds")
+    group = {
+        "resourceType": "Group",
+        "id": f"both-{patient}",
+        "type": "person",
+        "actual": True,
+        "member": [{"entity": {"reference": f"Patient/{patient}"}}, {"entity": {"reference": f"Patient/{them}"}}],
+    }
+    assert client.request("PUT", f"/Group/{group['id']}", token=admin, body=group).status in (200, 201)
+    mine = world["mine"] | {("Group", group["id"])}  # the Group lists the patient: it is in the compartment
+    for token_name, mint in TOKENS.items():
+        token = mint(world["issuer"], patient)
+        for path in ("/$export", "/Patient/$export", f"/Group/{group['id']}/$export"):
+            _, files = _exported(client, token, path)
+            found = {resource for f in files for resource in found_resources(f.body)}
+            assert found <= mine, (token_name, path, found - mine)
+            assert found >= world["mine"], (token_name, path, world["mine"] - found)  # and all of the record
+
+
+def test_reindex_is_for_system_scopes_only(world: dict[str, Any]) -> None:
+    """$reindex is an administrative action: no patient or user token may start one or read a job
+    (whose status holds counts, never resources), and a read-only system token may not either."""
+    client: InProcessClient = world["client"]
+    issuer = world["issuer"]
+    admin = issuer.token("system/*.cruds")
+    accepted = client.request("POST", "/$reindex", token=admin)
+    assert accepted.status == 202, accepted.body
+    status = accepted.headers["Content-Location"].split("fhir.test", 1)[1]
+    assert client.get(status, admin).status == 202
+    assert found_resources(client.get(status, admin).body) == []
+
+    refused = {
+        **{name: mint(issuer, world["patient"]) for name, mint in TOKENS.items()},
+        "system/*.rs": issuer.token("system/*.rs"),
+        "system/Patient.cruds": issuer.token("system/Patient.cruds"),  # one type: not a system-wide reindex
+        "granular system/*.u": issuer.token("system/*.u?_tag=x"),
+    }
+    for name, token in refused.items():
+        assert client.request("POST", "/$reindex", token=token).status == 403, name
+        assert client.get(status, token).status == 403, name
+    patient_level = client.request("POST", "/Patient/$reindex", token=issuer.token("system/Patient.u"))
+    assert patient_level.status == 202, patient_level.body
+    assert client.request("POST", "/Observation/$reindex", token=issuer.token("system/Patient.u")).status == 403

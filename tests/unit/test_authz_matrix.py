@@ -4,8 +4,8 @@ Every cell drives the real crud, bundle and search Applications with a real sign
 asserts the HTTP answer: 200/201/204 when allowed, 403 when no scope grants the interaction, 404
 when the resource is outside what the token may see (the configured default; never the data).
 The search cells check the decision (200/403); what a search returns is checked by the leak test
-(tests/unit/test_authz_leaks.py), and below, what the policy pushes into the query. Export is
-skipped until it exists.
+(tests/unit/test_authz_leaks.py), and below, what the policy pushes into the query. The export
+kick-off has a row per token too, with what its export holds.
 """
 
 from __future__ import annotations
@@ -208,9 +208,59 @@ def test_matrix(client: InProcessClient, issuer: TestIssuer, token_name: str, op
     assert OPERATIONS[operation](client, token, world) == expected[operation]
 
 
-@pytest.mark.skip(reason="$export is not built yet; it will use SmartPolicy.search_constraint per type")
-def test_matrix_export_kick_off() -> None:
-    raise AssertionError
+# Export kick-off (system level, _type=Observation) per token: 202 when a scope grants reading
+# Observations, 403 otherwise; and which of the world's Observations the finished export holds.
+EXPORTS: dict[str, tuple[int, tuple[str, ...]]] = {
+    "v1 patient/Observation.read": (202, ("lab_p1", "vital_p1")),
+    "v1 patient/*.write": (403, ()),
+    "v1 patient/*.*": (202, ("lab_p1", "vital_p1")),
+    "v1 user/*.* (fhirUser Patient)": (202, ("lab_p1", "vital_p1")),
+    "v2 patient/Observation.rs": (202, ("lab_p1", "vital_p1")),
+    "v2 patient/Observation.r": (202, ("lab_p1", "vital_p1")),
+    "v2 patient/Observation.s": (403, ()),
+    "v2 patient/Observation.cud": (403, ()),
+    "v2 patient/*.cruds": (202, ("lab_p1", "vital_p1")),
+    "v2 split scopes .r + .s": (202, ("lab_p1", "vital_p1")),
+    "v2 granular rs lab": (202, ("lab_p1",)),
+    "v2 granular cruds lab": (202, ("lab_p1",)),
+    "v2 user/*.cruds (fhirUser Patient)": (202, ("lab_p1", "vital_p1")),
+    "v2 user/*.cruds (fhirUser Practitioner, admin type)": (202, ("lab_p1", "vital_p1", "lab_p2")),
+    "v2 system/*.rs": (202, ("lab_p1", "vital_p1", "lab_p2")),
+    "v2 system/Observation.rs": (202, ("lab_p1", "vital_p1", "lab_p2")),
+    "v2 system/*.cruds": (202, ("lab_p1", "vital_p1", "lab_p2")),
+    "v1 system/*.*": (202, ("lab_p1", "vital_p1", "lab_p2")),
+    "no clinical scope": (403, ()),
+    "patient scope without patient context": (403, ()),
+    "user scope without fhirUser": (403, ()),
+}
+
+
+def test_every_token_has_an_export_row() -> None:
+    assert set(EXPORTS) == set(TOKENS)
+
+
+@pytest.mark.parametrize("token_name", list(TOKENS))
+def test_matrix_export_kick_off(client: InProcessClient, issuer: TestIssuer, token_name: str) -> None:
+    scope, context, _ = TOKENS[token_name]
+    expected_status, expected_ids = EXPORTS[token_name]
+    world = World.seed(client, issuer.token("system/*.cruds"))
+    token = _token(issuer, scope, context, world)
+
+    reply = client.get("/$export", token, query={"_type": "Observation"}, headers={"prefer": "respond-async"})
+
+    assert reply.status == expected_status, reply.body
+    if expected_status != 202:
+        assert reply.outcome_codes == ["forbidden"]
+        return
+    client.drain_exports()
+    manifest = client.get(reply.headers["Content-Location"].split("fhir.test", 1)[1], token)
+    assert manifest.status == 200, manifest.body
+    exported: set[str] = set()
+    for entry in manifest.body["output"]:
+        assert entry["type"] == "Observation"
+        exported |= {r["id"] for r in client.get(entry["url"].split("fhir.test", 1)[1], token).body}
+    ours = {getattr(world, name): name for name in ("lab_p1", "vital_p1", "lab_p2")}
+    assert sorted(ours[i] for i in exported if i in ours) == sorted(expected_ids)
 
 
 def test_user_scopes_of_a_non_admin_practitioner_are_limited_to_its_compartment(

@@ -9,7 +9,11 @@ minimum_should_match/must_not), ``term``, ``terms``, ``prefix``, ``wildcard``, `
 ``match``/``match_phrase`` (lowercase + ASCII folding), ``geo_distance``; ``sort`` on fields
 (nested sorts with filter and min/max mode, ``missing: _last``), ``_score``, ``_doc``;
 ``search_after``, ``size``, ``track_total_hits``, ``_source`` filtering; external versioning
-(409 unless the new version is greater). The tests at the end pin the evaluator itself.
+(409 unless the new version is greater), for single ``index`` calls and for ``bulk`` NDJSON
+bodies (recorded in ``bulk_bodies``; ``refuse`` makes chosen documents fail with a status, and
+``down`` fails whole requests); ``indices.exists``/``create`` (400
+``resource_already_exists_exception`` for an existing index). The tests at the end pin the
+evaluator itself.
 """
 
 from __future__ import annotations
@@ -20,8 +24,10 @@ import re
 import unicodedata
 from typing import Any
 
+import orjson
 import pytest
-from opensearchpy.exceptions import ConflictError, NotFoundError
+from opensearchpy.exceptions import ConflictError, NotFoundError, RequestError
+from opensearchpy.exceptions import ConnectionError as OpenSearchConnectionError
 
 
 def _fold(text: str) -> list[str]:
@@ -106,6 +112,10 @@ def matches(query: dict[str, Any], scope: Scope) -> bool:
         assert scope.path is None, "nested inside nested is not generated"
         objects = [o for o in _walk(scope.node, spec["path"].split(".")) if isinstance(o, dict)]
         return any(matches(spec["query"], Scope(o, spec["path"])) for o in objects)
+    if kind == "match_all":
+        return True
+    if kind == "match_none":
+        return False
     if kind == "exists":
         return bool(scope.values(spec["field"]))
     if kind == "geo_distance":
@@ -154,17 +164,19 @@ def _sort_value(doc: dict[str, Any], field: str, spec: dict[str, Any]) -> Any:
 
 
 class _Key:
-    """A sort key: missing values last whatever the order; descending inverts."""
+    """A sort key: missing values last whatever the order (first with ``missing: _first``);
+    descending inverts."""
 
-    def __init__(self, parts: list[tuple[Any, bool]]) -> None:
+    def __init__(self, parts: list[tuple[Any, bool]], missing_first: list[bool] | None = None) -> None:
         self.parts = parts
+        self.missing_first = missing_first or [False] * len(parts)
 
     def __lt__(self, other: _Key) -> bool:
-        for (a, desc), (b, _) in zip(self.parts, other.parts, strict=True):
+        for (a, desc), (b, _), first in zip(self.parts, other.parts, self.missing_first, strict=True):
             if a == b:
                 continue
             if a is None or b is None:
-                return b is None
+                return (a is None) if first else (b is None)
             return a > b if desc else a < b
         return False
 
@@ -194,8 +206,13 @@ class FakeIndices:
         self.fake = fake
 
     def create(self, *, index: str, body: dict[str, Any]) -> dict[str, Any]:
+        if index in self.fake.created:
+            raise RequestError(400, "resource_already_exists_exception", {})
         self.fake.created[index] = body
         return {"acknowledged": True}
+
+    def exists(self, *, index: str) -> bool:
+        return index in self.fake.created
 
 
 class FakeOpenSearch:
@@ -205,15 +222,45 @@ class FakeOpenSearch:
         self.created: dict[str, dict[str, Any]] = {}
         self.requests: list[dict[str, Any]] = []
         self.indices = FakeIndices(self)
+        self.bulk_bodies: list[bytes] = []
+        self.refuse: dict[str, tuple[int, str]] = {}  # _id → (status, error type) of its bulk item
+        self.down = False  # every bulk request fails to connect
 
     def index(self, *, index: str, body: dict[str, Any], version: int, version_type: str, **kwargs: Any) -> Any:
         assert version_type == "external"
-        doc_id = kwargs["id"]
+        if not self._put(kwargs["id"], body, version):
+            raise ConflictError(409, "version_conflict_engine_exception", {})
+        return {"result": "updated", "_version": version}
+
+    def _put(self, doc_id: str, body: dict[str, Any], version: int) -> bool:
         held = self.versions.get(doc_id)
         if held is not None and held >= version:
-            raise ConflictError(409, "version_conflict_engine_exception", {})
+            return False
         self.docs[doc_id], self.versions[doc_id] = copy.deepcopy(body), version
-        return {"result": "created" if held is None else "updated", "_version": version}
+        return True
+
+    def bulk(self, *, body: bytes, index: str, **params: Any) -> dict[str, Any]:
+        """``index`` actions with external versions, in body order, each item on its own."""
+        if self.down:
+            raise OpenSearchConnectionError("N/A", "connection refused", None)
+        assert isinstance(body, bytes)
+        assert body.endswith(b"\n")
+        self.bulk_bodies.append(body)
+        lines = body.splitlines()
+        items: list[dict[str, Any]] = []
+        for action_line, document_line in zip(lines[::2], lines[1::2], strict=True):
+            [(op, meta)] = orjson.loads(action_line).items()
+            assert op == "index", op
+            assert meta["version_type"] == "external", meta
+            doc_id, version = meta["_id"], meta["version"]
+            if doc_id in self.refuse:
+                status, error = self.refuse[doc_id]
+                items.append({op: {"status": status, "error": {"type": error, "reason": "quoted field values"}}})
+            elif self._put(doc_id, orjson.loads(document_line), version):
+                items.append({op: {"status": 201}})
+            else:
+                items.append({op: {"status": 409, "error": {"type": "version_conflict_engine_exception"}}})
+        return {"errors": any(item[op].get("error") for item in items for op in item), "items": items}
 
     def get(self, *, index: str, **kwargs: Any) -> Any:
         doc_id = kwargs["id"]
@@ -229,7 +276,8 @@ class FakeOpenSearch:
         keyed.sort(key=lambda item: item[0])
         after = body.get("search_after")
         if after is not None:
-            marker = _Key(list(zip(after, self._descending(body.get("sort", [])), strict=True)))
+            sort = body.get("sort", [])
+            marker = _Key(list(zip(after, self._descending(sort), strict=True)), self._missing_first(sort))
             keyed = [item for item in keyed if marker < item[0]]
         hits = [
             {"_id": doc_id, "_source": _source(doc, body.get("_source")), "sort": [v for v, _ in key.parts]}
@@ -248,7 +296,11 @@ class FakeOpenSearch:
         return [item != "_doc" and next(iter(item.values())).get("order") == "desc" for item in sort]
 
     @staticmethod
-    def _sort_key(sort: list[Any], doc: dict[str, Any], position: int) -> _Key:
+    def _missing_first(sort: list[Any]) -> list[bool]:
+        return [item != "_doc" and next(iter(item.values())).get("missing") == "_first" for item in sort]
+
+    @classmethod
+    def _sort_key(cls, sort: list[Any], doc: dict[str, Any], position: int) -> _Key:
         parts: list[tuple[Any, bool]] = []
         for item in sort:
             if item == "_doc":
@@ -257,7 +309,7 @@ class FakeOpenSearch:
             [(field, spec)] = item.items()
             desc = spec.get("order") == "desc"
             parts.append((1.0 if field == "_score" else _sort_value(doc, field, spec), desc))
-        return _Key(parts)
+        return _Key(parts, cls._missing_first(sort))
 
 
 # ---------------------------------------------------------------------------------------------

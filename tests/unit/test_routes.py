@@ -53,7 +53,7 @@ def test_literal_metadata_beats_a_type_parameter() -> None:
         ("DELETE", "/Patient/_history"),  # the literal route exists, so only its methods count: not a delete
         ("PUT", "/Patient/_history"),
         ("POST", "/Patient/123"),
-        ("PUT", "/Patient"),
+        ("PUT", "/_history"),  # PUT [type] is a conditional update, but the literal _history wins
         ("DELETE", "/metadata"),
         ("POST", "/_history"),
         ("DELETE", "/Patient/123/_history/4"),
@@ -119,3 +119,13 @@ def test_every_route_matches_its_own_pattern() -> None:
 def test_routes_are_unique() -> None:
     keys = [(r.method, r.pattern) for r in ROUTES]
     assert len(keys) == len(set(keys))
+
+
+@pytest.mark.parametrize(
+    ("method", "interaction"),
+    [("PUT", "conditional-update"), ("DELETE", "conditional-delete"), ("PATCH", "conditional-patch")],
+)
+def test_a_write_on_a_type_is_a_conditional_interaction(method: str, interaction: str) -> None:
+    route, params = ROUTE_TABLE.match(method, "/Patient")
+    assert (route.service, route.interaction) == ("crud", interaction)
+    assert params == {"type": "Patient"}

@@ -31,7 +31,7 @@ from fhirflow.adapters.aws.dynamodb_history import HistoryReader
 from fhirflow.adapters.aws.dynamodb_transact import first_conflict
 from fhirflow.adapters.offload import BODY_CONTENT_TYPE, body_key
 from fhirflow.errors import Conflict, PayloadTooLarge, ServiceUnavailable
-from fhirflow.ports import BlobStore, Change, HistoryPage, HistoryQuery, ResourceVersion, VersionConflict
+from fhirflow.ports import BlobStore, Change, ClaimTaken, HistoryPage, HistoryQuery, ResourceVersion, VersionConflict
 
 MAX_TRANSACTION_ITEMS = 100
 """TransactWriteItems' limit per call."""
@@ -160,13 +160,24 @@ class DynamoDbResourceStore:
     def history(self, query: HistoryQuery) -> HistoryPage:
         return self._history.page(query)
 
+    def claim_owner(self, tenant: str, type_: str, key: str) -> str | None:
+        """The claim item's owner; a claim locked by a multi-batch transaction reads like a head:
+        the owner that transaction brings once it has committed, the one it had until then."""
+        item = self._get_item(items.claim_key(tenant, type_, key))
+        if item is None:
+            return None
+        lock = items.claim_lock_of(item)
+        if lock is not None and self.is_committed(lock[0]):
+            return lock[1]
+        return items.owner_of(item)
+
     # -- commit ------------------------------------------------------------------------------
 
     def commit(self, changes: Sequence[Change]) -> None:
         if not changes:
             return
         groups = _group_by_resource(changes)
-        item_count = len(changes) + len(groups)
+        item_count = len(changes) + len(groups) + sum(1 for c in changes if c.claim is not None)
         if item_count > MAX_TRANSACTION_ITEMS:
             raise TooManyChanges(
                 f"{len(changes)} changes to {len(groups)} resources need {item_count} transaction items, and one "
@@ -243,7 +254,29 @@ class DynamoDbResourceStore:
                     {"Put": {"TableName": self.table, "Item": item, "ConditionExpression": "attribute_not_exists(pk)"}}
                 )
                 owners.append(i)
+                if change.claim is not None:
+                    request.append({"Put": self._claim_put(change)})
+                    owners.append(i)
         return request, owners
+
+    def _claim_put(self, change: Change) -> dict[str, Any]:
+        """The uniqueness item of a conditional create, in the create's own TransactWriteItems: a
+        new key must not exist; a stale one must still name the owner the writer found stale
+        (compare-and-set), and not be locked by a multi-batch transaction."""
+        assert change.claim is not None
+        new, claim = change.new, change.claim
+        put: dict[str, Any] = {
+            "TableName": self.table,
+            "Item": items.claim_item(new.tenant, new.type, claim.key, new.id),
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+        if claim.replaces is None:
+            put["ConditionExpression"] = "attribute_not_exists(pk)"
+        else:
+            put["ConditionExpression"] = "#o = :previous AND attribute_not_exists(#lk)"
+            put["ExpressionAttributeNames"] = {"#o": items.OWNER, "#lk": items.LOCK}
+            put["ExpressionAttributeValues"] = {":previous": {"S": claim.replaces}}
+        return put
 
     def _write(self, request: list[dict[str, Any]], owners: list[int], changes: Sequence[Change]) -> None:
         settled = 0
@@ -262,6 +295,13 @@ class DynamoDbResourceStore:
                     raise
                 reasons: list[Any] = list(exc.response.get("CancellationReasons") or [])
                 codes = {str(r.get("Code")) for r in reasons}
+                taken = _claim_conflict(request, reasons, owners)
+                if taken is not None:
+                    index, old = taken
+                    if items.claim_lock_of(old) is not None and settled < _CONFLICT_RETRIES and self._settle_claim(old):
+                        settled += 1
+                        continue
+                    raise ClaimTaken(index, items.owner_of(old)) from exc
                 conflict = first_conflict(reasons, owners)
                 if conflict is not None:
                     index, current, old = conflict
@@ -298,6 +338,11 @@ class DynamoDbResourceStore:
 
         return DynamoDbTransactions(self).settle(head)
 
+    def _settle_claim(self, claim: items.Item) -> bool:
+        from fhirflow.adapters.aws.dynamodb_transactions import DynamoDbTransactions
+
+        return DynamoDbTransactions(self).settle_claim(claim)
+
     def _current_version(self, change: Change) -> int | None:
         head = self.current(change.new.tenant, change.new.type, change.new.id)
         return head.version if head else None
@@ -310,6 +355,19 @@ class DynamoDbResourceStore:
                 self.blobs.delete(key)
             except Exception:  # noqa: S112 (an orphaned blob is harmless; losing the real error is not)
                 continue
+
+
+def _claim_conflict(
+    request: list[dict[str, Any]], reasons: list[dict[str, Any]], owners: list[int]
+) -> tuple[int, items.Item] | None:
+    """The change whose claim item failed its condition, and the claim as it was; None if none did."""
+    for position, reason in enumerate(reasons):
+        if reason.get("Code") != "ConditionalCheckFailed" or position >= len(request):
+            continue
+        put = request[position].get("Put", {})
+        if put.get("Item", {}).get(items.SK, {}).get("S") == items.CLAIM_SK:
+            return owners[position], reason.get("Item") or {}
+    return None
 
 
 def _group_by_resource(changes: Sequence[Change]) -> dict[tuple[str, str, str], list[int]]:

@@ -21,7 +21,7 @@ import orjson
 
 from fhirflow.adapters.aws import items
 from fhirflow.adapters.offload import BODY_CONTENT_TYPE
-from fhirflow.ports import BlobNotFound, BlobStore, Change, Method, ResourceVersion
+from fhirflow.ports import BlobNotFound, BlobStore, Change, Claim, Method, ResourceVersion
 
 if TYPE_CHECKING:
     from fhirflow.adapters.aws.dynamodb_store import DynamoDbResourceStore
@@ -54,15 +54,19 @@ def resource_pk(stored: ResourceVersion) -> str:
     return items.resource_pk(stored.tenant, stored.type, stored.id)
 
 
-def pack(groups: list[list[int]], capacity: int) -> list[list[int]]:
-    """Whole resources (their changes' indexes) into batches of at most ``capacity`` versions."""
+def pack(groups: list[list[int]], capacity: int, *, extra: frozenset[int] = frozenset()) -> list[list[int]]:
+    """Whole resources (their changes' indexes) into batches of at most ``capacity`` versions;
+    a change in ``extra`` counts twice (its uniqueness claim is one more item of the lock step)."""
     batches: list[list[int]] = []
     current: list[int] = []
+    size = 0
     for members in groups:
-        if current and len(current) + len(members) > capacity:
+        weight = len(members) + sum(1 for i in members if i in extra)
+        if current and size + weight > capacity:
             batches.append(current)
-            current = []
+            current, size = [], 0
         current.extend(members)
+        size += weight
     if current:
         batches.append(current)
     return batches
@@ -185,6 +189,9 @@ def encode_batch(batch: list[StagedChange]) -> bytes:
             row["bk"] = staged.blob
         elif new.body is not None:
             row["b"] = new.body.decode("utf-8")
+        if staged.change.claim is not None:
+            row["ck"] = staged.change.claim.key
+            row["cr"] = staged.change.claim.replaces
         rows.append(row)
     return orjson.dumps({"changes": rows})
 
@@ -205,5 +212,6 @@ def decode_batch(raw: bytes) -> list[StagedChange]:
             body=body.encode("utf-8") if body is not None else None,
             created=bool(row["c"]),
         )
-        out.append(StagedChange(int(row["i"]), Change(new, row["x"], row["rq"]), row.get("bk")))
+        claim = Claim(row["ck"], row.get("cr")) if "ck" in row else None
+        out.append(StagedChange(int(row["i"]), Change(new, row["x"], row["rq"], claim), row.get("bk")))
     return out

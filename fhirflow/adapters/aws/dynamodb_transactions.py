@@ -79,15 +79,33 @@ DEFAULT_APPLY_GRACE_SECONDS = 30
 
 
 class TransactionConflict(Exception):
-    """A head was not at the version the transaction expected, or another transaction holds it.
+    """A head was not at the version the transaction expected, or another transaction holds it;
+    or (``claim``) a uniqueness claim of a conditional create did not hold, ``owner`` holding it.
 
     The message is JSON (``{"index": ..., "current": ...}``): it travels through Step Functions as
-    the error's cause, and the caller turns it back into a ``VersionConflict``."""
+    the error's cause, and the caller turns it back into a ``VersionConflict`` (``ClaimTaken``)."""
 
-    def __init__(self, index: int, current: int | None) -> None:
-        super().__init__(json.dumps({"index": index, "current": current}))
+    def __init__(self, index: int, current: int | None, *, claim: bool = False, owner: str | None = None) -> None:
+        found: dict[str, Any] = {"index": index, "current": current}
+        if claim:
+            found.update(claim=True, owner=owner)
+        super().__init__(json.dumps(found))
         self.index = index
         self.current = current
+        self.claim = claim
+        self.owner = owner
+
+    @staticmethod
+    def parse_claim(message: str) -> tuple[int, str | None] | None:
+        """(index, owner) when the message is a claim's conflict, else None."""
+        try:
+            found = json.loads(message)
+            if not found.get("claim"):
+                return None
+            owner = found.get("owner")
+            return int(found["index"]), str(owner) if owner is not None else None
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return None
 
     @staticmethod
     def parse(message: str) -> tuple[int, int | None] | None:
@@ -166,7 +184,8 @@ class DynamoDbTransactions:
                 raise PayloadTooLarge(f"{type_}/{id_} changes {len(members)} times; one transaction may take {widest}")
         tx_id = uuid.uuid4().hex
         written: list[StagedChange] = []
-        batches = pack([members for _, members in groups], self.batch_items)
+        claimed = frozenset(i for i, change in enumerate(changes) if change.claim is not None)
+        batches = pack([members for _, members in groups], self.batch_items, extra=claimed)
         try:
             for number, indexes in enumerate(batches):
                 offloaded = to_offload([changes[i] for i in indexes], self.store.blob_threshold)
@@ -220,23 +239,64 @@ class DynamoDbTransactions:
 
     def lock(self, tx_id: str, batch: int) -> None:
         self._require_prepared(tx_id)
-        groups = by_resource(self.batches.read(tx_id, batch))
+        staged = self.batches.read(tx_id, batch)
+        groups = by_resource(staged)
         request: list[dict[str, Any]] = []
         owners: list[int] = []
         for group in groups:
             request.append(self._lock_item(tx_id, group))
             owners.append(group[0].index)
+        claims = [s for s in staged if s.change.claim is not None]
+        for claimed in claims:  # taken with the heads: one TransactWriteItems of at most 2 x batch_items
+            request.append(self._claim_lock_item(tx_id, claimed.change))
+            owners.append(claimed.index)
         try:
             transact(self.client, request)
         except ConditionsFailed as failed:
+            for position in sorted(failed.failed()):
+                if position >= len(groups):
+                    old = failed.reasons[position].get("Item") or {}
+                    raise TransactionConflict(owners[position], None, claim=True, owner=items.owner_of(old)) from None
             conflict = first_conflict(failed.reasons, owners)
             if conflict is None:
                 raise RuntimeError("a conditional check failed outside the locked heads") from failed
             index, current, _ = conflict
             raise TransactionConflict(index, current) from None
         if self.store.transaction_state(tx_id, cached=False) != PREPARED:
-            transact_tolerant(self.client, self._release_items(tx_id, groups))
+            release = self._release_items(tx_id, groups) + self._release_claims(tx_id, claims)
+            transact_tolerant(self.client, release)
             raise TransactionAborted(f"transaction {tx_id} was aborted while batch {batch} was locked")
+
+    def _claim_lock_item(self, tx_id: str, change: Change) -> dict[str, Any]:
+        """Lock a uniqueness claim for the transaction: a new one must not exist (it is created
+        pending, without an owner), a stale one must still name the owner the transaction found
+        stale. Re-entrant like the head locks."""
+        assert change.claim is not None
+        new, claim = change.new, change.claim
+        names = {"#lk": items.LOCK, "#lko": items.LOCK_OWNER, "#t": items.TENANT, "#ty": items.TYPE}
+        values: dict[str, Any] = {
+            ":tx": {"S": tx_id},
+            ":owner": {"S": new.id},
+            ":tenant": {"S": new.tenant},
+            ":type": {"S": new.type},
+        }
+        if claim.replaces is None:
+            condition = "attribute_not_exists(pk) OR #lk = :tx"
+        else:
+            condition = "(#o = :previous AND attribute_not_exists(#lk)) OR #lk = :tx"
+            names["#o"] = items.OWNER
+            values[":previous"] = {"S": claim.replaces}
+        return {
+            "Update": {
+                "TableName": self.table,
+                "Key": items.claim_key(new.tenant, new.type, claim.key),
+                "UpdateExpression": "SET #lk = :tx, #lko = :owner, #t = :tenant, #ty = :type",
+                "ConditionExpression": condition,
+                "ExpressionAttributeNames": names,
+                "ExpressionAttributeValues": values,
+                "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+            }
+        }
 
     def _lock_item(self, tx_id: str, group: list[StagedChange]) -> dict[str, Any]:
         first, last = group[0].change, group[-1].change
@@ -308,6 +368,24 @@ class DynamoDbTransactions:
         staged = self.batches.read(tx_id, batch, missing_ok=state == DONE)
         groups = [[(s.change.new, s.blob, s.change.request_id) for s in group] for group in by_resource(staged)]
         self._apply_groups(tx_id, groups)
+        # Claims after the heads: readers already follow a committed transaction's claim locks, so
+        # the two need not move together; a claim already applied fails its condition and is dropped.
+        puts = [self._claim_apply_item(tx_id, s.change) for s in staged if s.change.claim is not None]
+        for chunk in chunks(puts, self.batch_items):
+            transact_tolerant(self.client, chunk)
+
+    def _claim_apply_item(self, tx_id: str, change: Change) -> dict[str, Any]:
+        assert change.claim is not None
+        new = change.new
+        return {
+            "Put": {
+                "TableName": self.table,
+                "Item": items.claim_item(new.tenant, new.type, change.claim.key, new.id),  # the lock goes with it
+                "ConditionExpression": "#lk = :tx",
+                "ExpressionAttributeNames": {"#lk": items.LOCK},
+                "ExpressionAttributeValues": {":tx": {"S": tx_id}},
+            }
+        }
 
     def _apply_groups(self, tx_id: str, groups: list[list[tuple[ResourceVersion, str | None, str]]]) -> None:
         request: list[dict[str, Any]] = []
@@ -395,7 +473,10 @@ class DynamoDbTransactions:
 
     def _undo(self, tx_id: str, batch: int) -> None:
         staged = self.batches.read(tx_id, batch, missing_ok=True)
+        claims = [s for s in staged if s.change.claim is not None]
         transact_tolerant(self.client, self._release_items(tx_id, by_resource(staged)))
+        for chunk in chunks(self._release_claims(tx_id, claims), self.batch_items):
+            transact_tolerant(self.client, chunk)
         self._delete_staged(tx_id, staged)
 
     def _release_items(self, tx_id: str, groups: list[list[StagedChange]]) -> list[dict[str, Any]]:
@@ -406,6 +487,37 @@ class DynamoDbTransactions:
             )
             for group in groups
         ]
+
+    def _release_claims(self, tx_id: str, claims: list[StagedChange]) -> list[dict[str, Any]]:
+        """Undo the claim locks: a claim the transaction created goes, a stale one it was replacing
+        keeps its old owner. Only where the lock is still this transaction's."""
+        out: list[dict[str, Any]] = []
+        for staged in claims:
+            new, claim = staged.change.new, staged.change.claim
+            assert claim is not None
+            out.append(
+                self._release_claim_item(
+                    tx_id, items.claim_key(new.tenant, new.type, claim.key), pending=claim.replaces is None
+                )
+            )
+        return out
+
+    def _release_claim_item(self, tx_id: str, key: items.Item, *, pending: bool) -> dict[str, Any]:
+        common = {
+            "TableName": self.table,
+            "Key": key,
+            "ConditionExpression": "#lk = :tx",
+            "ExpressionAttributeValues": {":tx": {"S": tx_id}},
+        }
+        if pending:
+            return {"Delete": {**common, "ExpressionAttributeNames": {"#lk": items.LOCK}}}
+        return {
+            "Update": {
+                **common,
+                "UpdateExpression": "REMOVE #lk, #lko",
+                "ExpressionAttributeNames": {"#lk": items.LOCK, "#lko": items.LOCK_OWNER},
+            }
+        }
 
     def _release_item(self, tx_id: str, pk: str, *, pending: bool) -> dict[str, Any]:
         common = {
@@ -488,6 +600,33 @@ class DynamoDbTransactions:
         if state == ABORTED:
             transact_tolerant(self.client, [self._release_item(tx_id, pk, pending=items.is_pending(head))])
             batch_delete(self.client, self.table, [items.key(pk, str(item[items.SK]["S"])) for item in staged])
+            return True
+        return False
+
+    def settle_claim(self, claim: items.Item) -> bool:
+        """Apply (committed) or release (aborted) one locked claim; False while undecided."""
+        lock = items.claim_lock_of(claim)
+        if lock is None:
+            return False
+        tx_id, owner = lock
+        state = self.store.transaction_state(tx_id, cached=False)
+        key = items.key(str(claim[items.PK]["S"]), items.CLAIM_SK)
+        if state in COMMITTED_STATES:
+            item = {**key, items.TENANT: claim[items.TENANT], items.TYPE: claim[items.TYPE], items.OWNER: {"S": owner}}
+            put = {
+                "Put": {
+                    "TableName": self.table,
+                    "Item": item,
+                    "ConditionExpression": "#lk = :tx",
+                    "ExpressionAttributeNames": {"#lk": items.LOCK},
+                    "ExpressionAttributeValues": {":tx": {"S": tx_id}},
+                }
+            }
+            transact_tolerant(self.client, [put])
+            return True
+        if state == ABORTED:
+            release = self._release_claim_item(tx_id, key, pending=items.owner_of(claim) is None)
+            transact_tolerant(self.client, [release])
             return True
         return False
 

@@ -205,3 +205,45 @@ def lock_of(item: Item) -> tuple[str, int] | None:
 def is_pending(item: Item) -> bool:
     """A head a transaction created for a resource that does not exist until it commits."""
     return bool(item.get(PENDING, {}).get("BOOL", False))
+
+
+# -- uniqueness claims of conditional criteria (fhirflow.conditional, docs/dynamodb.md) ------------
+#
+# claim:      pk = {tenant}#{Type}#cond#{sha256}, sk = cond; o = the id of the resource that holds it
+#             (no GSI keys, not a version item: history and index-sync never see it)
+# claim lock: lk = txId, lko = the owner a multi-batch transaction brings; a claim that transaction
+#             creates has no o until it is applied (a pending claim)
+
+CLAIM_SK = "cond"
+OWNER, LOCK_OWNER = "o", "lko"
+
+
+def claim_pk(tenant: str, type_: str, digest: str) -> str:
+    # Resource ids cannot contain '#', so no resource's pk can look like this.
+    return f"{escape_tenant(tenant)}#{type_}#cond#{digest}"
+
+
+def claim_key(tenant: str, type_: str, digest: str) -> Item:
+    return key(claim_pk(tenant, type_, digest), CLAIM_SK)
+
+
+def claim_item(tenant: str, type_: str, digest: str, owner: str) -> Item:
+    return {
+        **claim_key(tenant, type_, digest),
+        TENANT: {"S": tenant},
+        TYPE: {"S": type_},
+        OWNER: {"S": owner},
+    }
+
+
+def owner_of(item: Item) -> str | None:
+    """The owner a claim item names as it stands (None for a pending claim)."""
+    owner = item.get(OWNER)
+    return str(owner["S"]) if owner else None
+
+
+def claim_lock_of(item: Item) -> tuple[str, str] | None:
+    """The (transaction id, owner it brings) a claim is locked for, or None."""
+    if LOCK not in item or LOCK_OWNER not in item:
+        return None
+    return str(item[LOCK]["S"]), str(item[LOCK_OWNER]["S"])

@@ -47,3 +47,11 @@ class S3BlobStore:
         # DeleteObject on a missing key succeeds: deleting is idempotent, as the port asks.
         with clients.translated("The blob store"):
             self.client.delete_object(Bucket=self.bucket, Key=self.prefix + key)
+
+    def presigned_url(self, key: str, *, expires_in: int) -> str:
+        """A URL that lets its holder GET ``key`` for ``expires_in`` seconds without credentials
+        (bulk export manifests, whose files are too large for API Gateway and Lambda to relay)."""
+        url: str = self.client.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": self.prefix + key}, ExpiresIn=expires_in
+        )
+        return url

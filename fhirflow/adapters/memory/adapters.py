@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from fhirflow.ports import BlobNotFound
+from fhirflow.ports import BlobNotFound, IndexWrite, apply_each
 
 if TYPE_CHECKING:
     from fhirflow_contracts import ResourceChanged
@@ -56,6 +56,11 @@ class InMemorySearchIndex:
     def indexed_version(self, tenant: str, type_: str, id_: str) -> int | None:
         held = self.documents.get((tenant, type_, id_))
         return held.version if held else None
+
+    def apply_batch(self, writes: Sequence[IndexWrite]) -> list[bool | Exception]:
+        """One write after the other through :meth:`apply` (so a double overriding it fails
+        writes one by one); after a failure the rest are skipped."""
+        return apply_each(self, writes)
 
 
 class InMemoryEventPublisher:

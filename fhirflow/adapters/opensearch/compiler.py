@@ -16,6 +16,7 @@ indexed), and ``_sort`` on composite or special parameters (no single value to o
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from fhirflow.adapters.opensearch.clauses import (
@@ -71,6 +72,7 @@ from fhirflow.query.ast import (
     TokenQuery,
     UriQuery,
 )
+from fhirflow.search_ports import AccessRule, Admission
 
 # What a page (and an include) returns of each document
 SOURCE_FIELDS = ["type", "id", "version", "lastUpdated", "resource"]
@@ -78,6 +80,8 @@ REFERENCE_FIELDS = ["references.p", "references.ref"]
 TEXT_FIELDS = {"_text": "narrative", "_content": "content"}
 TERMINOLOGY_MODIFIERS = frozenset(("above", "below", "in", "not-in"))
 REFERENCES = PATHS["reference"]
+MATCH_ALL: Clause = {"match_all": {}}
+MATCH_NONE: Clause = {"match_none": {}}
 
 
 def not_supported(message: str, name: str) -> BadRequest:
@@ -101,11 +105,13 @@ def compile_query(
     page_size: int,
     search_after: list[object] | None,
     options: CompileOptions | None = None,
+    access: Sequence[AccessRule] | None = None,
 ) -> SearchPlan:
     """The plan answering ``query`` for ``tenant``, restricted to ``compartment`` (type, id)
-    when given; one page of ``page_size`` after the ``search_after`` sort values of the last
-    hit of the previous page (None: the first page)."""
-    return Compiler(tenant, options or CompileOptions()).compile(query, compartment, page_size, search_after)
+    when given and to what the access policy's ``access`` rules admit; one page of ``page_size``
+    after the ``search_after`` sort values of the last hit of the previous page (None: the first)."""
+    compiler = Compiler(tenant, options or CompileOptions())
+    return compiler.compile(query, compartment, page_size, search_after, access)
 
 
 class Compiler:
@@ -119,7 +125,12 @@ class Compiler:
     # -- the plan ----------------------------------------------------------------------------
 
     def compile(
-        self, query: Query, compartment: tuple[str, str] | None, page_size: int, search_after: list[object] | None
+        self,
+        query: Query,
+        compartment: tuple[str, str] | None,
+        page_size: int,
+        search_after: list[object] | None,
+        access: Sequence[AccessRule] | None = None,
     ) -> SearchPlan:
         if query.contained in ("true", "both"):
             raise not_supported("_contained: contained resources are not searchable on this server", "_contained")
@@ -127,6 +138,8 @@ class Compiler:
         filters = self.base_filters(types)
         if compartment is not None:
             filters.append(term("compartments", f"{compartment[0]}/{compartment[1]}"))
+        if access is not None:
+            filters.append(self.access(access))
         scored: list[Clause] = []
         for criterion in query.criteria:
             self.current = describe(criterion)
@@ -190,6 +203,33 @@ class Compiler:
         if search_after is not None:
             body["search_after"] = list(search_after)
         return body
+
+    def access(self, rules: Sequence[AccessRule]) -> Clause:
+        """The access policy's constraint (DESIGN.md §5), as part of the query so that totals and
+        paging are exact: a resource must satisfy the rule for its type (or the rule for every
+        type): one of its admissions (a compartment and granular criteria), and, when the rule
+        names patients, be in no Patient compartment or in one of theirs."""
+        alternatives: list[Clause] = []
+        for rule in rules:
+            types = (rule.resource_type,) if rule.resource_type else ()
+            admitted = [self.admission(admission, types) for admission in rule.admissions]
+            parts = [term("type", rule.resource_type)] if rule.resource_type else []
+            parts.append(any_of(*admitted) if admitted else MATCH_NONE)
+            if rule.patients is not None:
+                members = [f"Patient/{patient}" for patient in sorted(rule.patients)]
+                outside = none_of(prefix("compartments", "Patient/"))
+                parts.append(any_of(outside, terms("compartments", members)) if members else outside)
+            alternatives.append(all_of(*parts))
+        return any_of(*alternatives) if alternatives else MATCH_NONE
+
+    def admission(self, admission: Admission, types: tuple[str, ...]) -> Clause:
+        parts: list[Clause] = []
+        if admission.compartment is not None:
+            parts.append(term("compartments", f"{admission.compartment[0]}/{admission.compartment[1]}"))
+        for criterion in admission.criteria:
+            self.current = describe(criterion)
+            parts.append(self.criterion(criterion, types)[0])
+        return all_of(*parts) if parts else MATCH_ALL
 
     # -- criteria ----------------------------------------------------------------------------
 
@@ -323,7 +363,8 @@ class Compiler:
     def sort(self, keys: tuple[SortKey, ...], *, scored: bool) -> list[Any]:
         """``_sort`` (search.html#sort): several values sort by the lowest ascending and the
         highest descending; resources without a value come last; ``key`` breaks ties."""
-        out: list[Any] = [] if keys or not scored else [{"_score": {"order": "desc"}}]
+        by_score = scored and not keys and self.options.relevance_sort
+        out: list[Any] = [{"_score": {"order": "desc"}}] if by_score else []
         out.extend(self.sort_key(key) for key in keys)
         out.append({"key": {"order": "asc"}})
         return out

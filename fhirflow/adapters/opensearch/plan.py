@@ -42,6 +42,7 @@ class CompileOptions:
     near_distance_km: int = 50  # `near` without a distance (search.html#special: the server's choice)
     base_url: str | None = None  # this server's base: absolute references under it are local
     now: int | None = None  # epoch ms for date `ap`; None: the time of compilation
+    relevance_sort: bool = True  # unsorted _text/_content searches: by score first (off in engine.py)
 
 
 @dataclass(frozen=True, slots=True)

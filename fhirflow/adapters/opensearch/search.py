@@ -1,9 +1,12 @@
 """``OpenSearchSearchIndex``: the search index on Amazon OpenSearch (DESIGN.md §4).
 
-Implements the SearchIndex port (``apply``/``indexed_version``, the write side index-sync
-uses) and runs search plans (``compiler.py``, ``plan.py``): lookups for chains and ``_has``,
-the page, then includes. opensearch-py is imported only when a client is first needed, and
-a client can be passed in (``client=``) or built lazily from a URL.
+Implements the SearchIndex port (``apply``/``apply_batch``/``indexed_version``, the write side
+index-sync uses: one bulk request per batch, see ``bulk.py``) and runs search plans
+(``compiler.py``, ``plan.py``): lookups for chains and ``_has``, the page, then includes; the
+search service reaches those through ``engine.py``. opensearch-py is imported only when a client
+is first needed, and a client can be passed in (``client=``) or built lazily (``client_factory=``,
+see ``client.py``). With ``create_missing`` the first write creates the index with the search
+mapping when it does not exist yet (index-sync's role may, the search service's may not).
 
 Paging uses ``search_after`` on the page's sort values, whose last member is the unique
 ``key``; the caller signs the returned cursor (``fhirflow.cursor``). Without a point in time,
@@ -13,15 +16,17 @@ resource is returned twice for an unchanged sort value, and there is no 10,000-h
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from fhirflow.adapters.opensearch.compiler import compile_query
+from fhirflow.adapters.opensearch.bulk import DEFAULT_MAX_BYTES, RESPONSE_FILTER, action_lines, chunks, item_results
+from fhirflow.adapters.opensearch.compiler import REFERENCE_FIELDS, compile_query
 from fhirflow.adapters.opensearch.documents import build_document, document_id, tombstone
 from fhirflow.adapters.opensearch.mappings import DEFAULT_INDEX, index_body
 from fhirflow.adapters.opensearch.plan import INCLUDE_KEYS, CompileOptions, IncludeStep, Lookup, SearchPlan, substitute
 from fhirflow.errors import BadRequest, Issue, ServiceUnavailable
+from fhirflow.ports import IndexWrite, IndexWriteSkipped
 from fhirflow.query.ast import Query
 from fhirflow.searchparams.registry import Registry
 
@@ -59,19 +64,6 @@ def too_costly(parameter: str, limit: int) -> BadRequest:
     return BadRequest(message, expression=parameter, issues=[Issue("too-costly", message, (parameter,))])
 
 
-def opensearch_client(url: str, *, region: str | None = None, service: str = "es") -> Any:
-    """An opensearch-py client for ``url``; requests are SigV4-signed when ``region`` is given
-    (``service`` "es" for managed domains, "aoss" for serverless collections)."""
-    from opensearchpy import OpenSearch, Urllib3AWSV4SignerAuth
-
-    if region is None:
-        return OpenSearch(hosts=[url])
-    import boto3
-
-    credentials = boto3.Session().get_credentials()
-    return OpenSearch(hosts=[url], http_auth=Urllib3AWSV4SignerAuth(credentials, region, service), use_ssl=True)
-
-
 def _hit(hit: dict[str, Any]) -> IndexedResource:
     source = hit.get("_source") or {}
     references = tuple(
@@ -102,6 +94,8 @@ class OpenSearchSearchIndex:
         registry: Registry | None = None,
         base_url: str | None = None,
         options: CompileOptions | None = None,
+        create_missing: bool = False,
+        max_bulk_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
         self._client = client
         self._client_factory = client_factory
@@ -110,6 +104,9 @@ class OpenSearchSearchIndex:
         self.registry = registry
         self.base_url = base_url
         self.options = options or CompileOptions(base_url=base_url)
+        self.create_missing = create_missing
+        self.max_bulk_bytes = max_bulk_bytes
+        self._index_ready = not create_missing
 
     @property
     def client(self) -> Any:
@@ -137,6 +134,19 @@ class OpenSearchSearchIndex:
         """Create the index with the search mapping (``mappings.py``)."""
         self._call(self.client.indices.create, index=self.index, body=index_body(shards=shards, replicas=replicas))
 
+    def ensure_index(self) -> None:
+        """Create the index unless it (or an alias by its name) exists; a concurrent creator wins
+        harmlessly. Without the mapping, the first bulk would auto-create a dynamically mapped index."""
+        from opensearchpy.exceptions import RequestError
+
+        if self._call(self.client.indices.exists, index=self.index):
+            return
+        try:
+            self.create_index()
+        except RequestError as exc:
+            if exc.error != "resource_already_exists_exception":
+                raise
+
     # -- the SearchIndex port (write side) ----------------------------------------------------
 
     def apply(
@@ -144,32 +154,69 @@ class OpenSearchSearchIndex:
     ) -> bool:
         """Index ``version`` with external versioning: OpenSearch keeps a newer version and
         answers 409, which is "nothing changed" (False)."""
-        from opensearchpy.exceptions import ConflictError
+        [result] = self.apply_batch([IndexWrite(tenant, type_, id_, version, last_updated, resource)])
+        if isinstance(result, Exception):
+            raise result
+        return result
 
-        if resource is None:
-            body = tombstone(tenant=tenant, type_=type_, id_=id_, version=version, last_updated=last_updated)
-        else:
-            from fhirflow.searchparams.extract import index_document
+    def apply_batch(self, writes: Sequence[IndexWrite]) -> list[bool | Exception]:
+        """All ``writes`` in bulk requests of at most ``max_bulk_bytes`` (usually one), each item
+        versioned (``bulk.py``). A write whose document cannot be built fails alone; a request that
+        fails as a whole fails its writes, and the writes of later requests are skipped."""
+        results: list[bool | Exception | None] = [None] * len(writes)
+        lines: list[bytes] = []
+        positions: list[int] = []  # the write each entry of ``lines`` belongs to
+        for position, write in enumerate(writes):
+            try:
+                lines.append(
+                    action_lines(document_id(write.tenant, write.type, write.id), write.version, self._document(write))
+                )
+            except Exception as exc:  # extraction failed for this resource only
+                results[position] = exc
+                continue
+            positions.append(position)
+        failed: Exception | None = None
+        for start, end, body in chunks(lines, self.max_bulk_bytes):
+            batch = positions[start:end]
+            if failed is not None:
+                for position in batch:
+                    results[position] = IndexWriteSkipped()
+                continue
+            try:
+                if not self._index_ready:
+                    self.ensure_index()
+                    self._index_ready = True
+                response = self._call(
+                    self.client.bulk, body=body, index=self.index, refresh=self.refresh, filter_path=RESPONSE_FILTER
+                )
+                outcomes = item_results(response, len(batch))
+            except Exception as exc:  # the request as a whole: every write in it failed
+                failed = exc
+                outcomes = [exc] * len(batch)
+            for position, outcome in zip(batch, outcomes, strict=True):
+                results[position] = outcome
+        return [IndexWriteSkipped() if result is None else result for result in results]
 
-            doc = index_document(resource, registry=self.registry, base_url=self.base_url)
-            base = self.base_url
-            body = build_document(
-                doc, tenant=tenant, version=version, last_updated=last_updated, resource=resource, base_url=base
+    def _document(self, write: IndexWrite) -> dict[str, Any]:
+        if write.resource is None:
+            return tombstone(
+                tenant=write.tenant,
+                type_=write.type,
+                id_=write.id,
+                version=write.version,
+                last_updated=write.last_updated,
             )
-        doc_id = document_id(tenant, type_, id_)
-        try:
-            self._call(
-                self.client.index,
-                index=self.index,
-                id=doc_id,
-                body=body,
-                version=version,
-                version_type="external",
-                refresh=self.refresh,
-            )
-        except ConflictError:
-            return False
-        return True
+        from fhirflow.searchparams.extract import index_document
+
+        doc = index_document(write.resource, registry=self.registry, base_url=self.base_url)
+        return build_document(
+            doc,
+            tenant=write.tenant,
+            version=write.version,
+            last_updated=write.last_updated,
+            resource=write.resource,
+            base_url=self.base_url,
+        )
 
     def indexed_version(self, tenant: str, type_: str, id_: str) -> int | None:
         from opensearchpy.exceptions import NotFoundError
@@ -199,18 +246,37 @@ class OpenSearchSearchIndex:
         return self.run(plan)
 
     def run(self, plan: SearchPlan) -> SearchResult:
-        keys: dict[str, list[str]] = {}
-        for lookup in plan.lookups:
-            keys[lookup.name] = self._lookup(lookup, keys)
-        response = self._search(substitute(plan.body, keys))
+        response = self.execute(plan)
         total = self._total(response, plan)
         if plan.count_only:
             return SearchResult([], total=total)
         hits = response["hits"]["hits"]
         page = [_hit(hit) for hit in hits[: plan.page_size]]
         cursor = list(hits[plan.page_size - 1]["sort"]) if len(hits) > plan.page_size else None
-        included, truncated = self._includes(plan, page)
+        included, truncated = self.includes(plan, page)
         return SearchResult(page, included, total, cursor, truncated)
+
+    def execute(self, plan: SearchPlan) -> dict[str, Any]:
+        """The plan's lookups, then its main request; OpenSearch's answer to the latter."""
+        keys: dict[str, list[str]] = {}
+        for lookup in plan.lookups:
+            keys[lookup.name] = self._lookup(lookup, keys)
+        return self._search(substitute(plan.body, keys))
+
+    def references_of(self, tenant: str, keys: Sequence[str]) -> list[IndexedResource]:
+        """The live resources with these keys (``Type/id``) and the references they hold (what
+        ``_include`` follows), without their bodies."""
+        if not keys:
+            return []
+        filters = [{"term": {"tenant": tenant}}, {"term": {"deleted": False}}, {"terms": {"key": list(keys)}}]
+        body = {
+            "query": {"bool": {"filter": filters}},
+            "sort": [{"key": {"order": "asc"}}],
+            "size": len(keys),
+            "track_total_hits": False,
+            "_source": ["type", "id", "version", "lastUpdated", *REFERENCE_FIELDS],
+        }
+        return [_hit(hit) for hit in self._search(body)["hits"]["hits"]]
 
     def _search(self, body: dict[str, Any]) -> dict[str, Any]:
         response: dict[str, Any] = self._call(self.client.search, index=self.index, body=body)
@@ -246,7 +312,7 @@ class OpenSearchSearchIndex:
 
     # -- includes ---------------------------------------------------------------------------
 
-    def _includes(self, plan: SearchPlan, page: list[IndexedResource]) -> tuple[list[IndexedResource], bool]:
+    def includes(self, plan: SearchPlan, page: list[IndexedResource]) -> tuple[list[IndexedResource], bool]:
         """``_include``/``_revinclude`` on the page, then ``:iterate`` rules on what they
         added, round after round (search.html#revinclude)."""
         seen = {hit.key for hit in page}

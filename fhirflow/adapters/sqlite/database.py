@@ -7,11 +7,18 @@ with another writer. Each thread gets its own connection, as sqlite3 requires.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: SQLite's busy handler alone
+    fcntl = None  # type: ignore[assignment]
 
 _PRAGMAS = (
     "PRAGMA journal_mode=WAL",
@@ -38,6 +45,9 @@ class SqliteDatabase:
         self._local = threading.local()
         self._schema_lock = threading.Lock()
         self._schemas: list[str] = []
+        self._writers = threading.RLock()
+        self._lock_file: BinaryIO | None = None
+        self._lock_pid = 0
 
     def connection(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -59,15 +69,35 @@ class SqliteDatabase:
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction: all statements inside commit together or not at all."""
+        """A write transaction: all statements inside commit together or not at all.
+
+        Writers queue on a lock (a thread lock, and ``flock`` on a file beside the database for
+        other processes) before ``BEGIN IMMEDIATE``: SQLite's own busy handler polls with sleeps of
+        up to 100 ms, so a writer could sleep long after the lock was free; a queued writer
+        starts the moment the previous one commits. SQLite's lock still guards correctness."""
         conn = self.connection()
-        conn.execute("BEGIN IMMEDIATE")
+        with self._writers, self._process_lock():
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    @contextmanager
+    def _process_lock(self) -> Iterator[None]:
+        if fcntl is None or self.path == ":memory:":
+            yield
+            return
+        if self._lock_file is None or self._lock_pid != os.getpid():  # a forked child needs its own
+            self._lock_file = open(self.path + ".writer-lock", "a+b")  # noqa: SIM115 (held for the process's life)
+            self._lock_pid = os.getpid()
+        fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_EX)
         try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+            yield
+        finally:
+            fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_UN)
 
     def checkpoint(self) -> None:
         """Copy the WAL back into the database without blocking readers or writers (PASSIVE)."""

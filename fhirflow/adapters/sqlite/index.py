@@ -9,13 +9,29 @@ lets a version through, the same transaction replaces the resource's typed searc
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from fhirflow.adapters.sqlite.database import SqliteDatabase
 from fhirflow.adapters.sqlite.search.schema import ensure_schema as ensure_search_schema
+from fhirflow.adapters.sqlite.searchparams import catalog_for
 from fhirflow.adapters.sqlite.transactions import joined_write
+from fhirflow.ports import IndexWrite, apply_each
+
+if TYPE_CHECKING:
+    from fhirflow.adapters.sqlite.search.writer import PreparedRows
+    from fhirflow.searchparams.registry import Registry
+
+logger = logging.getLogger("fhirflow.index")
+
+_PREPARED_LIMIT = 4096
+"""Prepared versions kept for ``apply``; one whose write failed is dropped by the oldest-first cap."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS search_index (
@@ -32,16 +48,65 @@ CREATE TABLE IF NOT EXISTS search_index (
 
 
 class SqliteSearchIndex:
-    def __init__(self, db: SqliteDatabase) -> None:
+    def __init__(self, db: SqliteDatabase, *, bodies_from_store: bool = False) -> None:
         self.db = db
+        self.bodies_from_store = bodies_from_store
+        """The embedded store's ``versions`` table is in this database: keep no second copy of a
+        body it holds inline (the search engine reads it there); only of one it keeps in the
+        blob store. Off when the index serves another store (``serve --store dynamodb``)."""
         db.ensure_schema(SCHEMA)
         ensure_search_schema(db)
+        self.catalog = catalog_for(db)
+        """The tenants' runtime search parameters: rows are built with the tenant's registry, and
+        indexing a SearchParameter records it there in the same transaction."""
+        # (tenant, type, id, version) → (the resource it was built from, its rows, the registry used)
+        self._prepared: OrderedDict[tuple[str, str, str, int], tuple[dict[str, Any], PreparedRows, Registry]] = (
+            OrderedDict()
+        )
+        self._prepared_lock = threading.Lock()
+
+    def prepare(
+        self, tenant: str, type_: str, id_: str, version: int, last_updated: int, resource: dict[str, Any]
+    ) -> None:
+        """Build a version's search rows ahead of ``apply`` (before the writer takes SQLite's write
+        lock, so that another writer's SQL can run meanwhile). Optional: ``apply`` builds them
+        itself when nothing was prepared, and a failure here only leaves the work to it."""
+        from fhirflow.adapters.sqlite.search.writer import prepare_resource
+
+        try:
+            registry = self.catalog.last_index_registry(tenant)  # no read here: apply checks it
+            prepared = prepare_resource(tenant, type_, id_, version, last_updated, resource, registry=registry)
+        except Exception:  # apply meets the same failure and reports it where it belongs
+            logger.debug("preparing search rows failed", extra={"type": type_, "id": id_, "version": version})
+            return
+        with self._prepared_lock:
+            self._prepared[(tenant, type_, id_, version)] = (resource, prepared, registry)
+            while len(self._prepared) > _PREPARED_LIMIT:
+                self._prepared.popitem(last=False)
+
+    def _take_prepared(
+        self, tenant: str, type_: str, id_: str, version: int, resource: dict[str, Any] | None, registry: Registry
+    ) -> PreparedRows | None:
+        """The rows prepared from this very ``resource`` object. Two writers racing for the same
+        version prepare from different objects, and the loser's rows must not index the winner.
+        Rows built with another ``registry`` (a SearchParameter changed meanwhile) are dropped too."""
+        with self._prepared_lock:
+            found = self._prepared.pop((tenant, type_, id_, version), None)
+        return found[1] if found is not None and found[0] is resource and found[2] is registry else None
 
     def apply(
         self, tenant: str, type_: str, id_: str, version: int, last_updated: int, resource: dict[str, Any] | None
     ) -> bool:
-        body = None if resource is None else orjson.dumps(resource)
         with joined_write(self.db) as conn:
+            # The registry as of this transaction: rows are always built with the parameters that
+            # hold when they commit, which is what makes a reindex's "searchable" mark true.
+            registry = self.catalog.index_registry(tenant, conn)
+            prepared = self._take_prepared(tenant, type_, id_, version, resource, registry)
+            body = None
+            if resource is not None and not (
+                self.bodies_from_store and _inline_in_store(conn, tenant, type_, id_, version)
+            ):
+                body = orjson.dumps(resource)
             cursor = conn.execute(
                 "INSERT INTO search_index (tenant, type, id, version, deleted, last_updated, body) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?) "
@@ -54,8 +119,43 @@ class SqliteSearchIndex:
                 return False
             from fhirflow.adapters.sqlite.search.writer import index_resource  # extraction: loaded on first write
 
-            index_resource(conn, tenant, type_, id_, version, last_updated, resource)
+            index_resource(
+                conn, tenant, type_, id_, version, last_updated, resource, registry=registry, prepared=prepared
+            )
+            if type_ == "SearchParameter":
+                self.catalog.record(conn, tenant, id_, version, resource)
             return True
+
+    def apply_batch(self, writes: Sequence[IndexWrite]) -> list[bool | Exception]:
+        """One write after the other; after a failure the rest are skipped (the caller may be
+        inside the writer's transaction, which a failed statement leaves for it to roll back)."""
+        return apply_each(self, writes)
+
+    def reindex(self, tenant: str, current: Sequence[IndexedResource]) -> tuple[int, int, list[str]]:
+        """Recompute the search rows of resources the index holds with the tenant's parameters as
+        they are now: a forced re-index that bypasses ``apply``'s version guard (a reindex job's
+        batch). A resource whose indexed version moved since it was read is skipped: its write
+        indexed it with the current parameters. Returns (recomputed, skipped, error messages)."""
+        from fhirflow.adapters.sqlite.search.writer import store_search_rows
+
+        registry = self.catalog.index_registry(tenant)
+        built, errors = _build_rows(tenant, current, registry)  # outside the write lock
+        done = skipped = 0
+        with joined_write(self.db) as conn:
+            now = self.catalog.index_registry(tenant, conn)
+            if now is not registry:  # a SearchParameter changed meanwhile: the rows must match the new set
+                built, errors = _build_rows(tenant, current, now)
+            for item, rows in built:
+                found = conn.execute(
+                    "SELECT version, deleted FROM search_index WHERE tenant = ? AND type = ? AND id = ?",
+                    (tenant, item.type, item.id),
+                ).fetchone()
+                if found is None or found[1] or int(found[0]) != item.version:
+                    skipped += 1
+                    continue
+                store_search_rows(conn, tenant, rows)
+                done += 1
+        return done, skipped, errors
 
     def indexed_version(self, tenant: str, type_: str, id_: str) -> int | None:
         row = (
@@ -67,15 +167,53 @@ class SqliteSearchIndex:
 
     def document(self, tenant: str, type_: str, id_: str) -> dict[str, Any] | None:
         """The indexed body of a live resource (None when absent or deleted)."""
-        row = (
-            self.db.connection()
-            .execute(
-                "SELECT body FROM search_index WHERE tenant = ? AND type = ? AND id = ? AND deleted = 0",
-                (tenant, type_, id_),
+        statement = "SELECT body FROM search_index i WHERE tenant = ? AND type = ? AND id = ? AND deleted = 0"
+        if self.bodies_from_store:
+            statement = (
+                "SELECT COALESCE(i.body, v.body) FROM search_index i LEFT JOIN versions v ON i.body IS NULL "
+                "AND v.tenant = i.tenant AND v.type = i.type AND v.id = i.id AND v.version = i.version "
+                "WHERE i.tenant = ? AND i.type = ? AND i.id = ? AND i.deleted = 0"
             )
-            .fetchone()
-        )
+        row = self.db.connection().execute(statement, (tenant, type_, id_)).fetchone()
         if row is None or row[0] is None:
             return None
         parsed: dict[str, Any] = orjson.loads(row[0])
         return parsed
+
+
+def _inline_in_store(conn: Any, tenant: str, type_: str, id_: str, version: int) -> bool:
+    row = conn.execute(
+        "SELECT body IS NOT NULL FROM versions WHERE tenant = ? AND type = ? AND id = ? AND version = ?",
+        (tenant, type_, id_, version),
+    ).fetchone()
+    return bool(row and row[0])
+
+
+@dataclass(frozen=True, slots=True)
+class IndexedResource:
+    """A current version as the index holds it (what a reindex batch recomputes)."""
+
+    type: str
+    id: str
+    version: int
+    last_updated: int
+    resource: dict[str, Any]
+
+
+def _build_rows(
+    tenant: str, current: Sequence[IndexedResource], registry: Registry
+) -> tuple[list[tuple[IndexedResource, PreparedRows]], list[str]]:
+    from fhirflow.adapters.sqlite.search.writer import prepare_resource
+
+    built: list[tuple[IndexedResource, PreparedRows]] = []
+    errors: list[str] = []
+    for item in current:
+        try:
+            rows = prepare_resource(
+                tenant, item.type, item.id, item.version, item.last_updated, item.resource, registry=registry
+            )
+        except Exception as exc:  # one resource's failure is reported, not the batch's
+            errors.append(f"{item.type}/{item.id}: {type(exc).__name__}: {str(exc)[:200]}")
+            continue
+        built.append((item, rows))
+    return built, errors

@@ -8,7 +8,7 @@ item) and removes the ones that were delivered.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -16,6 +16,9 @@ from fhirflow.adapters.sqlite.database import SqliteDatabase
 from fhirflow.adapters.sqlite.store import SCHEMA as STORE_SCHEMA
 from fhirflow.adapters.sqlite.transactions import joined_write
 from fhirflow.ports import BlobStore, CommittedChange, ResourceVersion
+
+VersionKey = tuple[str, str, str, int]
+"""(tenant, type, id, version)"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,8 +33,20 @@ class SqliteOutbox:
         self.blobs = blobs
         db.ensure_schema(STORE_SCHEMA)
 
-    def pending(self, limit: int = 500) -> list[OutboxEntry]:
-        """The oldest undelivered changes, in commit order."""
+    def pending(
+        self, limit: int = 500, *, known: Mapping[VersionKey, CommittedChange] | None = None
+    ) -> list[OutboxEntry]:
+        """The oldest undelivered changes, in commit order. ``known``: changes the caller holds in
+        memory (the writer's own, just committed), taken from there rather than read back."""
+        if known:
+            heads = (
+                self.db.connection()
+                .execute("SELECT seq, tenant, type, id, version FROM outbox ORDER BY seq LIMIT ?", (limit,))
+                .fetchall()
+            )
+            found = [(seq, known.get((tenant, type_, id_, version))) for seq, tenant, type_, id_, version in heads]
+            if all(change is not None for _, change in found):
+                return [OutboxEntry(seq, change) for seq, change in found if change is not None]
         rows = (
             self.db.connection()
             .execute(

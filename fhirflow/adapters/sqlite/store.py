@@ -20,7 +20,8 @@ from typing import Any
 
 from fhirflow.adapters.offload import BODY_CONTENT_TYPE, body_key
 from fhirflow.adapters.sqlite.database import SqliteDatabase
-from fhirflow.ports import BlobStore, Change, HistoryPage, HistoryQuery, ResourceVersion, VersionConflict
+from fhirflow.adapters.sqlite.group_commit import GroupCommit, PendingWrite
+from fhirflow.ports import BlobStore, Change, ClaimTaken, HistoryPage, HistoryQuery, ResourceVersion, VersionConflict
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS versions (
@@ -59,6 +60,19 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 """
 
+UNIQUES_SCHEMA = """
+CREATE TABLE IF NOT EXISTS uniques (
+    tenant TEXT NOT NULL,
+    type TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    id TEXT NOT NULL,
+    PRIMARY KEY (tenant, type, hash)
+) WITHOUT ROWID;
+"""
+"""Uniqueness keys of conditional criteria (fhirflow.conditional): which resource took each one.
+A row is written in the transaction of the change that claims it; a row whose owner was since
+deleted or changed stays until a later claim replaces it (compare-and-set on ``id``)."""
+
 _COLUMNS = "v.tenant, v.type, v.id, v.version, v.last_updated, v.deleted, v.method, v.body, v.blob, v.created"
 
 DEFAULT_BLOB_THRESHOLD = 64 * 1024
@@ -72,7 +86,8 @@ class SqliteResourceStore:
         blobs: BlobStore | None = None,
         blob_threshold: int = DEFAULT_BLOB_THRESHOLD,
         after_commit: Callable[[], None] | None = None,
-        in_transaction: Callable[[], None] | None = None,
+        in_transaction: Callable[[Sequence[Change]], None] | None = None,
+        before_transaction: Callable[[Sequence[Change]], None] | None = None,
     ) -> None:
         self.db = db
         self.blobs = blobs
@@ -80,7 +95,12 @@ class SqliteResourceStore:
         self.after_commit = after_commit
         self.in_transaction = in_transaction
         """Runs inside each commit's transaction after its changes (the embedded outbox drain)."""
+        self.before_transaction = before_transaction
+        """Runs before each commit takes the write lock: work that needs no lock (preparing the
+        changes' search rows) happens there, while another writer may hold it."""
+        self._group = GroupCommit(db, self._apply_change_set)
         db.ensure_schema(SCHEMA)
+        db.ensure_schema(UNIQUES_SCHEMA)
         _add_blob_column(db)
 
     def _row_to_version(self, row: tuple[Any, ...]) -> ResourceVersion:
@@ -113,20 +133,32 @@ class SqliteResourceStore:
         )
         return self._row_to_version(row) if row else None
 
+    def claim_owner(self, tenant: str, type_: str, key: str) -> str | None:
+        row = (
+            self.db.connection()
+            .execute("SELECT id FROM uniques WHERE tenant = ? AND type = ? AND hash = ?", (tenant, type_, key))
+            .fetchone()
+        )
+        return str(row[0]) if row else None
+
     def commit(self, changes: Sequence[Change]) -> None:
+        if self.before_transaction is not None:
+            self.before_transaction(changes)
         offloaded = self._offload(changes)
         try:
-            with self.db.write() as conn:
-                for index, change in enumerate(changes):
-                    self._apply(conn, index, change, offloaded.get(index))
-                if self.in_transaction is not None:
-                    self.in_transaction()
+            # Concurrent writers of this process share one transaction (fhirflow.adapters.sqlite.group_commit);
+            # each change set still commits or fails on its own.
+            self._group.commit(PendingWrite(changes, offloaded), self.in_transaction)
         except BaseException:
             for key in offloaded.values():
                 self._delete_blob_quietly(key)
             raise
         if self.after_commit is not None:
             self.after_commit()
+
+    def _apply_change_set(self, conn: sqlite3.Connection, pending: PendingWrite) -> None:
+        for index, change in enumerate(pending.changes):
+            self._apply(conn, index, change, pending.offloaded.get(index))
 
     def _offload(self, changes: Sequence[Change]) -> dict[int, str]:
         """Write the large bodies to the blob store first; the rows then point at them."""
@@ -161,6 +193,8 @@ class SqliteResourceStore:
         current = row[0] if row else None
         if current != change.expected_version:
             raise VersionConflict(index, current)
+        if change.claim is not None:
+            _take_claim(conn, index, change)
         cursor = conn.execute(
             "INSERT INTO versions (tenant, type, id, version, last_updated, deleted, method, body, blob, created) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -225,6 +259,24 @@ class SqliteResourceStore:
         page = rows[: query.count]
         next_position = str(page[-1][0]) if len(rows) > query.count and page else None
         return HistoryPage([self._row_to_version(r[1:]) for r in page], next_position)
+
+
+def _take_claim(conn: sqlite3.Connection, index: int, change: Change) -> None:
+    """The claim's compare-and-set, inside the commit's write transaction (BEGIN IMMEDIATE: no
+    other writer runs between the read and the write)."""
+    assert change.claim is not None
+    new, claim = change.new, change.claim
+    row = conn.execute(
+        "SELECT id FROM uniques WHERE tenant = ? AND type = ? AND hash = ?", (new.tenant, new.type, claim.key)
+    ).fetchone()
+    owner = str(row[0]) if row else None
+    if owner != claim.replaces:
+        raise ClaimTaken(index, owner)
+    conn.execute(
+        "INSERT INTO uniques (tenant, type, hash, id) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (tenant, type, hash) DO UPDATE SET id = excluded.id",
+        (new.tenant, new.type, claim.key, new.id),
+    )
 
 
 _ADDED_COLUMNS = (("blob", "blob TEXT"), ("created", "created INTEGER NOT NULL DEFAULT 0"))

@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from fhirflow import jsonio
-from fhirflow.errors import BadRequest, Issue
+from fhirflow.errors import BadRequest, FhirError, Issue
 from fhirflow.model import FhirRequest
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
@@ -149,6 +149,7 @@ def entry_request(entry: Entry, outer: FhirRequest, body: dict[str, Any] | None)
         query=entry.query,
         headers=headers,
         body=jsonio.dumps(body) if body is not None else b"",
+        parsed_body=body,
         base_url=outer.base_url,
         tenant=outer.tenant,
         request_id=outer.request_id,
@@ -169,6 +170,15 @@ def _binary_patch(entry: Entry, binary: dict[str, Any]) -> tuple[Any, str]:
             f"{entry.where}: the Binary's data is not a base64 JSON Patch", expression=f"{entry.where}.resource.data"
         ) from exc
     return document, str(binary.get("contentType") or "application/json-patch+json")
+
+
+def entry_failure(error: FhirError, entry: Entry) -> FhirError:
+    """``error`` as the failure of ``entry``: the same class and status, its issues rooted at the entry."""
+    failure = type(error)(
+        with_entry_prefix(error.diagnostics, entry), issues=prefixed_issues(error.issues, entry), headers=error.headers
+    )
+    failure.status = error.status
+    return failure
 
 
 def prefixed_issues(issues: list[Issue], entry: Entry) -> list[Issue]:

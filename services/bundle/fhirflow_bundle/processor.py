@@ -20,19 +20,35 @@ from typing import Any
 import orjson
 
 from fhirflow import jsonio
-from fhirflow.errors import BadRequest, Conflict, FhirError, Issue, NotFound, NotModified, outcome_for
+from fhirflow.errors import (
+    BadRequest,
+    Conflict,
+    FhirError,
+    Issue,
+    NotFound,
+    NotModified,
+    ServiceUnavailable,
+    outcome_for,
+)
 from fhirflow.http import prefer_return
 from fhirflow.model import FhirRequest, FhirResponse
-from fhirflow.ports import Change, ResourceStore, ResourceVersion, TransactionCommitter, VersionConflict
+from fhirflow.ports import Change, ClaimTaken, ResourceStore, ResourceVersion, TransactionCommitter, VersionConflict
 from fhirflow.routes import ROUTE_TABLE, RouteTable
 from fhirflow.runtime import Dependencies
 from fhirflow.unit_of_work import UnitOfWork
 from fhirflow_bundle import references
-from fhirflow_bundle.entries import ORDER, Entry, entry_request, parse_bundle, prefixed_issues, with_entry_prefix
+from fhirflow_bundle.conditional import TransactionPlan, entry_criteria, plan_transaction, resolve_references
+from fhirflow_bundle.entries import ORDER, Entry, entry_failure, entry_request, parse_bundle
 from fhirflow_bundle.transaction.commit import StoreCommitter
 from fhirflow_bundle.transaction.jobs import AsyncJobs, wants_async
+from fhirflow_crud.conditional import Resolution
 
 UseCase = Callable[..., FhirResponse]
+
+_INTERACTIONS = {"POST": "create", "PUT": "update", "DELETE": "delete", "PATCH": "patch"}
+TRANSACTION_ATTEMPTS = 4
+"""Runs of a transaction that lost a uniqueness key to a concurrent conditional create (each lost
+race means that create committed, so the next run finds its resource)."""
 
 
 class _TransactionWork(UnitOfWork):
@@ -96,13 +112,19 @@ class BundleProcessor:
 
     def _batch_entry(self, entry: Entry, outer: FhirRequest) -> dict[str, Any]:
         try:
-            if entry.resource is not None and references.local_references(entry.resource):
+            body = entry.resource
+            if body is not None and references.local_references(body):
                 raise BadRequest(
                     f"{entry.where}: a batch entry cannot refer to other entries "
                     "(urn:uuid/urn:oid references resolve only in a transaction)",
                     expression=f"{entry.where}.resource",
                 )
-            response = self._run(entry, outer, self.deps, entry.resource)
+            found = references.conditional_references(body) if body is not None else []
+            if found:
+                mapping = resolve_references(self.deps, outer, entry, found)
+                body = references.rewrite(body, mapping, where=entry.where)
+            entry_criteria(entry)  # bad criteria are refused naming the entry's element; the use case resolves them
+            response = self._run(entry, outer, self.deps, body)
         except FhirError as error:
             return _error_entry(error, entry)
         return _response_entry(response, outer)
@@ -110,7 +132,22 @@ class BundleProcessor:
     # -- transaction: all or nothing ---------------------------------------------------------
 
     def _transaction(self, entries: list[Entry], outer: FhirRequest) -> list[dict[str, Any]]:
-        new_ids, mapping = self._identities(entries)
+        for _ in range(TRANSACTION_ATTEMPTS):
+            try:
+                return self._transaction_once(entries, outer)
+            except ClaimTaken:
+                # A concurrent conditional create took a uniqueness key this transaction claimed,
+                # after this one looked and before it committed. Nothing was written: look again.
+                continue
+        raise ServiceUnavailable(
+            "Resources this transaction creates conditionally are being created by many writers at once; retry",
+            headers={"Retry-After": "1"},
+        )
+
+    def _transaction_once(self, entries: list[Entry], outer: FhirRequest) -> list[dict[str, Any]]:
+        plan = plan_transaction(self.deps, outer, entries)
+        new_ids, mapping = self._identities(entries, plan)
+        mapping.update(plan.references)
         bodies = {
             e.index: references.rewrite(e.resource, mapping, where=e.where) if e.resource is not None else None
             for e in entries
@@ -125,17 +162,26 @@ class BundleProcessor:
         for entry in sorted(entries, key=lambda e: (ORDER[e.method], e.index)):
             owners.extend([entry] * (len(work.changes) - len(owners)))
             try:
-                response = self._run(entry, outer, scoped, bodies[entry.index], new_id=new_ids.get(entry.index))
+                response = self._run(
+                    entry,
+                    outer,
+                    scoped,
+                    bodies[entry.index],
+                    new_id=new_ids.get(entry.index),
+                    resolution=plan.resolutions.get(entry.index),
+                )
             except NotModified as not_modified:
                 results[entry.index] = {"response": {"status": "304 Not Modified", **_etag(not_modified.headers)}}
                 continue
             except FhirError as error:
-                raise _entry_failure(error, entry) from error
+                raise entry_failure(error, entry) from error
             results[entry.index] = _response_entry(response, outer)
             owners.extend([entry] * (len(work.changes) - len(owners)))
         try:
             if work.changes:
                 self.committer.commit(work.changes, labels=[owner.where for owner in owners])
+        except ClaimTaken:
+            raise
         except VersionConflict as conflict:
             failed = owners[conflict.index].where if conflict.index < len(owners) else "Bundle"
             raise Conflict(
@@ -145,15 +191,34 @@ class BundleProcessor:
             ) from conflict
         return [results[e.index] for e in entries]
 
-    def _identities(self, entries: list[Entry]) -> tuple[dict[int, str], dict[str, str]]:
-        """Ids for created resources up front, and fullUrl → ``Type/id`` for every entry that has one."""
+    def _identities(self, entries: list[Entry], plan: TransactionPlan) -> tuple[dict[int, str], dict[str, str]]:
+        """Ids for created resources up front, and fullUrl → ``Type/id`` for every entry that has one
+        (a conditional entry's: the resource its criteria found, or the one it creates)."""
         new_ids: dict[int, str] = {}
         mapping: dict[str, str] = {}
         targets: dict[str, int] = {}
         for entry in entries:
-            if entry.method == "POST":
+            resolution = plan.resolutions.get(entry.index)
+            found = None
+            if resolution is not None:
+                try:
+                    found = resolution.single(action=f"a conditional {_INTERACTIONS[entry.method]}")
+                except FhirError as error:
+                    raise entry_failure(error, entry) from error
+            body_id = (entry.resource or {}).get("id")
+            if found is not None:
+                location = f"{entry.resource_type}/{found.id}"
+                if entry.method == "POST":  # the conditional create found its resource: nothing is written
+                    if entry.full_url:
+                        mapping[entry.full_url] = location
+                    continue
+            elif entry.method == "POST" or (
+                resolution is not None and entry.method == "PUT" and not isinstance(body_id, str)
+            ):
                 new_ids[entry.index] = str(uuid.uuid4())
                 location = f"{entry.resource_type}/{new_ids[entry.index]}"
+            elif resolution is not None and entry.method == "PUT":
+                location = f"{entry.resource_type}/{body_id}"  # update as create with the body's id
             elif entry.method in ("PUT", "PATCH", "DELETE") and not entry.query and entry.path.count("/") == 2:
                 location = entry.path.strip("/")
             else:
@@ -172,7 +237,14 @@ class BundleProcessor:
     # -- one entry through the ordinary use cases ----------------------------------------------
 
     def _run(
-        self, entry: Entry, outer: FhirRequest, deps: Dependencies, body: Any, *, new_id: str | None = None
+        self,
+        entry: Entry,
+        outer: FhirRequest,
+        deps: Dependencies,
+        body: Any,
+        *,
+        new_id: str | None = None,
+        resolution: Resolution | None = None,
     ) -> FhirResponse:
         request = entry_request(entry, outer, body)
         method = "GET" if entry.method == "HEAD" else entry.method
@@ -185,17 +257,11 @@ class BundleProcessor:
             )
         request.route = route.pattern
         request.path_params = params
-        if route.interaction == "create" and new_id is not None:
-            return use_case(deps, request, new_id=new_id)
+        if route.interaction in ("create", "conditional-update") and (new_id is not None or resolution is not None):
+            return use_case(deps, request, new_id=new_id, resolution=resolution)
+        if route.interaction in ("conditional-delete", "conditional-patch") and resolution is not None:
+            return use_case(deps, request, resolution=resolution)
         return use_case(deps, request)
-
-
-def _entry_failure(error: FhirError, entry: Entry) -> FhirError:
-    failure = type(error)(
-        with_entry_prefix(error.diagnostics, entry), issues=prefixed_issues(error.issues, entry), headers=error.headers
-    )
-    failure.status = error.status
-    return failure
 
 
 def _status(code: int) -> str:
@@ -220,7 +286,7 @@ def _response_entry(response: FhirResponse, outer: FhirRequest) -> dict[str, Any
     result.update(_etag(headers))
     entry: dict[str, Any] = {}
     if response.raw_json is not None:
-        stored = jsonio.loads(response.raw_json)
+        stored = response.parsed if response.parsed is not None else jsonio.loads(response.raw_json)
         result["lastModified"] = (stored.get("meta") or {}).get("lastUpdated")
         preference = prefer_return(outer) if response.honours_prefer_return else "representation"
         if preference == "representation":
@@ -238,5 +304,5 @@ def _response_entry(response: FhirResponse, outer: FhirRequest) -> dict[str, Any
 
 
 def _error_entry(error: FhirError, entry: Entry) -> dict[str, Any]:
-    outcome = outcome_for(_entry_failure(error, entry))
+    outcome = outcome_for(entry_failure(error, entry))
     return {"response": {"status": _status(error.status), "outcome": outcome}}

@@ -20,19 +20,41 @@ def rewrite(value: Any, mapping: Mapping[str, str], *, where: str) -> Any:
     """A copy of ``value`` with each ``reference`` to a mapped fullUrl replaced.
 
     A ``urn:uuid:``/``urn:oid:`` reference that no entry defines cannot be resolved by anyone
-    later, so it is a 400 naming the entry (``where``).
+    later, so it is a 400 naming the entry (``where``). (A copy, not in place: a transaction
+    that must run again starts from the entries as they came.)
     """
-    if isinstance(value, dict):
-        out: dict[str, Any] = {}
-        for key, item in value.items():
-            if key == "reference" and isinstance(item, str):
-                out[key] = _resolve(item, mapping, where=where)
-            else:
-                out[key] = rewrite(item, mapping, where=where)
-        return out
-    if isinstance(value, list):
-        return [rewrite(item, mapping, where=where) for item in value]
+    if type(value) is dict:
+        return _rewrite_object(value, mapping, where)
+    if type(value) is list:
+        return _rewrite_array(value, mapping, where)
     return value
+
+
+# Exact type checks and no call per primitive: this runs over every element of every entry.
+def _rewrite_object(node: dict[str, Any], mapping: Mapping[str, str], where: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, item in node.items():
+        kind = type(item)
+        if kind is dict:
+            out[key] = _rewrite_object(item, mapping, where)
+        elif kind is list:
+            out[key] = _rewrite_array(item, mapping, where)
+        elif kind is str and key == "reference":
+            out[key] = _resolve(item, mapping, where=where)
+        else:
+            out[key] = item
+    return out
+
+
+def _rewrite_array(items: list[Any], mapping: Mapping[str, str], where: str) -> list[Any]:
+    return [
+        _rewrite_object(item, mapping, where)
+        if type(item) is dict
+        else _rewrite_array(item, mapping, where)
+        if type(item) is list
+        else item
+        for item in items
+    ]
 
 
 def _resolve(reference: str, mapping: Mapping[str, str], *, where: str) -> str:
@@ -46,16 +68,41 @@ def _resolve(reference: str, mapping: Mapping[str, str], *, where: str) -> str:
 
 def local_references(value: Any) -> list[str]:
     """Every ``urn:uuid:``/``urn:oid:`` reference in a resource (a batch entry must not have any)."""
+    return [r for r in reference_strings(value) if r.startswith(LOCAL_SCHEMES)]
+
+
+def conditional_references(value: Any) -> list[str]:
+    """Every reference written as a search (``Patient?identifier=...``, http.html#trules)."""
+    from fhirflow.conditional import conditional_reference
+
+    return [r for r in reference_strings(value) if "?" in r and conditional_reference(r) is not None]
+
+
+def reference_strings(value: Any) -> list[str]:
+    """Every ``reference`` string in ``value``, anywhere in it."""
     found: list[str] = []
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            for key, child in item.items():
-                if key == "reference" and isinstance(child, str) and child.startswith(LOCAL_SCHEMES):
-                    found.append(child)
-                else:
-                    stack.append(child)
-        elif isinstance(item, list):
-            stack.extend(item)
+    if type(value) is dict:
+        _collect_object(value, found)
+    elif type(value) is list:
+        _collect_array(value, found)
     return found
+
+
+def _collect_object(node: dict[str, Any], found: list[str]) -> None:
+    for key, item in node.items():
+        kind = type(item)
+        if kind is dict:
+            _collect_object(item, found)
+        elif kind is list:
+            _collect_array(item, found)
+        elif kind is str and key == "reference":
+            found.append(item)
+
+
+def _collect_array(items: list[Any], found: list[str]) -> None:
+    for item in items:
+        kind = type(item)
+        if kind is dict:
+            _collect_object(item, found)
+        elif kind is list:
+            _collect_array(item, found)

@@ -10,13 +10,16 @@ from fhirflow.http import Application, UseCase
 from fhirflow.model import FhirRequest, FhirResponse
 from fhirflow.routes import ROUTE_TABLE
 from fhirflow.runtime import Dependencies, build_dependencies
-from fhirflow_crud import history, reads, writes
+from fhirflow_crud import conditional, history, reads, writes
 
 USE_CASES: dict[str, Callable[[Dependencies, FhirRequest], FhirResponse]] = {
     "create": writes.create,
     "update": writes.update,
     "patch": writes.patch,
     "delete": writes.delete,
+    "conditional-update": conditional.update,
+    "conditional-delete": conditional.delete,
+    "conditional-patch": conditional.patch,
     "read": reads.read,
     "vread": reads.vread,
     "history-instance": history.history,
@@ -26,9 +29,14 @@ USE_CASES: dict[str, Callable[[Dependencies, FhirRequest], FhirResponse]] = {
 
 
 def metadata(deps: Dependencies, request: FhirRequest) -> FhirResponse:
+    from fhirflow.runtime import search_param_catalog
     from fhirflow.validation import RESOURCE_TYPES
 
-    statement = capability_statement(deps.settings, base_url=request.base_url, resource_types=RESOURCE_TYPES)
+    catalog = search_param_catalog(deps.settings)
+    custom = catalog.custom_params(request.tenant) if catalog is not None else ()
+    statement = capability_statement(
+        deps.settings, base_url=request.base_url, resource_types=RESOURCE_TYPES, custom_params=custom
+    )
     return FhirResponse(status=200, resource=statement, subsettable=True)
 
 

@@ -11,7 +11,7 @@ import base64
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fhirflow import bodies, jsonio, versioning
 from fhirflow.errors import (
@@ -24,9 +24,12 @@ from fhirflow.errors import (
     UnsupportedMediaType,
 )
 from fhirflow.model import FhirRequest, FhirResponse
-from fhirflow.ports import Change, Method, ResourceVersion, VersionConflict
+from fhirflow.ports import Change, Claim, ClaimTaken, Method, ResourceVersion, VersionConflict
 from fhirflow.runtime import Dependencies
 from fhirflow.validation import is_resource_type, validate_resource
+
+if TYPE_CHECKING:
+    from fhirflow_crud.conditional import Resolution
 
 _MAX_RETRIES = 20
 
@@ -67,6 +70,11 @@ def validated(resource: dict[str, Any], rtype: str) -> dict[str, Any]:
     issues = validate_resource(resource, expected_type=rtype)
     if issues:
         raise InvalidResource(f"The {rtype} is not valid: {issues[0].diagnostics}", issues=issues)
+    if rtype == "SearchParameter" and resource.get("status") == "active":
+        # An active one is indexed from now on: refuse one the server could not index (DESIGN.md §4).
+        from fhirflow.searchparams.custom import check_search_parameter
+
+        check_search_parameter(resource)
     return resource
 
 
@@ -108,18 +116,23 @@ def commit_version(
     method: Method,
     expected: int | None,
     head: ResourceVersion | None,
+    claim: Claim | None = None,
 ) -> ResourceVersion:
-    """Write one new version after ``head`` (None: the resource does not exist); VersionConflict if it moved."""
+    """Write one new version after ``head`` (None: the resource does not exist); VersionConflict if it
+    moved. ``claim``: the uniqueness key of a conditional create, taken in the same commit (ClaimTaken)."""
     version = head.version + 1 if head else 1
     last_updated = deps.clock.now_ms()
     if head and last_updated <= head.last_updated:
         last_updated = head.last_updated + 1  # lastUpdated never goes backwards within one resource
-    body = None
+    body = stamped = None
     if resource is not None:
-        body = versioning.serialise(versioning.stamp(resource, id_=id_, version=version, last_updated=last_updated))
+        stamped = versioning.stamp(resource, id_=id_, version=version, last_updated=last_updated)
+        body = versioning.serialise(stamped)
     created = resource is not None and (head is None or head.deleted)
-    new = ResourceVersion(request.tenant, rtype, id_, version, last_updated, resource is None, method, body, created)
-    deps.store.commit([Change(new, expected, request.request_id)])
+    new = ResourceVersion(
+        request.tenant, rtype, id_, version, last_updated, resource is None, method, body, created, resource=stamped
+    )
+    deps.store.commit([Change(new, expected, request.request_id, claim)])
     return new
 
 
@@ -132,8 +145,10 @@ def write(
     *,
     method: Method,
     must_not_exist: bool = False,
+    claim: Claim | None = None,
 ) -> WriteResult:
-    """Optimistic write with If-Match semantics and retries for unguarded writes."""
+    """Optimistic write with If-Match semantics and retries for unguarded writes. A ``claim`` that
+    does not hold is not retried here: ClaimTaken goes to the conditional use case, which looks again."""
     wanted = if_match(request)
     for _ in range(_MAX_RETRIES):
         head = None if must_not_exist else deps.store.current(request.tenant, rtype, id_)
@@ -148,9 +163,12 @@ def write(
             raise MethodNotAllowed(f"{rtype}/{id_} does not exist and this server does not allow update-as-create")
         deps.policy.check_write(request, rtype, id_, resource, head)
         try:
+            expected = head.version if head else None
             stored = commit_version(
-                deps, request, rtype, id_, resource, method=method, expected=head.version if head else None, head=head
+                deps, request, rtype, id_, resource, method=method, expected=expected, head=head, claim=claim
             )
+        except ClaimTaken:
+            raise
         except VersionConflict as conflict:
             if wanted is not None:
                 raise PreconditionFailed(
@@ -175,13 +193,21 @@ def written_response(request: FhirRequest, result: WriteResult, *, status: int |
     return FhirResponse(
         status=status or (201 if result.created else 200),
         raw_json=stored.body,
+        parsed=stored.resource,
         headers=headers,
         honours_prefer_return=True,
     )
 
 
-def create(deps: Dependencies, request: FhirRequest, *, new_id: str | None = None) -> FhirResponse:
-    """``new_id`` lets a transaction choose the id up front, so references to the entry can be rewritten."""
+def create(
+    deps: Dependencies, request: FhirRequest, *, new_id: str | None = None, resolution: Resolution | None = None
+) -> FhirResponse:
+    """``new_id`` lets a transaction choose the id up front, so references to the entry can be rewritten.
+    With ``If-None-Exist`` (or a bundle's pre-resolved ``resolution``) it is a conditional create."""
+    if resolution is not None or "if-none-exist" in request.headers:
+        from fhirflow_crud import conditional
+
+        return conditional.create(deps, request, new_id=new_id, resolution=resolution)
     rtype = authorized_type(deps, request, "create")
     resource = resource_from_body(request, deps, rtype)
     # The server assigns the id and ignores one in the body (http.html#create).

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from fhirflow.ports import BlobStore
+from fhirflow.ports import BlobStore, CommittedChange
 from fhirflow.settings import Settings
 from fhirflow_index_sync.records import change_from_record
 from fhirflow_index_sync.sync import IndexSync
@@ -54,29 +55,58 @@ class NotAttempted(Exception):
     """A record after a failed one in the same batch: left for the retry, to keep version order."""
 
 
+def _sequence(record: Mapping[str, Any]) -> str:
+    return str(record["dynamodb"]["SequenceNumber"])
+
+
 class StreamBatch:
     """The record handler of one invocation.
 
+    The first record's call processes the whole batch (one ``apply_batch`` on the index: a single
+    bulk request on OpenSearch, instead of a request per record); each record's call then answers
+    with that record's outcome, which Powertools turns into ``batchItemFailures``.
+
     Lambda re-delivers a stream batch from the lowest failed sequence number, so everything after
-    the first failure comes again anyway; processing it now would only announce later versions
-    before earlier ones. After the first failure the remaining records fail without being tried.
+    the first failure comes again anyway; announcing it now would only announce later versions
+    before earlier ones. So every record after the first failed one fails too, untried.
     """
 
-    def __init__(self, parts: Components) -> None:
+    def __init__(self, parts: Components, records: Sequence[dict[str, Any]]) -> None:
         self.parts = parts
-        self.failed = False
+        self.records = list(records)
+        self._failures: dict[str, Exception] | None = None
 
     def handle(self, record: DynamoDBRecord) -> None:
-        if self.failed:
-            raise NotAttempted("an earlier record of this batch failed")
-        try:
-            change = change_from_record(record.raw_event, self.parts.blobs)
+        if self._failures is None:
+            self._failures = self._process()
+        failure = self._failures.get(_sequence(record.raw_event))
+        if failure is not None:
+            raise failure
+
+    def _process(self) -> dict[str, Exception]:
+        """The failure of each record that failed, by sequence number."""
+        changes: list[CommittedChange] = []
+        positions: list[int] = []  # the record each change came from
+        first_failed, error = len(self.records), None
+        for position, raw in enumerate(self.records):
+            try:
+                change = change_from_record(raw, self.parts.blobs)
+            except Exception as exc:  # e.g. an offloaded body that cannot be read yet
+                first_failed, error = position, exc
+                break
             if change is not None:
-                self.parts.sync.process_one(change)
-        except Exception:
-            self.failed = True
-            raise
+                changes.append(change)
+                positions.append(position)
+        report = self.parts.sync.process(changes)
+        if report.error is not None:
+            first_failed, error = positions[report.done], report.error
+        if error is None:
+            return {}
+        failures: dict[str, Exception] = {_sequence(self.records[first_failed]): error}
+        for raw in self.records[first_failed + 1 :]:
+            failures[_sequence(raw)] = NotAttempted("an earlier record of this batch failed")
+        return failures
 
 
-def stream_batch() -> StreamBatch:
-    return StreamBatch(components())
+def stream_batch(event: Mapping[str, Any]) -> StreamBatch:
+    return StreamBatch(components(), event.get("Records") or [])

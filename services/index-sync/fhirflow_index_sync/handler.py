@@ -21,5 +21,5 @@ def lambda_handler(event: dict[str, Any], context: Any) -> PartialItemFailureRes
     from fhirflow_index_sync import app
 
     return process_partial_response(
-        event=event, record_handler=app.stream_batch().handle, processor=processor, context=context
+        event=event, record_handler=app.stream_batch(event).handle, processor=processor, context=context
     )

@@ -3,13 +3,15 @@
 For each change, in commit order:
 
 1. the search index takes the version, unless it already holds that version or a newer one
-   (replays and reordered batches never move a document backwards);
+   (replays and reordered batches never move a document backwards); a batch's versions go to
+   the index together (``SearchIndex.apply_batch``: one bulk request on OpenSearch);
 2. a ``ResourceChanged`` v1 event is published, unless the ledger says it already was — also
    for a version too old to index, since every committed change is announced once.
 
-The order within a batch is kept: when a change fails, the ones after it are not processed, so
-the retry (Lambda re-delivers from the first failed record; the outbox keeps undelivered rows)
-sees them again in order and events leave in version order per resource.
+The order within a batch is kept: when a change fails, the ones after it are not announced (a
+bulk index may already hold some of them: the version guard makes their second write a no-op),
+so the retry (Lambda re-delivers from the first failed record; the outbox keeps undelivered
+rows) sees them again in order and events leave in version order per resource.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from fhirflow.ports import CommittedChange, EventLedger, EventPublisher, SearchIndex
+from fhirflow.ports import CommittedChange, EventLedger, EventPublisher, IndexWrite, SearchIndex
 from fhirflow_contracts import ResourceChanged
 
 logger = logging.getLogger("fhirflow.index_sync")
@@ -55,15 +57,28 @@ class IndexSync:
 
     def process(self, changes: Sequence[CommittedChange]) -> SyncReport:
         """Index and announce ``changes`` in order; stops at the first failure (see the module doc)."""
-        indexed = 0
+        writes: list[IndexWrite] = []
         error: Exception | None = None
         for change in changes:
             try:
-                self._index(change)
-            except Exception as exc:
+                writes.append(self._write(change))
+            except Exception as exc:  # a body that does not parse: the batch stops there
                 error = exc
                 break
-            indexed += 1
+        indexed = len(writes)
+        if writes:
+            try:
+                results = self.index.apply_batch(writes)
+            except Exception as exc:  # adapters report per write; this is one that did not
+                results = [exc] * len(writes)
+            for position, (write, result) in enumerate(zip(writes, results, strict=True)):
+                if isinstance(result, Exception):
+                    indexed, error = position, result
+                    break
+                logger.debug(
+                    "indexed" if result else "index already newer",
+                    extra={"tenant": write.tenant, "type": write.type, "id": write.id, "version": write.version},
+                )
         try:
             self._announce(changes[:indexed])
         except Exception as exc:
@@ -72,20 +87,13 @@ class IndexSync:
             return SyncReport(0, exc)
         return SyncReport(indexed, error)
 
-    def process_one(self, change: CommittedChange) -> None:
-        """One change, raising its failure (the Lambda handler's per-record call)."""
-        report = self.process([change])
-        if report.error is not None:
-            raise report.error
-
-    def _index(self, change: CommittedChange) -> None:
+    @staticmethod
+    def _write(change: CommittedChange) -> IndexWrite:
         stored = change.stored
-        resource = None if stored.deleted or stored.body is None else orjson.loads(stored.body)
-        applied = self.index.apply(stored.tenant, stored.type, stored.id, stored.version, stored.last_updated, resource)
-        logger.debug(
-            "indexed" if applied else "index already newer",
-            extra={"tenant": stored.tenant, "type": stored.type, "id": stored.id, "version": stored.version},
-        )
+        resource = None
+        if not stored.deleted and stored.body is not None:
+            resource = stored.resource if stored.resource is not None else orjson.loads(stored.body)
+        return IndexWrite(stored.tenant, stored.type, stored.id, stored.version, stored.last_updated, resource)
 
     def _announce(self, changes: Sequence[CommittedChange]) -> None:
         if not changes:

@@ -11,18 +11,22 @@ import threading
 from collections.abc import Callable
 from functools import partial
 
+from fhirflow.errors import NotImplementedFhir
 from fhirflow.http import Application, UseCase
 from fhirflow.model import FhirRequest, FhirResponse
 from fhirflow.routes import ROUTE_TABLE
-from fhirflow.runtime import Dependencies, build_dependencies
-from fhirflow.search_ports import SearchEngine
+from fhirflow.runtime import Dependencies, build_dependencies, search_param_catalog
+from fhirflow.search_ports import ResourceMatcher, SearchEngine
 from fhirflow.settings import Settings
+from fhirflow_search import reindex
+from fhirflow_search.reindex import ReindexParts
 from fhirflow_search.settings import SearchSettings
 from fhirflow_search.usecase import SearchService
 
 INTERACTIONS = ("search-type", "search-system", "search-compartment")
 
 _services: dict[str, SearchService] = {}
+_reindex_parts: dict[str, ReindexParts] = {}
 _lock = threading.Lock()
 
 
@@ -32,18 +36,35 @@ def build_engine(settings: Settings) -> SearchEngine:
         from fhirflow.runtime import sqlite_database
 
         return SqliteSearchEngine(sqlite_database(settings))
+    if settings.search_index == "opensearch":
+        from fhirflow.adapters.opensearch.engine import OpenSearchSearchEngine
+        from fhirflow.runtime import opensearch_index
+
+        return OpenSearchSearchEngine(opensearch_index(settings))
     raise ValueError(
-        f"Unknown search index '{settings.search_index}' (FHIRFLOW_SEARCH_INDEX); the search service has 'sqlite'"
+        f"Unknown search index '{settings.search_index}' (FHIRFLOW_SEARCH_INDEX); expected 'sqlite' or 'opensearch'"
     )
 
 
 def service_for(settings: Settings) -> SearchService:
     """One SearchService per index per process (the bundle service shares it)."""
-    key = f"{settings.search_index}:{settings.sqlite_path.resolve()}"
+    if settings.search_index == "opensearch":
+        key = f"opensearch:{settings.opensearch_url}/{settings.opensearch_index}"
+    else:
+        key = f"{settings.search_index}:{settings.sqlite_path.resolve()}"
     with _lock:
         if key not in _services:
-            _services[key] = SearchService(build_engine(settings), SearchSettings.from_env())
+            catalog = search_param_catalog(settings)
+            _services[key] = SearchService(build_engine(settings), SearchSettings.from_env(), catalog=catalog)
         return _services[key]
+
+
+def build_matcher(settings: Settings) -> ResourceMatcher:
+    """Whether one resource matches a query, whatever the index: the embedded engine on a scratch
+    in-memory database (conditional creates check a uniqueness key's owner with it)."""
+    from fhirflow.adapters.sqlite.search.matcher import SqliteResourceMatcher
+
+    return SqliteResourceMatcher()
 
 
 def search(deps: Dependencies, request: FhirRequest) -> FhirResponse:
@@ -53,10 +74,43 @@ def search(deps: Dependencies, request: FhirRequest) -> FhirResponse:
 USE_CASES: dict[str, Callable[[Dependencies, FhirRequest], FhirResponse]] = dict.fromkeys(INTERACTIONS, search)
 
 
+def reindex_parts(settings: Settings) -> ReindexParts:
+    """The reindex job's adapters for the settings' index (one set per index per process)."""
+    if settings.search_index != "sqlite":
+        raise NotImplementedFhir(
+            "$reindex is available with the embedded (SQLite) search index only; "
+            "the OpenSearch adapters are not there yet"
+        )
+    key = f"reindex:{settings.sqlite_path.resolve()}"
+    with _lock:
+        if key not in _reindex_parts:
+            from fhirflow.adapters.sqlite.index import SqliteSearchIndex
+            from fhirflow.adapters.sqlite.reindex import SqliteReindexer, SqliteReindexJobStore
+            from fhirflow.runtime import sqlite_database
+
+            db = sqlite_database(settings)
+            index = SqliteSearchIndex(db, bodies_from_store=settings.store == "sqlite")
+            _reindex_parts[key] = ReindexParts(SqliteReindexJobStore(db), SqliteReindexer(index), index.catalog)
+        return _reindex_parts[key]
+
+
+def _reindex_use_case(interaction: str) -> Callable[[Dependencies, FhirRequest], FhirResponse]:
+    def run(deps: Dependencies, request: FhirRequest) -> FhirResponse:
+        parts = reindex_parts(deps.settings)
+        if interaction == "reindex-status":
+            return reindex.status(deps, parts, request)
+        return reindex.kick_off(deps, parts, request, clock=deps.clock.now_ms)
+
+    return run
+
+
 def build_app(deps: Dependencies | None = None, service: SearchService | None = None) -> Application:
     deps = deps or build_dependencies()
     use_case = service or service_for(deps.settings)
-    handlers: dict[tuple[str, str], UseCase] = {
-        (route.method, route.pattern): partial(use_case, deps) for route in ROUTE_TABLE.for_service("search")
-    }
+    handlers: dict[tuple[str, str], UseCase] = {}
+    for route in ROUTE_TABLE.for_service("search"):
+        if route.interaction in ("reindex", "reindex-status"):
+            handlers[(route.method, route.pattern)] = partial(_reindex_use_case(route.interaction), deps)
+        else:
+            handlers[(route.method, route.pattern)] = partial(use_case, deps)
     return Application(handlers, base_url=deps.settings.base_url, authenticator=deps.authenticator, audit=deps.audit)

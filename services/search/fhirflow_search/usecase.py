@@ -19,6 +19,7 @@ from fhirflow.model import FhirRequest, FhirResponse
 from fhirflow.query.ast import Criterion, Filter, Query, SortKey
 from fhirflow.query.parser import parse
 from fhirflow.query.render import criterion_name
+from fhirflow.reindex_ports import SearchParamCatalog
 from fhirflow.runtime import Dependencies
 from fhirflow.search_ports import Hit, Page, PageRequest, SearchEngine, SearchScope
 from fhirflow.searchparams.registry import Registry, default_registry
@@ -57,14 +58,28 @@ class Plan:
 class SearchService:
     """The search use case; ``service(deps, request)`` like the crud use cases (bundles call it too)."""
 
-    def __init__(self, engine: SearchEngine, settings: SearchSettings, registry: Registry | None = None) -> None:
+    def __init__(
+        self,
+        engine: SearchEngine,
+        settings: SearchSettings,
+        registry: Registry | None = None,
+        catalog: SearchParamCatalog | None = None,
+    ) -> None:
         self.engine = engine
         self.settings = settings
         self._registry = registry
+        self.catalog = catalog
+        """The tenants' runtime search parameters (searchable once reindexed); None: official ones only."""
 
     @property
     def registry(self) -> Registry:
         return self._registry or default_registry()
+
+    def registry_for(self, tenant: str) -> Registry:
+        """What a search of ``tenant`` parses against: one primary-key read when nothing changed."""
+        if self.catalog is None or self._registry is not None:
+            return self.registry
+        return self.catalog.searchable_registry(tenant)
 
     def __call__(self, deps: Dependencies, request: FhirRequest) -> FhirResponse:
         plan = self.plan(deps, request)
@@ -75,12 +90,15 @@ class SearchService:
     # -- planning ---------------------------------------------------------------------------
 
     def plan(self, deps: Dependencies, request: FhirRequest) -> Plan:
-        target = search_target(request, self.registry)
+        registry = self.registry_for(request.tenant)
+        target = search_target(request, registry)
         deps.policy.authorize(request, target.interaction, target.resource_type)
         params = search_params(request)
         cursors = [value for name, value in params if name == paging.CURSOR]
         strict = prefer_handling(request) == "strict"
-        query = parse(target.resource_type, [p for p in params if p[0] != paging.CURSOR], strict=strict)
+        query = parse(
+            target.resource_type, [p for p in params if p[0] != paging.CURSOR], strict=strict, registry=registry
+        )
         query = self.admit(query, strict=strict)
         count = self.settings.default_count if query.count is None else min(query.count, self.settings.max_count)
         if query.count is not None:

@@ -3,7 +3,9 @@
 Queries run on the thread's connection of the shared database; each search's statements run in
 one read transaction, so a page and its bodies come from one snapshot even while others write.
 Bodies come from the index's own copy of each resource (``search_index.body``, written by
-:class:`~fhirflow.adapters.sqlite.index.SqliteSearchIndex` with the rows of :mod:`.writer`).
+:class:`~fhirflow.adapters.sqlite.index.SqliteSearchIndex` with the rows of :mod:`.writer`), or,
+where the embedded store shares the database and holds the body inline, from its ``versions``
+row of the indexed version (the index then keeps no second copy).
 """
 
 from __future__ import annotations
@@ -81,6 +83,7 @@ class SqliteSearchEngine:
         self._registry = registry
         self.clock = clock
         self._memo = threading.local()
+        self._store_in_db = False
         db.ensure_schema(INDEX_SCHEMA)
         ensure_schema(db)
 
@@ -252,6 +255,13 @@ class SqliteSearchEngine:
 
     # -- helpers ----------------------------------------------------------------------------
 
+    def _has_store_versions(self, conn: sqlite3.Connection) -> bool:
+        """Whether the embedded store's ``versions`` table is in this database (it is created
+        by the store, maybe after this engine)."""
+        found = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'versions'").fetchone()
+        self._store_in_db = found is not None
+        return self._store_in_db
+
     @contextmanager
     def _snapshot(self) -> Iterator[sqlite3.Connection]:
         """One read transaction (a consistent snapshot in WAL mode), or the caller's transaction."""
@@ -268,14 +278,23 @@ class SqliteSearchEngine:
         finally:
             conn.execute("COMMIT")
 
-    @staticmethod
-    def _bodies(conn: sqlite3.Connection, rids: Sequence[int]) -> dict[int, bytes]:
+    def _bodies(self, conn: sqlite3.Connection, rids: Sequence[int]) -> dict[int, bytes]:
         if not rids:
             return {}
-        found = conn.execute(
-            "SELECT r.rid, i.body FROM search_resource r JOIN search_index i "
-            "ON i.tenant = r.tenant AND i.type = r.type AND i.id = r.id "
-            "WHERE r.rid IN (SELECT value FROM json_each(?)) AND i.deleted = 0",
-            (orjson.dumps(list(rids)).decode(),),
-        ).fetchall()
+        if self._store_in_db or self._has_store_versions(conn):
+            # The index keeps no copy of a body the embedded store holds inline (SqliteSearchIndex).
+            statement = (
+                "SELECT r.rid, COALESCE(i.body, v.body) FROM search_resource r JOIN search_index i "
+                "ON i.tenant = r.tenant AND i.type = r.type AND i.id = r.id "
+                "LEFT JOIN versions v ON i.body IS NULL AND v.tenant = i.tenant AND v.type = i.type "
+                "AND v.id = i.id AND v.version = i.version "
+                "WHERE r.rid IN (SELECT value FROM json_each(?)) AND i.deleted = 0"
+            )
+        else:
+            statement = (
+                "SELECT r.rid, i.body FROM search_resource r JOIN search_index i "
+                "ON i.tenant = r.tenant AND i.type = r.type AND i.id = r.id "
+                "WHERE r.rid IN (SELECT value FROM json_each(?)) AND i.deleted = 0"
+            )
+        found = conn.execute(statement, (orjson.dumps(list(rids)).decode(),)).fetchall()
         return {int(rid): bytes(body) for rid, body in found if body is not None}

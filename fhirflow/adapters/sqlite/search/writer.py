@@ -1,8 +1,10 @@
 """Writing a resource's search rows: delete-then-insert of its current version's values.
 
 The index writer (:class:`fhirflow.adapters.sqlite.index.SqliteSearchIndex`) calls
-:func:`write_search_rows` or :func:`delete_search_rows` inside its own transaction, after its
-version guard passed, so the rows always describe the version the index holds.
+:func:`index_resource` inside its own transaction, after its version guard passed, so the rows
+always describe the version the index holds. Building the rows (:func:`prepare_resource`: the
+FHIRPath extraction, most of the work) needs no database, so a writer can do it before it takes
+SQLite's write lock and hand the result in.
 
 Each value becomes one row in the table of its type (:mod:`.schema`); a composite value becomes
 one row per component, in the component's table, under ``{code}${n}`` and tied together by
@@ -164,37 +166,62 @@ def _delete_values(conn: sqlite3.Connection, rid: int, bits: int) -> None:
         conn.execute("DELETE FROM search_fts WHERE rowid = ?", (rid,))
 
 
-def write_search_rows(
-    conn: sqlite3.Connection,
+@dataclasses.dataclass(frozen=True, slots=True)
+class PreparedRows:
+    """One resource version's search rows, built without the database (and so outside its
+    write lock): what :func:`store_search_rows` writes."""
+
+    resource_type: str
+    id: str
+    version: int
+    last_updated: int
+    tables: dict[str, list[tuple[Any, ...]]]
+    bits: int
+    text: str | None
+    content: str | None
+
+
+def prepare_search_rows(
     tenant: str,
     doc: IndexDocument,
     *,
     version: int | None = None,
     last_updated: int | None = None,
     content: str | None = None,
-) -> int:
-    """Replace the search rows of ``doc``'s resource with ``doc``'s values; returns its rid.
+) -> PreparedRows:
+    """The search rows of ``doc``'s resource.
 
     ``version``/``last_updated`` default to the document's ``meta``; ``content`` is the text
-    ``_content`` searches (:func:`content_text`), None to leave it out. Runs on ``conn`` as is:
-    the caller owns the transaction.
+    ``_content`` searches (:func:`content_text`), None to leave it out.
     """
     if doc.id is None:
         raise ValueError("a resource without an id cannot be indexed")
-    stamp = last_updated if last_updated is not None else doc.last_updated or 0
-    number = version if version is not None else int(doc.version_id or 0)
     rows = _Rows(tenant, doc.resource_type)
     rows.document(doc)
     with_text = bool(doc.text or content)
-    bits = rows.bits | (_FTS_BIT if with_text else 0)
+    return PreparedRows(
+        resource_type=doc.resource_type,
+        id=doc.id,
+        version=version if version is not None else int(doc.version_id or 0),
+        last_updated=last_updated if last_updated is not None else doc.last_updated or 0,
+        tables=rows.tables,
+        bits=rows.bits | (_FTS_BIT if with_text else 0),
+        text=doc.text,
+        content=content if with_text else None,
+    )
+
+
+def store_search_rows(conn: sqlite3.Connection, tenant: str, prepared: PreparedRows) -> int:
+    """Replace the search rows of ``prepared``'s resource with them; returns its rid. Runs on
+    ``conn`` as is: the caller owns the transaction."""
+    rtype, id_, bits = prepared.resource_type, prepared.id, prepared.bits
     found = conn.execute(
-        "SELECT rid, tables FROM search_resource WHERE tenant = ? AND type = ? AND id = ?",
-        (tenant, doc.resource_type, doc.id),
+        "SELECT rid, tables FROM search_resource WHERE tenant = ? AND type = ? AND id = ?", (tenant, rtype, id_)
     ).fetchone()
     if found is None:
         cursor = conn.execute(
             "INSERT INTO search_resource (tenant, type, id, version, last_updated, tables) VALUES (?, ?, ?, ?, ?, ?)",
-            (tenant, doc.resource_type, doc.id, number, stamp, bits),
+            (tenant, rtype, id_, prepared.version, prepared.last_updated, bits),
         )
         assert cursor.lastrowid is not None
         rid = cursor.lastrowid
@@ -203,12 +230,15 @@ def write_search_rows(
         _delete_values(conn, rid, int(found[1]))
         conn.execute(
             "UPDATE search_resource SET version = ?, last_updated = ?, tables = ? WHERE rid = ?",
-            (number, stamp, bits, rid),
+            (prepared.version, prepared.last_updated, bits, rid),
         )
-    for table, table_rows in rows.tables.items():
+    for table, table_rows in prepared.tables.items():
         conn.executemany(_INSERT[table], [(rid, seq, *row) for seq, row in enumerate(table_rows)])
-    if with_text:
-        conn.execute("INSERT INTO search_fts (rowid, narrative, content) VALUES (?, ?, ?)", (rid, doc.text, content))
+    if bits & _FTS_BIT:
+        conn.execute(
+            "INSERT INTO search_fts (rowid, narrative, content) VALUES (?, ?, ?)",
+            (rid, prepared.text, prepared.content),
+        )
     return rid
 
 
@@ -231,21 +261,55 @@ _SKIPPED_KEYS = frozenset(
 
 
 def content_text(resource: dict[str, Any], limit: int = 16_384) -> str:
-    """The resource's own words for ``_content``: its string values, without ids, URLs, codes'
-    systems, base64 data and extensions (the narrative is searched separately)."""
+    """The resource's own words for ``_content``: its string values in document order, without
+    ids, URLs, codes' systems, base64 data and extensions (the narrative is searched separately)."""
     out: list[str] = []
-    size = 0
-    stack: list[Any] = [resource]
-    while stack and size < limit:
-        node = stack.pop()
-        if isinstance(node, dict):
-            stack.extend(v for k, v in node.items() if k not in _SKIPPED_KEYS)
-        elif isinstance(node, list):
-            stack.extend(reversed(node))
-        elif isinstance(node, str) and node:
-            out.append(node)
-            size += len(node) + 1
+    _collect_strings(resource, out, limit)
     return " ".join(out)[:limit]
+
+
+def _collect_strings(node: dict[str, Any], out: list[str], budget: int) -> int:
+    """Append ``node``'s strings to ``out`` until about ``budget`` characters; returns what is left.
+    (Exact types rather than isinstance: this runs for every element of every write.)"""
+    for key, value in node.items():
+        if budget <= 0:
+            break
+        if key in _SKIPPED_KEYS:
+            continue
+        kind = type(value)
+        if kind is str:
+            if value:
+                out.append(value)
+                budget -= len(value) + 1
+        elif kind is dict:
+            budget = _collect_strings(value, out, budget)
+        elif kind is list:
+            for item in value:
+                item_kind = type(item)
+                if item_kind is str:
+                    if item:
+                        out.append(item)
+                        budget -= len(item) + 1
+                elif item_kind is dict:
+                    budget = _collect_strings(item, out, budget)
+    return budget
+
+
+def prepare_resource(
+    tenant: str,
+    type_: str,
+    id_: str,
+    version: int,
+    last_updated: int,
+    resource: dict[str, Any],
+    *,
+    registry: Registry | None = None,
+) -> PreparedRows:
+    """Everything the index writes for one live version: extraction, compartments and text."""
+    doc = index_document(resource, registry=registry)
+    if doc.id != id_ or doc.resource_type != type_:
+        doc = dataclasses.replace(doc, resource_type=type_, id=id_)
+    return prepare_search_rows(tenant, doc, version=version, last_updated=last_updated, content=content_text(resource))
 
 
 def index_resource(
@@ -258,13 +322,14 @@ def index_resource(
     resource: dict[str, Any] | None,
     *,
     registry: Registry | None = None,
+    prepared: PreparedRows | None = None,
 ) -> None:
     """What the index writer calls for one change, inside its transaction, once its version
-    guard has passed: the resource's search rows for ``version``, or none when it was deleted."""
+    guard has passed: the resource's search rows for ``version``, or none when it was deleted.
+    ``prepared`` is the rows :func:`prepare_resource` built beforehand for this very version."""
     if resource is None:
         delete_search_rows(conn, tenant, type_, id_)
         return
-    doc = index_document(resource, registry=registry)
-    if doc.id != id_ or doc.resource_type != type_:
-        doc = dataclasses.replace(doc, resource_type=type_, id=id_)
-    write_search_rows(conn, tenant, doc, version=version, last_updated=last_updated, content=content_text(resource))
+    if prepared is None:
+        prepared = prepare_resource(tenant, type_, id_, version, last_updated, resource, registry=registry)
+    store_search_rows(conn, tenant, prepared)

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from fhirflow.errors import Conflict, FhirError, ServiceUnavailable
-from fhirflow.ports import Change, ResourceStore, VersionConflict, WorkflowExecutor, WorkflowResult
+from fhirflow.ports import Change, ClaimTaken, ResourceStore, VersionConflict, WorkflowExecutor, WorkflowResult
 
 if TYPE_CHECKING:
     # The DynamoDB side (botocore) loads only where DynamoDB is the store: not in the embedded mode.
@@ -29,8 +29,10 @@ DIRECT_MAX_ITEMS = 100
 
 
 def transaction_items(changes: Sequence[Change]) -> int:
-    """The TransactWriteItems items a direct commit needs: one version per change, one head per resource."""
-    return len(changes) + len({(c.new.tenant, c.new.type, c.new.id) for c in changes})
+    """The TransactWriteItems items a direct commit needs: one version per change, one head per
+    resource, one uniqueness item per claim (conditional creates)."""
+    claims = sum(1 for c in changes if c.claim is not None)
+    return len(changes) + len({(c.new.tenant, c.new.type, c.new.id) for c in changes}) + claims
 
 
 class StoreCommitter:
@@ -115,7 +117,11 @@ def aborted(error: Any) -> Exception:
 
     name = error.get("Error") if isinstance(error, dict) else None
     if name == "TransactionConflict":
-        conflict = TransactionConflict.parse(_error_message(error.get("Cause")))
+        message = _error_message(error.get("Cause"))
+        taken = TransactionConflict.parse_claim(message)
+        if taken is not None:
+            return ClaimTaken(*taken)
+        conflict = TransactionConflict.parse(message)
         if conflict is not None:
             return VersionConflict(*conflict)
     if name == "TransactionAborted":
@@ -131,6 +137,13 @@ def aborted(error: Any) -> Exception:
 
 def conflict_for(failure: Exception, labels: Sequence[str]) -> FhirError:
     """The client's answer for a failure of the commit, as the bundle service words it."""
+    if isinstance(failure, ClaimTaken):
+        where = labels[failure.index] if failure.index < len(labels) else "Bundle"
+        return Conflict(
+            f"{where}: another request created a resource matching this entry's conditional criteria while "
+            "this transaction ran; nothing was written. Retry: the entry will then find that resource.",
+            expression=where,
+        )
     if isinstance(failure, VersionConflict):
         where = labels[failure.index] if failure.index < len(labels) else "Bundle"
         return Conflict(

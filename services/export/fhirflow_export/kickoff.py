@@ -1,0 +1,159 @@
+"""The bulk data kick-off request (https://hl7.org/fhir/uv/bulkdata/STU2/export.html#bulk-data-kick-off-request).
+
+``GET|POST [base]/$export``, ``[base]/Patient/$export`` and ``[base]/Group/[id]/$export`` with
+``Prefer: respond-async``: the parameters are checked, the token's reach is worked out per type
+(:mod:`fhirflow_export.access`), the job is stored and a ``StartExport`` command queued, and the
+answer is ``202 Accepted`` with the status URL in ``Content-Location``. No resource is read here
+(a Group's members are resolved by the worker); the export itself runs in the background.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+from urllib.parse import urlencode
+
+from fhirflow.errors import BadRequest, Issue, NotFound
+from fhirflow.http import prefer_handling
+from fhirflow.model import FhirRequest, FhirResponse
+from fhirflow.runtime import Dependencies
+from fhirflow.searchparams.registry import default_registry
+from fhirflow_export.access import readable_types
+from fhirflow_export.params import kickoff_pairs, parse_parameters, patient_compartment_types
+
+if TYPE_CHECKING:
+    from fhirflow.job_ports import ExportJobStore, JobQueue
+    from fhirflow.ports import BlobStore
+    from fhirflow.search_ports import SearchEngine
+    from fhirflow_contracts import ExportIssue, ExportOwner
+
+Level = Literal["system", "patient", "group"]
+LEVELS: dict[str, Level] = {"export": "system", "export-patient": "patient", "export-group": "group"}
+STATUS_PATH = "_export"
+
+
+@dataclass
+class ExportParts:
+    """What the export use cases need beside the service's Dependencies."""
+
+    jobs: ExportJobStore
+    queue: JobQueue
+    files: BlobStore
+    engine: SearchEngine
+
+
+def wants_async(request: FhirRequest) -> bool:
+    """``Prefer: respond-async`` (RFC 7240), alone or among other preferences."""
+    return any(token.strip().lower() == "respond-async" for token in request.headers.get("prefer", "").split(","))
+
+
+def owner_of(request: FhirRequest) -> ExportOwner | None:
+    """The principal as the job keeps it: issuer and subject (None when authorization is off)."""
+    from fhirflow_contracts import ExportOwner
+
+    principal = request.principal
+    if principal is None:
+        return None
+    return ExportOwner(issuer=getattr(principal, "issuer", None), subject=getattr(principal, "sub", None))
+
+
+def kick_off(deps: Dependencies, parts: ExportParts, request: FhirRequest, level: Level) -> FhirResponse:
+    from fhirflow_contracts import ExportJob, StartExport, TypeFilter, instant_of
+
+    registry = default_registry()
+    _check_target(request, level)
+    if not wants_async(request):
+        raise BadRequest(
+            "A bulk data kick-off needs the header 'Prefer: respond-async' (the export runs in the background)",
+            expression="Prefer",
+        )
+    deps.policy.authorize(request, "export", None)
+    params = parse_parameters(
+        kickoff_pairs(request),
+        strict=prefer_handling(request) == "strict",
+        registry=registry,
+        engine=parts.engine,
+        patient_level=level != "system",
+    )
+    if level == "group":
+        _check_group(deps, request)
+    if params.types is not None:
+        candidates: list[str] = list(params.types)
+    elif level == "system":
+        candidates = sorted(registry.resource_types)
+    else:
+        candidates = list(patient_compartment_types(registry))
+    types, access = readable_types(deps.policy, request, candidates, explicit=params.types is not None)
+    now = deps.clock.now_ms()
+    job_id = uuid.uuid4().hex
+    job = ExportJob(
+        metadata=ExportJob.job_metadata(job_id, now),
+        id=job_id,
+        tenant=request.tenant,
+        owner=owner_of(request),
+        status="accepted",
+        level=level,
+        group_id=request.resource_id if level == "group" else None,
+        request=_request_url(request, level),
+        base_url=request.base_url,
+        transaction_time=instant_of(now),
+        types=types,
+        since=instant_of(params.since_ms) if params.since_ms is not None else None,
+        type_filters=[
+            TypeFilter(resource_type=rtype, params=list(pairs))
+            for rtype, pairs in params.type_filters
+            if rtype in types
+        ],
+        output_format=params.output_format,
+        access=access,
+        requires_access_token=deps.authenticator is not None,
+        issues=[_issue(i) for i in params.issues],
+        updated_at=instant_of(now),
+    )
+    parts.jobs.create(job)
+    try:
+        parts.queue.send(StartExport.of(tenant=job.tenant, job_id=job.id, now_ms=now).to_json())
+    except Exception:
+        # Nothing will run it: say so on the status URL rather than answer 202 forever.
+        parts.jobs.replace(job.model_copy(update={"status": "failed", "failure": "The export could not be queued"}))
+        raise
+    location = f"{request.base_url}/{STATUS_PATH}/{job.id}"
+    outcome = {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "information", "code": "informational", "diagnostics": f"Accepted; poll {location}"}],
+    }
+    return FhirResponse(status=202, resource=outcome, headers={"Content-Location": location})
+
+
+def _check_target(request: FhirRequest, level: Level) -> None:
+    wanted = {"patient": "Patient", "group": "Group"}.get(level)
+    if wanted is not None and request.resource_type != wanted:
+        where = (
+            f"{request.resource_type[:64]}/{request.resource_id[:64]}" if level == "group" else request.resource_type
+        )
+        raise NotFound(f"$export is defined on {wanted}, not on {where[:130]}")
+
+
+def _check_group(deps: Dependencies, request: FhirRequest) -> None:
+    """The Group must exist and be readable by the token, as a read of it would be."""
+    head = deps.store.current(request.tenant, "Group", request.resource_id)
+    if head is None or head.deleted:
+        raise NotFound(f"Group/{request.resource_id[:64]} is not known")
+    deps.policy.check_read(request, head)
+
+
+def _request_url(request: FhirRequest, level: Level) -> str:
+    """The kick-off URL for the manifest's ``request`` (a POST's parameters are not in it)."""
+    path = {"system": "/$export", "patient": "/Patient/$export"}.get(level) or f"/Group/{request.resource_id}/$export"
+    query = urlencode(request.query) if request.method == "GET" and request.query else ""
+    return f"{request.base_url}{path}" + (f"?{query}" if query else "")
+
+
+def _issue(issue: Issue) -> ExportIssue:
+    from fhirflow_contracts import ExportIssue
+
+    severity = "error" if issue.severity == "fatal" else issue.severity
+    return ExportIssue(
+        severity=severity, code=issue.code, diagnostics=issue.diagnostics, expression=list(issue.expression)
+    )

@@ -1,0 +1,148 @@
+"""The OpenSearch domain (SearchDomain): encrypted at rest with the data key, node to node and on
+the wire; logging to encrypted log groups; reachable by exactly the roles that write or search the
+index, on exactly the paths they use. And no role may scan the resource table or the ledger."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.infra.conftest import Synthesized
+
+
+def _domain(synthesized: Synthesized) -> dict[str, Any]:
+    _, domain = synthesized.only("AWS::OpenSearchService::Domain")
+    props: dict[str, Any] = domain["Properties"]
+    return props
+
+
+def _actions(statement: dict[str, Any]) -> list[str]:
+    action = statement["Action"]
+    return [action] if isinstance(action, str) else list(action)
+
+
+def _identity_statements(synthesized: Synthesized) -> dict[str, list[dict[str, Any]]]:
+    """Every role's identity-policy statements, by the role's logical id."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    for policy in synthesized.resources("AWS::IAM::Policy").values():
+        for role in policy["Properties"]["Roles"]:
+            found.setdefault(role["Ref"], []).extend(policy["Properties"]["PolicyDocument"]["Statement"])
+    return found
+
+
+def _role(synthesized: Synthesized, function: Any) -> str:
+    return str(synthesized.stack.get_logical_id(function.role.node.default_child))
+
+
+def _path(resource: Any, domain_name: str) -> str:
+    """The path under the domain that a resource-policy statement names (``index/_bulk``)."""
+    name, _, path = str(resource["Fn::Join"][1][-1]).split(":domain/")[1].partition("/")
+    assert name == domain_name
+    return path
+
+
+def test_the_domain_is_encrypted_at_rest_between_nodes_and_on_the_wire(synthesized: Synthesized) -> None:
+    domain = _domain(synthesized)
+    key = synthesized.logical_id(synthesized.stack.data_key)
+    assert domain["EncryptionAtRestOptions"] == {"Enabled": True, "KmsKeyId": {"Ref": key}}
+    assert domain["NodeToNodeEncryptionOptions"] == {"Enabled": True}
+    assert domain["DomainEndpointOptions"] == {
+        "EnforceHTTPS": True,
+        "TLSSecurityPolicy": "Policy-Min-TLS-1-2-PFS-2023-10",
+    }
+    assert domain["ClusterConfig"]["ZoneAwarenessEnabled"] is True
+    assert domain["ClusterConfig"]["DedicatedMasterEnabled"] is True
+    assert "AdvancedSecurityOptions" not in domain  # IAM-only: no internal users, no anonymous access
+
+
+def test_error_and_slow_logs_go_to_log_groups_encrypted_with_the_data_key(synthesized: Synthesized) -> None:
+    options = _domain(synthesized)["LogPublishingOptions"]
+    assert set(options) == {"ES_APPLICATION_LOGS", "SEARCH_SLOW_LOGS", "INDEX_SLOW_LOGS"}
+    groups = synthesized.resources("AWS::Logs::LogGroup")
+    key = synthesized.logical_id(synthesized.stack.data_key)
+    for option in options.values():
+        assert option["Enabled"] is True
+        group = groups[option["CloudWatchLogsLogGroupArn"]["Fn::GetAtt"][0]]["Properties"]
+        assert group["KmsKeyId"] == {"Fn::GetAtt": [key, "Arn"]}
+        assert group["RetentionInDays"] >= 365
+    # OpenSearch may write them (for this domain only), without a custom-resource Lambda.
+    _, policy = synthesized.only("AWS::Logs::ResourcePolicy")
+    document = str(policy["Properties"]["PolicyDocument"])
+    assert "es.amazonaws.com" in document
+    assert f":domain/{synthesized.stack.search.domain_name}" in document
+
+
+def test_the_resource_policy_names_only_the_writer_and_the_searchers(synthesized: Synthesized) -> None:
+    stack = synthesized.stack
+    index_sync = _role(synthesized, stack.index_sync.handler)
+    searchers = {_role(synthesized, stack.api_functions[name]) for name in ("crud", "search", "bundle")}
+    searchers.add(_role(synthesized, stack.export.worker))
+    granted: dict[str, set[tuple[str, str]]] = {}
+    for statement in _domain(synthesized)["AccessPolicies"]["Statement"]:
+        assert statement["Effect"] == "Allow"
+        principal = statement["Principal"]["AWS"]["Fn::GetAtt"][0]  # a role of this stack, never "*"
+        for action in _actions(statement):
+            granted.setdefault(principal, set()).add((action, _path(statement["Resource"], stack.search.domain_name)))
+    index = stack.search.index
+    assert granted.pop(index_sync) == {
+        ("es:ESHttpHead", index),
+        ("es:ESHttpPut", index),
+        ("es:ESHttpPost", f"{index}/_bulk"),
+    }
+    assert granted == {role: {("es:ESHttpPost", f"{index}/_search")} for role in searchers}
+
+
+def test_only_the_writer_and_the_searchers_have_opensearch_http_permissions(synthesized: Synthesized) -> None:
+    stack = synthesized.stack
+    domain = synthesized.logical_id(stack.search.domain)
+    index = stack.search.index
+    with_es = {
+        role: {
+            (action, statement["Resource"]["Fn::Join"][1][-1])
+            for statement in statements
+            for action in _actions(statement)
+            if action.startswith("es:")
+        }
+        for role, statements in _identity_statements(synthesized).items()
+    }
+    with_es = {role: grants for role, grants in with_es.items() if grants}
+    assert with_es == {
+        _role(synthesized, stack.index_sync.handler): {
+            ("es:ESHttpHead", f"/{index}"),
+            ("es:ESHttpPut", f"/{index}"),
+            ("es:ESHttpPost", f"/{index}/_bulk"),
+        },
+        **{
+            _role(synthesized, searcher): {("es:ESHttpPost", f"/{index}/_search")}
+            for searcher in (
+                stack.api_functions["crud"],
+                stack.api_functions["search"],
+                stack.api_functions["bundle"],
+                stack.export.worker,
+            )
+        },
+    }
+    for statements in _identity_statements(synthesized).values():
+        for statement in statements:
+            if any(action.startswith("es:") for action in _actions(statement)):
+                assert statement["Resource"]["Fn::Join"][1][0] == {"Fn::GetAtt": [domain, "Arn"]}
+
+
+def test_the_functions_that_search_or_index_are_pointed_at_the_domain(synthesized: Synthesized) -> None:
+    stack = synthesized.stack
+    domain = synthesized.logical_id(stack.search.domain)
+    for function in (stack.index_sync.handler, stack.api_functions["search"], stack.api_functions["bundle"]):
+        env = synthesized.template["Resources"][synthesized.logical_id(function.function)]["Properties"]
+        variables = env["Environment"]["Variables"]
+        assert variables["FHIRFLOW_SEARCH_INDEX"] == "opensearch"
+        assert variables["FHIRFLOW_OPENSEARCH_URL"] == {
+            "Fn::Join": ["", ["https://", {"Fn::GetAtt": [domain, "DomainEndpoint"]}]]
+        }
+        assert "FHIRFLOW_OPENSEARCH_AUTH" not in variables  # the default, SigV4
+
+
+def test_no_role_may_scan_a_table(synthesized: Synthesized) -> None:
+    """No operation may scan the table (DESIGN.md §3): CDK's grant_read_data would allow it."""
+    for role, statements in _identity_statements(synthesized).items():
+        actions = {action for statement in statements for action in _actions(statement)}
+        assert "dynamodb:Scan" not in actions, role
+        assert "dynamodb:*" not in actions, role
