@@ -12,10 +12,11 @@ import base64
 import binascii
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from fhirflow import jsonio, subsetting
+from fhirflow.cors import response_headers
 from fhirflow.errors import (
     BadRequest,
     FhirError,
@@ -30,6 +31,7 @@ from fhirflow.model import DEFAULT_TENANT, FhirRequest, FhirResponse
 if TYPE_CHECKING:
     from fhirflow.authz.audit import AuditSink
     from fhirflow.ports import Authenticator
+    from fhirflow.runtime import Dependencies
 
 logger = logging.getLogger("fhirflow.http")
 
@@ -141,20 +143,39 @@ class Application:
         base_url: str | None = None,
         authenticator: Authenticator | None = None,
         audit: AuditSink | None = None,
+        cors_origins: Sequence[str] = (),
     ) -> None:
         self.handlers = dict(handlers)
         self.base_url = base_url
         self.authenticator = authenticator
         self.audit = audit
+        self.cors_origins = tuple(cors_origins)
+
+    @classmethod
+    def for_service(cls, handlers: Mapping[tuple[str, str], UseCase], deps: Dependencies) -> Application:
+        """A service's Application configured from its dependencies (base URL, authentication,
+        audit, CORS)."""
+        return cls(
+            handlers,
+            base_url=deps.settings.base_url,
+            authenticator=deps.authenticator,
+            audit=deps.audit,
+            cors_origins=deps.settings.cors_origins,
+        )
 
     def resolve(self, event: Mapping[str, Any], context: object = None) -> dict[str, Any]:
         if self.audit is None:
-            return self._resolve(event, None)
-        started = time.perf_counter()
-        seen: list[FhirRequest] = []
-        result = self._resolve(event, seen)
-        # One audit record per request, whatever its outcome (DESIGN.md §5; fhirflow.authz.audit).
-        self.audit.record(seen[0] if seen else None, int(result.get("statusCode", 500)), started)
+            result = self._resolve(event, None)
+        else:
+            started = time.perf_counter()
+            seen: list[FhirRequest] = []
+            result = self._resolve(event, seen)
+            # One audit record per request, whatever its outcome (DESIGN.md §5; fhirflow.authz.audit).
+            self.audit.record(seen[0] if seen else None, int(result.get("statusCode", 500)), started)
+        if self.cors_origins:
+            cors = response_headers(self.cors_origins, _event_header(event, "origin"))
+            if cors:
+                result["headers"] = {**(result.get("headers") or {}), **cors}
         return result
 
     def _resolve(self, event: Mapping[str, Any], seen: list[FhirRequest] | None) -> dict[str, Any]:
@@ -287,3 +308,11 @@ class LazyApplication:
 
     def resolve(self, event: Mapping[str, Any], context: object = None) -> dict[str, Any]:
         return self.get().resolve(event, context)
+
+
+def _event_header(event: Mapping[str, Any], name: str) -> str | None:
+    """A header of a proxy event, whatever its case (API Gateway keeps the client's)."""
+    for key, value in (event.get("headers") or {}).items():
+        if key.lower() == name:
+            return str(value)
+    return None

@@ -10,6 +10,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fhirflow.cors import parse_origins
+
 
 def _flag(name: str, default: bool) -> bool:
     raw = os.environ.get(name)
@@ -68,6 +70,8 @@ class Settings:
     """Resource bodies larger than this live in the blob store, not in the database's records."""
     blob_bucket: str | None = None
     """S3 bucket for blobs; unset: files under ``data_dir/blobs``."""
+    cors_origins: tuple[str, ...] = ()
+    """Origins whose browser apps may call the API (``*`` for any); empty: no CORS (fhirflow.cors)."""
     search_index: str = "sqlite"
     """Where index-sync writes and the search service reads: ``sqlite`` (embedded) or ``opensearch``."""
     opensearch_url: str | None = None
@@ -115,6 +119,7 @@ class Settings:
             store=os.environ.get("FHIRFLOW_STORE", "sqlite"),
             data_dir=Path(os.environ.get("FHIRFLOW_DATA_DIR", ".fhirflow")),
             base_url=os.environ.get("FHIRFLOW_BASE_URL") or None,
+            cors_origins=parse_origins(os.environ.get("FHIRFLOW_CORS_ORIGINS", "")),
             max_body_bytes=_int("FHIRFLOW_MAX_BODY_BYTES", 16 * 1024 * 1024),
             update_create=_flag("FHIRFLOW_UPDATE_CREATE", True),
             history_default_count=_int("FHIRFLOW_HISTORY_DEFAULT_COUNT", 50),

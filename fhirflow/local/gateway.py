@@ -68,12 +68,15 @@ class LocalGateway:
         max_body_bytes: int = 16 * 1024 * 1024,
         load_handler: Callable[[str], LambdaHandler] = default_handler,
         write_threads: int = WRITE_THREADS,
+        cors_origins: tuple[str, ...] = (),
     ) -> None:
         self.routes = routes
         self.max_body_bytes = max_body_bytes
         self._load_handler = load_handler
         self._handlers: dict[str, LambdaHandler] = {}
         self.write_threads = write_threads
+        self.cors_origins = cors_origins
+        """Origins whose preflights this gateway answers (API Gateway's CORS in AWS; fhirflow.cors)."""
         self._writers: ThreadPoolExecutor | None = None
 
     def handler_for(self, service: str) -> LambdaHandler:
@@ -87,6 +90,9 @@ class LocalGateway:
             await _lifespan(receive, send)
             return
         if scope["type"] != "http":
+            return
+        if scope["method"] == "OPTIONS" and self.cors_origins:
+            await _send_result(send, _preflight(self.cors_origins, _header(scope, b"origin")))
             return
         try:
             body = await self._read_body(scope, receive)
@@ -196,6 +202,14 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+def _preflight(origins: tuple[str, ...], origin: str | None) -> dict[str, Any]:
+    """A CORS preflight's answer: no body; without CORS headers when the origin is not allowed,
+    which makes the browser refuse the request it asked about."""
+    from fhirflow.cors import preflight_headers
+
+    return {"statusCode": 204, "headers": preflight_headers(origins, origin) or {}, "body": ""}
+
+
 def _error_result(error: FhirError) -> dict[str, Any]:
     return {
         "statusCode": error.status,
@@ -247,9 +261,11 @@ def serving_gateway() -> LocalGateway:
 
         threading.Thread(target=watch_parent, args=(int(supervisor),), daemon=True).start()
     threads = os.environ.get("FHIRFLOW_WRITE_THREADS", "")
+    settings = Settings.from_env()
     gateway = LocalGateway(
-        max_body_bytes=Settings.from_env().max_body_bytes,
+        max_body_bytes=settings.max_body_bytes,
         write_threads=int(threads) if threads.isdigit() else WRITE_THREADS,
+        cors_origins=settings.cors_origins,
     )
     for service in SERVICES:
         gateway.handler_for(service)

@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 
-from aws_cdk import RemovalPolicy, Stack
+from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_apigateway as apigateway
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
+from fhirflow import cors
 from fhirflow.routes import ROUTES, Route
 from fhirflow_infra.compliance import acknowledge
 
@@ -73,6 +74,17 @@ def operation_outcome_template(code: str) -> str:
     return outcome.replace('"__MESSAGE__"', "$context.error.messageString")
 
 
+def _cors_preflight(origins: Sequence[str]) -> apigateway.CorsOptions | None:
+    if not origins:
+        return None
+    return apigateway.CorsOptions(
+        allow_origins=list(origins) if "*" not in origins else apigateway.Cors.ALL_ORIGINS,
+        allow_methods=list(cors.ALLOWED_METHODS),
+        allow_headers=list(cors.ALLOWED_HEADERS),
+        max_age=Duration.seconds(cors.PREFLIGHT_MAX_AGE_SECONDS),
+    )
+
+
 class FhirApi(Construct):
     def __init__(
         self,
@@ -84,6 +96,7 @@ class FhirApi(Construct):
         routes: Sequence[Route] = ROUTES,
         stage_name: str = "fhir",
         log_retention: logs.RetentionDays = logs.RetentionDays.ONE_YEAR,
+        cors_origins: Sequence[str] = (),
     ) -> None:
         super().__init__(scope, construct_id)
         missing = sorted({r.service for r in routes} - set(functions))
@@ -98,6 +111,8 @@ class FhirApi(Construct):
             rest_api_name=Stack.of(self).stack_name,  # also the ApiName dimension of the API's metrics
             description="fhirflow FHIR R4 API",
             endpoint_types=[apigateway.EndpointType.REGIONAL],
+            # Browser apps' preflights (fhirflow.cors); the Lambdas add the headers to the answers.
+            default_cors_preflight_options=_cors_preflight(cors_origins),
             # Binary resources travel as raw bytes; every body reaches the Lambdas base64-encoded,
             # which fhirflow.http decodes.
             binary_media_types=["*/*"],

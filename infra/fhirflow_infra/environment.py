@@ -14,6 +14,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
+from fhirflow.cors import parse_origins
 from fhirflow.settings import Settings
 
 WIRED_BY_STACK = frozenset(
@@ -71,6 +72,10 @@ def settings_from_context(values: Mapping[str, Any] | str | None) -> Settings:
     wired = sorted(set(values) & WIRED_BY_STACK)
     if wired:
         raise ValueError(f"fhirflow settings {wired} are set by the stack from the resources it creates")
+    values = dict(values)
+    if "cors_origins" in values:  # a list in JSON, or the environment variable's comma-separated form
+        origins = values["cors_origins"]
+        values["cors_origins"] = parse_origins(origins) if isinstance(origins, str) else tuple(origins)
     return replace(Settings(), **values)
 
 
@@ -96,6 +101,8 @@ def check_deployable(settings: Settings) -> None:
 def _encode(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, tuple):
+        return ",".join(map(str, value))
     return str(value)
 
 

@@ -178,7 +178,11 @@ class FhirflowStack(Stack):
         for searcher in (*(self.api_functions[s] for s in SEARCHING_SERVICES), self.export.worker):
             self.search.grant_search(searcher)
         self.api = FhirApi(
-            self, "Api", functions={name: f.function for name, f in self.api_functions.items()}, key=self.data_key
+            self,
+            "Api",
+            functions={name: f.function for name, f in self.api_functions.items()},
+            key=self.data_key,
+            cors_origins=settings.cors_origins,
         )
         self.alarms = Alarms(
             self,

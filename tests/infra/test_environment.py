@@ -34,6 +34,8 @@ def _changed(value: Any) -> Any:
         return value + 7
     if isinstance(value, Path):
         return value / "elsewhere"
+    if isinstance(value, tuple):
+        return (*value, "https://a.example", "https://b.example")
     return f"{value or 'x'}-changed"
 
 

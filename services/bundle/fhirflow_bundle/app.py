@@ -29,7 +29,7 @@ def build_app(deps: Dependencies | None = None, *, parts: TransactionParts | Non
     for route in ROUTE_TABLE.for_service("bundle"):
         use_case = processor.status if route.interaction == "async-status" else processor.process
         handlers[(route.method, route.pattern)] = use_case
-    return Application(handlers, base_url=deps.settings.base_url, authenticator=deps.authenticator, audit=deps.audit)
+    return Application.for_service(handlers, deps)
 
 
 def prepare_app_factory(deps: Dependencies) -> AppFactory:

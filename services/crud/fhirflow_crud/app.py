@@ -53,4 +53,4 @@ def build_app(deps: Dependencies | None = None) -> Application:
     for route in ROUTE_TABLE.for_service("crud"):
         use_case = special.get(route.interaction) or USE_CASES[route.interaction]
         handlers[(route.method, route.pattern)] = partial(use_case, deps)
-    return Application(handlers, base_url=deps.settings.base_url, authenticator=deps.authenticator, audit=deps.audit)
+    return Application.for_service(handlers, deps)

@@ -111,7 +111,7 @@ def build_app(deps: Dependencies | None = None, parts: ExportParts | None = None
         (route.method, route.pattern): partial(USE_CASES[route.interaction], deps, parts)
         for route in ROUTE_TABLE.for_service("export")
     }
-    return Application(handlers, base_url=deps.settings.base_url, authenticator=deps.authenticator, audit=deps.audit)
+    return Application.for_service(handlers, deps)
 
 
 def build_worker(deps: Dependencies, parts: ExportParts | None = None) -> ExportWorker:

@@ -113,4 +113,4 @@ def build_app(deps: Dependencies | None = None, service: SearchService | None = 
             handlers[(route.method, route.pattern)] = partial(_reindex_use_case(route.interaction), deps)
         else:
             handlers[(route.method, route.pattern)] = partial(use_case, deps)
-    return Application(handlers, base_url=deps.settings.base_url, authenticator=deps.authenticator, audit=deps.audit)
+    return Application.for_service(handlers, deps)
