@@ -10,7 +10,9 @@ only then may searches use them. So the server keeps, next to the search index:
   batch by batch through a :class:`Reindexer` (the index's side of the work).
 
 A module of its own beside :mod:`fhirflow.ports` because it needs the search registry, which the
-write path of every other service can do without. Only embedded (SQLite) adapters exist so far.
+write path of every other service can do without. Adapters: SQLite (embedded) and DynamoDB +
+OpenSearch (``fhirflow/adapters/aws/dynamodb_searchparams.py``, ``dynamodb_reindex_jobs.py``,
+``fhirflow/adapters/opensearch/reindex.py``).
 """
 
 from __future__ import annotations

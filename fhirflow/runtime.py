@@ -25,6 +25,7 @@ from fhirflow.ports import (
 from fhirflow.settings import Settings
 
 if TYPE_CHECKING:
+    from fhirflow.adapters.aws.dynamodb_searchparams import DynamoDbSearchParamCatalog
     from fhirflow.adapters.opensearch.search import OpenSearchSearchIndex
     from fhirflow.adapters.sqlite.database import SqliteDatabase
     from fhirflow.authz.audit import AuditSink
@@ -159,12 +160,33 @@ def opensearch_index(
         index=settings.opensearch_index,
         base_url=settings.base_url,
         create_missing=create_missing,
+        catalog=dynamodb_search_param_catalog(settings) if settings.store == "dynamodb" else None,
     )
 
 
+_dynamodb_catalogs: dict[str, DynamoDbSearchParamCatalog] = {}
+
+
+def dynamodb_search_param_catalog(settings: Settings) -> DynamoDbSearchParamCatalog:
+    """The AWS catalog of runtime search parameters (items of the resource table), one per table
+    per process: index-sync records SearchParameters in it, the search service reads it."""
+    from fhirflow.adapters.aws.dynamodb_searchparams import DynamoDbSearchParamCatalog
+
+    key = f"{settings.dynamodb_endpoint or ''}/{settings.dynamodb_table}"
+    with _lock:
+        if key not in _dynamodb_catalogs:
+            _dynamodb_catalogs[key] = DynamoDbSearchParamCatalog(
+                settings.dynamodb_table, endpoint_url=settings.dynamodb_endpoint, region=settings.aws_region
+            )
+        return _dynamodb_catalogs[key]
+
+
 def search_param_catalog(settings: Settings) -> SearchParamCatalog | None:
-    """The tenants' runtime search parameters (SearchParameter resources), kept next to the index;
-    None where the index has no catalog yet (OpenSearch: the official parameters only)."""
+    """The tenants' runtime search parameters (SearchParameter resources), kept next to the index
+    (SQLite) or in the resource table (OpenSearch with DynamoDB); None where there is no catalog
+    (OpenSearch fed by another store: the official parameters only)."""
+    if settings.search_index == "opensearch" and settings.store == "dynamodb":
+        return dynamodb_search_param_catalog(settings)
     if settings.search_index != "sqlite":
         return None
     from fhirflow.adapters.sqlite.searchparams import catalog_for

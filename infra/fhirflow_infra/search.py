@@ -47,6 +47,8 @@ WRITE_PATHS = {"es:ESHttpHead": "", "es:ESHttpPut": "", "es:ESHttpPost": "/_bulk
 """What index-sync does, by action: the path under ``/<index>`` (exists, create, bulk)."""
 SEARCH_PATHS = {"es:ESHttpPost": "/_search"}
 """What the search service does: every request of a search plan is ``POST /<index>/_search``."""
+REINDEX_PATHS = {"es:ESHttpPost": "/_bulk"}
+"""What a ``$reindex`` step adds: documents rewritten at their own version (bulk)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +149,11 @@ class SearchDomain(Construct):
     def grant_search(self, function: FhirFunction) -> None:
         """The search service (and bundles, which run search entries): search requests only."""
         self._grant(function, SEARCH_PATHS)
+
+    def grant_reindex(self, function: FhirFunction) -> None:
+        """The search service's ``$reindex`` steps: bulk rewrites of existing documents (no index
+        creation: the index exists once anything was written)."""
+        self._grant(function, REINDEX_PATHS)
 
     def _grant(self, function: FhirFunction, paths: dict[str, str]) -> None:
         for action, path in paths.items():

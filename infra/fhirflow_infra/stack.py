@@ -172,6 +172,11 @@ class FhirflowStack(Stack):
             reserved_concurrency=reserved_concurrency,
         )
         self.search.grant_index_write(self.index_sync.handler)
+        # Runtime SearchParameters (docs/dynamodb.md, "Search parameters"): index-sync records them;
+        # the search service reads them and runs $reindex steps (jobs, marks, bulk rewrites).
+        self.tables.grant_search_params(self.index_sync.handler, reindex=False)
+        self.tables.grant_search_params(self.api_functions["search"], reindex=True)
+        self.search.grant_reindex(self.api_functions["search"])
         # Everything that runs searches: search; crud and bundle (conditional interactions and
         # references resolve by search; bundles run search entries); the export worker (it pages
         # through each type by search).

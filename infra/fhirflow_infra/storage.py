@@ -36,6 +36,9 @@ RESOURCE_WRITE_ACTIONS = (
 """What commits write with: TransactWriteItems is authorized as the Put/Update/Delete/ConditionCheck
 actions it holds; BatchWriteItem removes a failed transaction's staged versions."""
 LEDGER_ACTIONS = ("dynamodb:BatchGetItem", "dynamodb:BatchWriteItem")
+SEARCH_PARAM_ACTIONS = ("dynamodb:GetItem", "dynamodb:Query", "dynamodb:PutItem", "dynamodb:DeleteItem")
+"""The runtime search parameter items (``sp#``, docs/dynamodb.md): read the partition, write in transactions."""
+REINDEX_JOB_ACTIONS = ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem")
 """index-sync's event ledger (fhirflow.adapters.aws.dynamodb_ledger): batch reads and writes only."""
 S3_READ_ACTIONS = ("s3:GetBucket*", "s3:GetObject*", "s3:List*")
 S3_WRITE_ACTIONS = ("s3:Abort*", "s3:DeleteObject*")
@@ -168,6 +171,38 @@ class ResourceTables(Construct):
             function.role,
             resources=[f"{arn_reference(self.table)}/index/*"],
             reason="Reads of the resource table include its history GSIs (and nothing else under it).",
+        )
+
+    def grant_search_params(self, function: FhirFunction, *, reindex: bool) -> None:
+        """The runtime search parameter items (``sp#…``) and nothing else of the table for writing;
+        with ``reindex`` also the reindex job items (``rj#…``) and the Query of the sparse GSI where
+        open jobs are found (keys and a status only)."""
+        from fhirflow.adapters.aws.dynamodb_reindex_jobs import JOB_PREFIX
+        from fhirflow.adapters.aws.dynamodb_searchparams import PREFIX
+        from fhirflow.adapters.aws.items import OPEN_INDEX
+
+        grants: list[tuple[tuple[str, ...], str]] = [(SEARCH_PARAM_ACTIONS, PREFIX)]
+        if reindex:
+            grants.append((REINDEX_JOB_ACTIONS, JOB_PREFIX))
+            iam.Grant.add_to_principal(
+                grantee=function.function,
+                actions=["dynamodb:Query"],
+                resource_arns=[f"{self.table.table_arn}/index/{OPEN_INDEX}"],
+            )
+        for actions, prefix in grants:
+            function.role.add_to_principal_policy(
+                iam.PolicyStatement(
+                    actions=list(actions),
+                    resources=[self.table.table_arn],
+                    conditions={"ForAllValues:StringLike": {"dynamodb:LeadingKeys": [f"{prefix}*"]}},
+                )
+            )
+        self.key.grant_encrypt_decrypt(function.function)
+        acknowledge_grant_wildcards(
+            function.role,
+            actions=KMS_GRANT_ACTIONS,
+            reason="The search parameter items are encrypted with the data key: the KMS actions that encrypt and "
+            "decrypt them, on that key only.",
         )
 
     def grant_ledger_read_write(self, function: FhirFunction) -> None:

@@ -107,17 +107,36 @@ def test_the_environment_wires_the_stacks_resources(synthesized: Synthesized) ->
         assert synthesized.logical_id(stack.cursor_key) in cursor
 
 
-def test_search_only_reads(synthesized: Synthesized) -> None:
+def _writes(statements: list[dict[str, Any]], logical_id: str) -> dict[str, set[str]]:
+    """Write actions on a resource by the partition key prefixes they are limited to ("*": none)."""
+    out: dict[str, set[str]] = {}
+    for statement in statements:
+        if logical_id not in str(statement["Resource"]):
+            continue
+        granted = statement["Action"]
+        actions = [granted] if isinstance(granted, str) else granted
+        condition = statement.get("Condition", {}).get("ForAllValues:StringLike", {})
+        for prefix in condition.get("dynamodb:LeadingKeys", ["*"]):
+            out.setdefault(prefix, set()).update(
+                a
+                for a in actions
+                if a.startswith(("dynamodb:Put", "dynamodb:Update", "dynamodb:Delete", "dynamodb:Batch"))
+                and a != "dynamodb:BatchGetItem"
+            )
+    return {prefix: actions for prefix, actions in out.items() if actions}
+
+
+def test_search_only_reads_resources_and_writes_search_parameter_and_reindex_items(
+    synthesized: Synthesized,
+) -> None:
     stack = synthesized.stack
     statements = _policy_of(synthesized, stack.api_functions["search"])
     on_table = _grants_on(statements, synthesized.logical_id(stack.tables.table))
     assert "dynamodb:Query" in on_table
-    assert not [
-        a
-        for a in on_table
-        if a.startswith(("dynamodb:Put", "dynamodb:Update", "dynamodb:Delete", "dynamodb:Batch"))
-        and a != "dynamodb:BatchGetItem"
-    ]
+    assert _writes(statements, synthesized.logical_id(stack.tables.table)) == {
+        "sp#*": {"dynamodb:PutItem", "dynamodb:DeleteItem"},
+        "rj#*": {"dynamodb:PutItem", "dynamodb:UpdateItem"},
+    }
     on_blobs = _grants_on(statements, synthesized.logical_id(stack.buckets.blobs))
     assert on_blobs
     assert not [a for a in on_blobs if a.startswith(("s3:Put", "s3:Delete"))]
@@ -136,11 +155,18 @@ def test_api_functions_reach_the_store_and_blobs_but_not_the_ledger_or_bus(
     assert not _grants_on(statements, synthesized.logical_id(stack.buckets.exports))
 
 
-def test_index_sync_reads_the_stream_and_blobs_and_writes_only_ledger_and_bus(synthesized: Synthesized) -> None:
+def test_index_sync_reads_the_stream_and_blobs_and_writes_only_ledger_bus_and_search_parameters(
+    synthesized: Synthesized,
+) -> None:
     stack = synthesized.stack
     statements = _policy_of(synthesized, stack.index_sync.handler)
     on_table = _grants_on(statements, synthesized.logical_id(stack.tables.table))
-    assert on_table == {"dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator"}
+    stream = {"dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator"}
+    # and the runtime search parameter items it records SearchParameters in (docs/dynamodb.md)
+    assert on_table == stream | {"dynamodb:GetItem", "dynamodb:Query", "dynamodb:PutItem", "dynamodb:DeleteItem"}
+    assert _writes(statements, synthesized.logical_id(stack.tables.table)) == {
+        "sp#*": {"dynamodb:PutItem", "dynamodb:DeleteItem"}
+    }
     on_blobs = _grants_on(statements, synthesized.logical_id(stack.buckets.blobs))
     assert on_blobs
     assert not [a for a in on_blobs if a.startswith(("s3:Put", "s3:Delete"))]

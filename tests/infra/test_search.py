@@ -76,6 +76,7 @@ def test_the_resource_policy_names_only_the_writer_and_the_searchers(synthesized
     index_sync = _role(synthesized, stack.index_sync.handler)
     searchers = {_role(synthesized, stack.api_functions[name]) for name in ("crud", "search", "bundle")}
     searchers.add(_role(synthesized, stack.export.worker))
+    search_role = _role(synthesized, stack.api_functions["search"])
     granted: dict[str, set[tuple[str, str]]] = {}
     for statement in _domain(synthesized)["AccessPolicies"]["Statement"]:
         assert statement["Effect"] == "Allow"
@@ -88,7 +89,9 @@ def test_the_resource_policy_names_only_the_writer_and_the_searchers(synthesized
         ("es:ESHttpPut", index),
         ("es:ESHttpPost", f"{index}/_bulk"),
     }
-    assert granted == {role: {("es:ESHttpPost", f"{index}/_search")} for role in searchers}
+    search = granted.pop(search_role)
+    assert search == {("es:ESHttpPost", f"{index}/_search"), ("es:ESHttpPost", f"{index}/_bulk")}  # $reindex
+    assert granted == {role: {("es:ESHttpPost", f"{index}/_search")} for role in searchers - {search_role}}
 
 
 def test_only_the_writer_and_the_searchers_have_opensearch_http_permissions(synthesized: Synthesized) -> None:
@@ -97,10 +100,11 @@ def test_only_the_writer_and_the_searchers_have_opensearch_http_permissions(synt
     index = stack.search.index
     with_es = {
         role: {
-            (action, statement["Resource"]["Fn::Join"][1][-1])
+            (action, resource["Fn::Join"][1][-1])
             for statement in statements
             for action in _actions(statement)
             if action.startswith("es:")
+            for resource in _resources(statement)
         }
         for role, statements in _identity_statements(synthesized).items()
     }
@@ -113,18 +117,25 @@ def test_only_the_writer_and_the_searchers_have_opensearch_http_permissions(synt
         },
         **{
             _role(synthesized, searcher): {("es:ESHttpPost", f"/{index}/_search")}
-            for searcher in (
-                stack.api_functions["crud"],
-                stack.api_functions["search"],
-                stack.api_functions["bundle"],
-                stack.export.worker,
-            )
+            for searcher in (stack.api_functions["crud"], stack.api_functions["bundle"], stack.export.worker)
+        },
+        # search also runs $reindex steps, which rewrite documents in bulk
+        _role(synthesized, stack.api_functions["search"]): {
+            ("es:ESHttpPost", f"/{index}/_search"),
+            ("es:ESHttpPost", f"/{index}/_bulk"),
         },
     }
     for statements in _identity_statements(synthesized).values():
         for statement in statements:
             if any(action.startswith("es:") for action in _actions(statement)):
-                assert statement["Resource"]["Fn::Join"][1][0] == {"Fn::GetAtt": [domain, "Arn"]}
+                for resource in _resources(statement):
+                    assert resource["Fn::Join"][1][0] == {"Fn::GetAtt": [domain, "Arn"]}
+
+
+def _resources(statement: dict[str, Any]) -> list[Any]:
+    """A statement's resources (CDK merges statements with the same action into one list)."""
+    resources = statement["Resource"]
+    return resources if isinstance(resources, list) else [resources]
 
 
 def test_the_functions_that_search_or_index_are_pointed_at_the_domain(synthesized: Synthesized) -> None:

@@ -9,11 +9,11 @@ minimum_should_match/must_not), ``term``, ``terms``, ``prefix``, ``wildcard``, `
 ``match``/``match_phrase`` (lowercase + ASCII folding), ``geo_distance``; ``sort`` on fields
 (nested sorts with filter and min/max mode, ``missing: _last``), ``_score``, ``_doc``;
 ``search_after``, ``size``, ``track_total_hits``, ``_source`` filtering; external versioning
-(409 unless the new version is greater), for single ``index`` calls and for ``bulk`` NDJSON
-bodies (recorded in ``bulk_bodies``; ``refuse`` makes chosen documents fail with a status, and
-``down`` fails whole requests); ``indices.exists``/``create`` (400
-``resource_already_exists_exception`` for an existing index). The tests at the end pin the
-evaluator itself.
+(409 unless the new version is greater; ``external_gte`` lets the same version through), for
+single ``index`` calls and for ``bulk`` NDJSON bodies (recorded in ``bulk_bodies``; ``refuse``
+makes chosen documents fail with a status, and ``down`` fails whole requests);
+``indices.exists``/``create`` (400 ``resource_already_exists_exception`` for an existing index).
+The tests at the end pin the evaluator itself.
 """
 
 from __future__ import annotations
@@ -232,9 +232,9 @@ class FakeOpenSearch:
             raise ConflictError(409, "version_conflict_engine_exception", {})
         return {"result": "updated", "_version": version}
 
-    def _put(self, doc_id: str, body: dict[str, Any], version: int) -> bool:
+    def _put(self, doc_id: str, body: dict[str, Any], version: int, *, gte: bool = False) -> bool:
         held = self.versions.get(doc_id)
-        if held is not None and held >= version:
+        if held is not None and (held > version if gte else held >= version):
             return False
         self.docs[doc_id], self.versions[doc_id] = copy.deepcopy(body), version
         return True
@@ -251,12 +251,12 @@ class FakeOpenSearch:
         for action_line, document_line in zip(lines[::2], lines[1::2], strict=True):
             [(op, meta)] = orjson.loads(action_line).items()
             assert op == "index", op
-            assert meta["version_type"] == "external", meta
+            assert meta["version_type"] in ("external", "external_gte"), meta
             doc_id, version = meta["_id"], meta["version"]
             if doc_id in self.refuse:
                 status, error = self.refuse[doc_id]
                 items.append({op: {"status": status, "error": {"type": error, "reason": "quoted field values"}}})
-            elif self._put(doc_id, orjson.loads(document_line), version):
+            elif self._put(doc_id, orjson.loads(document_line), version, gte=meta["version_type"] == "external_gte"):
                 items.append({op: {"status": 201}})
             else:
                 items.append({op: {"status": 409, "error": {"type": "version_conflict_engine_exception"}}})
@@ -348,6 +348,21 @@ def nested_token(system: str, code: str) -> dict[str, Any]:
 )
 def test_the_evaluator(query: dict[str, Any], expected: bool) -> None:
     assert matches(query, Scope(DOC)) is expected
+
+
+def test_external_gte_lets_the_same_version_through_in_bulk() -> None:
+    fake = FakeOpenSearch()
+    fake.index(index="i", id="a", body={"n": 1}, version=2, version_type="external")
+
+    def bulk(version: int, n: int) -> int:
+        action = {"index": {"_id": "a", "version": version, "version_type": "external_gte"}}
+        body = orjson.dumps(action) + b"\n" + orjson.dumps({"n": n}) + b"\n"
+        [item] = fake.bulk(body=body, index="i")["items"]
+        return int(item["index"]["status"])
+
+    assert bulk(2, 2) == 201
+    assert bulk(1, 3) == 409
+    assert fake.docs["a"] == {"n": 2}
 
 
 def test_external_versions_only_move_forward() -> None:

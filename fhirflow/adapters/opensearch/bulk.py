@@ -41,9 +41,10 @@ class IndexWriteFailed(Exception):
         return self.status in RETRYABLE_STATUSES
 
 
-def action_lines(doc_id: str, version: int, document: dict[str, Any]) -> bytes:
-    """One write's two NDJSON lines: the ``index`` action at an external version, then the document."""
-    action = {"index": {"_id": doc_id, "version": version, "version_type": "external"}}
+def action_lines(doc_id: str, version: int, document: dict[str, Any], *, version_type: str = "external") -> bytes:
+    """One write's two NDJSON lines: the ``index`` action at an external version, then the document.
+    A reindex rewrites a document at its own version with ``external_gte``."""
+    action = {"index": {"_id": doc_id, "version": version, "version_type": version_type}}
     return orjson.dumps(action) + b"\n" + orjson.dumps(document) + b"\n"
 
 

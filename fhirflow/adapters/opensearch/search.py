@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from fhirflow.adapters.opensearch.bulk import DEFAULT_MAX_BYTES, RESPONSE_FILTER, action_lines, chunks, item_results
 from fhirflow.adapters.opensearch.compiler import REFERENCE_FIELDS, compile_query
@@ -29,6 +29,15 @@ from fhirflow.errors import BadRequest, Issue, ServiceUnavailable
 from fhirflow.ports import IndexWrite, IndexWriteSkipped
 from fhirflow.query.ast import Query
 from fhirflow.searchparams.registry import Registry
+
+
+class IndexCatalog(Protocol):
+    """What the index needs of a tenant's runtime search parameters (fhirflow/reindex_ports.py):
+    the registry documents are built with, and where a SearchParameter it takes is recorded."""
+
+    def index_registry(self, tenant: str) -> Registry: ...
+
+    def record(self, tenant: str, id_: str, version: int, resource: dict[str, Any] | None) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +105,7 @@ class OpenSearchSearchIndex:
         options: CompileOptions | None = None,
         create_missing: bool = False,
         max_bulk_bytes: int = DEFAULT_MAX_BYTES,
+        catalog: IndexCatalog | None = None,
     ) -> None:
         self._client = client
         self._client_factory = client_factory
@@ -107,6 +117,9 @@ class OpenSearchSearchIndex:
         self.create_missing = create_missing
         self.max_bulk_bytes = max_bulk_bytes
         self._index_ready = not create_missing
+        self.catalog = catalog
+        """The tenants' runtime search parameters: documents are built with the tenant's registry,
+        and SearchParameter writes are recorded there; None: the official parameters only."""
 
     @property
     def client(self) -> Any:
@@ -164,13 +177,16 @@ class OpenSearchSearchIndex:
         versioned (``bulk.py``). A write whose document cannot be built fails alone; a request that
         fails as a whole fails its writes, and the writes of later requests are skipped."""
         results: list[bool | Exception | None] = [None] * len(writes)
+        writes = self._record_search_parameters(writes, results)
+        registries: dict[str, Registry | None] = {}
         lines: list[bytes] = []
         positions: list[int] = []  # the write each entry of ``lines`` belongs to
         for position, write in enumerate(writes):
             try:
-                lines.append(
-                    action_lines(document_id(write.tenant, write.type, write.id), write.version, self._document(write))
-                )
+                if write.tenant not in registries:
+                    registries[write.tenant] = self._registry(write.tenant)
+                document = self._document(write, registries[write.tenant])
+                lines.append(action_lines(document_id(write.tenant, write.type, write.id), write.version, document))
             except Exception as exc:  # extraction failed for this resource only
                 results[position] = exc
                 continue
@@ -197,7 +213,62 @@ class OpenSearchSearchIndex:
                 results[position] = outcome
         return [IndexWriteSkipped() if result is None else result for result in results]
 
-    def _document(self, write: IndexWrite) -> dict[str, Any]:
+    def _record_search_parameters(
+        self, writes: Sequence[IndexWrite], results: list[bool | Exception | None]
+    ) -> Sequence[IndexWrite]:
+        """Record the batch's SearchParameter writes in the catalog before any document is built,
+        so that the batch's resources are indexed with them. Recording is version-guarded, so it is
+        done whether or not the index takes the write (a retry after a failed bulk records again,
+        harmlessly). After a write that cannot be recorded nothing is attempted (kept in order for
+        the retry): the writes to go on with."""
+        if self.catalog is None:
+            return writes
+        for position, write in enumerate(writes):
+            if write.type != "SearchParameter":
+                continue
+            try:
+                self.catalog.record(write.tenant, write.id, write.version, write.resource)
+            except Exception as exc:
+                results[position] = exc
+                for later in range(position + 1, len(writes)):
+                    results[later] = IndexWriteSkipped()
+                return writes[:position]
+        return writes
+
+    def _registry(self, tenant: str) -> Registry | None:
+        if self.registry is not None or self.catalog is None:
+            return self.registry
+        return self.catalog.index_registry(tenant)
+
+    def rewrite(self, tenant: str, current: Sequence[IndexedResource]) -> list[bool | Exception]:
+        """Rebuild the documents of ``current`` (live resources as indexed) with the tenant's
+        registry now, at their own version (``version_type=external_gte``: the same version goes
+        through, an older one still cannot replace a newer). False: the resource moved on meanwhile
+        (its write indexed it with the current parameters)."""
+        registry = self._registry(tenant)
+        results: list[bool | Exception | None] = [None] * len(current)
+        lines: list[bytes] = []
+        positions: list[int] = []
+        for position, item in enumerate(current):
+            write = IndexWrite(tenant, item.type, item.id, item.version, item.last_updated, item.resource)
+            try:
+                document = self._document(write, registry)
+            except Exception as exc:
+                results[position] = exc
+                continue
+            doc_id = document_id(tenant, item.type, item.id)
+            lines.append(action_lines(doc_id, item.version, document, version_type="external_gte"))
+            positions.append(position)
+        for start, end, body in chunks(lines, self.max_bulk_bytes):
+            batch = positions[start:end]
+            response = self._call(
+                self.client.bulk, body=body, index=self.index, refresh=self.refresh, filter_path=RESPONSE_FILTER
+            )
+            for position, outcome in zip(batch, item_results(response, len(batch)), strict=True):
+                results[position] = outcome
+        return [IndexWriteSkipped() if result is None else result for result in results]
+
+    def _document(self, write: IndexWrite, registry: Registry | None = None) -> dict[str, Any]:
         if write.resource is None:
             return tombstone(
                 tenant=write.tenant,
@@ -208,7 +279,7 @@ class OpenSearchSearchIndex:
             )
         from fhirflow.searchparams.extract import index_document
 
-        doc = index_document(write.resource, registry=self.registry, base_url=self.base_url)
+        doc = index_document(write.resource, registry=registry or self.registry, base_url=self.base_url)
         return build_document(
             doc,
             tenant=write.tenant,
@@ -277,6 +348,10 @@ class OpenSearchSearchIndex:
             "_source": ["type", "id", "version", "lastUpdated", *REFERENCE_FIELDS],
         }
         return [_hit(hit) for hit in self._search(body)["hits"]["hits"]]
+
+    def raw_search(self, body: dict[str, Any]) -> dict[str, Any]:
+        """One search request as given (the reindex walk's pages and counts)."""
+        return self._search(body)
 
     def _search(self, body: dict[str, Any]) -> dict[str, Any]:
         response: dict[str, Any] = self._call(self.client.search, index=self.index, body=body)

@@ -22,14 +22,14 @@ import sqlite3
 import threading
 import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from fhirflow.adapters.sqlite.database import SqliteDatabase
 from fhirflow.reindex_ports import CustomParam
-from fhirflow.searchparams.registry import COMMON_BASES, Registry, default_registry
+from fhirflow.searchparams.registry import Registry
+from fhirflow.searchparams.tenant import TenantParams, official, tenant_params, to_mark
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS search_param_generation (
@@ -55,18 +55,6 @@ CREATE TABLE IF NOT EXISTS search_param_searchable (
 """
 
 
-@dataclass(frozen=True, slots=True)
-class TenantParams:
-    generation: int
-    index: Registry
-    """What writes index: the official parameters and every active one of the tenant's."""
-    search: Registry
-    """What searches may use: the official parameters and the tenant's searchable ones."""
-    custom: tuple[CustomParam, ...]
-    since: dict[str, int]
-    """SearchParameter id → the generation its current definition began at."""
-
-
 def _generation(conn: sqlite3.Connection, tenant: str) -> int:
     row = conn.execute("SELECT generation FROM search_param_generation WHERE tenant = ?", (tenant,)).fetchone()
     return int(row[0]) if row else 0
@@ -79,13 +67,6 @@ def _bump(conn: sqlite3.Connection, tenant: str) -> int:
         (tenant,),
     ).fetchone()
     return int(row[0])
-
-
-def _covers(base: str, types: Sequence[str]) -> bool:
-    """A walk of ``types`` (every type when empty) met every resource a parameter of ``base`` applies to."""
-    if not types:
-        return True
-    return base not in COMMON_BASES and base in types
 
 
 class SqliteSearchParamCatalog:
@@ -111,8 +92,7 @@ class SqliteSearchParamCatalog:
         if cached is not None and cached.generation == generation:
             return cached
         if generation == 0:
-            official = default_registry()
-            built = TenantParams(0, official, official, (), {})
+            built = official()
         elif conn.in_transaction:
             built = self._build(conn, tenant)
         else:
@@ -126,8 +106,6 @@ class SqliteSearchParamCatalog:
         return built
 
     def _build(self, conn: sqlite3.Connection, tenant: str) -> TenantParams:
-        from fhirflow.searchparams.custom import build_tenant_params, registry_with
-
         generation = _generation(conn, tenant)
         rows = conn.execute("SELECT id, since, body FROM search_param_custom WHERE tenant = ?", (tenant,)).fetchall()
         marks = {
@@ -136,20 +114,8 @@ class SqliteSearchParamCatalog:
                 "SELECT id, since, base FROM search_param_searchable WHERE tenant = ?", (tenant,)
             )
         }
-        since = {str(id_): int(at) for id_, at, _ in rows}
-        resources: list[tuple[str, dict[str, Any]]] = [(str(id_), orjson.loads(body)) for id_, _, body in rows]
-        built = build_tenant_params(resources)
-        searchable = [(id_, p) for id_, p in built if (id_, since[id_], p.base) in marks]
-        custom = tuple(
-            CustomParam(id_, p.url, p.code, p.base, p.type, (id_, since[id_], p.base) in marks) for id_, p in built
-        )
-        return TenantParams(
-            generation,
-            registry_with([p for _, p in built]),
-            registry_with([p for _, p in searchable]),
-            custom,
-            since,
-        )
+        definitions = {str(id_): (int(since), orjson.loads(body)) for id_, since, body in rows}
+        return tenant_params(generation, definitions, marks)
 
     def index_registry(self, tenant: str, conn: sqlite3.Connection | None = None) -> Registry:
         return self.params(tenant, conn).index
@@ -201,15 +167,9 @@ class SqliteSearchParamCatalog:
     ) -> tuple[str, ...]:
         """Mark the parameters a reindex of ``types`` that started at generation ``since`` covered;
         ``Base.code`` of each one that is searchable now."""
-        state = self.params(tenant, conn)
         marked: list[str] = []
         fresh = False
-        for param in state.custom:
-            defined = state.since.get(param.id)
-            if defined is None or defined > since or (url is not None and param.url != url):
-                continue
-            if not _covers(param.base, types):
-                continue
+        for param, defined in to_mark(self.params(tenant, conn), types, url, since):
             cursor = conn.execute(
                 "INSERT OR IGNORE INTO search_param_searchable (tenant, id, since, base) VALUES (?, ?, ?, ?)",
                 (tenant, param.id, defined, param.base),

@@ -19,7 +19,7 @@ from fhirflow.runtime import Dependencies, build_dependencies, search_param_cata
 from fhirflow.search_ports import ResourceMatcher, SearchEngine
 from fhirflow.settings import Settings
 from fhirflow_search import reindex
-from fhirflow_search.reindex import ReindexParts
+from fhirflow_search.reindex import ReindexParts, ReindexRunner
 from fhirflow_search.settings import SearchSettings
 from fhirflow_search.usecase import SearchService
 
@@ -76,10 +76,11 @@ USE_CASES: dict[str, Callable[[Dependencies, FhirRequest], FhirResponse]] = dict
 
 def reindex_parts(settings: Settings) -> ReindexParts:
     """The reindex job's adapters for the settings' index (one set per index per process)."""
+    if settings.search_index == "opensearch" and settings.store == "dynamodb":
+        return _aws_reindex_parts(settings)
     if settings.search_index != "sqlite":
         raise NotImplementedFhir(
-            "$reindex is available with the embedded (SQLite) search index only; "
-            "the OpenSearch adapters are not there yet"
+            "$reindex needs the embedded (SQLite) search index, or OpenSearch with the DynamoDB store"
         )
     key = f"reindex:{settings.sqlite_path.resolve()}"
     with _lock:
@@ -94,23 +95,54 @@ def reindex_parts(settings: Settings) -> ReindexParts:
         return _reindex_parts[key]
 
 
-def _reindex_use_case(interaction: str) -> Callable[[Dependencies, FhirRequest], FhirResponse]:
+def _aws_reindex_parts(settings: Settings) -> ReindexParts:
+    key = f"reindex:{settings.dynamodb_endpoint or ''}/{settings.dynamodb_table}:{settings.opensearch_index}"
+    with _lock:
+        if key not in _reindex_parts:
+            from fhirflow.adapters.aws.dynamodb_reindex_jobs import DynamoDbReindexJobStore
+            from fhirflow.adapters.opensearch.reindex import OpenSearchReindexer
+            from fhirflow.runtime import dynamodb_search_param_catalog, opensearch_index
+
+            catalog = dynamodb_search_param_catalog(settings)
+            jobs = DynamoDbReindexJobStore(
+                settings.dynamodb_table, endpoint_url=settings.dynamodb_endpoint, region=settings.aws_region
+            )
+            reindexer = OpenSearchReindexer(opensearch_index(settings), catalog)
+            _reindex_parts[key] = ReindexParts(jobs, reindexer, catalog)
+        return _reindex_parts[key]
+
+
+POLL_BATCHES = 5
+"""Batches a status request advances the oldest open job by, in AWS (see ``_reindex_use_case``)."""
+
+
+def _reindex_use_case(
+    interaction: str, chosen: ReindexParts | None = None
+) -> Callable[[Dependencies, FhirRequest], FhirResponse]:
     def run(deps: Dependencies, request: FhirRequest) -> FhirResponse:
-        parts = reindex_parts(deps.settings)
+        parts = chosen or reindex_parts(deps.settings)
         if interaction == "reindex-status":
+            if deps.settings.search_index == "opensearch":
+                # AWS has no worker loop: each status poll advances the oldest open job by a few
+                # batches (bounded, well inside API Gateway's 29 s) under the job's lease, gives the
+                # lease up and answers. A crashed poll leaves the lease to expire (a minute).
+                ReindexRunner(parts, max_batches=POLL_BATCHES, clock=deps.clock.now_ms).drain(release=True)
             return reindex.status(deps, parts, request)
         return reindex.kick_off(deps, parts, request, clock=deps.clock.now_ms)
 
     return run
 
 
-def build_app(deps: Dependencies | None = None, service: SearchService | None = None) -> Application:
+def build_app(
+    deps: Dependencies | None = None, service: SearchService | None = None, reindex_with: ReindexParts | None = None
+) -> Application:
+    """The search Application; ``service`` and ``reindex_with`` replace what the settings build (tests)."""
     deps = deps or build_dependencies()
     use_case = service or service_for(deps.settings)
     handlers: dict[tuple[str, str], UseCase] = {}
     for route in ROUTE_TABLE.for_service("search"):
         if route.interaction in ("reindex", "reindex-status"):
-            handlers[(route.method, route.pattern)] = partial(_reindex_use_case(route.interaction), deps)
+            handlers[(route.method, route.pattern)] = partial(_reindex_use_case(route.interaction, reindex_with), deps)
         else:
             handlers[(route.method, route.pattern)] = partial(use_case, deps)
     return Application.for_service(handlers, deps)

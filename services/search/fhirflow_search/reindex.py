@@ -211,13 +211,17 @@ class ReindexRunner:
         self.clock = clock
         self.worker = worker or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
-    def drain(self) -> int:
-        """Work on the next open job; returns how many batches were done."""
+    def drain(self, *, release: bool = False) -> int:
+        """Work on the next open job; returns how many batches were done. With ``release`` the
+        lease is given up when this call stops before the job's end, so that the next call may go
+        on at once even from another process (a status poll in AWS)."""
         job = self.parts.jobs.claim(self.worker, self.clock(), self.lease_ms)
         batches = 0
         while job is not None and job.status in ("queued", "running") and batches < self.max_batches:
             job = self._step(job)
             batches += 1
+        if release and job is not None and job.status in ("queued", "running"):
+            self.parts.jobs.save(job, self.worker, 0)
         return batches
 
     def _step(self, job: ReindexJob) -> ReindexJob | None:
