@@ -29,6 +29,7 @@ from fhirflow.adapters.sqlite.search.criteria import (
     types_condition,
 )
 from fhirflow.adapters.sqlite.search.sql import FALSE, TRUE, Sql, all_of, any_of, in_list, join, sql
+from fhirflow.adapters.sqlite.search.writer import stored_codes
 from fhirflow.errors import BadRequest
 from fhirflow.query.ast import Filter, Query, SortKey
 from fhirflow.search_ports import AccessRule, Admission, SearchScope
@@ -194,7 +195,9 @@ def sort_expression(key: SortKey, alias: str) -> Sql:
         raise BadRequest(f"_sort: cannot sort by {key.param.type} parameter '{code}'", expression="_sort")
     table, lowest, highest = found
     aggregate = f"MAX({highest})" if key.descending else f"MIN({lowest})"
-    return sql(f"(SELECT {aggregate} FROM {table} v WHERE v.rid = {alias}.rid AND v.param = ?)", code)
+    return in_list("v.param", stored_codes(key.param)).wrap(
+        f"(SELECT {aggregate} FROM {table} v WHERE v.rid = {alias}.rid AND ", ")"
+    )
 
 
 def columns(keys: Sequence[SortKey]) -> list[Column]:

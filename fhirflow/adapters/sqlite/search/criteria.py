@@ -34,7 +34,7 @@ from fhirflow.adapters.sqlite.search.conditions import (
     uri_condition,
 )
 from fhirflow.adapters.sqlite.search.sql import FALSE, TRUE, Sql, all_of, any_of, in_list, join, sql
-from fhirflow.adapters.sqlite.search.writer import IDENTIFIER_SUFFIX, OF_TYPE_SUFFIX
+from fhirflow.adapters.sqlite.search.writer import IDENTIFIER_SUFFIX, OF_TYPE_SUFFIX, stored_codes
 from fhirflow.errors import BadRequest
 from fhirflow.query.ast import (
     Chain,
@@ -318,25 +318,26 @@ def probe(ctx: Context, flt: Filter) -> Probe | None:
             f"'{param.code}:{modifier}' needs a terminology service, which this server does not have",
             expression=f"{param.code}:{modifier}",
         )
+    codes = stored_codes(param)
     if modifier == "missing":
         missing = isinstance(flt.values[0], MissingQuery) and flt.values[0].missing
         if param.type == "composite":
-            table, code = TABLES[param.components[0].type], f"{param.code}$0"
+            table, codes = TABLES[param.components[0].type], tuple(f"{c}$0" for c in codes)
         else:
-            table, code = TABLES[param.type], param.code
+            table = TABLES[param.type]
         a = ctx.alias("v")
-        return Probe(Sql(f"{table} {a}"), a, sql(f"{a}.param = ?", code), negated=missing)
+        return Probe(Sql(f"{table} {a}"), a, in_list(f"{a}.param", codes), negated=missing)
     if param.type == "composite":
         return composite_probe(ctx, flt)
-    table, code = TABLES[param.type], param.code
+    table = TABLES[param.type]
     if modifier == "identifier":
-        table, code = "search_token", code + IDENTIFIER_SUFFIX
+        table, codes = "search_token", tuple(c + IDENTIFIER_SUFFIX for c in codes)
     elif modifier == "of-type":
-        code = code + OF_TYPE_SUFFIX
+        codes = tuple(c + OF_TYPE_SUFFIX for c in codes)
     a = ctx.alias("v")
     positive = None if modifier == "not" else modifier
     matches = any_of(value_condition(ctx, param.type, positive, a, value) for value in flt.values)
-    return Probe(Sql(f"{table} {a}"), a, all_of((sql(f"{a}.param = ?", code), matches)), negated=modifier == "not")
+    return Probe(Sql(f"{table} {a}"), a, all_of((in_list(f"{a}.param", codes), matches)), negated=modifier == "not")
 
 
 def id_condition(flt: Filter, alias: str) -> Sql:
@@ -451,13 +452,17 @@ def composite_probe(ctx: Context, flt: Filter) -> Probe:
     """A composite value matches when one value row of each component, with the same ``grp``,
     matches that component (search.html#composite)."""
     param = flt.param
+    codes = stored_codes(param)
     aliases = [ctx.alias("c") for _ in param.components]
     first = aliases[0]
+    # Component n of the same value: same resource, same grp, and the same stored parameter as the
+    # first component (``{code}$0`` → ``{code}$n``; a combo-* parameter reads two).
     joins = [
-        f" JOIN {TABLES[component.type]} {a} ON {a}.rid = {first}.rid AND {a}.grp = {first}.grp AND {a}.param = ?"
-        for a, component in zip(aliases[1:], param.components[1:], strict=True)
+        f" JOIN {TABLES[component.type]} {a} ON {a}.rid = {first}.rid AND {a}.grp = {first}.grp "
+        f"AND {a}.param = substr({first}.param, 1, length({first}.param) - 1) || '{n}'"
+        for n, (a, component) in enumerate(zip(aliases[1:], param.components[1:], strict=True), start=1)
     ]
-    join_params = tuple(f"{param.code}${n}" for n in range(1, len(param.components)))
+    join_params: tuple[str, ...] = ()
     alternatives = []
     for value in flt.values:
         if not isinstance(value, CompositeQuery):
@@ -468,5 +473,5 @@ def composite_probe(ctx: Context, flt: Filter) -> Probe:
         ]
         alternatives.append(all_of(parts))
     source = Sql(f"{TABLES[param.components[0].type]} {first}" + "".join(joins), join_params)
-    where = all_of((sql(f"{first}.param = ?", f"{param.code}$0"), any_of(alternatives)))
+    where = all_of((in_list(f"{first}.param", [f"{c}$0" for c in codes]), any_of(alternatives)))
     return Probe(source, first, where)

@@ -24,7 +24,7 @@ from typing import Any
 
 from fhirflow.adapters.sqlite.search.schema import VALUE_TABLES
 from fhirflow.searchparams.extract import IndexDocument, index_document
-from fhirflow.searchparams.registry import Registry
+from fhirflow.searchparams.registry import Registry, SearchParam
 from fhirflow.searchparams.values import (
     CompositeValue,
     DateValue,
@@ -59,6 +59,31 @@ _INSERT = {
     table: f"INSERT INTO {table} (rid, seq, {columns}) VALUES (?, ?{', ?' * (columns.count(',') + 1)})"
     for table, columns in _COLUMNS.items()
 }
+STORED_AS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("Observation", "combo-code"): ("code", "component-code"),
+    ("Observation", "combo-value-quantity"): ("value-quantity", "component-value-quantity"),
+    ("Observation", "combo-value-concept"): ("value-concept", "component-value-concept"),
+    ("Observation", "combo-data-absent-reason"): ("data-absent-reason", "component-data-absent-reason"),
+    ("Observation", "combo-code-value-quantity"): ("code-value-quantity", "component-code-value-quantity"),
+    ("Observation", "combo-code-value-concept"): ("code-value-concept", "component-code-value-concept"),
+    **{(rtype, "phonetic"): ("name",) for rtype in ("Patient", "Person", "Practitioner", "RelatedPerson")},
+}
+"""Official parameters whose values are exactly those of others of the same base (R4 defines
+``phonetic`` as ``X.name``, and each ``combo-*`` as the union of the plain and the ``component-``
+parameter): their rows would repeat those rows, so none are written and queries read the others'
+(:func:`stored_codes`). ``tests/unit/test_sqlite_search_aliases.py`` checks each against the
+registry's expressions and compares results with and without."""
+
+
+def stored_codes(param: SearchParam) -> tuple[str, ...]:
+    """The ``param`` values its rows are stored under."""
+    if not param.custom:
+        found = STORED_AS.get((param.base, param.code))
+        if found is not None:
+            return found
+    return (param.code,)
+
+
 _BITS = {table: 1 << position for position, table in enumerate(VALUE_TABLES)}
 _FTS_BIT = 1 << len(VALUE_TABLES)
 
@@ -130,7 +155,7 @@ class _Rows:
 
     def document(self, doc: IndexDocument) -> None:
         for code, found in doc.values.items():
-            if code in RESOURCE_COLUMNS:
+            if code in RESOURCE_COLUMNS or (doc.resource_type, code) in STORED_AS:
                 continue
             values = _without_repeated_texts(found) if len(found) > 1 and isinstance(found[0], TokenValue) else found
             for grp, value in enumerate(values):
