@@ -10,6 +10,9 @@ from fhirflow.http import JSON_TYPES, XML_TYPES
 from fhirflow.model import FhirRequest
 
 JSON_PATCH = "application/json-patch+json"
+PARAMETERS_TYPES = ("application/fhir+json", "application/json", "application/json+fhir")
+CONTROL_PARAMETERS = frozenset({"_format", "_pretty"})
+"""Query parameters that shape the answer, not an operation's input."""
 
 
 def check_size(request: FhirRequest, limit: int) -> None:
@@ -43,3 +46,28 @@ def parse_resource(request: FhirRequest, *, limit: int, expected_type: str) -> d
             expression="resourceType",
         )
     return resource
+
+
+def operation_parameters(request: FhirRequest, *, operation: str, with_body: bool = True) -> list[tuple[str, str]]:
+    """An operation's input as (name, value) pairs: the URL's parameters (without ``_format`` and
+    ``_pretty``), then, when ``with_body``, those of a ``Parameters`` body, each of which must have
+    a name and one string-like ``value[x]`` (operations.html#request). 4xx naming what is wrong."""
+    pairs = [(name, value) for name, value in request.query if name not in CONTROL_PARAMETERS]
+    if not with_body or not request.body.strip():
+        return pairs
+    if request.content_type not in PARAMETERS_TYPES:
+        raise UnsupportedMediaType(
+            f"{operation} takes a Parameters resource as application/fhir+json, not "
+            f"'{request.content_type or 'no content type'}'"
+        )
+    body = jsonio.loads(request.body)
+    if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
+        raise BadRequest(f"{operation} takes a Parameters resource", expression="Parameters")
+    for index, parameter in enumerate(body.get("parameter") or []):
+        where = f"Parameters.parameter[{index}]"
+        name = parameter.get("name") if isinstance(parameter, dict) else None
+        values = [v for k, v in parameter.items() if k.startswith("value")] if isinstance(parameter, dict) else []
+        if not isinstance(name, str) or not name or len(values) != 1 or not isinstance(values[0], str):
+            raise BadRequest(f"{where} needs a name and one string-like value[x]", expression=where)
+        pairs.append((name, values[0]))
+    return pairs

@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
-from fhirflow import jsonio, timefmt
-from fhirflow.errors import BadRequest, Issue, UnsupportedMediaType
+from fhirflow import timefmt
+from fhirflow.bodies import operation_parameters
+from fhirflow.errors import BadRequest, Issue
 from fhirflow.model import FhirRequest
 from fhirflow.query.parser import parse
 from fhirflow.search_ports import SearchEngine
@@ -40,8 +41,6 @@ NOT_SUPPORTED = {
     "organizeOutputBy": "organizeOutputBy is not supported by this server's export",
     "allowPartialManifests": "allowPartialManifests is not supported by this server's export",
 }
-SKIPPED = frozenset({"_format", "_pretty"})
-"""Handled by content negotiation (the kick-off's own answer), not by the export."""
 
 _INSTANT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})", re.ASCII)
 _NEXT_QUERY = re.compile(r",(?=[A-Z][A-Za-z]*\?)")
@@ -63,27 +62,7 @@ class ExportParameters:
 
 def kickoff_pairs(request: FhirRequest) -> list[tuple[str, str]]:
     """The parameters: the URL's, and for POST those of its ``Parameters`` body."""
-    pairs = [(name, value) for name, value in request.query if name not in SKIPPED]
-    if request.method != "POST" or not request.body.strip():
-        return pairs
-    if request.content_type not in ("application/fhir+json", "application/json", "application/json+fhir"):
-        raise UnsupportedMediaType(
-            f"A POST kick-off takes a Parameters resource as application/fhir+json, not "
-            f"'{request.content_type or 'no content type'}'"
-        )
-    body = jsonio.loads(request.body)
-    if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
-        raise BadRequest("A POST kick-off takes a Parameters resource", expression="Parameters")
-    for index, parameter in enumerate(body.get("parameter") or []):
-        where = f"Parameters.parameter[{index}]"
-        name = parameter.get("name") if isinstance(parameter, dict) else None
-        if not isinstance(name, str) or not name:
-            raise BadRequest(f"{where} has no name", expression=where)
-        values = [v for k, v in parameter.items() if k.startswith("value")]
-        if len(values) != 1 or not isinstance(values[0], str):
-            raise BadRequest(f"{where} ('{name}') needs one string-like value[x]", expression=where)
-        pairs.append((name, values[0]))
-    return pairs
+    return operation_parameters(request, operation="A POST kick-off", with_body=request.method == "POST")
 
 
 def parse_parameters(

@@ -37,8 +37,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from fhirflow import jsonio
-from fhirflow.errors import BadRequest, NotFound, UnsupportedMediaType
+from fhirflow.bodies import operation_parameters
+from fhirflow.errors import BadRequest, NotFound
 from fhirflow.model import FhirRequest, FhirResponse
 from fhirflow.reindex_ports import Reindexer, ReindexJob, ReindexJobStore, SearchParamCatalog
 from fhirflow.runtime import Dependencies
@@ -47,10 +47,8 @@ from fhirflow.searchparams.registry import COMMON_BASES, default_registry
 logger = logging.getLogger("fhirflow.reindex")
 
 STATUS_PATH = "_reindex"
-SKIPPED = frozenset({"_format", "_pretty"})
 MAX_ATTEMPTS = 5
 """Steps of a job that may fail in a row before the job is marked failed."""
-_JSON_TYPES = ("application/fhir+json", "application/json", "application/json+fhir")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,29 +63,6 @@ class ReindexParts:
 # -- kick-off ---------------------------------------------------------------------------------------
 
 
-def _pairs(request: FhirRequest) -> list[tuple[str, str]]:
-    """The URL's parameters, then those of a ``Parameters`` body."""
-    pairs = [(name, value) for name, value in request.query if name not in SKIPPED]
-    if not request.body.strip():
-        return pairs
-    if request.content_type not in _JSON_TYPES:
-        raise UnsupportedMediaType(
-            f"$reindex takes a Parameters resource as application/fhir+json, not "
-            f"'{request.content_type or 'no content type'}'"
-        )
-    body = jsonio.loads(request.body)
-    if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
-        raise BadRequest("$reindex takes a Parameters resource", expression="Parameters")
-    for index, parameter in enumerate(body.get("parameter") or []):
-        where = f"Parameters.parameter[{index}]"
-        name = parameter.get("name") if isinstance(parameter, dict) else None
-        values = [v for k, v in parameter.items() if k.startswith("value")] if isinstance(parameter, dict) else []
-        if not isinstance(name, str) or len(values) != 1 or not isinstance(values[0], str):
-            raise BadRequest(f"{where} needs a name and one string-like value[x]", expression=where)
-        pairs.append((name, values[0]))
-    return pairs
-
-
 def _job_scope(parts: ReindexParts, request: FhirRequest) -> tuple[tuple[str, ...], str | None]:
     """(types to walk, SearchParameter url) of a kick-off; 400 for what is wrong."""
     registry = default_registry()
@@ -96,7 +71,7 @@ def _job_scope(parts: ReindexParts, request: FhirRequest) -> tuple[tuple[str, ..
         raise NotFound(f"'{level_type[:64]}' is not a FHIR R4 resource type this server knows")
     types: list[str] = []
     url: str | None = None
-    for name, value in _pairs(request):
+    for name, value in operation_parameters(request, operation="$reindex"):
         if name == "_type":
             if level_type is not None:
                 raise BadRequest("_type applies to the system-level $reindex only", expression="_type")
