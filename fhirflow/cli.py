@@ -74,11 +74,15 @@ def serve(args: argparse.Namespace) -> int:
     if workers == 1:
         uvicorn.run(serving_gateway(), **options)
     else:
-        # Worker processes share the socket and the SQLite database (writers queue on its lock;
-        # everything before a commit runs on every core). This process supervises them and runs
-        # the background workers above; each worker stops when this process is gone.
+        # Worker processes share the SQLite database (writers queue on its lock; everything before
+        # a commit runs on every core). This process accepts the connections and deals them to
+        # the workers evenly, and runs the background workers above; each worker stops when this
+        # process is gone.
+        from fhirflow.local.balancer import Balancer
+
         os.environ["FHIRFLOW_SERVE_SUPERVISOR"] = str(os.getpid())
-        uvicorn.run("fhirflow.local.gateway:serving_gateway", factory=True, workers=workers, **options)
+        config = uvicorn.Config("fhirflow.local.gateway:serving_gateway", factory=True, workers=workers, **options)
+        Balancer(config).run()
     return 0
 
 
