@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from fhirflow.adapters.sqlite.search.conditions import local_reference
 from fhirflow.adapters.sqlite.search.criteria import (
     Context,
     condition,
@@ -79,14 +80,8 @@ class Shape:
 def candidates(ctx: Context, scope: SearchScope, query: Query) -> list[Candidate]:
     found: list[Candidate] = []
     if scope.compartment is not None:
-        c = ctx.alias("k")
-        members = all_of(
-            (
-                sql(f"{c}.tenant = ? AND {c}.comp_type = ? AND {c}.comp_id = ?", ctx.tenant, *scope.compartment),
-                types_condition(f"{c}.type", scope.types),
-            )
-        ).wrap(f"SELECT {c}.rid FROM search_compartment {c} WHERE ")
-        found.append(Candidate(members, None))
+        comp_type, comp_id = scope.compartment
+        found.append(Candidate(compartment_members(ctx, comp_type, (comp_id,), scope.types), None))
     for n, criterion in enumerate(query.criteria):
         select = driver(ctx, criterion, scope.types)
         if select is not None:
@@ -128,15 +123,47 @@ def source(ctx: Context, scope: SearchScope, query: Query, shape: Shape, *, forw
     return Sql("FROM search_resource r WHERE ") + all_of((base(scope, "r"), rest))
 
 
-def compartment_condition(ctx: Context, compartment: tuple[str, str], alias: str, types: tuple[str, ...]) -> Sql:
-    c = ctx.alias("k")
-    members = all_of(
-        (
-            sql(f"{c}.tenant = ? AND {c}.comp_type = ? AND {c}.comp_id = ?", ctx.tenant, *compartment),
-            types_condition(f"{c}.type", types),
+def compartment_members(ctx: Context, comp_type: str, ids: Sequence[str] | None, types: tuple[str, ...]) -> Sql:
+    """The rids (without duplicates) of the resources of ``types`` (every type when empty) in the
+    ``comp_type`` compartment of one of ``ids`` (of any when None), as
+    :func:`fhirflow.searchparams.compartments.compartments_of` defines membership: a compartment
+    parameter of the resource's type references the compartment's resource (relatively, or
+    absolutely under this server's base), or the resource is that resource itself.
+
+    It reads the reference rows the parameters have anyway, so the index keeps no compartment
+    rows of its own (they were two of an Observation's ~14 rows); each parameter is one index
+    range on ``(tenant, param, target_id, type)``."""
+    registry = ctx.registry
+    by_code: dict[str, list[str]] = {}
+    for rtype in types or sorted(registry.resource_types):
+        for code in registry.compartment_params(comp_type, rtype):
+            by_code.setdefault(code, []).append(rtype)
+    arms = []
+    for code, rtypes in sorted(by_code.items()):
+        m = ctx.alias("k")
+        parts = (
+            sql(f"{m}.tenant = ? AND {m}.param = ?", ctx.tenant, code),
+            in_list(f"{m}.target_id", ids) if ids is not None else TRUE,
+            in_list(f"{m}.type", rtypes),
+            sql(f"{m}.target_type = ?", comp_type),
+            local_reference(m, ctx.base_url),
         )
-    )
-    return members.wrap(f"{alias}.rid IN (SELECT {c}.rid FROM search_compartment {c} WHERE ", ")")
+        arms.append(all_of(parts).wrap(f"SELECT {m}.rid FROM search_reference {m} WHERE "))
+    if comp_type in registry.compartments and (not types or comp_type in types):
+        own = ctx.alias("k")
+        parts = (
+            sql(f"{own}.tenant = ? AND {own}.type = ?", ctx.tenant, comp_type),
+            in_list(f"{own}.id", ids) if ids is not None else TRUE,
+        )
+        arms.append(all_of(parts).wrap(f"SELECT {own}.rid FROM search_resource {own} WHERE "))
+    if not arms:
+        return Sql("SELECT rid FROM search_resource WHERE 0")
+    return join(" UNION ", arms)
+
+
+def compartment_condition(ctx: Context, compartment: tuple[str, str], alias: str, types: tuple[str, ...]) -> Sql:
+    comp_type, comp_id = compartment
+    return compartment_members(ctx, comp_type, (comp_id,), types).wrap(f"{alias}.rid IN (", ")")
 
 
 def access_condition(ctx: Context, rules: Sequence[AccessRule], alias: str) -> Sql:
@@ -161,14 +188,8 @@ def admission_condition(ctx: Context, admission: Admission, alias: str, types: t
 
 def patients_condition(ctx: Context, patients: frozenset[str], alias: str) -> Sql:
     """In no Patient compartment, or in the compartment of one of ``patients``."""
-    c = ctx.alias("k")
-    in_any = sql(
-        f"SELECT {c}.rid FROM search_compartment {c} WHERE {c}.tenant = ? AND {c}.comp_type = 'Patient'", ctx.tenant
-    )
-    d = ctx.alias("k")
-    allowed = all_of(
-        (sql(f"{d}.tenant = ? AND {d}.comp_type = 'Patient'", ctx.tenant), in_list(f"{d}.comp_id", sorted(patients)))
-    ).wrap(f"SELECT {d}.rid FROM search_compartment {d} WHERE ")
+    in_any = compartment_members(ctx, "Patient", None, ())
+    allowed = compartment_members(ctx, "Patient", sorted(patients), ())
     return any_of((in_any.wrap(f"{alias}.rid NOT IN (", ")"), allowed.wrap(f"{alias}.rid IN (", ")")))
 
 

@@ -14,7 +14,11 @@ Access paths (see :mod:`fhirflow.adapters.sqlite.search.criteria`):
   ``high`` — each prefix is a range on one end of the value's range;
 - reference: ``(tenant, param, target_id, type, target_type, rid)``, and by ``url`` for canonical
   and absolute references;
-- uri: ``(tenant, param, value, type, rid)``; compartment: ``(tenant, comp_type, comp_id, type, rid)``;
+- uri: ``(tenant, param, value, type, rid)``;
+- compartment membership is read from the reference rows of the compartment parameters
+  (:func:`fhirflow.adapters.sqlite.search.compiler.compartment_members`); ``search_compartment``
+  is no longer written, and stays (with its bit in ``tables``) so that a data directory indexed
+  by an earlier version still deletes its old rows;
 - every value table also by ``(rid, param)``: deleting a resource's rows, ``_sort`` keys and the
   component joins of composite parameters.
 

@@ -160,9 +160,6 @@ class _Rows:
             values = _without_repeated_texts(found) if len(found) > 1 and isinstance(found[0], TokenValue) else found
             for grp, value in enumerate(values):
                 self.value(code, value, grp if isinstance(value, CompositeValue) else None)
-        tenant = self.key[0]
-        for comp_type, comp_id in doc.compartments:
-            self.add("search_compartment", (tenant, comp_type, comp_id, doc.resource_type))
 
     @property
     def bits(self) -> int:
