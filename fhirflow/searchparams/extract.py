@@ -118,8 +118,11 @@ class Extractor:
             return walk(node, part.steps)
         return fhirpath.evaluate(node, part.expression, resource=resource, base=base)
 
-    def values(self, resource: dict[str, Any], codes: tuple[str, ...] | None = None) -> dict[str, list[IndexValue]]:
-        """Parameter code → index values (only parameters with values); ``codes`` limits the work."""
+    def values(
+        self, resource: dict[str, Any], codes: tuple[str, ...] | None = None, skip: frozenset[str] = frozenset()
+    ) -> dict[str, list[IndexValue]]:
+        """Parameter code → index values (only parameters with values); ``codes`` limits the work,
+        ``skip`` leaves parameters out."""
         plan = self._plan(resource["resourceType"])
         selected = set(plan.always)
         for key in resource:
@@ -130,7 +133,7 @@ class Extractor:
         memo: dict[tuple[int, str], tuple[Any, list[IndexValue]]] = {}
         for index in sorted(selected):
             param, convert = plan.plans[index].param, plan.plans[index].convert
-            if codes is not None and param.code not in codes:
+            if (codes is not None and param.code not in codes) or param.code in skip:
                 continue
             if param.custom:
                 values = self._custom(resource, param, convert, memo)
@@ -224,14 +227,18 @@ def narrative_text(resource: dict[str, Any]) -> str | None:
 
 
 def index_document(
-    resource: dict[str, Any], *, registry: Registry | None = None, base_url: str | None = None
+    resource: dict[str, Any],
+    *,
+    registry: Registry | None = None,
+    base_url: str | None = None,
+    skip: frozenset[str] = frozenset(),
 ) -> IndexDocument:
     """Everything a backend indexes for ``resource``; ``base_url`` makes absolute references
-    to this server count for compartments."""
+    to this server count for compartments; ``skip``: parameters the backend does not store."""
     from fhirflow.searchparams.compartments import compartments_of  # avoids an import cycle
 
     registry = registry or default_registry()
-    values = extractor_for(registry).values(resource)
+    values = extractor_for(registry).values(resource, skip=skip)
     meta: dict[str, Any] = resource["meta"] if isinstance(resource.get("meta"), dict) else {}
     last_updated = meta.get("lastUpdated")
     updated = date_range(last_updated) if isinstance(last_updated, str) else None

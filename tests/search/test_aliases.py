@@ -72,10 +72,14 @@ def without_aliases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[s
     db = SqliteDatabase(Path(tmp_path_factory.mktemp("no-aliases")) / "search.sqlite3")
     with pytest.MonkeyPatch.context() as patch:  # indexing and querying alike; restored before the tests
         patch.setattr(writer, "STORED_AS", {})
-        fixtures.load(db)
-        engine = SqliteSearchEngine(db, clock=lambda: NOW_MS)
-        app = app_for(db, engine, Path(tmp_path_factory.mktemp("no-aliases-settings")))
-        answers = {url: _all_ids(app, url) for url in QUERIES}
+        writer.aliased_codes.cache_clear()  # it reads STORED_AS
+        try:
+            fixtures.load(db)
+            engine = SqliteSearchEngine(db, clock=lambda: NOW_MS)
+            app = app_for(db, engine, Path(tmp_path_factory.mktemp("no-aliases-settings")))
+            answers = {url: _all_ids(app, url) for url in QUERIES}
+        finally:
+            writer.aliased_codes.cache_clear()
     yield answers
     db.close()
 

@@ -41,7 +41,7 @@ def _members(app: Application, comp_type: str, comp_id: str) -> list[str]:
     reply = client.get(app, f"/{comp_type}/{comp_id}/*?_count=200")
     found: list[str] = []
     while True:
-        assert reply.status == 200, reply.text
+        assert reply.status == 200, reply.body[:500]
         bundle = reply.json()
         found += client.ids(bundle)
         following = [link["url"] for link in bundle.get("link", []) if link["relation"] == "next"]

@@ -151,11 +151,11 @@ def compartment_members(ctx: Context, comp_type: str, ids: Sequence[str] | None,
         arms.append(all_of(parts).wrap(f"SELECT {m}.rid FROM search_reference {m} WHERE "))
     if comp_type in registry.compartments and (not types or comp_type in types):
         own = ctx.alias("k")
-        parts = (
+        itself = (
             sql(f"{own}.tenant = ? AND {own}.type = ?", ctx.tenant, comp_type),
             in_list(f"{own}.id", ids) if ids is not None else TRUE,
         )
-        arms.append(all_of(parts).wrap(f"SELECT {own}.rid FROM search_resource {own} WHERE "))
+        arms.append(all_of(itself).wrap(f"SELECT {own}.rid FROM search_resource {own} WHERE "))
     if not arms:
         return Sql("SELECT rid FROM search_resource WHERE 0")
     return join(" UNION ", arms)

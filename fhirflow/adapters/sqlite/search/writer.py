@@ -20,11 +20,12 @@ import dataclasses
 import re
 import sqlite3
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 
 from fhirflow.adapters.sqlite.search.schema import VALUE_TABLES
 from fhirflow.searchparams.extract import IndexDocument, index_document
-from fhirflow.searchparams.registry import Registry, SearchParam
+from fhirflow.searchparams.registry import Registry, SearchParam, default_registry
 from fhirflow.searchparams.values import (
     CompositeValue,
     DateValue,
@@ -73,6 +74,17 @@ STORED_AS: dict[tuple[str, str], tuple[str, ...]] = {
 parameter): their rows would repeat those rows, so none are written and queries read the others'
 (:func:`stored_codes`). ``tests/unit/test_sqlite_search_aliases.py`` checks each against the
 registry's expressions and compares results with and without."""
+
+
+@lru_cache(maxsize=1024)
+def aliased_codes(registry: Registry, resource_type: str) -> frozenset[str]:
+    """The parameters of ``resource_type`` stored as others (:data:`STORED_AS`): neither extracted
+    nor written. (A tenant's SearchParameter cannot take an official code, so these are always
+    the official parameters; the check keeps it so should that change.)"""
+    params = registry.params_for(resource_type)
+    return frozenset(
+        code for (rtype, code) in STORED_AS if rtype == resource_type and code in params and not params[code].custom
+    )
 
 
 def stored_codes(param: SearchParam) -> tuple[str, ...]:
@@ -153,9 +165,9 @@ class _Rows:
             for position, component in enumerate(value.components):
                 self.value(f"{code}${position}", component, grp)
 
-    def document(self, doc: IndexDocument) -> None:
+    def document(self, doc: IndexDocument, aliased: frozenset[str]) -> None:
         for code, found in doc.values.items():
-            if code in RESOURCE_COLUMNS or (doc.resource_type, code) in STORED_AS:
+            if code in RESOURCE_COLUMNS or code in aliased:
                 continue
             values = _without_repeated_texts(found) if len(found) > 1 and isinstance(found[0], TokenValue) else found
             for grp, value in enumerate(values):
@@ -210,6 +222,7 @@ def prepare_search_rows(
     version: int | None = None,
     last_updated: int | None = None,
     content: str | None = None,
+    registry: Registry | None = None,
 ) -> PreparedRows:
     """The search rows of ``doc``'s resource.
 
@@ -219,7 +232,7 @@ def prepare_search_rows(
     if doc.id is None:
         raise ValueError("a resource without an id cannot be indexed")
     rows = _Rows(tenant, doc.resource_type)
-    rows.document(doc)
+    rows.document(doc, aliased_codes(registry or default_registry(), doc.resource_type))
     with_text = bool(doc.text or content)
     return PreparedRows(
         resource_type=doc.resource_type,
@@ -328,10 +341,14 @@ def prepare_resource(
     registry: Registry | None = None,
 ) -> PreparedRows:
     """Everything the index writes for one live version: extraction, compartments and text."""
-    doc = index_document(resource, registry=registry)
+    registry = registry or default_registry()
+    doc = index_document(resource, registry=registry, skip=aliased_codes(registry, type_))
     if doc.id != id_ or doc.resource_type != type_:
         doc = dataclasses.replace(doc, resource_type=type_, id=id_)
-    return prepare_search_rows(tenant, doc, version=version, last_updated=last_updated, content=content_text(resource))
+    content = content_text(resource)
+    return prepare_search_rows(
+        tenant, doc, version=version, last_updated=last_updated, content=content, registry=registry
+    )
 
 
 def index_resource(
