@@ -12,7 +12,8 @@ conflict (``VersionConflict``, a taken uniqueness claim) rolls back to that save
 in that writer's thread only. The others commit. A failure of the transaction itself (the drain hook
 or COMMIT raising) fails every change set of the group; nothing of it was committed.
 
-The writer that finds nobody committing leads: it commits the queue as it finds it, then hands
+The writer that finds nobody committing leads: it takes the write lock, then commits the queue as
+it finds it (so writers that arrived while it waited for the lock come along), then hands
 leadership to the first writer that queued meanwhile, so that no request thread keeps committing
 for others after its own work is done.
 """
@@ -74,10 +75,23 @@ class GroupCommit:
             raise pending.error
 
     def _lead(self, in_transaction: InTransaction | None) -> None:
-        with self._lock:
-            group, self._queue = self._queue, []
+        group: list[PendingWrite] = []
         try:
-            self._commit_group(group, in_transaction)
+            # The write lock first, the queue second: writers that arrive while this one waits
+            # for the lock (held by another process, or another writer of this one) join its group.
+            with self.db.write() as conn:
+                with self._lock:
+                    group, self._queue = self._queue, []
+                self._apply_group(conn, group, in_transaction)
+        except BaseException as error:  # nothing of the group was committed
+            if not group:  # it failed before taking the queue: those writers were its group
+                with self._lock:
+                    group, self._queue = self._queue, []
+            for member in group:
+                if member.error is None:
+                    member.error = error
+            if not isinstance(error, Exception):
+                raise
         finally:
             with self._lock:
                 successor = self._queue[0] if self._queue else None
@@ -89,25 +103,19 @@ class GroupCommit:
                 successor.lead = True
                 successor.wake.set()
 
-    def _commit_group(self, group: list[PendingWrite], in_transaction: InTransaction | None) -> None:
-        try:
-            with self.db.write() as conn:
-                committed: list[Change] = []
-                for member in group:
-                    conn.execute("SAVEPOINT change_set")
-                    try:
-                        self.apply(conn, member)
-                    except Exception as error:  # this writer's conflict; the others go on
-                        conn.execute("ROLLBACK TO change_set")
-                        member.error = error
-                    conn.execute("RELEASE change_set")
-                    if member.error is None:
-                        committed.extend(member.changes)
-                if in_transaction is not None and committed:
-                    in_transaction(committed)
-        except BaseException as error:  # nothing of the group was committed
-            for member in group:
-                if member.error is None:
-                    member.error = error
-            if not isinstance(error, Exception):
-                raise
+    def _apply_group(
+        self, conn: sqlite3.Connection, group: list[PendingWrite], in_transaction: InTransaction | None
+    ) -> None:
+        committed: list[Change] = []
+        for member in group:
+            conn.execute("SAVEPOINT change_set")
+            try:
+                self.apply(conn, member)
+            except Exception as error:  # this writer's conflict; the others go on
+                conn.execute("ROLLBACK TO change_set")
+                member.error = error
+            conn.execute("RELEASE change_set")
+            if member.error is None:
+                committed.extend(member.changes)
+        if in_transaction is not None and committed:
+            in_transaction(committed)
