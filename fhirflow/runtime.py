@@ -209,13 +209,18 @@ def build_events(settings: Settings) -> EventPublisher:
 
 
 def build_ledger(settings: Settings) -> EventLedger:
-    """Next to the store: the DynamoDB ledger table with DynamoDB, the SQLite database otherwise."""
+    """Next to the store: the DynamoDB ledger table with DynamoDB; with SQLite, none of its own when
+    the events are SQLite's too (they commit with the outbox), the SQLite database otherwise."""
     if settings.store == "dynamodb":
         from fhirflow.adapters.aws.dynamodb_ledger import DynamoDbEventLedger
 
         return DynamoDbEventLedger(
             settings.dynamodb_ledger_table, endpoint_url=settings.dynamodb_endpoint, region=settings.aws_region
         )
+    if settings.events == "local":  # SqliteEventLog in the outbox's database: one transaction
+        from fhirflow.adapters.sqlite.events import SharedTransactionLedger
+
+        return SharedTransactionLedger()
     from fhirflow.adapters.sqlite.events import SqliteEventLedger
 
     return SqliteEventLedger(sqlite_database(settings))

@@ -15,7 +15,7 @@ import pytest
 
 from fhirflow import runtime
 from fhirflow.adapters.memory import InMemorySearchIndex
-from fhirflow.adapters.sqlite.events import SqliteEventLedger, SqliteEventLog
+from fhirflow.adapters.sqlite.events import SharedTransactionLedger, SqliteEventLedger, SqliteEventLog
 from fhirflow.adapters.sqlite.index import SqliteSearchIndex
 from fhirflow.adapters.sqlite.outbox import SqliteOutbox
 from fhirflow.local.worker import OutboxDrainer, Worker, outbox_drainer
@@ -128,6 +128,44 @@ def test_a_drain_failure_after_commit_does_not_fail_the_write(tmp_path: Path, ca
     assert store.current("default", "Patient", "p1") is not None
     assert SqliteOutbox(db).size() == 1
     assert "outbox drain after commit failed" in caplog.text
+
+
+def test_the_embedded_events_need_no_ledger_of_their_own(tmp_path: Path) -> None:
+    assert isinstance(runtime.build_ledger(settings(tmp_path)), SharedTransactionLedger)
+    eventbridge = settings(tmp_path, events="eventbridge")  # published outside SQLite's transaction
+    assert isinstance(runtime.build_ledger(eventbridge), SqliteEventLedger)
+
+
+class RemovalFails(SqliteOutbox):
+    """An outbox whose first removal fails: after the batch was indexed and its events published,
+    inside the delivery's transaction."""
+
+    failures = 1
+
+    def remove(self, seqs: list[int]) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise OSError("disk full")
+        super().remove(seqs)
+
+
+def test_a_delivery_rolled_back_after_publishing_publishes_each_event_once_on_retry(tmp_path: Path) -> None:
+    config = settings(tmp_path, index_on_write=False)
+    store = runtime.build_store(config)
+    db = runtime.sqlite_database(config)
+    for n in range(3):
+        store.commit([change(f"p{n}", 1, expected=None)])
+    index, events = SqliteSearchIndex(db), SqliteEventLog(db)
+    sync = IndexSync(index=index, ledger=SharedTransactionLedger(), publisher=events)
+    drainer = OutboxDrainer(RemovalFails(db), lambda: sync)
+    with pytest.raises(OSError, match="disk full"):
+        drainer.drain()
+    assert events.read() == []  # published, then rolled back with the rest of the delivery
+    assert index.indexed_version("default", "Patient", "p0") is None
+    assert drainer.drain() == 3
+    assert announced(events) == [("p0", "1", "create"), ("p1", "1", "create"), ("p2", "1", "create")]
+    assert drainer.drain() == 0
+    assert len(events.read(limit=1000)) == 3
 
 
 def test_dependencies_build_the_embedded_adapters_on_first_use(tmp_path: Path) -> None:

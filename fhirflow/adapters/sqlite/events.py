@@ -3,7 +3,9 @@
 ``SqliteEventLog`` plays EventBridge: published ``ResourceChanged`` events are appended to the
 ``events`` table in order, for the local consumers (subscriptions) to read by sequence.
 ``SqliteEventLedger`` remembers which events were published, so that the outbox drain emits each
-change once even when it is retried after a crash.
+change once even when it is retried after a crash. ``SharedTransactionLedger`` replaces it when
+the events go to ``SqliteEventLog`` in the outbox's own database: there a delivery, its events and
+the outbox rows' removal commit together or not at all, so there is nothing to remember.
 """
 
 from __future__ import annotations
@@ -119,3 +121,20 @@ class SqliteEventLedger:
             if self._recorded >= _PRUNE_EVERY:
                 self._recorded = 0
                 conn.execute("DELETE FROM event_ledger WHERE recorded_at < ?", (now - LEDGER_RETENTION_MS,))
+
+
+class SharedTransactionLedger:
+    """The ledger of a SQLite outbox whose events go to ``SqliteEventLog`` in the same database.
+
+    Every delivery runs in one SQLite transaction (``SqliteOutbox.delivery``, or the writer's own
+    under a SAVEPOINT): the index rows, the published events and the removal of the delivered
+    outbox rows commit together. A change is delivered again only if that transaction rolled
+    back, and then its events were rolled back with it, so no event is ever published twice and
+    the drain need not look anything up or record anything (a SELECT and a random B-tree insert
+    per change, inside the write lock, with ``SqliteEventLedger``)."""
+
+    def published(self, events: Sequence[ResourceChanged]) -> set[str]:
+        return set()
+
+    def record(self, events: Sequence[ResourceChanged]) -> None:
+        return None
