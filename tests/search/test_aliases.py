@@ -2,7 +2,11 @@
 ``name``'s expression, and each Observation ``combo-*`` the union of its plain and ``component-``
 parameters. Their rows are not written; queries read the others'. Checked here: the registry's
 official expressions say exactly that, no alias rows are written, and every query gives what it
-gave when each parameter had rows of its own (the same fixture indexed both ways)."""
+gave when each parameter had rows of its own (the same fixture indexed both ways).
+
+The same holds for the string parameters that subsume others (writer.SUBSUMES): ``name`` keeps
+only the values its ``family`` and ``given`` do not have, ``address`` those its city, state,
+postal code and country do not, and queries read them together."""
 
 from __future__ import annotations
 
@@ -47,8 +51,36 @@ QUERIES = [
     "/Patient?phonetic:missing=false&_sort=phonetic,_id",
     "/Practitioner?phonetic=van",
     "/Practitioner?phonetic:missing=false",
+    "/Patient?name=peter",
+    "/Patient?name=chal",
+    "/Patient?name:exact=Chalmers",
+    "/Patient?name:contains=ame",
+    "/Patient?name:missing=true",
+    "/Patient?name:missing=false&_sort=name,_id",
+    "/Patient?name:missing=false&_sort=-name,_id",
+    "/Patient?address=erewhon",
+    "/Patient?address=pleasant",
+    "/Patient?address:exact=3999",
+    "/Patient?address:contains=ainbo",
+    "/Patient?address:missing=true",
+    "/Patient?address:missing=false&_sort=-address,_id",
+    "/Patient?name=jim&address=vic",
+    "/Practitioner?name=adam",
+    "/Practitioner?address=amsterdam",
+    "/Organization?address=ann",
+    "/Location?address:missing=false&_sort=address,_id",
+    "/Observation?subject:Patient.name=peter",
+    "/Patient?_has:Observation:patient:code=http%3A%2F%2Floinc.org%7C29463-7&name=peter",
 ]
-NON_EMPTY = {QUERIES[0], QUERIES[1], QUERIES[6], QUERIES[11], QUERIES[12], QUERIES[19], QUERIES[23]}
+NON_EMPTY = {QUERIES[0], QUERIES[1], QUERIES[6], QUERIES[11], QUERIES[12], QUERIES[19], QUERIES[23]} | {
+    "/Patient?name=peter",
+    "/Patient?name:exact=Chalmers",
+    "/Patient?name:missing=false&_sort=name,_id",
+    "/Patient?address=pleasant",
+    "/Patient?address:missing=false&_sort=-address,_id",
+    "/Practitioner?name=adam",
+    "/Observation?subject:Patient.name=peter",
+}
 
 
 def _all_ids(app: Application, url: str) -> tuple[int, list[str]]:
@@ -72,7 +104,9 @@ def without_aliases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[s
     db = SqliteDatabase(Path(tmp_path_factory.mktemp("no-aliases")) / "search.sqlite3")
     with pytest.MonkeyPatch.context() as patch:  # indexing and querying alike; restored before the tests
         patch.setattr(writer, "STORED_AS", {})
-        writer.aliased_codes.cache_clear()  # it reads STORED_AS
+        patch.setattr(writer, "SUBSUMES", {})
+        writer.aliased_codes.cache_clear()  # they read STORED_AS and SUBSUMES
+        writer.subsumed_codes.cache_clear()
         try:
             fixtures.load(db)
             engine = SqliteSearchEngine(db, clock=lambda: NOW_MS)
@@ -80,6 +114,7 @@ def without_aliases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[s
             answers = {url: _all_ids(app, url) for url in QUERIES}
         finally:
             writer.aliased_codes.cache_clear()
+            writer.subsumed_codes.cache_clear()
     yield answers
     db.close()
 
@@ -93,6 +128,34 @@ def test_each_alias_is_what_the_official_expressions_say() -> None:
         assert sorted(p.expression for p in param.parts) == sorted(p.expression for s in stored for p in s.parts)
         for n, component in enumerate(param.components):
             assert {s.components[n].type for s in stored} == {component.type}, (rtype, code, n)
+
+
+def test_each_subsumption_is_what_the_official_expressions_say() -> None:
+    registry = default_registry()
+    children = {"name": ("family", "given"), "address": ("city", "country", "postalCode", "state")}
+    for (rtype, code), parts in writer.SUBSUMES.items():
+        params = registry.params_for(rtype)
+        (whole,) = params[code].parts
+        assert params[code].type == "string"
+        for part in parts:
+            (child,) = params[part].parts
+            assert params[part].type == "string"
+            prefix, _, element = child.expression.rpartition(".")
+            assert prefix == whole.expression and element in children[code], (rtype, code, part)
+
+
+def test_subsumed_values_are_written_once(search_db: SqliteDatabase) -> None:
+    conn = search_db.connection()
+    for (rtype, code), parts in writer.SUBSUMES.items():
+        marks = ", ".join("?" * len(parts))
+        repeated = conn.execute(
+            f"SELECT COUNT(*) FROM search_string w JOIN search_string p ON p.rid = w.rid AND p.exact = w.exact "
+            f"WHERE w.type = ? AND w.param = ? AND p.param IN ({marks})",
+            (rtype, code, *parts),
+        ).fetchone()[0]
+        assert repeated == 0, (rtype, code)
+    kept = conn.execute("SELECT COUNT(*) FROM search_string WHERE type = 'Patient' AND param = 'address'").fetchone()
+    assert kept[0] > 0  # the lines and texts of addresses stay under ``address``
 
 
 def test_no_rows_are_written_for_aliases(search_db: SqliteDatabase) -> None:

@@ -87,13 +87,38 @@ def aliased_codes(registry: Registry, resource_type: str) -> frozenset[str]:
     )
 
 
+_ADDRESS_PARTS = ("address-city", "address-country", "address-postalcode", "address-state")
+SUBSUMES: dict[tuple[str, str], tuple[str, ...]] = {
+    **{(rtype, "name"): ("family", "given") for rtype in ("Patient", "Practitioner")},
+    **{
+        (rtype, "address"): _ADDRESS_PARTS
+        for rtype in ("InsurancePlan", "Location", "Organization", "Patient", "Person", "Practitioner", "RelatedPerson")
+    },
+}
+"""Official string parameters whose values include all of others' (search.html#string: ``name``
+matches any part of a HumanName, so ``Patient.name`` ⊇ ``Patient.name.family``; likewise an
+Address and its city, state, postal code and country). A value the smaller parameters have is
+written only under them, and queries read the parameter together with those
+(:func:`stored_codes`): a Patient's ``name`` and ``address`` rows were a quarter of its rows."""
+
+
+@lru_cache(maxsize=1024)
+def subsumed_codes(registry: Registry, resource_type: str) -> dict[str, tuple[str, ...]]:
+    """:data:`SUBSUMES` for ``resource_type``, where ``registry`` has those official parameters."""
+    params = registry.params_for(resource_type)
+    out = {}
+    for (rtype, code), parts in SUBSUMES.items():
+        if rtype == resource_type and all(c in params and not params[c].custom for c in (code, *parts)):
+            out[code] = parts
+    return out
+
+
 def stored_codes(param: SearchParam) -> tuple[str, ...]:
     """The ``param`` values its rows are stored under."""
-    if not param.custom:
-        found = STORED_AS.get((param.base, param.code))
-        if found is not None:
-            return found
-    return (param.code,)
+    if param.custom:
+        return (param.code,)
+    codes = STORED_AS.get((param.base, param.code), (param.code,))
+    return tuple(stored for code in codes for stored in (code, *SUBSUMES.get((param.base, code), ())))
 
 
 _BITS = {table: 1 << position for position, table in enumerate(VALUE_TABLES)}
@@ -165,10 +190,14 @@ class _Rows:
             for position, component in enumerate(value.components):
                 self.value(f"{code}${position}", component, grp)
 
-    def document(self, doc: IndexDocument, aliased: frozenset[str]) -> None:
+    def document(self, doc: IndexDocument, aliased: frozenset[str], subsumed: dict[str, tuple[str, ...]]) -> None:
         for code, found in doc.values.items():
             if code in RESOURCE_COLUMNS or code in aliased:
                 continue
+            parts = subsumed.get(code)
+            if parts is not None:
+                written = {value for part in parts for value in doc.values.get(part, ())}
+                found = [value for value in found if value not in written]
             values = _without_repeated_texts(found) if len(found) > 1 and isinstance(found[0], TokenValue) else found
             for grp, value in enumerate(values):
                 self.value(code, value, grp if isinstance(value, CompositeValue) else None)
@@ -232,7 +261,8 @@ def prepare_search_rows(
     if doc.id is None:
         raise ValueError("a resource without an id cannot be indexed")
     rows = _Rows(tenant, doc.resource_type)
-    rows.document(doc, aliased_codes(registry or default_registry(), doc.resource_type))
+    registry = registry or default_registry()
+    rows.document(doc, aliased_codes(registry, doc.resource_type), subsumed_codes(registry, doc.resource_type))
     with_text = bool(doc.text or content)
     return PreparedRows(
         resource_type=doc.resource_type,
