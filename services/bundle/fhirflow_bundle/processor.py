@@ -12,7 +12,6 @@ workflow runs it (:mod:`fhirflow_bundle.transaction.jobs`).
 from __future__ import annotations
 
 import dataclasses
-import uuid
 from collections.abc import Callable, Sequence
 from http import HTTPStatus
 from typing import Any
@@ -31,6 +30,7 @@ from fhirflow.errors import (
     outcome_for,
 )
 from fhirflow.http import prefer_return
+from fhirflow.ids import new_resource_id
 from fhirflow.model import FhirRequest, FhirResponse
 from fhirflow.ports import Change, ClaimTaken, ResourceStore, ResourceVersion, TransactionCommitter, VersionConflict
 from fhirflow.routes import ROUTE_TABLE, RouteTable
@@ -215,7 +215,7 @@ class BundleProcessor:
             elif entry.method == "POST" or (
                 resolution is not None and entry.method == "PUT" and not isinstance(body_id, str)
             ):
-                new_ids[entry.index] = str(uuid.uuid4())
+                new_ids[entry.index] = new_resource_id()
                 location = f"{entry.resource_type}/{new_ids[entry.index]}"
             elif resolution is not None and entry.method == "PUT":
                 location = f"{entry.resource_type}/{body_id}"  # update as create with the body's id

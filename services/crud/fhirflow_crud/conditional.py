@@ -33,13 +33,13 @@ that of several writers replacing one stale owner only one wins and the others f
 from __future__ import annotations
 
 import dataclasses
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from fhirflow import bodies, jsonio
 from fhirflow.conditional import Criteria, parse_criteria, parse_query_string
 from fhirflow.errors import BadRequest, NotFound, PreconditionFailed, ServiceUnavailable
+from fhirflow.ids import new_resource_id
 from fhirflow.model import FhirRequest, FhirResponse
 from fhirflow.ports import Claim, ClaimTaken, ResourceVersion
 from fhirflow.query.parser import parse
@@ -179,7 +179,7 @@ def create(
         existing = found.single(action="a conditional create")
         if existing is not None:
             return _existing(request, existing)
-        id_ = new_id or str(uuid.uuid4())
+        id_ = new_id or new_resource_id()
         try:
             result = writes.write(
                 deps, request, rtype, id_, resource, method="POST", must_not_exist=True, claim=found.claim
@@ -214,7 +214,7 @@ def update(
             body = jsonio.dumps({**resource, "id": target.id}) if bodies.is_json_body(request) else None
             return writes.update(deps, for_instance(request, target.id, body=body))
         # No match: create (http.html#cond-update), with the body's id (update as create) or ours.
-        id_ = writes.check_id(body_id) if body_id is not None else new_id or str(uuid.uuid4())
+        id_ = writes.check_id(body_id) if body_id is not None else new_id or new_resource_id()
         created = writes.validated({**resource, "id": id_}, rtype)
         try:
             if body_id is not None:  # update as create (http.html#upsert), where the settings allow it

@@ -8,7 +8,6 @@ a lost race is retried on the new head (the client asked for "last writer wins")
 from __future__ import annotations
 
 import base64
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -23,6 +22,7 @@ from fhirflow.errors import (
     ServiceUnavailable,
     UnsupportedMediaType,
 )
+from fhirflow.ids import new_resource_id
 from fhirflow.model import FhirRequest, FhirResponse
 from fhirflow.ports import Change, Claim, ClaimTaken, Method, ResourceVersion, VersionConflict
 from fhirflow.runtime import Dependencies
@@ -213,7 +213,7 @@ def create(
     # The server assigns the id and ignores one in the body (http.html#create).
     resource = {k: v for k, v in resource.items() if k != "id"}
     validated(resource, rtype)
-    result = write(deps, request, rtype, new_id or str(uuid.uuid4()), resource, method="POST", must_not_exist=True)
+    result = write(deps, request, rtype, new_id or new_resource_id(), resource, method="POST", must_not_exist=True)
     return written_response(request, result, status=201)
 
 
