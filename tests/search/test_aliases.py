@@ -141,7 +141,8 @@ def test_each_subsumption_is_what_the_official_expressions_say() -> None:
             (child,) = params[part].parts
             assert params[part].type == "string"
             prefix, _, element = child.expression.rpartition(".")
-            assert prefix == whole.expression and element in children[code], (rtype, code, part)
+            assert prefix == whole.expression, (rtype, code, part)
+            assert element in children[code], (rtype, code, part)
 
 
 def test_subsumed_values_are_written_once(search_db: SqliteDatabase) -> None:

@@ -197,8 +197,10 @@ class _Rows:
             parts = subsumed.get(code)
             if parts is not None:
                 written = {value for part in parts for value in doc.values.get(part, ())}
-                found = [value for value in found if value not in written]
-            values = _without_repeated_texts(found) if len(found) > 1 and isinstance(found[0], TokenValue) else found
+                own = [value for value in found if value not in written]
+            else:
+                own = found
+            values = _without_repeated_texts(own) if len(own) > 1 and isinstance(own[0], TokenValue) else own
             for grp, value in enumerate(values):
                 self.value(code, value, grp if isinstance(value, CompositeValue) else None)
 
