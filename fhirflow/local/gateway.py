@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import importlib
 import logging
 import os
@@ -269,4 +270,22 @@ def serving_gateway() -> LocalGateway:
     )
     for service in SERVICES:
         gateway.handler_for(service)
+    settle_heap()
     return gateway
+
+
+YOUNG_COLLECTION_THRESHOLD = 20_000
+"""Allocations between collections of the youngest generation (CPython's default is 700)."""
+
+
+def settle_heap() -> None:
+    """Once a server process has built its handlers: what exists now (modules, the search
+    parameter registry, validation tables, handlers) lives as long as the process, so it is moved
+    out of the cycle collector's sight (``gc.freeze``), and the young generation is collected
+    less often. A transaction bundle allocates hundreds of thousands of short-lived objects; with
+    the defaults the collector ran ~2,000 times (15 full passes over the whole heap) while one
+    process imported the 11.5k Synthea resources, about a tenth of its CPU time."""
+    gc.collect()
+    gc.freeze()
+    young, middle, old = gc.get_threshold()
+    gc.set_threshold(max(young, YOUNG_COLLECTION_THRESHOLD), middle, old)
