@@ -17,10 +17,12 @@ from typing import Any
 import pytest
 
 from fhirflow.adapters.sqlite.database import SqliteDatabase
-from fhirflow.adapters.sqlite.search import writer
+from fhirflow.adapters.sqlite.search import criteria, writer
 from fhirflow.adapters.sqlite.search.engine import SqliteSearchEngine
 from fhirflow.http import Application
+from fhirflow.searchparams.extract import extractor_for
 from fhirflow.searchparams.registry import default_registry
+from fhirflow.searchparams.values import CompositeValue, TokenValue
 from tests.search import client, fixtures
 from tests.search.conftest import NOW_MS, app_for
 
@@ -71,6 +73,21 @@ QUERIES = [
     "/Location?address:missing=false&_sort=address,_id",
     "/Observation?subject:Patient.name=peter",
     "/Patient?_has:Observation:patient:code=http%3A%2F%2Floinc.org%7C29463-7&name=peter",
+    "/Observation?code-value-quantity=http%3A%2F%2Floinc.org%7C29463-7$gt100",
+    "/Observation?code-value-quantity=http%3A%2F%2Floinc.org%7C8302-2$lt150,http%3A%2F%2Floinc.org%7C29463-7$lt50",
+    "/Observation?code-value-quantity=8480-6$gt100",
+    "/Observation?code-value-quantity:missing=true",
+    "/Observation?code-value-quantity:missing=false",
+    "/Observation?code-value-quantity=http%3A%2F%2Floinc.org%7C29463-7$gt100&patient:missing=false",
+    "/Observation?code-value-concept=http%3A%2F%2Floinc.org%7C883-9$http%3A%2F%2Fsnomed.info%2Fsct%7C112144000",
+    "/Observation?code-value-concept=883-9$112144000,55233-1$x",
+    "/Observation?code-value-concept:missing=false",
+    "/Observation?code-value-date=http%3A%2F%2Floinc.org%7C8665-2$lt2017",
+    "/Observation?code-value-date:missing=false",
+    "/Observation?code-value-string=363779003$*1",
+    "/Observation?code-value-string:missing=false",
+    "/Observation?combo-code-value-concept=883-9$112144000",
+    "/Patient?_has:Observation:patient:code-value-quantity=http%3A%2F%2Floinc.org%7C29463-7$gt100",
 ]
 NON_EMPTY = {QUERIES[0], QUERIES[1], QUERIES[6], QUERIES[11], QUERIES[12], QUERIES[19], QUERIES[23]} | {
     "/Patient?name=peter",
@@ -80,6 +97,14 @@ NON_EMPTY = {QUERIES[0], QUERIES[1], QUERIES[6], QUERIES[11], QUERIES[12], QUERI
     "/Patient?address:missing=false&_sort=-address,_id",
     "/Practitioner?name=adam",
     "/Observation?subject:Patient.name=peter",
+    "/Observation?code-value-quantity=http%3A%2F%2Floinc.org%7C29463-7$gt100",
+    "/Observation?code-value-quantity:missing=true",
+    "/Observation?code-value-quantity:missing=false",
+    "/Observation?code-value-concept=http%3A%2F%2Floinc.org%7C883-9$http%3A%2F%2Fsnomed.info%2Fsct%7C112144000",
+    "/Observation?code-value-date=http%3A%2F%2Floinc.org%7C8665-2$lt2017",
+    "/Observation?code-value-string=363779003$*1",
+    "/Observation?combo-code-value-concept=883-9$112144000",
+    "/Patient?_has:Observation:patient:code-value-quantity=http%3A%2F%2Floinc.org%7C29463-7$gt100",
 }
 
 
@@ -105,6 +130,8 @@ def without_aliases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[s
     with pytest.MonkeyPatch.context() as patch:  # indexing and querying alike; restored before the tests
         patch.setattr(writer, "STORED_AS", {})
         patch.setattr(writer, "SUBSUMES", {})
+        patch.setattr(writer, "JOINED", {})
+        patch.setattr(criteria, "JOINED", {})
         writer.aliased_codes.cache_clear()  # they read STORED_AS and SUBSUMES
         writer.subsumed_codes.cache_clear()
         try:
@@ -159,9 +186,33 @@ def test_subsumed_values_are_written_once(search_db: SqliteDatabase) -> None:
     assert kept[0] > 0  # the lines and texts of addresses stay under ``address``
 
 
+def test_each_joined_composite_is_the_product_of_its_two_plain_parameters() -> None:
+    """On every Observation of the fixture: the composite's values, extracted with its official
+    expressions, are every pair of the plain parameters' values (coded tokens only)."""
+    registry = default_registry()
+    extractor = extractor_for(registry)
+    checked = 0
+    for resource in [*fixtures.examples(), *fixtures.synthea(), *fixtures.crafted()]:
+        if resource["resourceType"] != "Observation":
+            continue
+        values = extractor.values(resource)
+        for (rtype, code), (left, right) in writer.JOINED.items():
+            assert rtype == "Observation"
+            # a token component takes coded tokens only (a CodeableConcept's text is no code)
+            firsts, seconds = (
+                [v for v in values.get(c, []) if not (isinstance(v, TokenValue) and v.code is None)]
+                for c in (left, right)
+            )
+            pairs = {(a, b) for a in firsts for b in seconds}
+            composite = {tuple(v.components) for v in values.get(code, []) if isinstance(v, CompositeValue)}
+            assert composite == pairs, (resource["id"], code)
+            checked += bool(pairs)
+    assert checked > 100
+
+
 def test_no_rows_are_written_for_aliases(search_db: SqliteDatabase) -> None:
     conn = search_db.connection()
-    for rtype, code in writer.STORED_AS:
+    for rtype, code in (*writer.STORED_AS, *writer.JOINED):
         for table in ("search_string", "search_token", "search_quantity"):
             found = conn.execute(
                 f"SELECT COUNT(*) FROM {table} WHERE type = ? AND (param = ? OR param LIKE ?)",

@@ -17,6 +17,7 @@ criterion's rids as a set that can drive a whole query.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import re
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ from fhirflow.adapters.sqlite.search.conditions import (
     uri_condition,
 )
 from fhirflow.adapters.sqlite.search.sql import FALSE, TRUE, Sql, all_of, any_of, in_list, join, sql
-from fhirflow.adapters.sqlite.search.writer import IDENTIFIER_SUFFIX, OF_TYPE_SUFFIX, stored_codes
+from fhirflow.adapters.sqlite.search.writer import IDENTIFIER_SUFFIX, JOINED, OF_TYPE_SUFFIX, stored_codes
 from fhirflow.errors import BadRequest
 from fhirflow.query.ast import (
     Chain,
@@ -55,7 +56,7 @@ from fhirflow.query.ast import (
     TokenQuery,
     UriQuery,
 )
-from fhirflow.searchparams.registry import Registry
+from fhirflow.searchparams.registry import Registry, SearchParam
 
 TABLES = {
     "string": "search_string",
@@ -140,6 +141,26 @@ class Probe:
         """Correlated: does the resource ``alias`` have such a row (an index probe on its rid)?"""
         head = Sql("EXISTS (SELECT 1 FROM ") + self.source
         return head + all_of((Sql(f"{self.row}.rid = {alias}.rid"), self.where)).wrap(" WHERE ", ")")
+
+
+@dataclass(frozen=True, slots=True)
+class AnyProbe:
+    """Rows of any of ``parts`` make the filter match (a parameter read from rows of two shapes)."""
+
+    parts: tuple[Probe, ...]
+    negated: bool = False
+
+    def rids(self, ctx: Context, types: tuple[str, ...], *, distinct: bool = False) -> Sql:
+        return join(" UNION ", (part.rids(ctx, types) for part in self.parts))
+
+    def exists(self, alias: str) -> Sql:
+        return any_of(part.exists(alias) for part in self.parts)
+
+
+def _one_of(parts: list[Probe], negated: bool = False) -> Probe | AnyProbe:
+    if len(parts) == 1:
+        return dataclasses.replace(parts[0], negated=negated)
+    return AnyProbe(tuple(parts), negated)
 
 
 def condition(
@@ -308,7 +329,7 @@ def filter_condition(ctx: Context, flt: Filter, alias: str, types: tuple[str, ..
     return found.rids(ctx, types).wrap(f"{alias}.rid {'NOT IN' if found.negated else 'IN'} (", ")")
 
 
-def probe(ctx: Context, flt: Filter) -> Probe | None:
+def probe(ctx: Context, flt: Filter) -> Probe | AnyProbe | None:
     """The value rows of a table-backed filter (None for the parameters answered otherwise)."""
     param, modifier = flt.param, flt.modifier
     if param.code in ("_id", "_lastUpdated", "_text", "_content", "_list"):
@@ -322,9 +343,8 @@ def probe(ctx: Context, flt: Filter) -> Probe | None:
     if modifier == "missing":
         missing = isinstance(flt.values[0], MissingQuery) and flt.values[0].missing
         if param.type == "composite":
-            table, codes = TABLES[param.components[0].type], tuple(f"{c}$0" for c in codes)
-        else:
-            table = TABLES[param.type]
+            return _one_of([composite_presence(ctx, param, code) for code in codes], negated=missing)
+        table = TABLES[param.type]
         a = ctx.alias("v")
         return Probe(Sql(f"{table} {a}"), a, in_list(f"{a}.param", codes), negated=missing)
     if param.type == "composite":
@@ -448,30 +468,60 @@ def value_condition(ctx: Context, ptype: str, modifier: str | None, a: str, valu
     raise BadRequest(f"Search values of this kind ({type(value).__name__}) are not supported here")
 
 
-def composite_probe(ctx: Context, flt: Filter) -> Probe:
+def composite_probe(ctx: Context, flt: Filter) -> Probe | AnyProbe:
     """A composite value matches when one value row of each component, with the same ``grp``,
-    matches that component (search.html#composite)."""
+    matches that component (search.html#composite); for a parameter stored as two plain ones
+    (writer.JOINED), when a row of each of those, of the same resource, does. A combo-*
+    parameter reads both kinds."""
     param = flt.param
-    codes = stored_codes(param)
-    aliases = [ctx.alias("c") for _ in param.components]
-    first = aliases[0]
-    # Component n of the same value: same resource, same grp, and the same stored parameter as the
-    # first component (``{code}$0`` → ``{code}$n``; a combo-* parameter reads two).
-    joins = [
-        f" JOIN {TABLES[component.type]} {a} ON {a}.rid = {first}.rid AND {a}.grp = {first}.grp "
-        f"AND {a}.param = substr({first}.param, 1, length({first}.param) - 1) || '{n}'"
-        for n, (a, component) in enumerate(zip(aliases[1:], param.components[1:], strict=True), start=1)
-    ]
-    join_params: tuple[str, ...] = ()
-    alternatives = []
     for value in flt.values:
         if not isinstance(value, CompositeQuery):
             raise BadRequest(f"'{param.code}' takes composite values", expression=param.code)
+    return _one_of([_composite_rows(ctx, flt, code) for code in stored_codes(param)])
+
+
+def _composite_rows(ctx: Context, flt: Filter, code: str) -> Probe:
+    param = flt.param
+    aliases = [ctx.alias("c") for _ in param.components]
+    first = aliases[0]
+    joined = JOINED.get((param.base, code))
+    if joined is not None:
+        joins = [Sql(f" JOIN {TABLES[param.components[1].type]} {aliases[1]} ON {aliases[1]}.rid = {first}.rid")]
+        params = sql(f"{first}.param = ? AND {aliases[1]}.param = ?", *joined)
+    else:
+        # Component n of the same value: same resource, same grp, parameter ``{code}$n``.
+        joins = [
+            sql(
+                f" JOIN {TABLES[component.type]} {a} ON {a}.rid = {first}.rid AND {a}.grp = {first}.grp "
+                f"AND {a}.param = ?",
+                f"{code}${n}",
+            )
+            for n, (a, component) in enumerate(zip(aliases[1:], param.components[1:], strict=True), start=1)
+        ]
+        params = sql(f"{first}.param = ?", f"{code}$0")
+    alternatives = []
+    for value in flt.values:
+        assert isinstance(value, CompositeQuery)
         parts = [
             value_condition(ctx, component.type, None, a, component_value)
             for a, component, component_value in zip(aliases, param.components, value.components, strict=True)
         ]
         alternatives.append(all_of(parts))
-    source = Sql(f"{TABLES[param.components[0].type]} {first}" + "".join(joins), join_params)
-    where = all_of((in_list(f"{first}.param", [f"{c}$0" for c in codes]), any_of(alternatives)))
+    source = Sql(f"{TABLES[param.components[0].type]} {first}") + join("", joins)
+    return Probe(source, first, all_of((params, any_of(alternatives))))
+
+
+def composite_presence(ctx: Context, param: SearchParam, code: str) -> Probe:
+    """The rows that show a resource has a value of the composite stored under ``code``."""
+    first = ctx.alias("c")
+    table = TABLES[param.components[0].type]
+    joined = JOINED.get((param.base, code))
+    if joined is None:
+        return Probe(Sql(f"{table} {first}"), first, sql(f"{first}.param = ?", f"{code}$0"))
+    second = ctx.alias("c")
+    source = Sql(f"{table} {first} JOIN {TABLES[param.components[1].type]} {second} ON {second}.rid = {first}.rid")
+    where = sql(f"{first}.param = ? AND {second}.param = ?", *joined)
+    for alias, component in ((first, param.components[0]), (second, param.components[1])):
+        if component.type == "token":  # a CodeableConcept's text alone is no component value
+            where = all_of((where, Sql(f"{alias}.code IS NOT NULL")))
     return Probe(source, first, where)

@@ -76,14 +76,29 @@ parameter): their rows would repeat those rows, so none are written and queries 
 registry's expressions and compares results with and without."""
 
 
+JOINED: dict[tuple[str, str], tuple[str, str]] = {
+    ("Observation", f"code-value-{kind}"): ("code", f"value-{kind}") for kind in ("quantity", "concept", "date")
+}
+"""Composite parameters rooted at the resource itself whose two components are what two plain
+parameters of it hold: an Observation's ``code-value-quantity`` values are every (coded ``code``
+token, ``value-quantity``) pair of it, each part exactly the plain parameter's values (the
+plain ``value-quantity`` also names SampledData, for which no quantity is indexed; not so
+``code-value-string``: the plain ``value-string`` also holds a CodeableConcept's text). No rows are
+written for them: a query joins the two plain parameters' rows of one resource, instead of the
+``$0``/``$1`` rows of one ``grp`` (:func:`.criteria.composite_probe`). Two of an Observation's
+~11 rows. ``tests/search/test_aliases.py`` checks the equality on every fixture Observation."""
+
+
 @lru_cache(maxsize=1024)
 def aliased_codes(registry: Registry, resource_type: str) -> frozenset[str]:
-    """The parameters of ``resource_type`` stored as others (:data:`STORED_AS`): neither extracted
-    nor written. (A tenant's SearchParameter cannot take an official code, so these are always
+    """The parameters of ``resource_type`` stored as others (:data:`STORED_AS`, :data:`JOINED`):
+    neither extracted nor written. (A tenant's SearchParameter cannot take an official code, so these are always
     the official parameters; the check keeps it so should that change.)"""
     params = registry.params_for(resource_type)
     return frozenset(
-        code for (rtype, code) in STORED_AS if rtype == resource_type and code in params and not params[code].custom
+        code
+        for (rtype, code) in (*STORED_AS, *JOINED)
+        if rtype == resource_type and code in params and not params[code].custom
     )
 
 
