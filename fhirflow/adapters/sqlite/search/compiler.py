@@ -134,9 +134,10 @@ def compartment_members(ctx: Context, comp_type: str, ids: Sequence[str] | None,
     rows of its own (they were two of an Observation's ~14 rows); each parameter is one index
     range on ``(tenant, param, target_id, type)``."""
     registry = ctx.registry
+    links = registry.compartments.get(comp_type, {})  # resource type → its compartment parameters
     by_code: dict[str, list[str]] = {}
-    for rtype in types or sorted(registry.resource_types):
-        for code in registry.compartment_params(comp_type, rtype):
+    for rtype in types or sorted(links):
+        for code in links.get(rtype, ()):
             by_code.setdefault(code, []).append(rtype)
     arms = []
     for code, rtypes in sorted(by_code.items()):
