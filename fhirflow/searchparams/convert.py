@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 from typing import Any
 
 from fhirflow.searchparams.dates import date_range
@@ -235,8 +236,12 @@ def to_quantities(nodes: list[Any], hint: str | None) -> list[IndexValue]:
     return out
 
 
+@lru_cache(maxsize=8192)
 def parse_reference(reference: str) -> ReferenceValue | None:
-    """A literal reference string as a ReferenceValue (contained ``#id`` references → None)."""
+    """A literal reference string as a ReferenceValue (contained ``#id`` references → None).
+
+    Cached: a patient's resources all name the patient, its encounter and its practitioners, and
+    the value is immutable."""
     if not reference or reference.startswith("#"):
         return None
     if reference.startswith("urn:"):
@@ -256,8 +261,8 @@ def _reference_dict(node: dict[str, Any]) -> ReferenceValue | None:
     reference = node.get("reference")
     if isinstance(reference, str):
         value = parse_reference(reference)
-        if value is None:
-            return None
+        if value is None or (id_system is None and id_value is None):
+            return value
         return value._replace(identifier_system=id_system, identifier_value=id_value)
     if isinstance(node.get("resourceType"), str):  # an inline resource (Bundle.entry[0].resource)
         return ReferenceValue(node["resourceType"], _s(node, "id"))

@@ -148,10 +148,21 @@ class BundleProcessor:
         plan = plan_transaction(self.deps, outer, entries)
         new_ids, mapping = self._identities(entries, plan)
         mapping.update(plan.references)
-        bodies = {
-            e.index: references.rewrite(e.resource, mapping, where=e.where) if e.resource is not None else None
-            for e in entries
-        }
+        # The references are rewritten in the entries themselves, and put back if this attempt
+        # fails: a transaction that runs again starts from the entries as they came.
+        undo: list[tuple[dict[str, Any], str]] = []
+        try:
+            for e in entries:
+                if e.resource is not None:
+                    references.rewrite_in_place(e.resource, mapping, where=e.where, undo=undo)
+            return self._run_entries(entries, outer, plan, new_ids)
+        except BaseException:
+            references.restore(undo)
+            raise
+
+    def _run_entries(
+        self, entries: list[Entry], outer: FhirRequest, plan: TransactionPlan, new_ids: dict[int, str]
+    ) -> list[dict[str, Any]]:
         minted = {
             (outer.tenant, entry.resource_type, new_ids[entry.index]) for entry in entries if entry.index in new_ids
         }
@@ -166,7 +177,7 @@ class BundleProcessor:
                     entry,
                     outer,
                     scoped,
-                    bodies[entry.index],
+                    entry.resource,
                     new_id=new_ids.get(entry.index),
                     resolution=plan.resolutions.get(entry.index),
                 )

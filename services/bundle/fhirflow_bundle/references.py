@@ -57,6 +57,52 @@ def _rewrite_array(items: list[Any], mapping: Mapping[str, str], where: str) -> 
     ]
 
 
+def rewrite_in_place(
+    value: Any, mapping: Mapping[str, str], *, where: str, undo: list[tuple[dict[str, Any], str]]
+) -> None:
+    """Like :func:`rewrite`, but in ``value`` itself, without copying it: each replaced reference's
+    element and its original text are added to ``undo``, for :func:`restore`. (The copy costs
+    more than the rest of a transaction's reference handling: every element of every entry.)"""
+    if type(value) is dict:
+        _in_place_object(value, mapping, where, undo)
+    elif type(value) is list:
+        _in_place_array(value, mapping, where, undo)
+
+
+def restore(undo: list[tuple[dict[str, Any], str]]) -> None:
+    """Put back the references :func:`rewrite_in_place` replaced (latest first), and empty ``undo``."""
+    while undo:
+        holder, original = undo.pop()
+        holder["reference"] = original
+
+
+def _in_place_object(
+    node: dict[str, Any], mapping: Mapping[str, str], where: str, undo: list[tuple[dict[str, Any], str]]
+) -> None:
+    for key, item in node.items():
+        kind = type(item)
+        if kind is dict:
+            _in_place_object(item, mapping, where, undo)
+        elif kind is list:
+            _in_place_array(item, mapping, where, undo)
+        elif kind is str and key == "reference":
+            target = _resolve(item, mapping, where=where)
+            if target is not item:
+                undo.append((node, item))
+                node[key] = target  # replacing a key's value while iterating is allowed: no resize
+
+
+def _in_place_array(
+    items: list[Any], mapping: Mapping[str, str], where: str, undo: list[tuple[dict[str, Any], str]]
+) -> None:
+    for item in items:
+        kind = type(item)
+        if kind is dict:
+            _in_place_object(item, mapping, where, undo)
+        elif kind is list:
+            _in_place_array(item, mapping, where, undo)
+
+
 def _resolve(reference: str, mapping: Mapping[str, str], *, where: str) -> str:
     target = mapping.get(reference)
     if target is not None:
