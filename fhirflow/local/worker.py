@@ -75,10 +75,13 @@ class OutboxDrainer:
         self.outbox.db.checkpoint()
 
     def prepare(self, changes: Sequence[Change]) -> None:
-        """The store's before-transaction hook: build the changes' search rows now, outside the
-        write lock, so that the drain inside it only writes them (the embedded index's
-        ``prepare``; an index without one builds them in ``apply``)."""
-        prepare = getattr(self._sync.index, "prepare", None) if self._sync is not None else None
+        """The store's before-transaction hook: build the changes' search rows and events now,
+        outside the write lock, so that the drain inside it only writes them (the embedded
+        index's ``prepare``; an index without one builds them in ``apply``)."""
+        if self._sync is None:
+            return
+        self._sync.prepare([CommittedChange(c.new, c.request_id) for c in changes])
+        prepare = getattr(self._sync.index, "prepare", None)
         if prepare is None:
             return
         for change in changes:

@@ -227,6 +227,10 @@ def test_reindex_recomputes_the_rows_of_current_versions(db: SqliteDatabase, ind
     mark_all(index)
     assert search(db, index.catalog, "eye-colour=blue") == ["a"]
     assert search(db, index.catalog, "family=doe") == ["a", "b"]  # the other rows are all still there
+    # replaced, not added to: version 1 again takes the path of an existing resource
+    count = "SELECT count(*) FROM search_string WHERE param = 'family'"
+    assert db.connection().execute(count).fetchone()[0] == 2
+    assert db.connection().execute("SELECT count(*) FROM search_resource").fetchone()[0] == 3
 
 
 def test_reindex_leaves_a_resource_that_moved_on_to_its_write(db: SqliteDatabase, index: SqliteSearchIndex) -> None:

@@ -242,3 +242,36 @@ def test_the_local_stream_poller_redelivers_from_the_first_failure() -> None:
     assert poller.pending == []
     assert poller.drain() == 0
     assert world.announced() == [("a", "1", "create"), ("b", "1", "create"), ("c", "1", "create")]
+
+
+def _committed(version: int, request_id: str, last_updated: int = T0) -> Any:
+    from fhirflow.ports import CommittedChange
+
+    body = orjson.dumps({"resourceType": "Patient", "id": "p", "v": version})
+    stored = ResourceVersion("t", "Patient", "p", version, last_updated + version, False, "PUT", body)
+    return CommittedChange(stored, request_id)
+
+
+def test_prepared_events_are_published_only_for_the_very_version_that_committed() -> None:
+    publisher = InMemoryEventPublisher()
+    sync = IndexSync(index=InMemorySearchIndex(), ledger=InMemoryEventLedger(), publisher=publisher)
+    first = _committed(1, "req-1")
+    sync.prepare([first])
+    ready = sync._ready[("t", "Patient", "p", 1)][2]
+    assert sync.process([first]).done == 1
+    assert publisher.events == [ready]  # the prepared object itself: nothing was built again
+    # Two writers raced for version 2 and both prepared; the other one's version committed. Its
+    # event must say when it committed, not what the loser prepared.
+    committed = _committed(2, "req-2", last_updated=T0 + 500)
+    sync.prepare([_committed(2, "req-2")])
+    assert sync.process([committed]).done == 1
+    assert publisher.events[-1] == ResourceChanged.of(
+        tenant="t",
+        resource_type="Patient",
+        id="p",
+        version=2,
+        operation="update",
+        last_updated_ms=T0 + 502,
+        request_id="req-2",
+    )
+    assert not sync._ready  # what did not match was dropped, not kept

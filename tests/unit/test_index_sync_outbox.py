@@ -178,3 +178,47 @@ def test_dependencies_build_the_embedded_adapters_on_first_use(tmp_path: Path) -
     assert isinstance(deps.events, SqliteEventLog)
     assert isinstance(deps.blobs, FileBlobStore)
     assert deps.blobs.root == tmp_path / "data" / "blobs"
+
+
+def test_the_index_copies_only_the_bodies_the_store_keeps_out_of_line(tmp_path: Path) -> None:
+    config = settings(tmp_path)
+    store = runtime.build_store(config)
+    db = runtime.sqlite_database(config)
+    store.commit([change("small", 1, expected=None), change("large", 1, expected=None, size=5000)])
+    copies = dict(db.connection().execute("SELECT id, body IS NOT NULL FROM search_index").fetchall())
+    assert copies == {"small": 0, "large": 1}
+    index = SqliteSearchIndex(db, bodies_from_store=True)
+    assert index.document("default", "Patient", "small")["id"] == "small"
+    assert index.document("default", "Patient", "large")["pad"] == "x" * 5000
+
+
+def test_a_write_that_fails_in_a_batch_leaves_nothing_of_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fhirflow.adapters.sqlite.search import writer
+    from fhirflow.ports import IndexWrite, IndexWriteSkipped
+
+    db = runtime.sqlite_database(settings(tmp_path))
+    index = SqliteSearchIndex(db)
+    real = writer.index_resource
+
+    def failing(conn, tenant, type_, id_, *args, **kwargs):  # after the write's first statement
+        if id_ == "bad":
+            raise OSError("disk trouble")
+        return real(conn, tenant, type_, id_, *args, **kwargs)
+
+    monkeypatch.setattr(writer, "index_resource", failing)
+    writes = [
+        IndexWrite("default", "Patient", id_, 1, T0, {"resourceType": "Patient", "id": id_, "gender": "male"})
+        for id_ in ("a", "b", "bad", "c")
+    ]
+    results = index.apply_batch(writes)
+    assert results[:2] == [True, True]
+    assert isinstance(results[2], OSError)
+    assert isinstance(results[3], IndexWriteSkipped)
+    rows = db.connection().execute("SELECT id FROM search_index ORDER BY id").fetchall()
+    assert rows == [("a",), ("b",)]  # nothing of "bad" (its search_index row came first), nor of "c"
+    found = db.connection().execute("SELECT id FROM search_resource ORDER BY id").fetchall()
+    assert found == [("a",), ("b",)]
+    monkeypatch.setattr(writer, "index_resource", real)
+    assert index.apply_batch(writes) == [False, False, True, True]  # the retry indexes the rest

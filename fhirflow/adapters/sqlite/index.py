@@ -22,7 +22,7 @@ from fhirflow.adapters.sqlite.database import SqliteDatabase
 from fhirflow.adapters.sqlite.search.schema import ensure_schema as ensure_search_schema
 from fhirflow.adapters.sqlite.searchparams import catalog_for
 from fhirflow.adapters.sqlite.transactions import joined_write
-from fhirflow.ports import IndexWrite, apply_each
+from fhirflow.ports import IndexWrite, IndexWriteSkipped
 
 if TYPE_CHECKING:
     from fhirflow.adapters.sqlite.search.writer import PreparedRows
@@ -101,35 +101,101 @@ class SqliteSearchIndex:
             # The registry as of this transaction: rows are always built with the parameters that
             # hold when they commit, which is what makes a reindex's "searchable" mark true.
             registry = self.catalog.index_registry(tenant, conn)
-            prepared = self._take_prepared(tenant, type_, id_, version, resource, registry)
-            body = None
-            if resource is not None and not (
-                self.bodies_from_store and _inline_in_store(conn, tenant, type_, id_, version)
-            ):
-                body = orjson.dumps(resource)
-            cursor = conn.execute(
-                "INSERT INTO search_index (tenant, type, id, version, deleted, last_updated, body) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (tenant, type, id) DO UPDATE SET version = excluded.version, "
-                "deleted = excluded.deleted, last_updated = excluded.last_updated, body = excluded.body "
-                "WHERE excluded.version > search_index.version",
-                (tenant, type_, id_, version, int(resource is None), last_updated, body),
+            inline = (
+                resource is not None
+                and self.bodies_from_store
+                and _inline_in_store(conn, [IndexWrite(tenant, type_, id_, version, last_updated, resource)])
             )
-            if cursor.rowcount == 0:
-                return False
-            from fhirflow.adapters.sqlite.search.writer import index_resource  # extraction: loaded on first write
+            return self._apply(conn, registry, tenant, type_, id_, version, last_updated, resource, bool(inline))
 
-            index_resource(
-                conn, tenant, type_, id_, version, last_updated, resource, registry=registry, prepared=prepared
-            )
-            if type_ == "SearchParameter":
-                self.catalog.record(conn, tenant, id_, version, resource)
-            return True
+    def _apply(
+        self,
+        conn: Any,
+        registry: Registry,
+        tenant: str,
+        type_: str,
+        id_: str,
+        version: int,
+        last_updated: int,
+        resource: dict[str, Any] | None,
+        inline_in_store: bool,
+    ) -> bool:
+        prepared = self._take_prepared(tenant, type_, id_, version, resource, registry)
+        body = orjson.dumps(resource) if resource is not None and not inline_in_store else None
+        cursor = conn.execute(
+            "INSERT INTO search_index (tenant, type, id, version, deleted, last_updated, body) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (tenant, type, id) DO UPDATE SET version = excluded.version, "
+            "deleted = excluded.deleted, last_updated = excluded.last_updated, body = excluded.body "
+            "WHERE excluded.version > search_index.version",
+            (tenant, type_, id_, version, int(resource is None), last_updated, body),
+        )
+        if cursor.rowcount == 0:
+            return False
+        from fhirflow.adapters.sqlite.search.writer import index_resource  # extraction: loaded on first write
+
+        index_resource(conn, tenant, type_, id_, version, last_updated, resource, registry=registry, prepared=prepared)
+        if type_ == "SearchParameter":
+            self.catalog.record(conn, tenant, id_, version, resource)
+        return True
 
     def apply_batch(self, writes: Sequence[IndexWrite]) -> list[bool | Exception]:
-        """One write after the other; after a failure the rest are skipped (the caller may be
-        inside the writer's transaction, which a failed statement leaves for it to roll back)."""
-        return apply_each(self, writes)
+        """The writes in one transaction (the caller's, when it is inside one), in order; after a
+        failure the rest are skipped. The registry and where the bodies are stored are read once
+        per batch. A failed write leaves nothing of itself: the batch runs under a savepoint, and
+        after a failure the writes before it are applied again from there."""
+        if not writes:
+            return []
+        with joined_write(self.db) as conn:
+            conn.execute("SAVEPOINT index_batch")
+            try:
+                results = self._apply_in_order(conn, writes)
+                failed = next((i for i, result in enumerate(results) if isinstance(result, Exception)), None)
+                if failed is not None:
+                    conn.execute("ROLLBACK TO index_batch")
+                    again = self._apply_in_order(conn, writes[:failed])
+                    if any(isinstance(result, Exception) for result in again):  # not the same twice: give up
+                        conn.execute("ROLLBACK TO index_batch")
+                        return [results[failed], *(IndexWriteSkipped() for _ in writes[1:])]
+                    results = again + results[failed:]
+            finally:
+                conn.execute("RELEASE index_batch")
+        return results
+
+    def _apply_in_order(self, conn: Any, writes: Sequence[IndexWrite]) -> list[bool | Exception]:
+        results: list[bool | Exception] = []
+        try:
+            inline = _inline_in_store(conn, writes) if self.bodies_from_store else set()
+        except Exception as exc:
+            return [exc, *(IndexWriteSkipped() for _ in writes[1:])]
+        registries: dict[str, Registry] = {}
+        for write in writes:
+            if results and isinstance(results[-1], Exception):
+                results.append(IndexWriteSkipped())
+                continue
+            try:
+                registry = registries.get(write.tenant)
+                if registry is None:
+                    registry = registries[write.tenant] = self.catalog.index_registry(write.tenant, conn)
+                key = (write.tenant, write.type, write.id, write.version)
+                results.append(
+                    self._apply(
+                        conn,
+                        registry,
+                        write.tenant,
+                        write.type,
+                        write.id,
+                        write.version,
+                        write.last_updated,
+                        write.resource,
+                        key in inline,
+                    )
+                )
+                if write.type == "SearchParameter":  # it may have changed the tenant's parameters
+                    registries.pop(write.tenant, None)
+            except Exception as exc:  # reported per write, as the port says
+                results.append(exc)
+        return results
 
     def reindex(self, tenant: str, current: Sequence[IndexedResource]) -> tuple[int, int, list[str]]:
         """Recompute the search rows of resources the index holds with the tenant's parameters as
@@ -181,12 +247,26 @@ class SqliteSearchIndex:
         return parsed
 
 
-def _inline_in_store(conn: Any, tenant: str, type_: str, id_: str, version: int) -> bool:
-    row = conn.execute(
-        "SELECT body IS NOT NULL FROM versions WHERE tenant = ? AND type = ? AND id = ? AND version = ?",
-        (tenant, type_, id_, version),
-    ).fetchone()
-    return bool(row and row[0])
+_INLINE_CHUNK = 200  # 4 parameters each: well under SQLite's limit of 32,766
+
+
+def _inline_in_store(conn: Any, writes: Sequence[IndexWrite]) -> set[tuple[str, str, str, int]]:
+    """Which of the writes' versions the store holds with their body inline (the index then keeps
+    no copy of it): one query per 200 writes, each looked up by the ``versions_key`` index."""
+    keys = [(w.tenant, w.type, w.id, w.version) for w in writes if w.resource is not None]
+    found: set[tuple[str, str, str, int]] = set()
+    for start in range(0, len(keys), _INLINE_CHUNK):
+        chunk = keys[start : start + _INLINE_CHUNK]
+        rows = ",".join(["(?, ?, ?, ?)"] * len(chunk))
+        found.update(
+            conn.execute(
+                f"SELECT v.tenant, v.type, v.id, v.version FROM (VALUES {rows}) k CROSS JOIN versions v "
+                "ON v.tenant = k.column1 AND v.type = k.column2 AND v.id = k.column3 AND v.version = k.column4 "
+                "WHERE v.body IS NOT NULL",
+                [part for key in chunk for part in key],
+            ).fetchall()
+        )
+    return found
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,12 +17,14 @@ rows) sees them again in order and events leave in version order per resource.
 from __future__ import annotations
 
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import orjson
 
-from fhirflow.ports import CommittedChange, EventLedger, EventPublisher, IndexWrite, SearchIndex
+from fhirflow.ports import CommittedChange, EventLedger, EventPublisher, IndexWrite, ResourceVersion, SearchIndex
 from fhirflow_contracts import ResourceChanged
 
 logger = logging.getLogger("fhirflow.index_sync")
@@ -49,11 +51,48 @@ def resource_changed(change: CommittedChange) -> ResourceChanged:
     )
 
 
+_READY_LIMIT = 4096
+"""Events built ahead (``IndexSync.prepare``) and not yet taken: a bound, should a write that
+prepared its events never reach ``process`` (it failed before committing)."""
+
+
 class IndexSync:
     def __init__(self, *, index: SearchIndex, ledger: EventLedger, publisher: EventPublisher) -> None:
         self.index = index
         self.ledger = ledger
         self.publisher = publisher
+        # (tenant, type, id, version) → (the committed version object, its request id, its event)
+        self._ready: OrderedDict[tuple[str, str, str, int], tuple[ResourceVersion, str, ResourceChanged]] = (
+            OrderedDict()
+        )
+        self._ready_lock = threading.Lock()
+
+    def prepare(self, changes: Sequence[CommittedChange]) -> None:
+        """Build the changes' events ahead of :meth:`process`: the embedded store calls this before
+        it takes SQLite's write lock, so that only the event's row is written under it. Optional:
+        ``process`` builds an event itself when none was prepared from the very same version."""
+        built = [(change, resource_changed(change)) for change in changes]
+        with self._ready_lock:
+            for change, event in built:
+                stored = change.stored
+                self._ready[(stored.tenant, stored.type, stored.id, stored.version)] = (
+                    stored,
+                    change.request_id,
+                    event,
+                )
+            while len(self._ready) > _READY_LIMIT:
+                self._ready.popitem(last=False)
+
+    def _event(self, change: CommittedChange) -> ResourceChanged:
+        """The change's event: the prepared one when it was built from this very version object
+        (two writers racing for one version prepare different objects; only the winner commits)."""
+        stored = change.stored
+        if self._ready:
+            with self._ready_lock:
+                found = self._ready.pop((stored.tenant, stored.type, stored.id, stored.version), None)
+            if found is not None and found[0] is stored and found[1] == change.request_id:
+                return found[2]
+        return resource_changed(change)
 
     def process(self, changes: Sequence[CommittedChange]) -> SyncReport:
         """Index and announce ``changes`` in order; stops at the first failure (see the module doc)."""
@@ -71,14 +110,16 @@ class IndexSync:
                 results = self.index.apply_batch(writes)
             except Exception as exc:  # adapters report per write; this is one that did not
                 results = [exc] * len(writes)
+            debug = logger.isEnabledFor(logging.DEBUG)
             for position, (write, result) in enumerate(zip(writes, results, strict=True)):
                 if isinstance(result, Exception):
                     indexed, error = position, result
                     break
-                logger.debug(
-                    "indexed" if result else "index already newer",
-                    extra={"tenant": write.tenant, "type": write.type, "id": write.id, "version": write.version},
-                )
+                if debug:
+                    logger.debug(
+                        "indexed" if result else "index already newer",
+                        extra={"tenant": write.tenant, "type": write.type, "id": write.id, "version": write.version},
+                    )
         try:
             self._announce(changes[:indexed])
         except Exception as exc:
@@ -98,7 +139,7 @@ class IndexSync:
     def _announce(self, changes: Sequence[CommittedChange]) -> None:
         if not changes:
             return
-        events = list({e.metadata.event_id: e for e in map(resource_changed, changes)}.values())
+        events = list({e.metadata.event_id: e for e in map(self._event, changes)}.values())
         already = self.ledger.published(events)
         fresh = [e for e in events if e.metadata.event_id not in already]
         if not fresh:
