@@ -60,7 +60,11 @@ def subset(resource: dict[str, Any], *, summary: str | None, elements: frozenset
         assert elements is not None
         # Servers SHOULD return mandatory elements whether asked for or not (search.html#elements).
         allowed = elements | _ALWAYS | validation.mandatory_elements(rtype)
-        kept = {k: v for k, v in resource.items() if k in allowed or _choice_base(k) in allowed}
+        kept = {
+            k: v
+            for k, v in resource.items()
+            if k in allowed or _base_name(k) in allowed or _choice_base(k) in allowed  # _birthDate goes with birthDate
+        }
     return _tag_subsetted(kept)
 
 

@@ -6,8 +6,13 @@ golden files. A row names the searched type (None: system search), the query as 
 it (URL-encoded, FHIR escapes intact), and what must come back: the matches (``Type/id``; in
 order when ``ordered``), the included resources, or the status and the parameter an error names.
 
+A row is sent as ``GET path?query`` or, with ``method="POST"``, as ``POST path/_search`` with the
+query as its ``application/x-www-form-urlencoded`` body (http.html#search); a ``shape`` says what
+``_summary``/``_elements`` must leave of every match.
+
 The data is ``tests/search/fixtures.py``: the R4 examples, Synthea patients and ``ff-…`` resources
-written for this table; each expectation below was read off that data by hand.
+written for this table; each expectation below was read off that data by hand (the element lists
+of the shapes off the R4 StructureDefinitions in ``shared/fhir-r4/hl7.fhir.r4.core``).
 """
 
 from __future__ import annotations
@@ -73,6 +78,42 @@ LONG_LIST = tuple(
         "mom",
     )
 )
+CHALMERS_LEVIN = ("Patient/example", "Patient/glossy", "Patient/xcda")
+PATIENT_ALWAYS = frozenset({"id", "meta"})
+"""What every shape keeps of a Patient: id and meta (Patient has no 1..1 top-level element)."""
+PATIENT_SUMMARY = frozenset(
+    {
+        # isSummary in StructureDefinition-Patient (deceased[x] as its JSON names)
+        *("id", "meta", "implicitRules", "identifier", "active", "name", "telecom", "gender", "birthDate"),
+        *("deceasedBoolean", "deceasedDateTime", "address", "managingOrganization", "link"),
+    }
+)
+ENCOUNTER_TEXT = frozenset({"id", "meta", "text", "status", "class"})
+"""``_summary=text`` of an Encounter: status and class are its 1..1 top-level elements."""
+ENCOUNTER_SUBJECT = ENCOUNTER_TEXT - {"text"} | {"subject"}
+"""``_elements=subject`` of the ff encounters: subject, id, meta and the 1..1 status and class."""
+EXAMPLE_DATA = frozenset(
+    {
+        *("id", "meta", "identifier", "active", "name", "telecom", "gender", "birthDate", "_birthDate"),
+        *("deceasedBoolean", "address", "contact", "managingOrganization"),
+    }
+)
+"""Patient-example.json's elements but text (and resourceType)."""
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What ``_summary``/``_elements`` must leave of every match (search.html#summary, #elements).
+
+    Elements are top-level JSON keys (a choice element by its JSON names: ``deceasedBoolean``)."""
+
+    only: frozenset[str]
+    """The elements a match may hold: the asked ones plus those the spec always keeps
+    (``resourceType`` aside; a primitive's ``_x`` sibling, its extensions, counts as ``x``)."""
+    present: frozenset[str] = frozenset()
+    """JSON keys every match must still hold, ``_x`` as written (each is in every match's data)."""
+    subsetted: bool = True
+    """``meta.tag`` carries SUBSETTED (v3-ObservationValue), so the subset is never written back."""
 
 
 @dataclass(frozen=True)
@@ -96,12 +137,25 @@ class Case:
     no_total: bool = False
     warning: str | None = None
     """A lenient search's outcome entry must mention this parameter."""
+    method: str = "GET"
+    """``POST``: ``POST path/_search`` with ``query`` as the form body (the next pages are GET links)."""
+    shape: Shape | None = None
 
     def path(self) -> str:
         prefix = f"/tenant/{self.tenant}" if self.tenant else ""
         if self.compartment is not None:
             return f"{prefix}/{self.compartment[0]}/{self.compartment[1]}/{self.resource_type or '*'}"
         return f"{prefix}/{self.resource_type}" if self.resource_type else prefix or "/"
+
+    def target(self) -> str:
+        """The URL path the request goes to: ``path()``, or ``path()/_search`` for POST."""
+        return self.path().rstrip("/") + "/_search" if self.method == "POST" else self.path()
+
+    def request_line(self) -> str:
+        """``GET /Patient?name=x`` or ``POST /Patient/_search`` (the query then is the body)."""
+        if self.method == "POST":
+            return f"POST {self.target()}"
+        return f"GET {self.target()}" + (f"?{self.query}" if self.query else "")
 
 
 def rows(resource_type: str | None, *items: tuple[str, str, tuple[str, ...]], **common: object) -> list[Case]:
@@ -155,6 +209,17 @@ CASES: list[Case] = [
         ("token-boolean-and-string", "active=true&family=levin", ("Patient/glossy", "Patient/xcda")),
     ),
     Case("token-text", "Observation", "code:text=fasting", (OBS_LT, OBS_UNIT)),
+    # -- token terminology modifiers, from fixtures.terminology(): ff-codes is ff-sugar >
+    #    (ff-glucose, ff-fructose); the sugars value set lists ff-glucose (the ff-obs-* code);
+    #    the heart value set is an expansion holding LOINC 8867-4 (Observation/heart-rate only)
+    Case("token-in", "Observation", "code:in=http://ff.example/vs/sugars", (OBS_LT, OBS_UNIT)),
+    Case("token-in-version", "Observation", "code:in=http://ff.example/vs/sugars%7C2", (OBS_LT, OBS_UNIT)),
+    Case("token-in-expansion", "Observation", "code:in=ValueSet/ff-heart", ("Observation/heart-rate",)),
+    Case("token-not-in", "Observation", "_id=ff-obs-lt,heart-rate&code:not-in=ValueSet/ff-heart", (OBS_LT,)),
+    Case("token-below", "Observation", "code:below=http://ff.example/codes%7Cff-sugar", (OBS_LT, OBS_UNIT)),
+    Case("token-below-leaf", "Observation", "code:below=http://ff.example/codes%7Cff-fructose", ()),
+    Case("token-above", "Observation", "code:above=http://ff.example/codes%7Cff-glucose", (OBS_LT, OBS_UNIT)),
+    Case("token-above-root", "Observation", "code:above=http://ff.example/codes%7Cff-sugar", ()),
     Case("token-loinc-total", "Observation", f"code={LOINC}%7C29463-7&_summary=count", total=28),
     # -- date (search.html#date), points: birthDate --------------------------------------------
     *rows(
@@ -531,4 +596,95 @@ CASES: list[Case] = [
     Case("error-ambiguous-chain", "Observation", "subject.name=peter", status=400, error_param="subject.name"),
     Case("error-bad-number", "RiskAssessment", "probability=abc", status=400, error_param="probability"),
     Case("error-bad-count", "Patient", "_count=many", status=400, error_param="_count"),
+    # --- result shaping and POST (added by the audit)
+    # _elements (search.html#elements): the asked elements, plus id, meta and the mandatory ones.
+    # Every female Patient has gender and a birthDate; Patient has no mandatory element.
+    Case(
+        "elements",
+        "Patient",
+        "gender=female&_elements=birthDate,gender",
+        FEMALE,
+        shape=Shape(PATIENT_ALWAYS | {"birthDate", "gender"}, present=PATIENT_ALWAYS | {"birthDate", "gender"}),
+    ),
+    # Encounter.status and .class are 1..1: kept unasked; the ff encounters' period is dropped.
+    Case(
+        "elements-mandatory",
+        "Encounter",
+        "subject=Patient/ff-comma&_elements=subject",
+        (ENC_A, ENC_B, ENC_C),
+        shape=Shape(ENCOUNTER_SUBJECT, present=ENCOUNTER_SUBJECT),
+    ),
+    # _summary=true: Patient's isSummary elements; the three drop text, contact (example),
+    # extension and generalPractitioner (glossy) and keep what all three have of the summary.
+    Case(
+        "summary-true",
+        "Patient",
+        "family=chalmers,levin&_summary=true",
+        CHALMERS_LEVIN,
+        shape=Shape(
+            PATIENT_SUMMARY,
+            present=PATIENT_ALWAYS | {"identifier", "active", "name", "gender", "birthDate", "managingOrganization"},
+        ),
+    ),
+    # _summary=text: text, id, meta and the top-level mandatory elements (none for Patient).
+    Case(
+        "summary-text",
+        "Patient",
+        "family=chalmers,levin&_summary=text",
+        CHALMERS_LEVIN,
+        shape=Shape(PATIENT_ALWAYS | {"text"}, present=PATIENT_ALWAYS | {"text"}),
+    ),
+    # ... with Encounter's mandatory status and class; f203 has a narrative, ff-enc-a none.
+    Case(
+        "summary-text-mandatory",
+        "Encounter",
+        "_id=f203,ff-enc-a&_summary=text",
+        ("Encounter/f203", ENC_A),
+        shape=Shape(ENCOUNTER_TEXT, present=ENCOUNTER_TEXT - {"text"}),
+    ),
+    # _summary=data: everything but text; Patient/example keeps its non-summary contact and the
+    # birthTime extension of its birthDate (``_birthDate``).
+    Case(
+        "summary-data",
+        "Patient",
+        "name=peter&_summary=data",
+        ("Patient/example",),
+        shape=Shape(EXAMPLE_DATA, present=EXAMPLE_DATA),
+    ),
+    # POST [base]/.../_search with the parameters as a form (http.html#search): same answers as GET
+    Case("post-type", "Patient", "gender=female&_count=3", FEMALE, total=8, method="POST"),
+    Case(
+        "post-system",
+        None,
+        "_type=Patient,Practitioner&_id=example",
+        ("Patient/example", "Practitioner/example"),
+        method="POST",
+    ),
+    Case(
+        "post-compartment",
+        "Encounter",
+        "date=eq2020-01",
+        (ENC_A,),
+        compartment=("Patient", "ff-comma"),
+        method="POST",
+    ),
+    Case(
+        "post-compartment-all-types",
+        None,
+        "_tag=http://ff.example/tags%7Cff",
+        (FF, OBS_LT),
+        compartment=("Patient", "ff-comma"),
+        method="POST",
+    ),
+    Case(
+        "post-elements",
+        "Encounter",
+        "subject=Patient/ff-comma&_elements=subject",
+        (ENC_A, ENC_B, ENC_C),
+        method="POST",
+        shape=Shape(ENCOUNTER_SUBJECT, present=ENCOUNTER_SUBJECT),
+    ),
+    Case(
+        "post-strict-unknown-parameter", "Patient", "foo=bar", status=400, error_param="foo", strict=True, method="POST"
+    ),
 ]

@@ -9,6 +9,8 @@ from fhirflow.http import Application
 from tests.support.lambda_http import Reply, call
 
 FORM = "application/x-www-form-urlencoded"
+BASE_URL = "http://fhir.test"
+"""The FHIR base the service sees for these requests (lambda_http.call: host fhir.test over http)."""
 
 
 def get(app: Application, url: str, *, headers: dict[str, str] | None = None) -> Reply:

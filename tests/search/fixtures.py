@@ -159,6 +159,65 @@ def crafted() -> list[dict[str, Any]]:
     ]
 
 
+def terminology() -> list[dict[str, Any]]:
+    """A code system with a hierarchy and value sets over it and over LOINC, for token ``:in``,
+    ``:not-in``, ``:above`` and ``:below`` (the R4 examples leave conformance resources out)."""
+    return [
+        {
+            "resourceType": "CodeSystem",
+            "id": "ff-codes",
+            "url": f"{FF}/codes",
+            "status": "active",
+            "content": "complete",
+            "hierarchyMeaning": "is-a",
+            "concept": [
+                {"code": "ff-sugar", "concept": [{"code": "ff-glucose"}, {"code": "ff-fructose"}]},
+                {"code": "ff-salt"},
+            ],
+        },
+        {
+            "resourceType": "ValueSet",
+            "id": "ff-sugars",
+            "url": f"{FF}/vs/sugars",
+            "version": "2",
+            "status": "active",
+            "compose": {"include": [{"system": f"{FF}/codes", "concept": [{"code": "ff-glucose"}]}]},
+        },
+        {
+            "resourceType": "ValueSet",
+            "id": "ff-heart",
+            "url": f"{FF}/vs/heart",
+            "status": "active",
+            "expansion": {
+                "timestamp": "2024-01-01T00:00:00Z",
+                "contains": [{"system": "http://loinc.org", "code": "8867-4", "display": "Heart rate"}],
+            },
+        },
+    ]
+
+
+class FixtureTerminology:
+    """:class:`fhirflow.query.terminology.Terminology` over :func:`terminology` (what the search
+    service finds in the index, for the golden files that compile a query without one)."""
+
+    def __init__(self) -> None:
+        self.resources = terminology()
+
+    def value_set(self, reference: str) -> dict[str, Any] | None:
+        url, _, version = reference.partition("|")
+        for resource in self.resources:
+            if resource["resourceType"] != "ValueSet":
+                continue
+            if reference == f"ValueSet/{resource['id']}" or (
+                resource["url"] == url and version in ("", resource.get("version"))
+            ):
+                return resource
+        return None
+
+    def code_system(self, url: str) -> dict[str, Any] | None:
+        return next((r for r in self.resources if r["resourceType"] == "CodeSystem" and r["url"] == url), None)
+
+
 def other_tenant_resources() -> list[dict[str, Any]]:
     """Copies of Patient/example and Observation/example that only the other tenant has."""
     patient = json.loads((EXAMPLES / "Patient-example.json").read_text(encoding="utf-8"))
@@ -174,7 +233,7 @@ def load(db: SqliteDatabase) -> dict[str, int]:
     batches = [
         (TENANT, list(stamped(examples(), BASE_MS))),
         (TENANT, list(stamped(synthea(), BASE_MS + 10_000_000))),
-        (TENANT, list(stamped(crafted(), BASE_MS + 20_000_000))),
+        (TENANT, list(stamped(crafted() + terminology(), BASE_MS + 20_000_000))),
         (OTHER_TENANT, list(stamped(other_tenant_resources(), BASE_MS))),
     ]
     for tenant, batch in batches:

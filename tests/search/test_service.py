@@ -90,8 +90,17 @@ def test_summary_true_subsets_and_tags(search_app: Application) -> None:
 def test_elements_keep_only_what_was_asked(search_app: Application) -> None:
     bundle = get(search_app, "/Patient?_id=example&_elements=birthDate").json()
     resource = bundle["entry"][0]["resource"]
-    assert set(resource) == {"resourceType", "id", "meta", "birthDate"}
+    assert set(resource) == {"resourceType", "id", "meta", "birthDate", "_birthDate"}  # its extension: birth time
     assert urlsplit(links(bundle)["self"]).query.endswith("_elements=birthDate")
+
+
+def test_elements_keep_a_primitives_extensions_with_it(search_app: Application) -> None:
+    resource = get(search_app, "/Patient?_id=infant-twin-1&_elements=birthDate").json()["entry"][0]["resource"]
+    assert set(resource) == {"resourceType", "id", "meta", "birthDate", "_birthDate"}
+    assert resource["_birthDate"]["extension"][0]["url"] == "http://hl7.org/fhir/StructureDefinition/patient-birthTime"
+    value = get(search_app, "/Observation?_id=ff-obs-lt&_elements=value").json()["entry"][0]["resource"]
+    assert "valueQuantity" in value  # a choice element is asked for by its name without the type
+    assert "effectiveDateTime" not in value
 
 
 def test_elements_leave_included_resources_whole(search_app: Application) -> None:

@@ -10,37 +10,54 @@ after a deliberate change, run
 and review the diff (``git diff tests/search/golden``) before committing: a changed golden is a
 changed query. A missing golden file fails unless ``FHIRFLOW_UPDATE_GOLDEN=1`` is set.
 
-Rows of the shared conformance table (``tests/search/cases.py``, when present) are compiled
-too and compared with ``tests/search/golden/opensearch/cases/<id>.json``.
+Every row of the shared conformance table (``tests/search/cases.py``) is compiled too, as the
+search service on OpenSearch would compile it (the row's method, path, tenant, compartment,
+``_count`` and handling, all recorded in the golden), and compared with
+``tests/search/golden/opensearch/cases/<id>.json``; a golden without a row fails as well.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl
 
 import pytest
 
 from fhirflow.adapters.opensearch.compiler import compile_query
 from fhirflow.adapters.opensearch.documents import build_document
+from fhirflow.adapters.opensearch.engine import OpenSearchSearchEngine
 from fhirflow.adapters.opensearch.mappings import index_body
 from fhirflow.adapters.opensearch.plan import CompileOptions
+from fhirflow.adapters.opensearch.search import OpenSearchSearchIndex
 from fhirflow.errors import BadRequest, FhirError
+from fhirflow.model import DEFAULT_TENANT
 from fhirflow.query import parse
+from fhirflow.query.ast import Query
+from fhirflow.search_ports import SearchScope
 from fhirflow.searchparams import index_document
+from fhirflow_search.settings import SearchSettings
+from fhirflow_search.usecase import SearchService
+from tests.search.cases import CASES, Case
+from tests.search.client import BASE_URL
+from tests.search.fixtures import FixtureTerminology
 
 GOLDEN = Path(__file__).resolve().parents[1] / "search" / "golden" / "opensearch"
+CASE_GOLDEN = GOLDEN / "cases"
 UPDATE = os.environ.get("FHIRFLOW_UPDATE_GOLDEN") == "1"
 NOW = 1_718_000_000_000  # 2024-06-10T06:13:20Z: fixes the `ap` window on dates
 BASE = "https://fhir.example.org/r4"
 OPTIONS = CompileOptions(now=NOW, base_url=BASE)
 LOINC = "http://loinc.org"
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb")  # ap has its own rows (a different window)
+# The conformance rows are compiled by the search service's own parts: its settings (page size)
+# and admission, and the OpenSearch engine's compile options (production defaults, clock fixed).
+SETTINGS = SearchSettings()
+ENGINE = OpenSearchSearchEngine(OpenSearchSearchIndex(options=CompileOptions()), clock=lambda: NOW)
+SERVICE = SearchService(ENGINE, SETTINGS)
 
 
 @dataclass(frozen=True)
@@ -250,38 +267,97 @@ def test_every_request_carries_the_tenant() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# The shared conformance table (tests/search/cases.py), when it exists
+# The shared conformance table (tests/search/cases.py): each row compiled as the search service
+# on OpenSearch would compile it (services/search/fhirflow_search/usecase.py, engine.py)
 
 
-def _cases() -> list[Any]:
+def case_inputs(case: Case) -> dict[str, Any]:
+    """What the service compiles a row with, besides its query: the tenant and base URL of the
+    row's path (as tests/search/client.py sends it), its compartment, and the handling."""
+    base = BASE_URL + (f"/tenant/{case.tenant}" if case.tenant else "")
+    return {
+        "tenant": case.tenant or DEFAULT_TENANT,
+        "baseUrl": base,
+        "compartment": "/".join(case.compartment) if case.compartment else None,
+        "handling": "strict" if case.strict else "lenient",
+    }
+
+
+def compiled_case(case: Case) -> dict[str, Any]:
+    """The row's plan (or error) as ``SearchService.plan`` and ``OpenSearchSearchEngine`` make it:
+    parsed strict or lenient, admitted (lenient: what OpenSearch cannot do is left out and listed
+    under ``ignored``), one page of ``_count`` (default and cap from SearchSettings), in the row's
+    tenant and compartment, with the engine's compile options. POST only carries the query."""
+    inputs = case_inputs(case)
+    actual: dict[str, Any] = {"request": case.request_line()}
+    if case.method == "POST":
+        actual["form"] = case.query
+    actual.update(inputs)
     try:
-        module = importlib.import_module("tests.search.cases")
-    except ModuleNotFoundError:
-        return []
-    return list(module.CASES)
-
-
-CASES = _cases()
-
-
-def _params(query: Any) -> list[tuple[str, str]]:
-    if isinstance(query, str):
-        return parse_qsl(query.lstrip("?"), keep_blank_values=True)
-    return [(str(k), str(v)) for k, v in query]
-
-
-@pytest.mark.skipif(not CASES, reason="tests/search/cases.py (the shared conformance table) does not exist yet")
-@pytest.mark.parametrize("case", CASES, ids=[str(getattr(c, "id", i)) for i, c in enumerate(CASES)])
-def test_conformance_case_matches_golden(case: Any) -> None:
-    """Each case's plan, or the error this backend answers it with (a refused modifier)."""
-    path = GOLDEN / "cases" / f"{case.id}.json"
-    if not path.exists() and not UPDATE:
-        pytest.skip(f"no golden for case {case.id} yet: generate with FHIRFLOW_UPDATE_GOLDEN=1 and review")
-    text = case.query if isinstance(case.query, str) else urlencode(list(case.query))
-    actual: dict[str, Any] = {"request": f"GET {case.resource_type or ''}?{text.lstrip('?')}"}
-    try:
-        query = parse(case.resource_type, _params(case.query), strict=True)
-        actual["plan"] = compile_query(query, tenant="t1", page_size=20, search_after=None, options=OPTIONS).to_json()
+        query = parse(case.resource_type, _params(case.query), strict=case.strict)
+        query = admitted(query, strict=case.strict)
+        count = SETTINGS.default_count if query.count is None else min(query.count, SETTINGS.max_count)
+        types = (case.resource_type,) if case.resource_type else query.types
+        scope = SearchScope(inputs["tenant"], inputs["baseUrl"], types, case.compartment)
+        plan = compile_query(
+            query,
+            tenant=scope.tenant,
+            compartment=scope.compartment,
+            page_size=count,
+            search_after=None,
+            options=ENGINE.options(scope),
+        )
     except FhirError as error:
         actual["error"] = {"status": error.status, "issues": [issue.to_json() for issue in error.issues]}
-    check_golden(path, actual)
+        return actual
+    if query.ignored:
+        actual["ignored"] = [issue.to_json() for issue in query.ignored]
+    actual["plan"] = plan.to_json()
+    return actual
+
+
+def admitted(query: Query, *, strict: bool) -> Query:
+    """``SearchService.admit`` with the OpenSearch engine: a 400 (strict) or the query without what
+    the engine cannot do (lenient), with token terminology modifiers expanded from the fixture's
+    ValueSets and CodeSystems: the query the backend runs."""
+    result = SERVICE.admit(query, strict=strict, terminology=FixtureTerminology())
+    return result.expanded or result.query
+
+
+def _params(query: str) -> list[tuple[str, str]]:
+    return parse_qsl(query, keep_blank_values=True)
+
+
+def test_case_ids_are_unique() -> None:
+    assert len({case.id for case in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+def test_conformance_case_matches_golden(case: Case) -> None:
+    """Each case's plan, or the error this backend answers it with; a missing golden fails."""
+    check_golden(CASE_GOLDEN / f"{case.id}.json", compiled_case(case))
+
+
+def test_every_case_golden_belongs_to_a_row() -> None:
+    """No golden outlives its row (a renamed or removed row leaves a stale file behind)."""
+    stale = sorted(path.name for path in CASE_GOLDEN.glob("*.json") if path.stem not in {c.id for c in CASES})
+    assert not stale, f"golden files without a row in tests/search/cases.py: {stale}"
+
+
+def test_case_plans_carry_the_tenant_the_compartment_and_the_page_size() -> None:
+    """Every request of a row's plan is filtered to the row's tenant (and compartment), and the
+    page is the row's ``_count`` or the service's default."""
+    for case in CASES:
+        out = compiled_case(case)
+        if "plan" not in out:
+            continue
+        plan = out["plan"]
+        bodies = [plan["body"]] + [s["body"] for s in plan.get("lookups", []) + plan.get("includes", [])]
+        for body in bodies:
+            assert body["query"]["bool"]["filter"][0] == {"term": {"tenant": out["tenant"]}}, case.id
+        if case.compartment is not None:
+            member = {"term": {"compartments": "/".join(case.compartment)}}
+            assert member in plan["body"]["query"]["bool"]["filter"], case.id
+        counts = [int(v) for k, v in _params(case.query) if k == "_count"]
+        expected = 0 if plan["countOnly"] else (counts[-1] if counts else SETTINGS.default_count)
+        assert plan["pageSize"] == expected, case.id

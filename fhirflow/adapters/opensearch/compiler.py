@@ -263,7 +263,8 @@ class Compiler:
             assert isinstance(missing, MissingQuery)
             return none_of(nested(path, has_value)) if missing.missing else nested(path, has_value)
         clauses = [self.value(param.type, modifier, value, path, name, param.components) for value in criterion.values]
-        match = nested(path, has_value, any_of(*clauses))
+        # No values: a value set with no codes (token :in after expansion) matches nothing.
+        match = nested(path, has_value, any_of(*clauses)) if clauses else MATCH_NONE
         return none_of(match) if modifier == "not" else match
 
     def value(

@@ -1,7 +1,9 @@
 """Type, system and compartment search (http://hl7.org/fhir/R4/http.html#search, search.html).
 
-The query is parsed once into the AST (:mod:`fhirflow.query`); what this server cannot do
-(terminology modifiers, ``_contained``, sorting on a composite) follows ``Prefer: handling`` —
+The query is parsed once into the AST (:mod:`fhirflow.query`); token ``:in``/``:not-in``/``:above``/
+``:below`` are expanded from the ValueSets and CodeSystems stored in the tenant
+(:mod:`fhirflow.query.terminology`). What this server cannot do (a modifier that needs a
+terminology service, ``_contained``, sorting on a composite) follows ``Prefer: handling`` —
 lenient (the default) leaves it out and says so in an OperationOutcome entry, strict answers
 400 naming the parameter. The backend compiles the rest together with the tenant, the
 compartment and the access policy's constraint, and pages by signed keyset cursors.
@@ -11,7 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote
+
+import orjson
 
 from fhirflow.errors import BadRequest, Issue
 from fhirflow.http import prefer_handling
@@ -19,6 +24,7 @@ from fhirflow.model import FhirRequest, FhirResponse
 from fhirflow.query.ast import Criterion, Filter, Query, SortKey
 from fhirflow.query.parser import parse
 from fhirflow.query.render import criterion_name
+from fhirflow.query.terminology import Ambiguous, NeedsTerminology, Terminology, expand, uses_terminology
 from fhirflow.reindex_ports import SearchParamCatalog
 from fhirflow.runtime import Dependencies
 from fhirflow.search_ports import Hit, Page, PageRequest, SearchEngine, SearchScope
@@ -53,6 +59,21 @@ class Plan:
     digest: str
     position: paging.Position | None
     cursor: str | None
+    expanded: Query | None = None
+    """What the backend runs when it differs from ``query``: terminology modifiers replaced by
+    their codes (``query`` keeps them as written, for the links and the cursors' digest)."""
+
+    @property
+    def run_query(self) -> Query:
+        return self.expanded or self.query
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    query: Query
+    """What will be searched, as written (the links and the cursors' digest use it)."""
+    expanded: Query | None
+    """The same with terminology modifiers replaced by their codes; None when there were none."""
 
 
 class SearchService:
@@ -99,10 +120,13 @@ class SearchService:
         query = parse(
             target.resource_type, [p for p in params if p[0] != paging.CURSOR], strict=strict, registry=registry
         )
-        query = self.admit(query, strict=strict)
+        written = self.admit(query, strict=strict, terminology=StoredTerminology(self, request, registry))
+        query, expanded = written.query, written.expanded
         count = self.settings.default_count if query.count is None else min(query.count, self.settings.max_count)
         if query.count is not None:
             query.count = count
+            if expanded is not None:
+                expanded.count = count
         types = (target.resource_type,) if target.resource_type else query.types
         scope = SearchScope(
             tenant=request.tenant,
@@ -118,10 +142,12 @@ class SearchService:
         position = paging.decode(deps.cursors, cursor, digest) if cursor else None
         if position is not None and len(position.values) != len(query.sort) + 2:
             raise BadRequest(f"{paging.CURSOR} is not a valid paging cursor", expression=paging.CURSOR)
-        return Plan(target, query, scope, count, base_link, digest, position, cursor)
+        return Plan(target, query, scope, count, base_link, digest, position, cursor, expanded)
 
-    def admit(self, query: Query, *, strict: bool) -> Query:
-        """``query`` without what this backend cannot do (lenient), or a 400 for it (strict)."""
+    def admit(self, query: Query, *, strict: bool, terminology: Terminology | None = None) -> Admitted:
+        """``query`` without what this backend cannot do (lenient), or a 400 for it (strict);
+        terminology modifiers are expanded from ``terminology`` (:mod:`fhirflow.query.terminology`)
+        into the query the backend runs."""
         issues = list(query.ignored)
 
         def refuse(name: str, reason: str) -> None:
@@ -131,16 +157,25 @@ class SearchService:
             issues.append(Issue("not-supported", message, (name,), "warning"))
 
         criteria: list[Criterion] = []
-        for criterion in query.criteria:
+        run: list[Criterion] = []
+        for written in query.criteria:
+            criterion = written
             if depth(criterion) > MAX_DEPTH:
                 name = criterion_name(criterion)
                 message = (
                     f"'{name}' nests chains and _has {depth(criterion)} levels deep; this server allows {MAX_DEPTH}"
                 )
                 raise BadRequest(message, issues=[Issue("too-costly", message, (name,))])
+            if terminology is not None and uses_terminology(criterion):
+                try:
+                    criterion = expand(criterion, terminology)
+                except NeedsTerminology as needs:
+                    refuse(criterion_name(written), f"{needs.reason}, which needs a terminology service")
+                    continue
             reason = self.engine.unsupported(criterion)
             if reason is None:
-                criteria.append(criterion)
+                criteria.append(written)
+                run.append(criterion)
             else:
                 refuse(criterion_name(criterion), reason)
         sort: list[SortKey] = []
@@ -153,14 +188,27 @@ class SearchService:
             refuse("_contained", "searching contained resources (_contained) is not supported")
         if query.contained_type is not None:
             refuse("_containedType", "_containedType is not supported")
-        return dataclasses.replace(
+        admitted = dataclasses.replace(
             query, criteria=tuple(criteria), sort=tuple(sort), contained=None, contained_type=None, ignored=issues
         )
+        expanded = dataclasses.replace(admitted, criteria=tuple(run)) if run != criteria else None
+        return Admitted(admitted, expanded)
+
+    def lookup(
+        self, request: FhirRequest, registry: Registry, resource_type: str, params: list[tuple[str, str]]
+    ) -> list[dict[str, Any]]:
+        """Up to 2 resources of ``resource_type`` in the request's tenant that match ``params``
+        (a value set or code system a terminology modifier names). Not the requester's data:
+        terminology is read whatever the token's patient or user restriction."""
+        query = parse(resource_type, params, strict=True, registry=registry)
+        scope = SearchScope(tenant=request.tenant, base_url=request.base_url, types=(resource_type,))
+        page = self.engine.page(scope, query, PageRequest(2))
+        return [orjson.loads(hit.body) for hit in page.hits]
 
     # -- running ----------------------------------------------------------------------------
 
     def run(self, deps: Dependencies, request: FhirRequest, plan: Plan) -> SearchResult:
-        query, scope = plan.query, plan.scope
+        query, scope = plan.run_query, plan.scope
         issues = list(query.ignored)
         summary_only = query.summary == "count" or plan.count == 0
         page = Page([], more=False)
@@ -209,3 +257,31 @@ class SearchService:
         if hits and (plan.position is not None if forward else page.more):
             links.previous = url(paging.encode(deps.cursors, plan.digest, hits[0].position, forward=False))
         return links
+
+
+class StoredTerminology:
+    """The ValueSets and CodeSystems stored in the request's tenant, found through the search
+    backend (:class:`fhirflow.query.terminology.Terminology`)."""
+
+    def __init__(self, service: SearchService, request: FhirRequest, registry: Registry) -> None:
+        self.service, self.request, self.registry = service, request, registry
+
+    def value_set(self, reference: str) -> dict[str, Any] | None:
+        local = reference.removeprefix(self.request.base_url.rstrip("/") + "/")
+        kind, _, id_ = local.partition("/")
+        if kind == "ValueSet" and id_ and "/" not in id_:
+            return self._one("ValueSet", [("_id", id_)], reference)
+        url, _, version = reference.partition("|")
+        return self._one("ValueSet", [("url", url)] + ([("version", version)] if version else []), reference)
+
+    def code_system(self, url: str) -> dict[str, Any] | None:
+        return self._one("CodeSystem", [("url", url)], url)
+
+    def _one(self, resource_type: str, params: list[tuple[str, str]], named: str) -> dict[str, Any] | None:
+        found = self.service.lookup(self.request, self.registry, resource_type, params)
+        if len(found) > 1:
+            raise Ambiguous(
+                f"several {resource_type}s on this server are '{named[:200]}': name one by its version "
+                f"(url|version) or as {resource_type}/[id]"
+            )
+        return found[0] if found else None

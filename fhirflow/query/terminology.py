@@ -1,0 +1,199 @@
+"""Token ``:in``, ``:not-in``, ``:above`` and ``:below`` from the terminology this server holds
+(http://hl7.org/fhir/R4/search.html#token).
+
+The query is rewritten before a backend compiles it, so every backend answers these modifiers
+with the token matching it already has:
+
+- ``code:in=<value set>`` becomes the OR of the value set's codes, ``code:not-in`` the same codes
+  under ``:not`` (resources with no coding in the set). The value set is a ValueSet stored on
+  this server, named literally (``ValueSet/123``, or an absolute URL under this server's base)
+  or by its canonical ``url`` (with an optional ``|version``). Its codes are its ``expansion``
+  when it has one, else its ``compose``: listed concepts, whole code systems (``system|``) and
+  other value sets it includes, less the listed concepts it excludes.
+- ``code:below=system|code`` becomes the code and its descendants, ``code:above`` the code and
+  its ancestors, from the nested concepts of the CodeSystem with that ``url`` stored on this
+  server (a code that CodeSystem does not list subsumes only itself).
+
+What needs a real terminology service — a value set that selects codes by ``filter``, an
+exclusion from a whole code system, a value set or code system this server does not hold — is
+:class:`NeedsTerminology`, which the search service treats as an unsupported parameter
+(``Prefer: handling``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+from fhirflow.errors import BadRequest, Issue
+from fhirflow.query.ast import Criterion, Filter, Query, QueryValue, TokenQuery, UriQuery
+
+MODIFIERS = frozenset(("in", "not-in", "above", "below"))
+MAX_CODES = 1000
+"""Codes one parameter may expand to; past that the search is refused as too costly."""
+_MAX_NESTING = 16
+
+
+class Terminology(Protocol):
+    """Where the value sets and code systems come from (the search backend, in the service)."""
+
+    def value_set(self, reference: str) -> dict[str, Any] | None:
+        """The ValueSet a ``:in`` value names (literal reference or canonical url[|version])."""
+        ...
+
+    def code_system(self, url: str) -> dict[str, Any] | None:
+        """The CodeSystem whose ``url`` is ``url``."""
+        ...
+
+
+class Ambiguous(Exception):
+    """Several stored resources answer to the reference a modifier gave (a :class:`Terminology`
+    raises it; the search answers 400 naming the parameter)."""
+
+
+class NeedsTerminology(Exception):
+    """The modifier's answer needs a terminology service: ``name`` is the parameter, as written."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(reason)
+        self.name = name
+        self.reason = reason
+
+
+def uses_terminology(criterion: Criterion) -> bool:
+    while not isinstance(criterion, Filter):
+        criterion = criterion.criterion
+    return criterion.param.type == "token" and criterion.modifier in MODIFIERS
+
+
+def expand(criterion: Criterion, terminology: Terminology) -> Criterion:
+    """``criterion`` with its terminology modifier (if any, also at the end of a chain or
+    ``_has``) replaced by the codes it stands for; raises :class:`NeedsTerminology`."""
+    if not isinstance(criterion, Filter):
+        return dataclasses.replace(criterion, criterion=expand(criterion.criterion, terminology))
+    if not uses_terminology(criterion):
+        return criterion
+    name = f"{criterion.param.code}:{criterion.modifier}"
+    codes: dict[tuple[str | None, str | None], None] = {}  # ordered, without repeats
+    for value in criterion.values:
+        try:
+            found = list(_codes(criterion.modifier, value, terminology, name))
+        except Ambiguous as ambiguous:
+            raise BadRequest(f"'{name}': {ambiguous}", expression=name) from ambiguous
+        for code in found:
+            codes[(code.system, code.code)] = None
+            if len(codes) > MAX_CODES:
+                message = f"'{name}' stands for more than {MAX_CODES} codes; search with fewer"
+                raise BadRequest(message, issues=[Issue("too-costly", message, (name,))])
+    values: tuple[QueryValue, ...] = tuple(TokenQuery(system, code) for system, code in codes)
+    return Filter(criterion.param, "not" if criterion.modifier == "not-in" else None, values)
+
+
+def expand_query(query: Query, terminology: Terminology) -> Query:
+    """Every criterion of ``query`` through :func:`expand` (see there)."""
+    if not any(uses_terminology(c) for c in query.criteria):
+        return query
+    return dataclasses.replace(query, criteria=tuple(expand(c, terminology) for c in query.criteria))
+
+
+def _codes(modifier: str | None, value: QueryValue, terminology: Terminology, name: str) -> Iterator[TokenQuery]:
+    if modifier in ("in", "not-in"):
+        reference = value.value if isinstance(value, UriQuery) else getattr(value, "code", None)
+        if not reference:
+            raise BadRequest(f"'{name}' takes a value set: its url, or ValueSet/[id]", expression=name)
+        value_set = terminology.value_set(reference)
+        if value_set is None:  # another server's value set, which a terminology service would know
+            raise NeedsTerminology(name, f"the value set '{reference[:200]}' is not on this server")
+        yield from _value_set_codes(value_set, terminology, name, depth=0)
+        return
+    if not isinstance(value, TokenQuery) or not value.system or not value.code:
+        raise BadRequest(f"'{name}' takes a coding: system|code", expression=name)
+    code_system = terminology.code_system(value.system)
+    if code_system is None:
+        raise NeedsTerminology(name, f"the code system '{value.system[:200]}' is not on this server")
+    parents, children = _hierarchy(code_system.get("concept"))
+    related = parents if modifier == "above" else children
+    seen = [value.code]
+    for code in seen:  # breadth first; the list grows as it is walked
+        seen.extend(c for c in related.get(code, ()) if c not in seen)
+    yield from (TokenQuery(value.system, code) for code in seen)
+
+
+def _value_set_codes(value_set: dict[str, Any], terminology: Terminology, name: str, depth: int) -> list[TokenQuery]:
+    if depth > _MAX_NESTING:
+        raise NeedsTerminology(name, "the value set includes other value sets too deeply")
+    label = str(value_set.get("url") or f"ValueSet/{value_set.get('id')}")[:200]
+    expansion = value_set.get("expansion")
+    if isinstance(expansion, dict) and expansion.get("contains"):
+        return list(_contained(expansion["contains"]))
+    compose = value_set.get("compose")
+    if not isinstance(compose, dict):
+        return []
+    codes: dict[tuple[str, str | None], None] = {}
+    for include in _list(compose.get("include")):
+        for code in _set_codes(include, terminology, name, depth, label):
+            codes[(code.system or "", code.code)] = None
+    for exclude in _list(compose.get("exclude")):
+        for code in _set_codes(exclude, terminology, name, depth, label):
+            if code.code is None or (code.system or "", None) in codes:
+                raise NeedsTerminology(name, f"the value set '{label}' excludes codes from a whole code system")
+            codes.pop((code.system or "", code.code), None)
+    return [TokenQuery(system, code) for system, code in codes]
+
+
+def _set_codes(part: dict[str, Any], terminology: Terminology, name: str, depth: int, label: str) -> list[TokenQuery]:
+    """The codes of one ``compose.include`` or ``compose.exclude``."""
+    if part.get("filter"):
+        raise NeedsTerminology(name, f"the value set '{label}' selects codes by filter")
+    system, concepts, others = part.get("system"), _list(part.get("concept")), _list(part.get("valueSet"))
+    if others and system:
+        raise NeedsTerminology(name, f"the value set '{label}' intersects a code system with value sets")
+    if others:
+        found: list[TokenQuery] = []
+        for index, reference in enumerate(others):
+            nested = terminology.value_set(str(reference))
+            if nested is None:
+                raise NeedsTerminology(
+                    name, f"the value set '{label}' includes '{str(reference)[:200]}', which is not on this server"
+                )
+            codes = _value_set_codes(nested, terminology, name, depth + 1)
+            found = codes if index == 0 else [c for c in found if c in codes]  # several: the intersection
+        return found
+    if not isinstance(system, str):
+        return []
+    if not concepts:
+        return [TokenQuery(system, None)]  # every code of the system
+    return [TokenQuery(system, str(c["code"])) for c in concepts if isinstance(c, dict) and c.get("code")]
+
+
+def _contained(items: Any) -> Iterator[TokenQuery]:
+    """The codes of an expansion (``contains`` nests; abstract entries only group)."""
+    for item in _list(items):
+        if not isinstance(item, dict):
+            continue
+        if item.get("code") and not item.get("abstract"):
+            yield TokenQuery(item.get("system"), str(item["code"]))
+        yield from _contained(item.get("contains"))
+
+
+def _hierarchy(concepts: Any) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """(code → its parents, code → its children) from nested ``concept`` lists."""
+    parents: dict[str, list[str]] = {}
+    children: dict[str, list[str]] = {}
+    stack: list[tuple[str | None, Any]] = [(None, concepts)]
+    while stack:
+        parent, items = stack.pop()
+        for item in _list(items):
+            if not isinstance(item, dict) or not item.get("code"):
+                continue
+            code = str(item["code"])
+            if parent is not None:
+                parents.setdefault(code, []).append(parent)
+                children.setdefault(parent, []).append(code)
+            stack.append((code, item.get("concept")))
+    return parents, children
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
