@@ -71,7 +71,11 @@ def capability_statement(
             "conditionalCreate": "create" in implemented,
             "conditionalRead": "full-support" if "read" in implemented else "not-supported",
             "conditionalUpdate": "conditional-update" in implemented,
-            "conditionalDelete": "single" if "conditional-delete" in implemented else "not-supported",
+            "conditionalDelete": (
+                ("multiple" if settings.conditional_delete_max > 1 else "single")
+                if "conditional-delete" in implemented
+                else "not-supported"
+            ),
             **_conditional_patch("conditional-patch" in implemented),
             **(_search_metadata(rtype) if "search-type" in implemented else {}),
         }

@@ -449,3 +449,17 @@ def test_concurrent_claims_of_one_key_have_one_winner(store: ResourceStore, tena
     assert len(lost) == 7
     assert store.claim_owner(tenant, "Patient", key) == won[0]
     assert [v.id for v in store.history(HistoryQuery(tenant, "Patient")).versions] == won
+
+
+def test_one_commit_deletes_a_conditional_deletes_batch_of_25(store: ResourceStore, tenant: str) -> None:
+    # conditional_delete_max > 1 deletes the matches in commits of 25: one TransactWriteItems on DynamoDB
+    for n in range(26):
+        write(store, version(tenant, "Patient", f"m{n}", 1, 10), None)
+    deletions = [Change(version(tenant, "Patient", f"m{n}", 2, 20, deleted=True), 1, "req") for n in range(25)]
+    stale = Change(version(tenant, "Patient", "m25", 3, 20, deleted=True), 2, "req")  # m25 is at version 1
+    with pytest.raises(VersionConflict):
+        store.commit([*deletions, stale])
+    assert all(store.current(tenant, "Patient", f"m{n}").version == 1 for n in range(26))  # type: ignore[union-attr]
+    store.commit(deletions)
+    assert all(store.current(tenant, "Patient", f"m{n}").deleted for n in range(25))  # type: ignore[union-attr]
+    assert not store.current(tenant, "Patient", "m25").deleted  # type: ignore[union-attr]

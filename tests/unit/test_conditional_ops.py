@@ -441,3 +441,31 @@ def test_a_transactions_conditional_update_creates_and_its_full_url_resolves(api
     assert again[0]["resource"]["id"] == created["resource"]["id"]
     assert again[0]["resource"]["meta"]["versionId"] == "2"
     assert [p["id"] for p in patients_with(api, value)] == [created["resource"]["id"]]
+
+
+def test_conditional_delete_of_several_when_configured(tmp_path: Path) -> None:
+    api = InProcessClient(build_dependencies(Settings(data_dir=tmp_path, audit="off", conditional_delete_max=30)))
+    twins, crowd = mrn(), mrn()
+    twin_ids = [post(api, patient(twins)).body["id"] for _ in range(3)]
+    crowd_ids = [post(api, patient(crowd)).body["id"] for _ in range(31)]
+    assert api.request("DELETE", "/Patient", query={"identifier": f"{SYSTEM}|{twins}"}).status == 204
+    assert all(api.get(f"/Patient/{id_}").status == 410 for id_ in twin_ids)
+    assert api.get(f"/Patient/{twin_ids[0]}/_history").body["entry"][0]["request"]["method"] == "DELETE"
+    too_many = api.request("DELETE", "/Patient", query={"identifier": f"{SYSTEM}|{crowd}"})
+    assert too_many.status == 412
+    assert "more than 30" in str(too_many.body)
+    assert all(api.get(f"/Patient/{id_}").status == 200 for id_ in crowd_ids)  # none was deleted
+    api.request("DELETE", f"/Patient/{crowd_ids[0]}")
+    assert api.request("DELETE", "/Patient", query={"identifier": f"{SYSTEM}|{crowd}"}).status == 204  # 30: two commits
+    assert all(api.get(f"/Patient/{id_}").status == 410 for id_ in crowd_ids)
+    assert api.request("DELETE", "/Patient", query={"identifier": f"{SYSTEM}|{crowd}"}).status == 204  # none left
+    statement = api.get("/metadata").body["rest"][0]["resource"][0]
+    assert statement["conditionalDelete"] == "multiple"
+
+
+def test_conditional_delete_is_single_by_default(api: InProcessClient) -> None:
+    assert api.get("/metadata").body["rest"][0]["resource"][0]["conditionalDelete"] == "single"
+    value = mrn()
+    for _ in range(2):
+        post(api, patient(value))
+    assert api.request("DELETE", "/Patient", query={"identifier": f"{SYSTEM}|{value}"}).status == 412

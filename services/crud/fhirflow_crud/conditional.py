@@ -41,7 +41,7 @@ from fhirflow.conditional import Criteria, parse_criteria, parse_query_string
 from fhirflow.errors import BadRequest, NotFound, PreconditionFailed, ServiceUnavailable
 from fhirflow.ids import new_resource_id
 from fhirflow.model import FhirRequest, FhirResponse
-from fhirflow.ports import Claim, ClaimTaken, ResourceVersion
+from fhirflow.ports import Claim, ClaimTaken, ResourceVersion, VersionConflict
 from fhirflow.query.parser import parse
 from fhirflow.query.render import criterion_name
 from fhirflow.runtime import Dependencies
@@ -97,9 +97,10 @@ def _engine(deps: Dependencies) -> SearchEngine:
     return service_for(deps.settings).engine
 
 
-def resolve(deps: Dependencies, request: FhirRequest, criteria: Criteria) -> Resolution:
+def resolve(deps: Dependencies, request: FhirRequest, criteria: Criteria, *, count: int = 2) -> Resolution:
     """Search for ``criteria`` as this principal (``search-type`` on the type), then consult the
-    uniqueness key when the search finds nothing (see the module docstring)."""
+    uniqueness key when the search finds nothing (see the module docstring). Up to ``count``
+    matches: two tell one from several."""
     from fhirflow_search.access import access_rules
 
     rtype = criteria.resource_type
@@ -117,7 +118,7 @@ def resolve(deps: Dependencies, request: FhirRequest, criteria: Criteria) -> Res
         access=access_rules(deps.policy, request, (rtype,)),
     )
     key = criteria.key(request.tenant)
-    page = engine.page(scope, criteria.query, PageRequest(count=2))
+    page = engine.page(scope, criteria.query, PageRequest(count=count))
     found: list[ResourceVersion] = []
     for hit in page.hits:
         head = deps.store.current(request.tenant, hit.type, hit.id)
@@ -230,13 +231,46 @@ def update(
 
 
 def delete(deps: Dependencies, request: FhirRequest, *, resolution: Resolution | None = None) -> FhirResponse:
-    """``DELETE [type]?criteria``: deletes the one match (``conditionalDelete: single``)."""
+    """``DELETE [type]?criteria``: deletes the one match (``conditionalDelete: single``), or with
+    ``conditional_delete_max`` above 1 every match up to that many (``multiple``); more is a 412."""
     writes.authorized_type(deps, request, "delete")
+    limit = deps.settings.conditional_delete_max
+    if limit > 1 and resolution is None:  # a bundle entry resolves up front, one match at most
+        return _delete_matches(deps, request, url_criteria(request), limit)
     found = resolution or resolve(deps, request, url_criteria(request))
     target = found.single(action="a conditional delete (this server deletes one resource at a time)")
     if target is None:
         return FhirResponse(status=204)  # as a delete of a resource that is not there
     return writes.delete(deps, for_instance(request, target.id))
+
+
+_DELETE_BATCH = 25
+"""Deletions per commit (one DynamoDB TransactWriteItems holds them with their heads)."""
+
+
+def _delete_matches(deps: Dependencies, request: FhirRequest, criteria: Criteria, limit: int) -> FhirResponse:
+    """Delete every match, in commits of up to 25: none is deleted when there are more than
+    ``limit``. A match that changed meanwhile (VersionConflict) makes it look again; what was
+    deleted by then stays deleted, and no longer matches."""
+    for _ in range(writes.MAX_RETRIES):
+        matches = resolve(deps, request, criteria, count=limit + 1).matches
+        if len(matches) > limit:
+            raise PreconditionFailed(
+                f"The criteria '{criteria.text}' match more than {limit} {criteria.resource_type} resources; "
+                f"this server deletes at most {limit} at once",
+                expression=criteria.resource_type,
+            )
+        try:
+            for start in range(0, len(matches), _DELETE_BATCH):
+                changes = []
+                for head in matches[start : start + _DELETE_BATCH]:
+                    deps.policy.check_write(request, head.type, head.id, None, head)
+                    changes.append(writes.deletion(deps, request, head))
+                deps.store.commit(changes)
+        except VersionConflict:
+            continue
+        return FhirResponse(status=204)
+    raise _busy(criteria)
 
 
 def patch(deps: Dependencies, request: FhirRequest, *, resolution: Resolution | None = None) -> FhirResponse:

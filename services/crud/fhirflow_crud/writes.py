@@ -31,7 +31,7 @@ from fhirflow.validation import is_resource_type, validate_resource
 if TYPE_CHECKING:
     from fhirflow_crud.conditional import Resolution
 
-_MAX_RETRIES = 20
+MAX_RETRIES = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +106,14 @@ def _is_binary_resource(request: FhirRequest) -> bool:
     return isinstance(parsed, dict) and parsed.get("resourceType") == "Binary"
 
 
+def deletion(deps: Dependencies, request: FhirRequest, head: ResourceVersion) -> Change:
+    """The change that deletes ``head``'s resource (its next version, a tombstone), expecting
+    ``head`` to be current."""
+    last_updated = max(deps.clock.now_ms(), head.last_updated + 1)
+    new = ResourceVersion(request.tenant, head.type, head.id, head.version + 1, last_updated, True, "DELETE", None)
+    return Change(new, head.version, request.request_id)
+
+
 def commit_version(
     deps: Dependencies,
     request: FhirRequest,
@@ -150,7 +158,7 @@ def write(
     """Optimistic write with If-Match semantics and retries for unguarded writes. A ``claim`` that
     does not hold is not retried here: ClaimTaken goes to the conditional use case, which looks again."""
     wanted = if_match(request)
-    for _ in range(_MAX_RETRIES):
+    for _ in range(MAX_RETRIES):
         head = None if must_not_exist else deps.store.current(request.tenant, rtype, id_)
         if wanted is not None and (head is None or head.version != wanted):
             current = "none" if head is None else versioning.etag(head.version)
@@ -253,7 +261,7 @@ def patch(deps: Dependencies, request: FhirRequest) -> FhirResponse:
     document = jsonio.loads(request.body) if request.body.strip() else None
     if document is None:
         raise BadRequest("PATCH needs a patch document in the body")
-    for _ in range(_MAX_RETRIES):
+    for _ in range(MAX_RETRIES):
         head = deps.store.current(request.tenant, rtype, id_)
         if head is None or head.deleted or head.body is None:
             return _patch_missing(request, rtype, id_, head)
