@@ -109,6 +109,12 @@ VALUES = [
     "x$gt5",
     "Patient/example",
     "Patient/example/_history/1",
+    "http://ff.example/vs/sugars",  # the fixture's terminology: token :in/:not-in/:below/:above expand
+    "http://ff.example/vs/sugars|9",
+    "ValueSet/ff-heart",
+    "ValueSet/",
+    "http://ff.example/codes|ff-sugar",
+    "http://ff.example/codes|",
     "http://a/b|1",
     "Observation:subject",
     "*",
