@@ -1,4 +1,5 @@
-"""The search fixture: the 706 official R4 examples and a few Synthea patients, indexed once.
+"""The search fixture: every official R4 example in ../shared (705 files; its README says 706) and a few
+Synthea patients, indexed once.
 
 HL7 examples keep their ids; each gets version 1 and a distinct lastUpdated (one second apart,
 in file-name order from 2024-01-01T00:00:00Z) so that ``_lastUpdated`` and ``_sort`` have
