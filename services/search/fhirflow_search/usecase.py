@@ -153,7 +153,7 @@ class SearchService:
         def refuse(name: str, reason: str) -> None:
             message = f"{reason} (parameter '{name}')"
             if strict:
-                raise BadRequest(message, expression=name)
+                raise BadRequest(message, issues=[Issue("not-supported", message, (name,))])
             issues.append(Issue("not-supported", message, (name,), "warning"))
 
         criteria: list[Criterion] = []
