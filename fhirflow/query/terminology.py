@@ -99,7 +99,7 @@ def expand_query(query: Query, terminology: Terminology) -> Query:
 
 def _codes(modifier: str | None, value: QueryValue, terminology: Terminology, name: str) -> Iterator[TokenQuery]:
     if modifier in ("in", "not-in"):
-        reference = value.value if isinstance(value, UriQuery) else getattr(value, "code", None)
+        reference = value.value if isinstance(value, UriQuery) else None
         if not reference:
             raise BadRequest(f"'{name}' takes a value set: its url, or ValueSet/[id]", expression=name)
         value_set = terminology.value_set(reference)

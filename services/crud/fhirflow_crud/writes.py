@@ -106,11 +106,36 @@ def _is_binary_resource(request: FhirRequest) -> bool:
     return isinstance(parsed, dict) and parsed.get("resourceType") == "Binary"
 
 
+def next_version(
+    deps: Dependencies,
+    request: FhirRequest,
+    rtype: str,
+    id_: str,
+    resource: dict[str, Any] | None,
+    *,
+    method: Method,
+    head: ResourceVersion | None,
+) -> ResourceVersion:
+    """The version after ``head`` (None: the resource does not exist), stamped; ``resource`` None
+    is a deletion. Its lastUpdated never goes backwards within one resource."""
+    version = head.version + 1 if head else 1
+    last_updated = deps.clock.now_ms()
+    if head and last_updated <= head.last_updated:
+        last_updated = head.last_updated + 1
+    body = stamped = None
+    if resource is not None:
+        stamped = versioning.stamp(resource, id_=id_, version=version, last_updated=last_updated)
+        body = versioning.serialise(stamped)
+    created = resource is not None and (head is None or head.deleted)
+    return ResourceVersion(
+        request.tenant, rtype, id_, version, last_updated, resource is None, method, body, created, resource=stamped
+    )
+
+
 def deletion(deps: Dependencies, request: FhirRequest, head: ResourceVersion) -> Change:
     """The change that deletes ``head``'s resource (its next version, a tombstone), expecting
     ``head`` to be current."""
-    last_updated = max(deps.clock.now_ms(), head.last_updated + 1)
-    new = ResourceVersion(request.tenant, head.type, head.id, head.version + 1, last_updated, True, "DELETE", None)
+    new = next_version(deps, request, head.type, head.id, None, method="DELETE", head=head)
     return Change(new, head.version, request.request_id)
 
 
@@ -128,18 +153,7 @@ def commit_version(
 ) -> ResourceVersion:
     """Write one new version after ``head`` (None: the resource does not exist); VersionConflict if it
     moved. ``claim``: the uniqueness key of a conditional create, taken in the same commit (ClaimTaken)."""
-    version = head.version + 1 if head else 1
-    last_updated = deps.clock.now_ms()
-    if head and last_updated <= head.last_updated:
-        last_updated = head.last_updated + 1  # lastUpdated never goes backwards within one resource
-    body = stamped = None
-    if resource is not None:
-        stamped = versioning.stamp(resource, id_=id_, version=version, last_updated=last_updated)
-        body = versioning.serialise(stamped)
-    created = resource is not None and (head is None or head.deleted)
-    new = ResourceVersion(
-        request.tenant, rtype, id_, version, last_updated, resource is None, method, body, created, resource=stamped
-    )
+    new = next_version(deps, request, rtype, id_, resource, method=method, head=head)
     deps.store.commit([Change(new, expected, request.request_id, claim)])
     return new
 
