@@ -16,7 +16,7 @@ from bench.loadgen import AsyncioLoadGenerator, LoadGenerator
 from bench.report import Row, missed, render, write_json
 from bench.wrk import WrkLoadGenerator, wrk_path
 
-BENCHES = ("loadgen", "crud", "import", "coldstart", "authz", "search")
+BENCHES = ("loadgen", "crud", "import", "coldstart", "authz", "search", "bombs")
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -95,6 +95,10 @@ def run_one(
         from bench import search  # builds ~200k resources (a few minutes); --quick uses fewer
 
         return search.run(quick=quick)
+    if name == "bombs":
+        from bench import bombs  # /metadata while resource bombs go off (issue 14)
+
+        return bombs.run(quick=quick)
     return coldstart.run(quick=quick)
 
 

@@ -6,75 +6,19 @@ single-process server keeps answering."""
 
 from __future__ import annotations
 
-import random
-import string
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import httpx
 import pytest
 
+from bench.bombs import BUDGET_SECONDS, SYS, contains_values, load
 from fhirflow.local.launcher import LocalServer
 from tests.e2e.support import FHIR_JSON
 
-BUDGET_SECONDS = 0.5
-SYS = "urn:bomb"
 CLIENT_TIMEOUT = 20.0
 """Without the bounds, several of these requests ran for minutes; the client gives up sooner."""
-
-
-def batch(resources: list[dict[str, Any]]) -> dict[str, Any]:
-    entries = []
-    for resource in resources:
-        if "id" in resource:
-            request = {"method": "PUT", "url": f"{resource['resourceType']}/{resource['id']}"}
-        else:
-            request = {"method": "POST", "url": resource["resourceType"]}
-        entries.append({"resource": resource, "request": request})
-    return {"resourceType": "Bundle", "type": "batch", "entry": entries}
-
-
-def value_sets(depth: int) -> list[dict[str, Any]]:
-    sets: list[dict[str, Any]] = [
-        {
-            "resourceType": "ValueSet",
-            "status": "active",
-            "url": "urn:vs:0",
-            "compose": {"include": [{"system": SYS, "concept": [{"code": f"c{n}"} for n in range(20)]}]},
-        }
-    ]
-    for level in range(1, depth + 1):
-        below = f"urn:vs:{level - 1}"
-        include = [{"valueSet": [below]}, {"valueSet": [below, below]}]
-        sets.append(
-            {"resourceType": "ValueSet", "status": "active", "url": f"urn:vs:{level}", "compose": {"include": include}}
-        )
-    sets.append(
-        {
-            "resourceType": "ValueSet",
-            "status": "active",
-            "url": "urn:loop",
-            "compose": {"include": [{"valueSet": ["urn:loop"]}]},
-        }
-    )
-    return sets
-
-
-def dense_graph(size: int) -> list[dict[str, Any]]:
-    """Observations that each name every other as a member."""
-    ids = [f"g{n}" for n in range(size)]
-    return [
-        {
-            "resourceType": "Observation",
-            "id": id_,
-            "status": "final",
-            "code": {"text": "panel"},
-            "hasMember": [{"reference": f"Observation/{other}"} for other in ids if other != id_],
-        }
-        for id_ in ids
-    ]
 
 
 @pytest.fixture(scope="module")
@@ -83,32 +27,7 @@ def bomb_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServe
     env = {"FHIRFLOW_REQUEST_TIMEOUT": str(BUDGET_SECONDS)}
     with LocalServer(data_dir=data_dir, workers=1, env=env) as running:
         with httpx.Client(base_url=running.base_url, headers={"Content-Type": FHIR_JSON}, timeout=120) as http:
-            rnd = random.Random(7)
-            long_names = [
-                {"resourceType": "Patient", "name": [{"family": "".join(rnd.choices(string.ascii_lowercase, k=4000))}]}
-                for _ in range(1500)
-            ]
-            code_system = {
-                "resourceType": "CodeSystem",
-                "status": "active",
-                "content": "complete",
-                "url": SYS,
-                "concept": [{"code": "root", "concept": [{"code": f"c{n}"} for n in range(60_000)]}],
-            }
-            observations = [
-                {
-                    "resourceType": "Observation",
-                    "id": f"o{n}",
-                    "status": "final",
-                    "code": {"coding": [{"system": SYS, "code": f"c{n}"}]},
-                }
-                for n in (1, 5, 25)
-            ]
-            loads = [long_names, value_sets(15), [code_system], observations, dense_graph(60)]
-            for resources in loads:
-                reply = http.post("/", json=batch(resources))
-                assert reply.status_code == 200, reply.text[:500]
-                assert all(e["response"]["status"][:1] == "2" for e in reply.json()["entry"])
+            load(http)
         yield running
 
 
@@ -150,8 +69,7 @@ def matches(reply: httpx.Response) -> list[str]:
 
 
 def test_every_bomb_is_answered_promptly_and_metadata_keeps_answering(bomb_server: LocalServer) -> None:
-    contains = ",".join("zz" + "".join(random.Random(n).choices(string.ascii_lowercase, k=6)) for n in range(400))
-    patient_id = None
+    contains = contains_values(400)
     with httpx.Client(
         base_url=bomb_server.base_url, headers={"Content-Type": FHIR_JSON}, timeout=CLIENT_TIMEOUT
     ) as http:
