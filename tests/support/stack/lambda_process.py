@@ -27,16 +27,19 @@ def _record_aws_calls() -> None:
     original = BaseClient._make_api_call
 
     def recording(self: Any, operation_name: str, api_params: dict[str, Any]) -> Any:
-        CALLS.append(
-            {
-                "kind": "aws",
-                "service": self.meta.service_model.service_name,
-                "prefix": self.meta.service_model.signing_name,
-                "operation": operation_name,
-                "params": _jsonable(api_params),
-            }
-        )
-        return original(self, operation_name, api_params)
+        call = {
+            "kind": "aws",
+            "service": self.meta.service_model.service_name,
+            "prefix": self.meta.service_model.signing_name,
+            "operation": operation_name,
+            "params": _jsonable(api_params),
+        }
+        CALLS.append(call)
+        try:
+            return original(self, operation_name, api_params)
+        except Exception as exc:
+            call["error"] = f"{type(exc).__name__}: {str(exc)[:300]}"  # for the test's failure messages
+            raise
 
     BaseClient._make_api_call = recording  # type: ignore[method-assign]
 
@@ -51,15 +54,6 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, str | int | float | bool) or value is None:
         return value
     return repr(value)[:200]
-
-
-def _no_host_prefixes() -> None:
-    """``StartSyncExecution`` is sent to ``sync-states.<region>...``: botocore prefixes the host,
-    which a local endpoint (``sync-127.0.0.1``) cannot take. The one change to the SDK's
-    behaviour here."""
-    from botocore.config import Config
-
-    Config.OPTION_DEFAULTS = {**Config.OPTION_DEFAULTS, "inject_host_prefix": False}
 
 
 def _use_the_opensearch_stand_in() -> None:
@@ -104,7 +98,6 @@ def main() -> None:
     handler_path = sys.argv[1]
     reply = os.fdopen(int(os.environ["STACK_REPLY_FD"]), "w", buffering=1)
     _record_aws_calls()
-    _no_host_prefixes()
     _use_the_opensearch_stand_in()
     module_name, function_name = handler_path.rsplit(".", 1)
     handler = None

@@ -16,6 +16,7 @@ import secrets
 import string
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -105,6 +106,9 @@ class FunctionProcess:
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
     _reply: Any = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    """One invocation at a time: an execution environment serves one request at once (a Map
+    state's concurrent tasks wait their turn here instead of starting more environments)."""
 
     def start(self) -> None:
         read_end, write_end = os.pipe()
@@ -123,6 +127,10 @@ class FunctionProcess:
         self._reply = os.fdopen(read_end, "r")
 
     def invoke(self, event: Any) -> dict[str, Any]:
+        with self._lock:
+            return self._invoke(event)
+
+    def _invoke(self, event: Any) -> dict[str, Any]:
         if self.process is None:
             self.start()
         assert self.process is not None
@@ -155,8 +163,11 @@ class ExecutedStack:
     overrides: dict[str, str] = field(default_factory=dict)
     """Environment variables replaced in every function (the IdP's JWKS URI)."""
     processes: dict[str, FunctionProcess] = field(default_factory=dict)
+    workflow_failures: list[str] = field(default_factory=list)
+    """Executions of the state machines that failed (error and cause)."""
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     """(function logical id, call) of every call any function made."""
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def functions(self) -> dict[str, dict[str, Any]]:
         return self.cloud.of_type("AWS::Lambda::Function")
@@ -182,15 +193,17 @@ class ExecutedStack:
         return {**self.base_env, **lambda_env, **env}
 
     def invoke(self, logical_id: str, event: Any) -> dict[str, Any]:
-        process = self.processes.get(logical_id)
-        if process is None:
-            handler = self.functions()[logical_id]["Properties"]["Handler"]
-            log = self.logs / f"{logical_id}.log"
-            process = self.processes[logical_id] = FunctionProcess(
-                logical_id, handler, self.environment(logical_id), log
-            )
+        with self._lock:
+            process = self.processes.get(logical_id)
+            if process is None:
+                handler = self.functions()[logical_id]["Properties"]["Handler"]
+                log = self.logs / f"{logical_id}.log"
+                process = self.processes[logical_id] = FunctionProcess(
+                    logical_id, handler, self.environment(logical_id), log
+                )
         answer = process.invoke(event)
-        self.calls += [(logical_id, call) for call in answer["calls"]]
+        with self._lock:
+            self.calls += [(logical_id, call) for call in answer["calls"]]
         return answer
 
     def stop(self) -> None:

@@ -62,6 +62,7 @@ def executing(stack: ExecutedStack) -> Iterator[None]:
     from moto.stepfunctions.responses import StepFunctionResponse
 
     lock = threading.Lock()  # one execution at a time: the function processes serve one call each
+    failures = stack.workflow_failures
 
     def start_sync_execution(self: Any) -> Any:
         arn = self._get_param("stateMachineArn")
@@ -80,6 +81,7 @@ def executing(stack: ExecutedStack) -> Iterator[None]:
             response["output"] = json.dumps(execution.output)
         else:
             response.update(error=execution.error, cause=execution.cause)
+            failures.append(f"{arn}: {execution.error}: {execution.cause}")
         return ActionResult(response)
 
     original_start = StepFunctionBackend.start_execution
@@ -94,6 +96,8 @@ def executing(stack: ExecutedStack) -> Iterator[None]:
             execution.error, execution.cause = result.error, result.cause
             execution.stop_date = datetime.now(UTC)
             execution.status = result.status
+            if result.status != "SUCCEEDED":
+                failures.append(f"{state_machine_arn}: {result.error}: {result.cause}")
 
         threading.Thread(target=run, daemon=True).start()
         return execution
