@@ -1,0 +1,301 @@
+"""The standing leak suite for writes, chains and ``_has`` (issue 14): the real embedded server with
+SMART on, a real authorization server on 127.0.0.1, driven over HTTP with httpx.
+
+For patient-, user- and granular-scoped tokens, every write route (PATCH, PUT, DELETE, their
+conditional forms, bundle entries) and every chain and ``_has`` is aimed at data outside the
+token's reach, and the answer is compared with the answer for an id (or a value) that does not
+exist at all: the same status, the same body once the ids are blanked out, the same version
+headers. A caller that may not read a resource learns nothing about it: no value, no existence,
+no version (DESIGN.md §5, COMMON.md "Authorization comes before any work on a resource").
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+from fhirflow.local.launcher import LocalServer
+from tests.e2e.test_authz_as import AuthorizationServer
+
+FHIR_JSON = "application/fhir+json"
+JSON_PATCH = "application/json-patch+json"
+CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
+IDENTIFIERS = "urn:leak-suite"
+
+
+@pytest.fixture(scope="module")
+def idp() -> Iterator[AuthorizationServer]:
+    with AuthorizationServer() as server:
+        server.realm("main")
+        yield server
+
+
+@pytest.fixture(scope="module")
+def fhir(idp: AuthorizationServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
+    env = {"FHIRFLOW_AUTH_CONFIG": json.dumps({"issuers": [idp.issuer_config("main")]})}
+    data_dir = tmp_path_factory.mktemp("leaks")
+    with LocalServer(data_dir=data_dir, extra_args=("--auth", "smart"), env=env) as server:
+        yield server
+
+
+@pytest.fixture
+def http(fhir: LocalServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=fhir.base_url, headers={"Content-Type": FHIR_JSON}, timeout=30) as client:
+        yield client
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+# -- the world: my record, another patient's, and things we share ---------------------------------
+
+
+@dataclass(frozen=True)
+class World:
+    tag: str
+    me: str
+    them: str
+    admin: dict[str, str]
+
+    @property
+    def their_obs(self) -> str:
+        return f"obs-them-{self.tag}"
+
+    @property
+    def my_vitals(self) -> str:
+        """My own Observation, but of a category the granular token does not admit."""
+        return f"vitals-me-{self.tag}"
+
+    @property
+    def their_family(self) -> str:
+        return f"Welch{self.tag}"
+
+    @property
+    def their_identifier(self) -> str:
+        return f"their-{self.tag}"
+
+
+def observation(id_: str, patient: str, *, category: str, code: str, value: float, **extra: Any) -> dict[str, Any]:
+    return {
+        "resourceType": "Observation",
+        "id": id_,
+        "status": "final",
+        "category": [{"coding": [{"system": CATEGORY, "code": category}]}],
+        "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+        "subject": {"reference": f"Patient/{patient}"},
+        "valueQuantity": {"value": value, "unit": "mmol/L"},
+        **extra,
+    }
+
+
+@pytest.fixture(scope="module")
+def world(fhir: LocalServer, idp: AuthorizationServer) -> World:
+    tag = uuid.uuid4().hex[:8]
+    me, them = f"me-{tag}", f"them-{tag}"
+    admin = bearer(idp.realm("main").mint("system/*.cruds"))
+    org = {"resourceType": "Organization", "id": f"org-{tag}", "name": "General Hospital"}
+    resources: list[dict[str, Any]] = [
+        org,
+        {"resourceType": "Patient", "id": me, "name": [{"family": f"Mine{tag}"}], "birthDate": "1970-01-01"},
+        {"resourceType": "Patient", "id": them, "name": [{"family": f"Welch{tag}"}], "birthDate": "1961-07-23"},
+        {
+            "resourceType": "Encounter",
+            "id": f"enc-me-{tag}",
+            "status": "finished",
+            "class": {"code": "AMB"},
+            "subject": {"reference": f"Patient/{me}"},
+            "serviceProvider": {"reference": f"Organization/{org['id']}"},
+        },
+        {
+            "resourceType": "Encounter",
+            "id": f"enc-them-{tag}",
+            "status": "finished",
+            "class": {"code": "AMB"},
+            "subject": {"reference": f"Patient/{them}"},
+            "serviceProvider": {"reference": f"Organization/{org['id']}"},
+        },
+        observation(f"obs-me-{tag}", me, category="laboratory", code="2345-7", value=5.4),
+        observation(
+            f"vitals-me-{tag}",
+            me,
+            category="vital-signs",
+            code="8867-4",
+            value=61,
+            encounter={"reference": f"Encounter/enc-me-{tag}"},
+        ),
+        observation(f"obs-them-{tag}", them, category="laboratory", code="2951-2", value=137.25),
+    ]
+    with httpx.Client(base_url=fhir.base_url, headers={"Content-Type": FHIR_JSON}, timeout=30) as client:
+        for resource in resources:
+            reply = client.put(f"/{resource['resourceType']}/{resource['id']}", json=resource, headers=admin)
+            assert reply.status_code == 201, reply.text
+        # Their Observation, created conditionally: it holds the uniqueness key of its identifier.
+        created = client.post(
+            "/Observation",
+            json={
+                **observation("x", them, category="laboratory", code="2093-3", value=4.9),
+                "identifier": [{"system": IDENTIFIERS, "value": f"their-{tag}"}],
+            },
+            headers={**admin, "If-None-Exist": f"identifier={IDENTIFIERS}|their-{tag}"},
+        )
+        assert created.status_code == 201, created.text
+    return World(tag, me, them, admin)
+
+
+TOKEN_KINDS = ("patient", "user", "granular")
+
+
+def token_for(kind: str, world: World, idp: AuthorizationServer) -> dict[str, str]:
+    """A token of each kind, confined to my record (the granular one: to my laboratory results)."""
+    realm = idp.realm("main")
+    if kind == "patient":
+        return bearer(realm.mint("patient/*.cruds", patient=world.me))
+    if kind == "user":
+        return bearer(realm.mint("user/*.cruds", fhirUser=f"Patient/{world.me}"))
+    lab = f"{CATEGORY}|laboratory"
+    scopes = f"patient/Observation.cruds?category={lab} patient/Patient.rs patient/Encounter.rs"
+    return bearer(realm.mint(scopes, patient=world.me))
+
+
+def hidden_observations(kind: str, world: World) -> list[str]:
+    """Observations outside the token's reach: another patient's, and for the granular token my own
+    of another category."""
+    return [world.their_obs, world.my_vitals] if kind == "granular" else [world.their_obs]
+
+
+# -- comparing an answer about a hidden resource with one about a resource that does not exist ----
+
+
+def shape(reply: httpx.Response, *names: str) -> tuple[Any, ...]:
+    """What a client sees, with the given ids (and values) blanked out."""
+
+    def blank(text: str) -> str:
+        for name in names:
+            text = text.replace(name, "<id>")
+        return text
+
+    body: Any = None
+    if reply.content:
+        body = json.loads(blank(reply.text)) if "json" in reply.headers.get("content-type", "") else blank(reply.text)
+        if isinstance(body, dict):
+            body.pop("meta", None)  # an OperationOutcome's lastUpdated is the time of the answer
+    headers = {h: blank(reply.headers[h]) for h in ("etag", "location", "content-location") if h in reply.headers}
+    return reply.status_code, headers, body
+
+
+def assert_same(hidden: httpx.Response, missing: httpx.Response, hidden_id: str, missing_id: str) -> None:
+    assert shape(hidden, hidden_id) == shape(missing, missing_id), (hidden.text, missing.text)
+
+
+def json_patch(ops: list[dict[str, Any]]) -> bytes:
+    return json.dumps(ops).encode()
+
+
+def unknown(prefix: str = "nobody") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+# -- defect 1: PATCH must authorize its target before it looks at it ------------------------------
+
+
+PATCH_PROBES = {
+    # A `test` op is a yes/no oracle on a value; `copy` and `move` bring a value into the
+    # validation message; a bad op fails in the patch engine before or after the check.
+    "test-right": [{"op": "test", "path": "/valueQuantity/value", "value": 137.25}],
+    "test-wrong": [{"op": "test", "path": "/valueQuantity/value", "value": 1}],
+    "copy-into-code": [{"op": "copy", "from": "/valueQuantity", "path": "/status"}],
+    "move-subject": [{"op": "move", "from": "/subject", "path": "/code/text"}],
+    "remove-missing": [{"op": "remove", "path": "/nothing/here"}],
+}
+
+
+@pytest.mark.parametrize("kind", TOKEN_KINDS)
+@pytest.mark.parametrize("probe", sorted(PATCH_PROBES))
+def test_patch_answers_a_hidden_resource_as_one_that_does_not_exist(
+    http: httpx.Client, idp: AuthorizationServer, world: World, kind: str, probe: str
+) -> None:
+    token = token_for(kind, world, idp)
+    headers = {**token, "Content-Type": JSON_PATCH}
+    body = json_patch(PATCH_PROBES[probe])
+    nobody = unknown("obs")
+    missing = http.patch(f"/Observation/{nobody}", content=body, headers=headers)
+    assert missing.status_code == 404
+    for hidden_id in hidden_observations(kind, world):
+        hidden = http.patch(f"/Observation/{hidden_id}", content=body, headers=headers)
+
+        assert_same(hidden, missing, hidden_id, nobody)
+        assert "137.25" not in hidden.text
+        assert "mmol" not in hidden.text
+    assert http.get(f"/Observation/{world.their_obs}", headers=world.admin).json()["meta"]["versionId"] == "1"
+
+
+def test_a_write_only_token_cannot_use_patch_to_read_another_patients_values(
+    http: httpx.Client, idp: AuthorizationServer, world: World
+) -> None:
+    """The attack as found: only ``patient/Observation.u``, a JSON Patch ``test`` on another
+    patient's value, and the 400/422 that told the two apart."""
+    token = bearer(idp.realm("main").mint("patient/Observation.u", patient=world.me))
+    headers = {**token, "Content-Type": JSON_PATCH}
+    answers = {
+        value: http.patch(
+            f"/Observation/{world.their_obs}",
+            content=json_patch([{"op": "test", "path": "/valueQuantity/value", "value": value}]),
+            headers=headers,
+        )
+        for value in (137.25, 99)
+    }
+    assert {reply.status_code for reply in answers.values()} == {404}
+    assert answers[137.25].json()["issue"] == answers[99].json()["issue"]
+    # Its own resources it may still patch.
+    own = http.patch(
+        f"/Observation/obs-me-{world.tag}",
+        content=json_patch([{"op": "replace", "path": "/status", "value": "amended"}]),
+        headers=headers,
+    )
+    assert own.status_code == 200, own.text
+
+
+def test_a_fhirpath_patch_and_a_bundle_patch_of_a_hidden_resource_reveal_nothing(
+    http: httpx.Client, idp: AuthorizationServer, world: World
+) -> None:
+    token = token_for("patient", world, idp)
+    parameters = {
+        "resourceType": "Parameters",
+        "parameter": [
+            {
+                "name": "operation",
+                "part": [
+                    {"name": "type", "valueCode": "replace"},
+                    {"name": "path", "valueString": "Observation.status"},
+                    {"name": "value", "valueString": "not-a-status"},
+                ],
+            }
+        ],
+    }
+    nobody = unknown("obs")
+    hidden = http.patch(f"/Observation/{world.their_obs}", json=parameters, headers=token)
+    missing = http.patch(f"/Observation/{nobody}", json=parameters, headers=token)
+    assert_same(hidden, missing, world.their_obs, nobody)
+
+    ops = base64.b64encode(json_patch(PATCH_PROBES["copy-into-code"])).decode()
+
+    def entry(id_: str) -> dict[str, Any]:
+        binary = {"resourceType": "Binary", "contentType": JSON_PATCH, "data": ops}
+        return {"resource": binary, "request": {"method": "PATCH", "url": f"Observation/{id_}"}}
+
+    batch = {"resourceType": "Bundle", "type": "batch", "entry": [entry(world.their_obs), entry(nobody)]}
+    reply = http.post("/", json=batch, headers=token)
+    assert reply.status_code == 200, reply.text
+    first, second = (e["response"] for e in reply.json()["entry"])
+    assert json.dumps(first).replace(world.their_obs, "<id>").replace("entry[0]", "entry[n]") == json.dumps(
+        second
+    ).replace(nobody, "<id>").replace("entry[1]", "entry[n]")
+    assert "137.25" not in reply.text
