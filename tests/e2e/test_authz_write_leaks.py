@@ -299,3 +299,148 @@ def test_a_fhirpath_patch_and_a_bundle_patch_of_a_hidden_resource_reveal_nothing
         second
     ).replace(nobody, "<id>").replace("entry[1]", "entry[n]")
     assert "137.25" not in reply.text
+
+
+# -- defect 6: writes must not tell whether a hidden resource exists, or its version -------------
+
+
+@pytest.fixture(scope="module")
+def deleted_theirs(http_module: httpx.Client, world: World) -> str:
+    """Another patient's Observation, written twice and deleted: version 3 is a tombstone."""
+    id_ = f"gone-them-{world.tag}"
+    body = observation(id_, world.them, category="laboratory", code="2951-2", value=140)
+    for _ in range(2):
+        assert http_module.put(f"/Observation/{id_}", json=body, headers=world.admin).status_code in (200, 201)
+    assert http_module.delete(f"/Observation/{id_}", headers=world.admin).status_code == 204
+    return id_
+
+
+@pytest.fixture(scope="module")
+def http_module(fhir: LocalServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=fhir.base_url, headers={"Content-Type": FHIR_JSON}, timeout=30) as client:
+        yield client
+
+
+def mine(world: World, id_: str = "x", **extra: Any) -> dict[str, Any]:
+    """An Observation every token kind may write: my laboratory result."""
+    return observation(id_, world.me, category="laboratory", code="2345-7", value=5.5, **extra)
+
+
+@pytest.mark.parametrize("kind", TOKEN_KINDS)
+def test_put_delete_and_if_match_answer_a_hidden_resource_as_one_that_does_not_exist(
+    http: httpx.Client, idp: AuthorizationServer, world: World, deleted_theirs: str, kind: str
+) -> None:
+    token = token_for(kind, world, idp)
+    for hidden_id in [*hidden_observations(kind, world), deleted_theirs]:
+        nobody = unknown("obs")
+        theirs = observation("x", world.them, category="laboratory", code="2951-2", value=1)
+        probes: list[tuple[str, dict[str, Any]]] = [
+            ("PUT", {"json": {**theirs, "id": "{id}"}}),  # a body outside the reach: 403 either way
+            ("PUT", {"json": {**mine(world), "id": "{id}"}, "headers": {"If-Match": 'W/"1"'}}),
+            ("PUT", {"json": {**mine(world), "id": "{id}"}, "headers": {"If-Match": 'W/"3"'}}),
+            ("DELETE", {}),
+            ("DELETE", {"headers": {"If-Match": 'W/"1"'}}),
+            ("DELETE", {"headers": {"If-Match": 'W/"3"'}}),
+            ("PATCH", {"content": "[]", "headers": {"Content-Type": JSON_PATCH, "If-Match": 'W/"3"'}}),
+        ]
+        for method, options in probes:
+            answers = []
+            for id_ in (hidden_id, nobody):
+                sent = json.loads(json.dumps(options).replace("{id}", id_))
+                headers = {**token, **sent.pop("headers", {})}
+                if "content" in sent:
+                    sent["content"] = sent["content"].encode()
+                answers.append(http.request(method, f"/Observation/{id_}", headers=headers, **sent))
+            assert_same(answers[0], answers[1], hidden_id, nobody)
+            assert "ETag" not in answers[0].headers, (method, options)
+    still = http.get(f"/Observation/{world.their_obs}", headers=world.admin)
+    assert still.json()["meta"]["versionId"] == "1"
+    assert http.get(f"/Observation/{deleted_theirs}", headers=world.admin).status_code == 410
+
+
+def created_shape(reply: httpx.Response) -> tuple[Any, ...]:
+    body = reply.json()
+    kept = {k: v for k, v in body.items() if k not in ("id", "meta", "identifier")}
+    return reply.status_code, reply.headers.get("etag"), kept
+
+
+@pytest.mark.parametrize("kind", TOKEN_KINDS)
+def test_conditional_writes_evaluate_their_criteria_only_over_what_the_caller_may_read(
+    http: httpx.Client, idp: AuthorizationServer, world: World, kind: str
+) -> None:
+    """Their Observation holds the uniqueness key of its identifier; to this caller it is not there."""
+    token = token_for(kind, world, idp)
+    theirs = f"identifier={IDENTIFIERS}|{world.their_identifier}"
+
+    def nobody() -> str:
+        return f"identifier={IDENTIFIERS}|{unknown()}"
+
+    created = [
+        http.post("/Observation", json=mine(world), headers={**token, "If-None-Exist": criteria})
+        for criteria in (theirs, nobody())
+    ]
+    assert created[0].status_code == 201, created[0].text
+    assert created_shape(created[0]) == created_shape(created[1])
+
+    without_id = {k: v for k, v in mine(world).items() if k != "id"}
+    updated = [http.put(f"/Observation?{criteria}", json=without_id, headers=token) for criteria in (theirs, nobody())]
+    assert updated[0].status_code == 201, updated[0].text
+    assert created_shape(updated[0]) == created_shape(updated[1])
+
+    other = f"identifier={IDENTIFIERS}|{unknown()}"
+    for method, options in (
+        ("PATCH", {"content": json_patch([]), "headers": {"Content-Type": JSON_PATCH}}),
+        ("DELETE", {}),
+    ):
+        hidden_only = f"identifier={IDENTIFIERS}|{world.their_identifier}&code=2093-3"
+        nothing = f"{other}&code=2093-3"
+        answers = [
+            http.request(
+                method, f"/Observation?{criteria}", headers={**token, **options.get("headers", {})}, **_content(options)
+            )
+            for criteria in (hidden_only, nothing)
+        ]
+        assert_same(answers[0], answers[1], world.their_identifier, other.rsplit("|", 1)[1])
+    assert http.get(f"/Observation?{theirs}", headers=world.admin).json()["total"] >= 1
+
+
+def _content(options: dict[str, Any]) -> dict[str, Any]:
+    return {"content": options["content"]} if "content" in options else {}
+
+
+@pytest.mark.parametrize("kind", TOKEN_KINDS)
+def test_bundle_entries_answer_a_hidden_resource_as_one_that_does_not_exist(
+    http: httpx.Client, idp: AuthorizationServer, world: World, deleted_theirs: str, kind: str
+) -> None:
+    token = token_for(kind, world, idp)
+    for hidden_id in [*hidden_observations(kind, world), deleted_theirs]:
+        nobody = unknown("obs")
+        hidden_ref = f"Observation?identifier={IDENTIFIERS}|{world.their_identifier}"
+        missing_ref = f"Observation?identifier={IDENTIFIERS}|{nobody}"
+
+        def entries(id_: str, reference: str) -> list[dict[str, Any]]:
+            return [
+                {"request": {"method": "DELETE", "url": f"Observation/{id_}"}},
+                {"request": {"method": "DELETE", "url": f"Observation/{id_}", "ifMatch": 'W/"3"'}},
+                {
+                    "request": {"method": "PUT", "url": f"Observation/{id_}", "ifMatch": 'W/"3"'},
+                    "resource": {**mine(world), "id": id_},
+                },
+                {
+                    "request": {"method": "POST", "url": "Observation"},
+                    "resource": {**mine(world), "hasMember": [{"reference": reference}]},
+                },
+            ]
+
+        for kind_of_bundle in ("batch", "transaction"):
+            answers = []
+            for id_, reference in ((hidden_id, hidden_ref), (nobody, missing_ref)):
+                for entry in entries(id_, reference):
+                    bundle = {"resourceType": "Bundle", "type": kind_of_bundle, "entry": [entry]}
+                    answers.append(http.post("/", json=bundle, headers=token))
+            half = len(answers) // 2
+            for hidden, missing in zip(answers[:half], answers[half:], strict=True):
+                assert shape(hidden, hidden_id, world.their_identifier) == shape(missing, nobody, nobody), (
+                    hidden.text,
+                    missing.text,
+                )

@@ -196,8 +196,15 @@ def write(
     """Optimistic write with If-Match semantics and retries for unguarded writes. A ``claim`` that
     does not hold is not retried here: ClaimTaken goes to the conditional use case, which looks again."""
     wanted = if_match(request)
+    if resource is not None:
+        # The new version first: whether the caller may write it depends on the body alone, so
+        # this answer is the same whatever is (or is not) stored under the id.
+        deps.policy.check_write(request, rtype, id_, resource, None)
     for _ in range(MAX_RETRIES):
-        head = None if must_not_exist else deps.store.current(request.tenant, rtype, id_)
+        stored = None if must_not_exist else deps.store.current(request.tenant, rtype, id_)
+        # A resource the caller may not know is answered as none: If-Match, DELETE and
+        # update-as-create say nothing of its existence or version (issue 14, defect 6).
+        head = within_reach(deps, request, stored)
         if wanted is not None and (head is None or head.version != wanted):
             current = "none" if head is None else versioning.etag(head.version)
             raise PreconditionFailed(
@@ -207,6 +214,10 @@ def write(
             return WriteResult(head, None, created=False) if head else _nothing_to_delete(request, rtype, id_)
         if head is None and method == "PUT" and not deps.settings.update_create:
             raise MethodNotAllowed(f"{rtype}/{id_} does not exist and this server does not allow update-as-create")
+        if head is None and stored is not None:
+            # Update as create of an id that a hidden resource holds: it cannot be created, and
+            # the caller gets what a read of that id gets (the one answer a client-chosen id implies).
+            raise unknown_to_caller(deps, request, stored)
         deps.policy.check_write(request, rtype, id_, resource, head)
         try:
             expected = head.version if head else None

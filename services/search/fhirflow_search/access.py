@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
+
 from fhirflow.errors import BadRequest
 from fhirflow.model import FhirRequest
 from fhirflow.ports import AccessPolicy
@@ -35,6 +37,22 @@ def access_rules(policy: AccessPolicy, request: FhirRequest, types: Sequence[str
         constrained = True
         rules.append(_rule(rtype, constraint))
     return tuple(rules) if constrained else None
+
+
+def reach(policy: AccessPolicy, request: FhirRequest, resource_type: str) -> str:
+    """A stable name for what the principal may search of ``resource_type``: "" when it may search
+    all of it, else its constraint (compartments, granular parameters, patients) in a canonical form.
+    Conditional interactions key their uniqueness claims by it (:meth:`fhirflow.conditional.Criteria.key`)."""
+    hook = getattr(policy, "search_constraint", None)
+    constraint = hook(request, resource_type) if hook is not None else None
+    if constraint is None:
+        return ""
+    alternatives = sorted(
+        [list(alternative.compartment or ()), sorted([name, value] for name, value in alternative.filters)]
+        for alternative in constraint.alternatives
+    )
+    patients = getattr(constraint, "patients", None)
+    return orjson.dumps([alternatives, sorted(patients) if patients is not None else None]).decode()
 
 
 def _rule(rtype: str | None, constraint: Any) -> AccessRule:
