@@ -187,6 +187,8 @@ def shape(reply: httpx.Response, *names: str) -> tuple[Any, ...]:
         body = json.loads(blank(reply.text)) if "json" in reply.headers.get("content-type", "") else blank(reply.text)
         if isinstance(body, dict):
             body.pop("meta", None)  # an OperationOutcome's lastUpdated is the time of the answer
+            if body.get("resourceType") == "Bundle":
+                body.pop("id", None)  # a fresh id per answer
     headers = {h: blank(reply.headers[h]) for h in ("etag", "location", "content-location") if h in reply.headers}
     return reply.status_code, headers, body
 
@@ -444,3 +446,87 @@ def test_bundle_entries_answer_a_hidden_resource_as_one_that_does_not_exist(
                     hidden.text,
                     missing.text,
                 )
+
+
+# -- defect 2: chains and _has look only at what the token may read -------------------------------
+
+
+def chain_probes(kind: str, world: World) -> list[tuple[str, str, str]]:
+    """(search, hidden fact, a value that matches nothing): the answer must not depend on which."""
+    me, tag = world.me, world.tag
+    probes = [
+        # The attack as found: my Encounter, through our shared Organization, to other patients'.
+        (
+            f"Encounter?patient={me}&service-provider._has:Encounter:service-provider:patient.family={{}}",
+            world.their_family,
+            "Nobody",
+        ),
+        (
+            f"Encounter?patient={me}&service-provider._has:Encounter:service-provider:patient.birthdate={{}}",
+            "1961-07-23",
+            "1900-01-01",
+        ),
+        (
+            f"Encounter?patient={me}&service-provider._has:Encounter:service-provider:_has:Observation:encounter:code={{}}",
+            "2951-2",
+            "0000-0",
+        ),
+        (
+            "Encounter?service-provider:Organization._has:Encounter:service-provider:_id={}",
+            f"enc-them-{tag}",
+            "enc-none",
+        ),
+        ("Patient?_has:Observation:patient:code={}", "2951-2", "0000-0"),
+        ("Observation?subject:Patient.family={}", world.their_family, "Nobody"),
+    ]
+    if kind == "granular":  # my own vital signs are outside this token's reach
+        probes.append((f"Encounter?_has:Observation:encounter:code={{}}&patient={me}", "8867-4", "0000-0"))
+        probes.append(("Encounter?_has:Observation:encounter:category={}", "vital-signs", "nothing"))
+    return probes
+
+
+@pytest.mark.parametrize("kind", TOKEN_KINDS)
+def test_chains_and_has_answer_from_what_the_token_may_read(
+    http: httpx.Client, idp: AuthorizationServer, world: World, kind: str
+) -> None:
+    token = token_for(kind, world, idp)
+    for search, hidden, nothing in chain_probes(kind, world):
+        for extra in ("", "&_summary=count", "&_total=accurate"):
+            answers = [http.get(f"/{search.format(value)}{extra}", headers=token) for value in (hidden, nothing)]
+            assert answers[0].status_code in (200, 403), answers[0].text
+            assert shape(answers[0], hidden, nothing) == shape(answers[1], hidden, nothing), (search, extra)
+            assert f"enc-me-{world.tag}" not in answers[0].text  # each probe matches nothing once limited
+
+
+@pytest.mark.parametrize("kind", ["patient", "user"])
+def test_a_conditional_write_with_a_chain_does_not_reach_other_patients_facts(
+    http: httpx.Client, idp: AuthorizationServer, world: World, kind: str
+) -> None:
+    token = token_for(kind, world, idp)
+    search = f"Encounter?patient={world.me}&service-provider._has:Encounter:service-provider:patient.family={{}}"
+    answers = [
+        http.patch(f"/{search.format(value)}", content=b"[]", headers={**token, "Content-Type": JSON_PATCH})
+        for value in (world.their_family, "Nobody")
+    ]
+    assert answers[0].status_code == 404, answers[0].text
+    assert shape(answers[0], world.their_family, "Nobody") == shape(answers[1], world.their_family, "Nobody")
+
+
+@pytest.mark.parametrize("kind", ["patient", "user"])
+def test_chains_and_has_still_find_what_the_token_may_read(
+    http: httpx.Client, idp: AuthorizationServer, world: World, kind: str
+) -> None:
+    token = token_for(kind, world, idp)
+
+    def ids(search: str) -> set[str]:
+        reply = http.get(f"/{search}", headers=token)
+        assert reply.status_code == 200, reply.text
+        return {entry["resource"]["id"] for entry in reply.json().get("entry", [])}
+
+    tag = world.tag
+    # (other tests of this module add Observations of mine too)
+    assert ids(f"Observation?subject:Patient.family=Mine{tag}") >= {f"obs-me-{tag}", f"vitals-me-{tag}"}
+    assert f"obs-them-{tag}" not in ids(f"Observation?subject:Patient.family=Welch{tag}")
+    assert ids("Patient?_has:Observation:patient:code=2345-7") >= {world.me}
+    assert ids(f"Encounter?_has:Observation:encounter:code=8867-4&patient={world.me}") == {f"enc-me-{tag}"}
+    assert ids(f"Observation?encounter:Encounter.patient.family=Mine{tag}") == {f"vitals-me-{tag}"}

@@ -101,7 +101,7 @@ def resolve(deps: Dependencies, request: FhirRequest, criteria: Criteria, *, cou
     """Search for ``criteria`` as this principal (``search-type`` on the type), then consult the
     uniqueness key when the search finds nothing (see the module docstring). Up to ``count``
     matches: two tell one from several."""
-    from fhirflow_search.access import access_rules, reach
+    from fhirflow_search.access import access_rules, limit_chains, reach
 
     rtype = criteria.resource_type
     engine = _engine(deps)
@@ -118,6 +118,8 @@ def resolve(deps: Dependencies, request: FhirRequest, criteria: Criteria, *, cou
         access=access_rules(deps.policy, request, (rtype,)),
     )
     key = criteria.key(request.tenant, reach(deps.policy, request, rtype))
+    # Chains and _has in the criteria look only at what this principal may search (issue 14).
+    criteria = dataclasses.replace(criteria, query=limit_chains(deps.policy, request, criteria.query))
     page = engine.page(scope, criteria.query, PageRequest(count=count))
     found: list[ResourceVersion] = []
     for hit in page.hits:
