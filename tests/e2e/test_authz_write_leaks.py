@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -530,3 +531,35 @@ def test_chains_and_has_still_find_what_the_token_may_read(
     assert ids("Patient?_has:Observation:patient:code=2345-7") >= {world.me}
     assert ids(f"Encounter?_has:Observation:encounter:code=8867-4&patient={world.me}") == {f"enc-me-{tag}"}
     assert ids(f"Observation?encounter:Encounter.patient.family=Mine{tag}") == {f"vitals-me-{tag}"}
+
+
+def exported_ids(http: httpx.Client, token: dict[str, str], **params: str) -> set[str]:
+    """A Patient-level export run to the end: the ids in its files."""
+    accepted = http.get("/Patient/$export", params=params, headers={**token, "Prefer": "respond-async"})
+    assert accepted.status_code == 202, accepted.text
+    status = accepted.headers["content-location"].split(str(http.base_url).rstrip("/"), 1)[1]
+    for _ in range(1200):  # a guard against a hang, not a timing assertion
+        reply = http.get(status, headers=token)
+        if reply.status_code != 202:
+            break
+        time.sleep(0.05)
+    assert reply.status_code == 200, reply.text
+    ids: set[str] = set()
+    for output in reply.json()["output"]:
+        path = output["url"].split(str(http.base_url).rstrip("/"), 1)[1]
+        ids |= {json.loads(line)["id"] for line in http.get(path, headers=token).text.splitlines()}
+    return ids
+
+
+@pytest.mark.parametrize("kind", ["patient", "user"])
+def test_an_export_type_filter_with_a_chain_does_not_reach_other_patients_facts(
+    http: httpx.Client, idp: AuthorizationServer, world: World, kind: str
+) -> None:
+    token = token_for(kind, world, idp)
+    chain = "Encounter?service-provider._has:Encounter:service-provider:patient.family={}"
+    answers = [
+        exported_ids(http, token, _type="Encounter", _typeFilter=chain.format(family))
+        for family in (world.their_family, "Nobody")
+    ]
+    assert answers == [set(), set()]
+    assert exported_ids(http, token, _type="Encounter") == {f"enc-me-{world.tag}"}

@@ -10,7 +10,6 @@ are checked one by one with the policy's ``admits_resource`` when it has one.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,7 +18,8 @@ import orjson
 from fhirflow.errors import BadRequest
 from fhirflow.model import FhirRequest
 from fhirflow.ports import AccessPolicy
-from fhirflow.query.ast import Chain, Criterion, Filter, Has, Query
+from fhirflow.query.ast import Query
+from fhirflow.query.limits import limit_hops
 from fhirflow.query.parser import parse
 from fhirflow.search_ports import AccessRule, Admission, Hit
 
@@ -43,32 +43,18 @@ def access_rules(policy: AccessPolicy, request: FhirRequest, types: Sequence[str
 
 def limit_chains(policy: AccessPolicy, request: FhirRequest, query: Query) -> Query:
     """``query`` with every chain and ``_has``, at every level, limited to the resources of its type
-    that the principal may search: the rule for that type goes into the AST node
-    (:attr:`~fhirflow.query.ast.Chain.access`) and each backend renders it, so a chain or reverse
-    chain answers from what the principal may read and never from other patients' facts.
-
-    A type the principal may not search at all is a 403, as searching it directly would be."""
+    that the principal may search (:mod:`fhirflow.query.limits`; each backend renders the rules), so
+    a chain or reverse chain answers from what the principal may read, never from other patients'
+    facts. A type the principal may not search at all is a 403, as searching it directly would be."""
     hook = getattr(policy, "search_constraint", None)
-    if hook is None or all(isinstance(criterion, Filter) for criterion in query.criteria):
+    if hook is None:
         return query
-    rules: dict[str, AccessRule | None] = {}
 
-    def rule(rtype: str) -> AccessRule | None:
-        if rtype not in rules:
-            constraint = hook(request, rtype)
-            rules[rtype] = None if constraint is None else _rule(rtype, constraint)
-        return rules[rtype]
+    def rule_for(rtype: str) -> AccessRule | None:
+        constraint = hook(request, rtype)
+        return None if constraint is None else _rule(rtype, constraint)
 
-    def limited(criterion: Criterion) -> Criterion:
-        if isinstance(criterion, Chain):
-            inner = limited(criterion.criterion)
-            return dataclasses.replace(criterion, criterion=inner, access=rule(criterion.target_type))
-        if isinstance(criterion, Has):
-            inner = limited(criterion.criterion)
-            return dataclasses.replace(criterion, criterion=inner, access=rule(criterion.source_type))
-        return criterion
-
-    return dataclasses.replace(query, criteria=tuple(limited(criterion) for criterion in query.criteria))
+    return limit_hops(query, rule_for)
 
 
 def reach(policy: AccessPolicy, request: FhirRequest, resource_type: str) -> str:
