@@ -266,10 +266,11 @@ def test_a_write_only_token_cannot_use_patch_to_read_another_patients_values(
     assert own.status_code == 200, own.text
 
 
+@pytest.mark.parametrize("kind", TOKEN_KINDS)
 def test_a_fhirpath_patch_and_a_bundle_patch_of_a_hidden_resource_reveal_nothing(
-    http: httpx.Client, idp: AuthorizationServer, world: World
+    http: httpx.Client, idp: AuthorizationServer, world: World, kind: str
 ) -> None:
-    token = token_for("patient", world, idp)
+    token = token_for(kind, world, idp)
     parameters = {
         "resourceType": "Parameters",
         "parameter": [
