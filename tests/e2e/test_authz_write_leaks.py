@@ -564,3 +564,33 @@ def test_an_export_type_filter_with_a_chain_does_not_reach_other_patients_facts(
     ]
     assert answers == [set(), set()]
     assert exported_ids(http, token, _type="Encounter") == {f"enc-me-{world.tag}"}
+
+
+@pytest.mark.parametrize("kind", TOKEN_KINDS)
+def test_list_membership_answers_only_from_lists_the_token_may_read(
+    http: httpx.Client, idp: AuthorizationServer, world: World, kind: str
+) -> None:
+    """``_list`` is a reverse chain from a List: another patient's List that holds my Observation
+    must not tell me so."""
+    tag = world.tag
+    for owner in (world.them, world.me):
+        listed = {
+            "resourceType": "List",
+            "id": f"list-{owner}",
+            "status": "current",
+            "mode": "working",
+            "subject": {"reference": f"Patient/{owner}"},
+            "entry": [{"item": {"reference": f"Observation/obs-me-{tag}"}}],
+        }
+        assert http.put(f"/List/list-{owner}", json=listed, headers=world.admin).status_code in (200, 201)
+    token = token_for(kind, world, idp)
+    for extra in ("", "&_summary=count"):
+        answers = [
+            http.get(f"/Observation?_list={list_id}{extra}", headers=token)
+            for list_id in (f"list-{world.them}", "list-nobody")
+        ]
+        assert shape(answers[0], f"list-{world.them}") == shape(answers[1], "list-nobody"), answers[0].text
+        assert f"obs-me-{tag}" not in answers[0].text
+    if kind != "granular":  # (no List scope)
+        own = http.get(f"/Observation?_list=list-{world.me}", headers=token)
+        assert [e["resource"]["id"] for e in own.json()["entry"]] == [f"obs-me-{tag}"]
