@@ -173,6 +173,12 @@ class AccessPolicy(Protocol):
         """Whether one version may appear in a history or other listing."""
         ...
 
+    def knows(self, request: FhirRequest, version: ResourceVersion) -> bool:
+        """Whether the principal may learn that this version exists at all: it may read it, or do to
+        it what the request does. A write aimed at a resource it may not know answers exactly as for
+        an id that does not exist (no value, no existence, no version)."""
+        ...
+
     def check_write(
         self,
         request: FhirRequest,
@@ -195,6 +201,9 @@ class AllowAll:
         return None
 
     def visible(self, request: FhirRequest, version: ResourceVersion) -> bool:
+        return True
+
+    def knows(self, request: FhirRequest, version: ResourceVersion) -> bool:
         return True
 
     def check_write(

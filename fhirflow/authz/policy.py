@@ -168,6 +168,18 @@ class SmartPolicy:
             return any(a.unrestricted for a in self.admissions(principal, permission, version.type))
         return self.admits(principal, permission, version.type, resource, request.base_url)
 
+    def knows(self, request: FhirRequest, version: ResourceVersion) -> bool:
+        """May read it, or may do to it what the request does (a write-only token knows what it may
+        write). A deletion has no body to place in a compartment: only unrestricted scopes know it."""
+        principal = principal_of(request)
+        permissions = ["r"]
+        if request.method in WRITE_PERMISSIONS:
+            permissions.append(WRITE_PERMISSIONS[request.method])
+        resource = resource_of(version)
+        if resource is None:
+            return any(a.unrestricted for p in permissions for a in self.admissions(principal, p, version.type))
+        return any(self.admits(principal, p, version.type, resource, request.base_url) for p in permissions)
+
     def check_write(
         self,
         request: FhirRequest,

@@ -142,6 +142,9 @@ class GroupPolicy:
             interaction = "history-system"
         return self.allowed(principal_of(request), interaction, version.type)
 
+    def knows(self, request: FhirRequest, version: ResourceVersion) -> bool:
+        return True  # authorize() checked the type; groups have no compartments
+
     def check_write(
         self,
         request: FhirRequest,

@@ -124,6 +124,20 @@ class RelationshipPolicy:
             return False  # a deletion cannot be placed in a patient's compartment
         return self._allowed(subject, VIEW, resource, request.base_url)
 
+    def knows(self, request: FhirRequest, version: ResourceVersion) -> bool:
+        if not self.inner.knows(request, version):
+            return False
+        subject = self._subject(request)
+        if subject is None:
+            return True
+        resource = resource_of(version)
+        if resource is None:
+            return False  # a deletion cannot be placed in a patient's compartment
+        relation = VIEW if request.method in ("GET", "HEAD") else EDIT
+        return self._allowed(subject, VIEW, resource, request.base_url) or self._allowed(
+            subject, relation, resource, request.base_url
+        )
+
     def check_write(
         self,
         request: FhirRequest,

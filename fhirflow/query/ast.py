@@ -12,10 +12,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from fhirflow.errors import Issue
 from fhirflow.searchparams.registry import SearchParam
+
+if TYPE_CHECKING:
+    from fhirflow.search_ports import AccessRule  # the search port's rule; search_ports imports this module
 
 Prefix = Literal["eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap"]
 PREFIXES: frozenset[str] = frozenset(("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap"))
@@ -174,6 +177,10 @@ class Chain:
     param: SearchParam
     target_type: str
     criterion: Criterion
+    access: AccessRule | None = None
+    """What the ``target_type`` resource must also satisfy: the searcher may read it (None: no
+    limit). Set by the search use case, never by the parser; backends render it like the top-level
+    access rules, so a chain never looks at a resource the searcher may not read."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +191,8 @@ class Has:
     source_type: str
     reference: SearchParam
     criterion: Criterion
+    access: AccessRule | None = None
+    """What the ``source_type`` resource must also satisfy (see :attr:`Chain.access`)."""
 
 
 Criterion = Filter | Chain | Has

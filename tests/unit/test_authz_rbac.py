@@ -152,9 +152,19 @@ def test_relationships_limit_a_practitioner_to_the_patients_it_may_view(tmp_path
     assert client.get("/Patient/pb", doctor).status == 404
     assert client.get("/Organization/o", doctor).status == 200  # in no patient's compartment
     edit = {"resourceType": "Patient", "id": "pa", "active": True}
-    assert client.request("PUT", "/Patient/pa", token=doctor, body=edit).status == 404  # view is not edit
+    # view is not edit: the new version is refused (403, the body alone decides, as for any id)
+    assert client.request("PUT", "/Patient/pa", token=doctor, body=edit).status == 403
     relationships.write("user:Practitioner/dr", "can_edit", "Patient/pa")
     assert client.request("PUT", "/Patient/pa", token=doctor, body=edit).status == 200
+    # Patients it may neither view nor edit are answered as ids that do not exist (issue 14).
+    patch = {"content-type": "application/json-patch+json"}
+    ops = [{"op": "test", "path": "/id", "value": "not-pb"}]  # a failing test op was a 422
+    hidden = client.request("PATCH", "/Patient/pb", token=doctor, body=ops, headers=patch)
+    missing = client.request("PATCH", "/Patient/nobody", token=doctor, body=ops, headers=patch)
+    assert (hidden.status, missing.status) == (404, 404)
+    assert client.request("DELETE", "/Patient/pb", token=doctor).status == 204
+    assert client.request("DELETE", "/Patient/nobody", token=doctor).status == 204
+    assert seeding.get("/Patient/pb", admin).status == 200  # nothing was deleted
     history = client.get("/Patient/_history", doctor)
     assert {e["resource"]["id"] for e in history.body["entry"]} == {"pa"}
     # a patient-context token is already confined to its patient: the relationship check does not apply

@@ -390,22 +390,43 @@ def test_the_capability_statement_claims_the_conditional_interactions(api: InPro
     assert {"url": CONDITIONAL_PATCH_EXTENSION, "valueBoolean": True} in patient_entry["extension"]
 
 
-def test_a_key_held_by_a_resource_the_client_may_not_see_is_412_not_a_duplicate(tmp_path: Path) -> None:
+def test_a_key_held_by_a_resource_the_client_may_not_see_does_not_tell_it_exists(tmp_path: Path) -> None:
+    """Conditional criteria are evaluated only over what the caller may read (issue 14): a key held by
+    a hidden resource neither blocks the caller's create nor answers differently from an unused one."""
     issuer = TestIssuer()
     client = smart_client(tmp_path, issuer)
     value = mrn()
-    headers = {"If-None-Exist": criteria(value)}
     full = issuer.token("system/Patient.cruds")
-    owner = client.request("POST", "/Patient", token=full, body=patient(value, gender="male"), headers=headers)
+    owner = client.request(
+        "POST", "/Patient", token=full, body=patient(value, gender="male"), headers={"If-None-Exist": criteria(value)}
+    )
     assert owner.status == 201
     females_only = issuer.token("system/Patient.cs?gender=female")
-    reply = client.request(
-        "POST", "/Patient", token=females_only, body=patient(value, gender="female"), headers=headers
+    replies = [
+        client.request(
+            "POST",
+            "/Patient",
+            token=females_only,
+            body=patient(v, gender="female"),
+            headers={"If-None-Exist": criteria(v)},
+        )
+        for v in (value, mrn())
+    ]
+    assert [reply.status for reply in replies] == [201, 201], replies[0].body
+    assert owner.body["id"] not in str(replies[0].body)  # nothing of the hidden resource is shown
+    again = client.request(
+        "POST",
+        "/Patient",
+        token=females_only,
+        body=patient(value, gender="female"),
+        headers={"If-None-Exist": criteria(value)},
     )
-    assert reply.status == 412, reply.body
-    assert owner.body["id"] not in str(reply.body)  # nothing of the hidden resource is shown
+    assert again.status == 200  # unique among what this client may see
+    assert again.body["id"] == replies[0].body["id"]
     everyone = client.get("/Patient", token=full, query={"identifier": f"{SYSTEM}|{value}"}).body
-    assert [e["resource"]["id"] for e in everyone.get("entry", [])] == [owner.body["id"]]
+    assert sorted(e["resource"]["id"] for e in everyone.get("entry", [])) == sorted(
+        [owner.body["id"], replies[0].body["id"]]
+    )
 
 
 def test_a_transactions_conditional_update_creates_and_its_full_url_resolves(api: InProcessClient) -> None:

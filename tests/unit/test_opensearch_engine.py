@@ -229,3 +229,44 @@ def test_the_settings_choose_the_opensearch_engine_without_connecting() -> None:
     assert service_for(settings) is not service_for(
         Settings(search_index="opensearch", opensearch_url="https://x:1", aws_region="eu-west-1")
     )
+
+
+class OnlyPatientOne:
+    """An access policy double: every type limited to the compartment of Patient p1 (as a
+    ``patient/*.rs`` token for p1 is), through the hook the search use case calls."""
+
+    def search_constraint(self, request: Any, resource_type: str | None, permission: str = "s") -> Any:
+        from fhirflow.authz.policy import AccessConstraint
+        from fhirflow.authz.policy import Admission as PolicyAdmission
+
+        return AccessConstraint((PolicyAdmission(("Patient", "p1")),))
+
+
+def test_chains_and_has_look_only_at_what_the_access_rules_admit(engine: OpenSearchSearchEngine) -> None:
+    """Issue 14: the search use case puts each hop's access rule into the AST (limit_chains) and
+    the compiler adds it to that hop's lookup, so other patients' facts decide nothing."""
+    from fhirflow_search.access import limit_chains
+
+    def limited(resource_type: str, text: str) -> list[str]:
+        q = limit_chains(OnlyPatientOne(), None, query(resource_type, text))  # type: ignore[arg-type]
+        return keys(engine.page(scope((resource_type,)), q, PageRequest(50)).hits)
+
+    # Unlimited, p2's facts decide: its name, its Observation, its Organization.
+    assert search(engine, "Observation", "subject:Patient.name=Peterson") == ["Observation/obs2"]
+    assert search(engine, "Organization", "_has:Patient:organization:name=Peterson") == ["Organization/o2"]
+    # Limited to p1's compartment, the hop to p2 finds nothing; p1's own facts still count.
+    assert limited("Observation", "subject:Patient.name=Peterson") == []
+    assert limited("Observation", "subject:Patient.name=Peter") == ["Observation/obs1", "Observation/obs3"]
+    assert limited("Organization", "_has:Patient:organization:name=Peterson") == []
+    assert limited("Organization", "_has:Patient:organization:name=Pet") == ["Organization/o1"]
+    nested = "_has:Patient:organization:_has:Observation:subject:code=http://loinc.org|8480-6"
+    assert limited("Organization", nested) == ["Organization/o1"]
+    plan = engine._compile(
+        scope(("Observation",)),
+        limit_chains(OnlyPatientOne(), None, query("Observation", "subject:Patient.name=x")),
+        page_size=1,
+        after=None,
+    )  # type: ignore[arg-type]
+    [lookup] = plan.lookups
+    assert lookup.parameter == "subject:Patient.name"
+    assert "Patient/p1" in orjson.dumps(lookup.body).decode()

@@ -322,14 +322,17 @@ class Compiler:
 
     def chain(self, chain: Chain) -> Clause:
         """``param.criterion``: references through ``param`` to the keys the lookup collects."""
-        name = self.lookup(chain.target_type, chain.criterion, collect="key")
+        name = self.lookup(chain.target_type, chain.criterion, collect="key", access=chain.access)
         return nested(
             REFERENCES, term(f"{REFERENCES}.p", chain.param.code), terms(f"{REFERENCES}.ref", {PLACEHOLDER: name})
         )
 
     def has(self, has: Has, types: tuple[str, ...]) -> Clause:
         """``_has:T:ref:criterion``: our keys among the ``ref`` references of matching ``T``."""
-        name = self.lookup(has.source_type, has.criterion, collect="reference", reference=has.reference.code, to=types)
+        reference = has.reference.code
+        name = self.lookup(
+            has.source_type, has.criterion, collect="reference", reference=reference, to=types, access=has.access
+        )
         return terms("key", {PLACEHOLDER: name})
 
     def lookup(
@@ -340,10 +343,16 @@ class Compiler:
         collect: Collect,
         reference: str | None = None,
         to: tuple[str, ...] = (),
+        access: AccessRule | None = None,
     ) -> str:
-        """Add the lookup for ``criterion`` on ``resource_type`` (after those it needs)."""
+        """Add the lookup for ``criterion`` on ``resource_type`` (after those it needs), limited by
+        ``access`` to the resources the searcher may see."""
         clause, _ = self.criterion(criterion, (resource_type,))  # scoring is irrelevant here
         filters = [*self.base_filters((resource_type,)), clause]
+        if access is not None:
+            parameter = self.current
+            filters.append(self.access((access,)))
+            self.current = parameter  # the lookup is named after the parameter, not the rule's criteria
         if reference is not None:  # only resources that reference the searched types that way
             targets = any_of(*(prefix(f"{REFERENCES}.ref", f"{t}/") for t in to))
             filters.append(nested(REFERENCES, term(f"{REFERENCES}.p", reference), targets))

@@ -101,7 +101,7 @@ def resolve(deps: Dependencies, request: FhirRequest, criteria: Criteria, *, cou
     """Search for ``criteria`` as this principal (``search-type`` on the type), then consult the
     uniqueness key when the search finds nothing (see the module docstring). Up to ``count``
     matches: two tell one from several."""
-    from fhirflow_search.access import access_rules
+    from fhirflow_search.access import access_rules, limit_chains, reach
 
     rtype = criteria.resource_type
     engine = _engine(deps)
@@ -117,7 +117,9 @@ def resolve(deps: Dependencies, request: FhirRequest, criteria: Criteria, *, cou
         types=(rtype,),
         access=access_rules(deps.policy, request, (rtype,)),
     )
-    key = criteria.key(request.tenant)
+    key = criteria.key(request.tenant, reach(deps.policy, request, rtype))
+    # Chains and _has in the criteria look only at what this principal may search (issue 14).
+    criteria = dataclasses.replace(criteria, query=limit_chains(deps.policy, request, criteria.query))
     page = engine.page(scope, criteria.query, PageRequest(count=count))
     found: list[ResourceVersion] = []
     for hit in page.hits:
@@ -132,15 +134,11 @@ def resolve(deps: Dependencies, request: FhirRequest, criteria: Criteria, *, cou
     head = deps.store.current(request.tenant, rtype, owner)
     if head is None or head.deleted or head.body is None or not _still_matches(deps, scope, criteria, head):
         return Resolution(criteria, key, (), stale_owner=owner)
-    resource = jsonio.loads(head.body)
     admits = getattr(deps.policy, "admits_resource", None)
-    if admits is not None and not admits(request, resource, "s"):
-        # The key is rightly held by a resource this principal may not search: creating another
-        # would break the uniqueness every other client relies on.
-        raise PreconditionFailed(
-            f"The criteria '{criteria.text}' match a {rtype} this client may not see; nothing was written",
-            expression=rtype,
-        )
+    if admits is not None and not admits(request, jsonio.loads(head.body), "s"):
+        # Moved out of this principal's reach since it took the key: to this principal it is not
+        # there (criteria are evaluated only over what it may read), so a create replaces the key.
+        return Resolution(criteria, key, (), stale_owner=owner)
     return Resolution(criteria, key, (head,))
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from fhirflow import bodies, jsonio, versioning
 from fhirflow.errors import (
     BadRequest,
+    FhirError,
     InvalidResource,
     MethodNotAllowed,
     NotFound,
@@ -53,6 +54,29 @@ def authorized_type(deps: Dependencies, request: FhirRequest, interaction: str) 
     rtype = known_type(request)
     deps.policy.authorize(request, interaction, rtype)
     return rtype
+
+
+def within_reach(deps: Dependencies, request: FhirRequest, head: ResourceVersion | None) -> ResourceVersion | None:
+    """``head`` as the caller may know it: None when there is no resource, or when the caller may
+    neither read it nor do to it what the request does (the policy's ``knows``); a write then answers
+    exactly as for an id that does not exist. A deletion is judged by the version it deleted, so a
+    caller may recreate what was its own, and learns nothing of what was someone else's."""
+    if head is None:
+        return None
+    judged = head
+    if head.deleted and head.version > 1:
+        judged = deps.store.version(request.tenant, head.type, head.id, head.version - 1) or head
+    return head if deps.policy.knows(request, judged) else None
+
+
+def unknown_to_caller(deps: Dependencies, request: FhirRequest, head: ResourceVersion) -> FhirError:
+    """What a read of ``head`` answers this caller, who may not know it: the policy's denial, word for
+    word what a missing resource gets (404; 403 where the deployment prefers it for reads)."""
+    try:
+        deps.policy.check_read(request, head)
+    except FhirError as denial:
+        return denial
+    return NotFound(f"{head.type}/{head.id} is not known")
 
 
 def check_id(value: str) -> str:
@@ -172,8 +196,15 @@ def write(
     """Optimistic write with If-Match semantics and retries for unguarded writes. A ``claim`` that
     does not hold is not retried here: ClaimTaken goes to the conditional use case, which looks again."""
     wanted = if_match(request)
+    if resource is not None:
+        # The new version first: whether the caller may write it depends on the body alone, so
+        # this answer is the same whatever is (or is not) stored under the id.
+        deps.policy.check_write(request, rtype, id_, resource, None)
     for _ in range(MAX_RETRIES):
-        head = None if must_not_exist else deps.store.current(request.tenant, rtype, id_)
+        stored = None if must_not_exist else deps.store.current(request.tenant, rtype, id_)
+        # A resource the caller may not know is answered as none: If-Match, DELETE and
+        # update-as-create say nothing of its existence or version (issue 14, defect 6).
+        head = within_reach(deps, request, stored)
         if wanted is not None and (head is None or head.version != wanted):
             current = "none" if head is None else versioning.etag(head.version)
             raise PreconditionFailed(
@@ -183,6 +214,10 @@ def write(
             return WriteResult(head, None, created=False) if head else _nothing_to_delete(request, rtype, id_)
         if head is None and method == "PUT" and not deps.settings.update_create:
             raise MethodNotAllowed(f"{rtype}/{id_} does not exist and this server does not allow update-as-create")
+        if head is None and stored is not None:
+            # Update as create of an id that a hidden resource holds: it cannot be created, and
+            # the caller gets what a read of that id gets (the one answer a client-chosen id implies).
+            raise unknown_to_caller(deps, request, stored)
         deps.policy.check_write(request, rtype, id_, resource, head)
         try:
             expected = head.version if head else None
@@ -276,9 +311,12 @@ def patch(deps: Dependencies, request: FhirRequest) -> FhirResponse:
     if document is None:
         raise BadRequest("PATCH needs a patch document in the body")
     for _ in range(MAX_RETRIES):
-        head = deps.store.current(request.tenant, rtype, id_)
+        head = within_reach(deps, request, deps.store.current(request.tenant, rtype, id_))
         if head is None or head.deleted or head.body is None:
-            return _patch_missing(request, rtype, id_, head)
+            return _patch_missing(deps, request, rtype, id_)
+        # The target first (its compartment, the scopes): a patch must not be applied, tested or
+        # validated against a resource the caller may not change, or its answers tell the values.
+        deps.policy.check_write(request, rtype, id_, None, head)
         current = jsonio.loads(head.body)
         patched = apply(current, document)
         _check_patched_identity(patched, rtype, id_)
@@ -304,9 +342,13 @@ def patch(deps: Dependencies, request: FhirRequest) -> FhirResponse:
     )
 
 
-def _patch_missing(request: FhirRequest, rtype: str, id_: str, head: ResourceVersion | None) -> FhirResponse:
+def _patch_missing(deps: Dependencies, request: FhirRequest, rtype: str, id_: str) -> FhirResponse:
+    """404 for an id that is not there or outside the caller's reach, 410 for a deletion it may know."""
     from fhirflow.errors import Gone
 
+    head = deps.store.current(request.tenant, rtype, id_)
+    if head is not None and within_reach(deps, request, head) is None:
+        raise unknown_to_caller(deps, request, head)
     if head is not None and head.deleted:
         raise Gone(f"{rtype}/{id_} was deleted", headers=versioning.version_headers(head))
     raise NotFound(f"{rtype}/{id_} is not known")

@@ -84,6 +84,15 @@ def access_rules(job: ExportJob, types: Sequence[str]) -> tuple[AccessRule, ...]
     return tuple(rules)
 
 
+def hop_rule(job: ExportJob, resource_type: str) -> AccessRule | None:
+    """The rule for a type that a ``_typeFilter`` chain or ``_has`` looks at (None: unconstrained);
+    the kick-off kept every constrained one (:func:`fhirflow.query.limits.limit_hops` applies them)."""
+    if job.access is None or all(access.resource_type != resource_type for access in job.access):
+        return None
+    rules = access_rules(job, (resource_type,)) or ()
+    return rules[0] if rules else None
+
+
 def _admission(rtype: str, alternative: Any) -> Admission | None:
     compartment = (
         (str(alternative.compartment[0]), str(alternative.compartment[1])) if alternative.compartment else None

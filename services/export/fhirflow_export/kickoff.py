@@ -10,6 +10,7 @@ answer is ``202 Accepted`` with the status URL in ``Content-Location``. No resou
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlencode
@@ -20,13 +21,13 @@ from fhirflow.model import FhirRequest, FhirResponse
 from fhirflow.runtime import Dependencies
 from fhirflow.searchparams.registry import default_registry
 from fhirflow_export.access import readable_types
-from fhirflow_export.params import kickoff_pairs, parse_parameters, patient_compartment_types
+from fhirflow_export.params import kickoff_pairs, parse_parameters, patient_compartment_types, query_pairs
 
 if TYPE_CHECKING:
     from fhirflow.job_ports import ExportJobStore, JobQueue
     from fhirflow.ports import BlobStore
     from fhirflow.search_ports import SearchEngine
-    from fhirflow_contracts import ExportIssue, ExportOwner
+    from fhirflow_contracts import ExportIssue, ExportOwner, TypeAccess
 
 Level = Literal["system", "patient", "group"]
 LEVELS: dict[str, Level] = {"export": "system", "export-patient": "patient", "export-group": "group"}
@@ -85,6 +86,7 @@ def kick_off(deps: Dependencies, parts: ExportParts, request: FhirRequest, level
     else:
         candidates = list(patient_compartment_types(registry))
     types, access = readable_types(deps.policy, request, candidates, explicit=params.types is not None)
+    access = _with_hop_access(deps, request, params.type_filters, types, access)
     now = deps.clock.now_ms()
     job_id = uuid.uuid4().hex
     job = ExportJob(
@@ -124,6 +126,30 @@ def kick_off(deps: Dependencies, parts: ExportParts, request: FhirRequest, level
         "issue": [{"severity": "information", "code": "informational", "diagnostics": f"Accepted; poll {location}"}],
     }
     return FhirResponse(status=202, resource=outcome, headers={"Content-Location": location})
+
+
+def _with_hop_access(
+    deps: Dependencies,
+    request: FhirRequest,
+    type_filters: Sequence[tuple[str, Sequence[tuple[str, str]]]],
+    types: list[str],
+    access: list[TypeAccess] | None,
+) -> list[TypeAccess] | None:
+    """``access`` and the constraints of the types the ``_typeFilter`` chains and ``_has`` look at,
+    kept in the job so the worker limits each hop to what the token may read (issue 14). A hop
+    type the token may not read at all is a 403, as exporting it would be."""
+    from fhirflow.query.limits import hop_types
+    from fhirflow.query.parser import parse
+
+    hops: set[str] = set()
+    for rtype, pairs in type_filters:
+        if rtype in types:
+            hops |= hop_types(parse(rtype, query_pairs(pairs), strict=False))
+    hops -= {a.resource_type for a in access or ()}
+    if not hops:
+        return access
+    _, hop_access = readable_types(deps.policy, request, sorted(hops), explicit=True)
+    return [*(access or ()), *(hop_access or ())] or access
 
 
 def _check_target(request: FhirRequest, level: Level) -> None:

@@ -35,10 +35,11 @@ from typing import TYPE_CHECKING, Any
 from fhirflow import jsonio
 from fhirflow.errors import FhirError
 from fhirflow.query.ast import Query
+from fhirflow.query.limits import limit_hops
 from fhirflow.query.parser import parse
 from fhirflow.search_ports import Hit, PageRequest, SearchEngine, SearchScope
 from fhirflow.timefmt import instant
-from fhirflow_export.access import access_rules
+from fhirflow_export.access import access_rules, hop_rule
 from fhirflow_export.params import query_pairs
 from fhirflow_export.status import NDJSON, file_key
 
@@ -259,6 +260,8 @@ class ExportWorker:
         else:
             query = parse(None, [("_type", ",".join(segment.types)), *pairs], strict=False)
         criteria = tuple(c for c in query.criteria if self.engine.unsupported(c) is None)
+        # Chains and _has in _typeFilter look only at what the token could read (issue 14).
+        criteria = limit_hops(dataclasses.replace(query, criteria=criteria), lambda t: hop_rule(job, t)).criteria
         return dataclasses.replace(
             query,
             criteria=criteria,

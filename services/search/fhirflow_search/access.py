@@ -13,9 +13,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
+
 from fhirflow.errors import BadRequest
 from fhirflow.model import FhirRequest
 from fhirflow.ports import AccessPolicy
+from fhirflow.query.ast import Query
+from fhirflow.query.limits import limit_hops
 from fhirflow.query.parser import parse
 from fhirflow.search_ports import AccessRule, Admission, Hit
 
@@ -35,6 +39,38 @@ def access_rules(policy: AccessPolicy, request: FhirRequest, types: Sequence[str
         constrained = True
         rules.append(_rule(rtype, constraint))
     return tuple(rules) if constrained else None
+
+
+def limit_chains(policy: AccessPolicy, request: FhirRequest, query: Query) -> Query:
+    """``query`` with every chain and ``_has``, at every level, limited to the resources of its type
+    that the principal may search (:mod:`fhirflow.query.limits`; each backend renders the rules), so
+    a chain or reverse chain answers from what the principal may read, never from other patients'
+    facts. A type the principal may not search at all is a 403, as searching it directly would be."""
+    hook = getattr(policy, "search_constraint", None)
+    if hook is None:
+        return query
+
+    def rule_for(rtype: str) -> AccessRule | None:
+        constraint = hook(request, rtype)
+        return None if constraint is None else _rule(rtype, constraint)
+
+    return limit_hops(query, rule_for)
+
+
+def reach(policy: AccessPolicy, request: FhirRequest, resource_type: str) -> str:
+    """A stable name for what the principal may search of ``resource_type``: "" when it may search
+    all of it, else its constraint (compartments, granular parameters, patients) in a canonical form.
+    Conditional interactions key their uniqueness claims by it (:meth:`fhirflow.conditional.Criteria.key`)."""
+    hook = getattr(policy, "search_constraint", None)
+    constraint = hook(request, resource_type) if hook is not None else None
+    if constraint is None:
+        return ""
+    alternatives = sorted(
+        [list(alternative.compartment or ()), sorted([name, value] for name, value in alternative.filters)]
+        for alternative in constraint.alternatives
+    )
+    patients = getattr(constraint, "patients", None)
+    return orjson.dumps([alternatives, sorted(patients) if patients is not None else None]).decode()
 
 
 def _rule(rtype: str | None, constraint: Any) -> AccessRule:

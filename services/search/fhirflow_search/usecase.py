@@ -30,7 +30,7 @@ from fhirflow.runtime import Dependencies
 from fhirflow.search_ports import Hit, Page, PageRequest, SearchEngine, SearchScope
 from fhirflow.searchparams.registry import Registry, default_registry
 from fhirflow_search import paging
-from fhirflow_search.access import access_rules, admitted_includes
+from fhirflow_search.access import access_rules, admitted_includes, limit_chains
 from fhirflow_search.bundle import Links, SearchResult, searchset
 from fhirflow_search.settings import SearchSettings
 from fhirflow_search.target import SearchTarget, search_params, search_target
@@ -127,6 +127,10 @@ class SearchService:
             query.count = count
             if expanded is not None:
                 expanded.count = count
+        # Chains and _has look at other resources: only at those this principal may search.
+        limited = limit_chains(deps.policy, request, expanded or query)
+        if limited is not (expanded or query):
+            expanded = limited
         types = (target.resource_type,) if target.resource_type else query.types
         scope = SearchScope(
             tenant=request.tenant,

@@ -56,6 +56,7 @@ from fhirflow.query.ast import (
     TokenQuery,
     UriQuery,
 )
+from fhirflow.search_ports import AccessRule
 from fhirflow.searchparams.registry import Registry, SearchParam
 
 TABLES = {
@@ -225,6 +226,7 @@ def chain_join(ctx: Context, chain: Chain, s: str, types: tuple[str, ...]) -> tu
                 hop.target_type,
             )
         )
+        where.append(hop_access(ctx, hop.access, t))
         inner = hop.criterion
         if not isinstance(inner, Chain):
             where.append(nested_condition(ctx, inner, t, hop.target_type))
@@ -276,6 +278,7 @@ def has_references(ctx: Context, has: Has, s: str, types: tuple[str, ...]) -> Sq
     while True:
         x = ctx.alias("x")
         joins.append(Sql(f" JOIN search_resource {x} ON {x}.rid = {ref}.rid"))
+        where.append(hop_access(ctx, level.access, x))
         inner = level.criterion
         if not isinstance(inner, Has):
             where.append(nested_condition(ctx, inner, x, level.source_type))
@@ -297,6 +300,15 @@ def has_references(ctx: Context, has: Has, s: str, types: tuple[str, ...]) -> Sq
         joins.append(on.wrap(f" JOIN search_reference {ref} ON "))
         level = inner
     return Sql(f"FROM search_reference {s}") + join("", joins) + all_of(where).wrap(" WHERE ")
+
+
+def hop_access(ctx: Context, rule: AccessRule | None, alias: str) -> Sql:
+    """A chain's or ``_has``'s resource ``alias`` must be one the searcher may see (its access rule)."""
+    if rule is None:
+        return TRUE
+    from fhirflow.adapters.sqlite.search.compiler import access_condition  # the compiler builds on this module
+
+    return access_condition(ctx, (rule,), alias)
 
 
 def has_condition(ctx: Context, has: Has, alias: str, types: tuple[str, ...]) -> Sql:
