@@ -73,6 +73,7 @@ from fhirflow.query.ast import (
     UriQuery,
 )
 from fhirflow.search_ports import AccessRule, Admission
+from fhirflow.searchparams.content import query_words
 
 # What a page (and an include) returns of each document
 SOURCE_FIELDS = ["type", "id", "version", "lastUpdated", "resource"]
@@ -302,21 +303,24 @@ class Compiler:
         raise not_supported(f"'{name}': this kind of value is not supported", name)
 
     def text(self, criterion: Filter) -> Clause:
-        """``_text`` (narrative) and ``_content`` (whole resource): full-text, scored; every
-        word must occur (``:exact``: as a phrase)."""
+        """``_text`` (narrative) and ``_content`` (narrative and the resource's words), as
+        ``searchparams/content.py`` defines them for both backends: every word of a value starts
+        a word of the text (``prefix`` on the analysed field's terms; ``:exact``: is one, ``term``),
+        commas are alternatives. The words are folded in Python as the field's analyzer folds
+        the text, because ``prefix`` and ``term`` queries are not analysed."""
         field = TEXT_FIELDS[criterion.param.code]
         if criterion.modifier == "missing":
             [missing] = criterion.values
             assert isinstance(missing, MissingQuery)
             return none_of(exists(field)) if missing.missing else exists(field)
+        word = term if criterion.modifier == "exact" else prefix
         clauses: list[Clause] = []
         for value in criterion.values:
             assert isinstance(value, StringQuery)
-            if criterion.modifier == "exact":
-                clauses.append({"match_phrase": {field: value.text}})
-            else:
-                clauses.append({"match": {field: {"query": value.text, "operator": "and"}}})
-        return any_of(*clauses)
+            words = query_words(value.text)
+            if words:
+                clauses.append(all_of(*(word(field, w) for w in words)))
+        return any_of(*clauses) if clauses else MATCH_NONE
 
     # -- chains and reverse chains (two-phase, see plan.py) -------------------------------------
 
