@@ -11,11 +11,14 @@ from decimal import Decimal
 
 import pytest
 
+from fhirflow.adapters.opensearch.clauses import date_clause as os_date
+from fhirflow.adapters.opensearch.clauses import number_clause as os_number
 from fhirflow.adapters.sqlite.search.conditions import date_condition as sql_date
 from fhirflow.adapters.sqlite.search.conditions import number_query_condition as sql_number
 from fhirflow.query.ast import PREFIXES, DateQuery, NumberQuery
 from fhirflow.query.prefixes import DAY_MS, date_condition, holds, number_condition
 from fhirflow.query.values import parse_date, parse_number
+from tests.support.opensearch_fake import Scope, matches
 
 NOW = 1_718_000_000_000  # 2024-06-10T06:13:20Z
 PREFIX_ORDER = sorted(PREFIXES)
@@ -168,3 +171,26 @@ def test_sqlite_renders_the_date_prefixes(query: str) -> None:
     for low, high in DATE_RANGES:
         expected = holds(date_condition(value, NOW), low, high)
         assert sqlite_holds(rendered.text, rendered.params, low, high) is expected, (low, high)
+
+
+def opensearch_holds(clause: dict[str, object], path: str, fields: dict[str, object]) -> bool:
+    document = {path: [{"p": "x", **fields}]}
+    return matches({"nested": {"path": path, "query": clause}}, Scope(document))
+
+
+@pytest.mark.parametrize("query", NUMBER_QUERIES)
+def test_opensearch_renders_the_number_prefixes(query: str) -> None:
+    value = number(query)
+    clause = os_number(value, "numbers")
+    for low, high in NUMBER_RANGES:
+        expected = holds(number_condition(value), low, high)
+        assert opensearch_holds(clause, "numbers", {"low": float(low), "high": float(high)}) is expected, (low, high)
+
+
+@pytest.mark.parametrize("query", DATE_QUERIES)
+def test_opensearch_renders_the_date_prefixes(query: str) -> None:
+    value = date(query)
+    clause = os_date(value, "dates", NOW)
+    for low, high in DATE_RANGES:
+        expected = holds(date_condition(value, NOW), low, high)
+        assert opensearch_holds(clause, "dates", {"start": low, "end": high}) is expected, (low, high)
