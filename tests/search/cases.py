@@ -212,6 +212,8 @@ CASES: list[Case] = [
         ("token-boolean-and-string", "active=true&family=levin", ("Patient/glossy", "Patient/xcda")),
     ),
     Case("token-text", "Observation", "code:text=fasting", (OBS_LT, OBS_UNIT)),
+    # :text matches a word of the display anywhere, not only its first
+    Case("token-text-inner-word", "Observation", FF_SUBJECT + "code:text=glucose", (OBS_LT, OBS_UNIT)),
     # -- token terminology modifiers, from fixtures.terminology(): ff-codes is ff-sugar >
     #    (ff-glucose, ff-fructose); the sugars value set lists ff-glucose (the ff-obs-* code);
     #    the heart value set is an expansion holding LOINC 8867-4 (Observation/heart-rate only)
@@ -376,6 +378,8 @@ CASES: list[Case] = [
             ("Questionnaire/3141", "Questionnaire/bb", "Questionnaire/f201", "Questionnaire/gcs"),
         ),
         ("uri-above", "url:above=http://hl7.org/fhir/Questionnaire/3141/_history/2", ("Questionnaire/3141",)),
+        # :above is by path: .../3141 is not above .../31415
+        ("uri-above-not-a-path-prefix", "url:above=http://hl7.org/fhir/Questionnaire/31415", ()),
         ("uri-missing", "url:missing=true", ("Questionnaire/phq-9-questionnaire", "Questionnaire/qs1")),
     ),
     # -- composite (search.html#composite) -----------------------------------------------------

@@ -28,6 +28,7 @@ from fhirflow.query.ast import (
     TokenQuery,
     UriQuery,
 )
+from fhirflow.query.uris import uri_ancestors
 
 Clause = dict[str, Any]
 
@@ -95,6 +96,16 @@ def string_clause(value: StringQuery, modifier: str | None, at: str) -> Clause:
     if modifier == "contains":
         return {"wildcard": {f"{at}.norm": {"value": f"*{escape_wildcard(value.normalized)}*"}}}
     return prefix(f"{at}.norm", value.normalized)
+
+
+def token_text_clause(value: StringQuery, at: str) -> Clause:
+    """Token ``:text`` (search.html#token): a word of the coding's display or the concept's text
+    starts with the value, on the normalised text, as on SQLite (``token_text_condition``):
+    the text starts with it, or holds it right after a space."""
+    if not value.normalized:
+        return exists(f"{at}.text")
+    inner = {"wildcard": {f"{at}.text": {"value": f"* {escape_wildcard(value.normalized)}*"}}}
+    return any_of(prefix(f"{at}.text", value.normalized), inner)
 
 
 def token_clause(value: TokenQuery, at: str) -> Clause:
@@ -179,19 +190,6 @@ def reference_clause(value: ReferenceQuery, at: str, base_url: str | None) -> Cl
     if value.version is not None:
         clauses.append(term(f"{at}.version", value.version))
     return all_of(*clauses)
-
-
-def uri_ancestors(uri: str) -> list[str]:
-    """``uri`` and every ancestor path of it (with and without the trailing ``/``), for
-    ``:above``: ``http://a.org/fhir/ValueSet/1`` is below ``http://a.org/fhir``."""
-    start = uri.find("://")
-    start = start + 3 if start >= 0 else 0
-    out: list[str] = []
-    for index, ch in enumerate(uri):
-        if ch == "/" and index > start:
-            out.extend((uri[:index], uri[: index + 1]))
-    out.append(uri)
-    return list(dict.fromkeys(out))
 
 
 def uri_clause(value: UriQuery, modifier: str | None, at: str) -> Clause:

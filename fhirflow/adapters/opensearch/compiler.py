@@ -37,6 +37,7 @@ from fhirflow.adapters.opensearch.clauses import (
     term,
     terms,
     token_clause,
+    token_text_clause,
     uri_clause,
 )
 from fhirflow.adapters.opensearch.mappings import MAX_COMPONENTS, PATHS
@@ -273,8 +274,8 @@ class Compiler:
     ) -> Clause:
         """The clause for one OR-ed value, on the fields under ``at``."""
         if isinstance(value, StringQuery):
-            if ptype == "token":  # :text (search.html#token): the display text, like a string
-                return prefix(f"{at}.text", value.normalized)
+            if ptype == "token":  # :text (search.html#token): a word of the display text
+                return token_text_clause(value, at)
             return string_clause(value, modifier, at)
         if isinstance(value, TokenQuery):
             return identifier_clause(value, at) if ptype == "reference" else token_clause(value, at)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from decimal import Decimal
 
-from fhirflow.adapters.sqlite.search.sql import PREFIX_END, TRUE, Sql, all_of, any_of, like_escape, sql
+from fhirflow.adapters.sqlite.search.sql import PREFIX_END, TRUE, Sql, all_of, any_of, in_list, like_escape, sql
 from fhirflow.errors import BadRequest
 from fhirflow.query import prefixes
 from fhirflow.query.ast import (
@@ -23,6 +23,7 @@ from fhirflow.query.ast import (
     TokenQuery,
     UriQuery,
 )
+from fhirflow.query.uris import uri_ancestors
 from fhirflow.searchparams.values import normalize_string
 
 _KM_PER_DEGREE_LAT = 110.574
@@ -112,11 +113,11 @@ def token_text_condition(a: str, value: StringQuery) -> Sql:
 
 def uri_condition(a: str, value: UriQuery, modifier: str | None) -> Sql:
     """search.html#uri: equality; ``:below`` — the stored uri starts with the value; ``:above`` —
-    the value starts with the stored uri."""
+    the stored uri is the value or an ancestor path of it (:mod:`fhirflow.query.uris`)."""
     if modifier == "below":
         return prefix_condition(f"{a}.value", value.value)
     if modifier == "above":
-        return sql(f"substr(?, 1, length({a}.value)) = {a}.value", value.value)
+        return in_list(f"{a}.value", uri_ancestors(value.value))
     return sql(f"{a}.value = ?", value.value)
 
 
