@@ -2,8 +2,8 @@
 expected ids as on SQLite (``test_conformance.check_case``): the fixture is indexed through
 ``OpenSearchSearchIndex`` (the real document builder, ``documents.py``) into the fake OpenSearch
 (``tests/support/opensearch_fake.py``, which evaluates the query DSL with the index mapping's
-semantics), and each row goes through the search service on ``OpenSearchSearchEngine``, every
-page walked by its ``next`` link.
+semantics), and each row goes through the search service on ``OpenSearchSearchEngine``
+(``conftest.opensearch_app``), every page walked by its ``next`` link.
 
 The rows this backend does not support are :data:`tests.search.cases.OPENSEARCH_UNSUPPORTED`, each
 with its reason; for those the backend must say so (a strict search answers 400 not-supported
@@ -12,42 +12,11 @@ naming the parameter), so a mark cannot outlive the limitation.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from fhirflow.adapters.opensearch.engine import OpenSearchSearchEngine
-from fhirflow.adapters.opensearch.search import OpenSearchSearchIndex
-from fhirflow.adapters.sqlite.database import SqliteDatabase
-from fhirflow.adapters.sqlite.store import SqliteResourceStore
-from fhirflow.cursor import CursorSigner
 from fhirflow.http import Application
-from fhirflow.runtime import Dependencies
-from fhirflow.settings import Settings
-from fhirflow_search.app import build_app
-from fhirflow_search.settings import SearchSettings
-from fhirflow_search.usecase import SearchService
-from tests.search import fixtures
 from tests.search.cases import CASES, OPENSEARCH_UNSUPPORTED, Case
-from tests.search.conftest import NOW_MS, FixedClock
 from tests.search.test_conformance import check_case, send
-from tests.support.opensearch_fake import FakeOpenSearch
-
-
-@pytest.fixture(scope="session")
-def opensearch_app(search_db: SqliteDatabase, tmp_path_factory: pytest.TempPathFactory) -> Application:
-    fake = FakeOpenSearch()
-    index = OpenSearchSearchIndex(client=fake, create_missing=True)
-    index.ensure_index()
-    assert fixtures.load_opensearch(index) == len(fake.docs)
-    engine = OpenSearchSearchEngine(index, clock=lambda: NOW_MS)
-    deps = Dependencies(
-        settings=Settings(data_dir=Path(tmp_path_factory.mktemp("opensearch-settings"))),
-        store=SqliteResourceStore(search_db),
-        cursors=CursorSigner(b"k"),
-    )
-    deps.clock = FixedClock()
-    return build_app(deps, SearchService(engine, SearchSettings()))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
