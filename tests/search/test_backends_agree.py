@@ -3,7 +3,7 @@ SQLite and on OpenSearch (over the fake, ``test_conformance_opensearch.py``). Th
 drawn from the value-bearing parameters of the fixture's data (numbers, dates, quantities,
 strings, tokens, uris, full text) with every prefix and the common modifiers, so a rule written
 differently for the two backends shows up as a counterexample, not only where a table row
-happens to look."""
+happens to look. ``AGREE_EXAMPLES`` sets how many searches are drawn (default 200)."""
 
 from __future__ import annotations
 
@@ -146,6 +146,11 @@ PARTS: dict[str, list[tuple[str, st.SearchStrategy[str]]]] = {
         ("status", CODES),
         ("subject", st.sampled_from(["Patient/ff-comma", "ff-comma", "Patient/example", "example"])),
         ("_content", WORDS),
+        ("value-quantity:missing", st.sampled_from(["true", "false"])),
+        ("subject:Patient.name", WORDS),
+        ("subject:Patient.birthdate", date_value()),
+        ("encounter.date", date_value()),
+        ("combo-code-value-quantity", st.builds(lambda c, v: f"{c}${v}", CODES, number_value())),
     ],
     "Patient": [
         ("birthdate", date_value()),
@@ -160,6 +165,11 @@ PARTS: dict[str, list[tuple[str, st.SearchStrategy[str]]]] = {
         ("_content", WORDS),
         ("_content:exact", WORDS),
         ("_lastUpdated", date_value()),
+        ("birthdate:missing", st.sampled_from(["true", "false"])),
+        ("_has:Observation:patient:code", CODES),
+        ("_has:Encounter:subject:date", date_value()),
+        ("organization.name", WORDS),
+        ("general-practitioner:missing", st.sampled_from(["true", "false"])),
     ],
     "Encounter": [("date", date_value()), ("subject", st.sampled_from(["Patient/ff-comma", "Patient/example"]))],
     "Questionnaire": [("url", URIS), ("url:above", URIS), ("url:below", URIS)],
@@ -178,16 +188,35 @@ def searches(draw: st.DrawFn) -> tuple[str, str]:
     return resource_type, query + "&_count=100"
 
 
-def answer(app: Application, resource_type: str, query: str) -> tuple[int, list[str]]:
+SORTS = {
+    "RiskAssessment": ["probability", "-probability", "date", "_id"],
+    "Observation": ["date", "-date", "value-quantity", "-value-quantity", "code", "status", "-_lastUpdated"],
+    "Patient": ["birthdate", "-birthdate", "family", "-name", "gender", "_lastUpdated", "-_id", "address-city"],
+    "Encounter": ["date", "-date", "status", "subject"],
+    "Questionnaire": ["url", "-url", "name"],
+}
+
+
+@st.composite
+def sorted_searches(draw: st.DrawFn) -> tuple[str, str]:
+    """A search (:func:`searches`) with one to three ``_sort`` keys, paged a few at a time."""
+    resource_type, query = draw(searches())
+    keys = draw(st.lists(st.sampled_from(SORTS[resource_type]), min_size=1, max_size=3, unique=True))
+    page = draw(st.sampled_from([3, 100]))
+    return resource_type, query.replace("&_count=100", f"&_sort={','.join(keys)}&_count={page}")
+
+
+def answer(app: Application, resource_type: str, query: str, *, ordered: bool = False) -> tuple[int, list[str]]:
     reply = get(app, f"/{resource_type}?{query}", headers={"prefer": "handling=strict"})
     if reply.status != 200:
         return reply.status, []
     _, resources, _ = walk(app, reply, {"prefer": "handling=strict"})
-    return 200, sorted(f"{r['resourceType']}/{r['id']}" for r in resources)
+    found = [f"{r['resourceType']}/{r['id']}" for r in resources]
+    return 200, found if ordered else sorted(found)
 
 
 @settings(
-    max_examples=int(os.environ.get("AGREE_EXAMPLES", "300")),
+    max_examples=int(os.environ.get("AGREE_EXAMPLES", "200")),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
@@ -198,6 +227,23 @@ def test_both_backends_find_the_same_resources(
     resource_type, query = search
     on_sqlite = answer(search_app, resource_type, query)
     on_opensearch = answer(opensearch_app, resource_type, query)
+    assert on_sqlite == on_opensearch, f"/{resource_type}?{query}"
+
+
+@settings(
+    max_examples=int(os.environ.get("AGREE_EXAMPLES", "200")) // 4,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(search=sorted_searches())
+def test_both_backends_sort_and_page_alike(
+    search_app: Application, opensearch_app: Application, search: tuple[str, str]
+) -> None:
+    """``_sort`` (search.html#sort) in the same order, across pages of 3 or 100 (fewer examples:
+    the fake scans every document for each page)."""
+    resource_type, query = search
+    on_sqlite = answer(search_app, resource_type, query, ordered=True)
+    on_opensearch = answer(opensearch_app, resource_type, query, ordered=True)
     assert on_sqlite == on_opensearch, f"/{resource_type}?{query}"
 
 
