@@ -17,7 +17,8 @@ the written number v for numbers (``100`` is [99.5, 100.5)).
      dates (search range [ql, qh])               numbers and quantities (v, [ql, qh))
 ==== ========================================== =========================================
 eq   ql <= lo and hi <= qh: the search range     ql <= lo and hi < qh: the precision range
-     contains the value's                        contains the value
+     contains the value's (lo <= qh as well,     contains the value
+     implied, bounds an index scan on lo)
 ne   lo < ql or hi > qh (not eq)                 lo < ql or hi >= qh (not eq)
 gt   hi > qh: part of the value lies above       hi > v
 lt   lo < ql                                     lo < v
@@ -110,8 +111,8 @@ def date_condition(value: DateQuery, now_ms: int) -> Condition:
     """The resource's date range [low, high] (inclusive ms) against ``value`` (module table)."""
     ql, qh = value.low, value.high
     match value.prefix:
-        case "eq":
-            return _all(lo("ge", ql), hi("le", qh))
+        case "eq":  # lo <= qh follows from hi <= qh; it bounds an index scan on lo
+            return _all(lo("ge", ql), lo("le", qh), hi("le", qh))
         case "ne":
             return _any(lo("lt", ql), hi("gt", qh))
         case "gt":
