@@ -704,7 +704,6 @@ CASES: list[Case] = [
 
 
 OPENSEARCH_UNSUPPORTED: dict[str, str] = {
-    # row id → why the OpenSearch backend refuses it (test_conformance_opensearch.py checks it does)
-    "common-list": "_list needs the List's entries at query time; the index holds no List membership",
-    "common-list-other-type": "_list needs the List's entries at query time; the index holds no List membership",
+    # row id → why the OpenSearch backend refuses it (test_conformance_opensearch.py checks that it
+    # does). Empty: every row runs on both backends (_list was the last; it is a lookup now).
 }

@@ -150,6 +150,7 @@ PARTS: dict[str, list[tuple[str, st.SearchStrategy[str]]]] = {
         ("subject:Patient.name", WORDS),
         ("subject:Patient.birthdate", date_value()),
         ("encounter.date", date_value()),
+        ("_list", st.sampled_from(["ff-list", "example", "none"])),
         ("combo-code-value-quantity", st.builds(lambda c, v: f"{c}${v}", CODES, number_value())),
     ],
     "Patient": [
@@ -170,6 +171,7 @@ PARTS: dict[str, list[tuple[str, st.SearchStrategy[str]]]] = {
         ("_has:Encounter:subject:date", date_value()),
         ("organization.name", WORDS),
         ("general-practitioner:missing", st.sampled_from(["true", "false"])),
+        ("_list", st.sampled_from(["long", "example", "ff-list", "none"])),
     ],
     "Encounter": [("date", date_value()), ("subject", st.sampled_from(["Patient/ff-comma", "Patient/example"]))],
     "Questionnaire": [("url", URIS), ("url:above", URIS), ("url:below", URIS)],

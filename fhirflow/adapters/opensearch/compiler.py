@@ -8,9 +8,9 @@ chains, ``_has`` and includes run without joins in ``plan.py``.
 
 Refused with a 400 naming the parameter (``not-supported``), because answering would need
 what this backend does not have: token ``:above``/``:below``/``:in``/``:not-in`` (a
-terminology server: subsumption and value set expansion), ``_list`` (List resources live in
-the resource store, not the index), ``_contained=true|both`` (contained resources are not
-indexed), and ``_sort`` on composite or special parameters (no single value to order by).
+terminology server: subsumption and value set expansion), functional lists (``_list=$current-…``),
+``_contained=true|both`` (contained resources are not indexed), and ``_sort`` on composite or
+special parameters (no single value to order by). ``_list=id`` is a lookup of List/id's items.
 """
 
 from __future__ import annotations
@@ -69,12 +69,14 @@ from fhirflow.query.ast import (
     QueryValue,
     ReferenceQuery,
     SortKey,
+    SpecialQuery,
     StringQuery,
     TokenQuery,
     UriQuery,
 )
 from fhirflow.search_ports import AccessRule, Admission
 from fhirflow.searchparams.content import query_words
+from fhirflow.searchparams.registry import default_registry
 
 # What a page (and an include) returns of each document
 SOURCE_FIELDS = ["type", "id", "version", "lastUpdated", "resource"]
@@ -243,6 +245,8 @@ class Compiler:
             return self.has(criterion, types), False
         if criterion.param.code in TEXT_FIELDS:
             return self.text(criterion), criterion.modifier != "missing"
+        if criterion.param.code == "_list":
+            return self.list_members(criterion, types), False
         return self.filter(criterion), False
 
     def filter(self, criterion: Filter) -> Clause:
@@ -250,8 +254,6 @@ class Compiler:
         if param.type == "token" and modifier in TERMINOLOGY_MODIFIERS:
             message = f"'{name}': :{modifier} needs a terminology service, which this server does not have"
             raise not_supported(message, name)
-        if param.code == "_list":
-            raise not_supported("'_list': searching by List membership is not supported", name)
         if param.type == "composite" and len(param.components) > MAX_COMPONENTS:
             raise not_supported(f"'{name}': composites of more than {MAX_COMPONENTS} components are not indexed", name)
         if param.code == "_id" and modifier is None:
@@ -335,6 +337,18 @@ class Compiler:
     def has(self, has: Has, types: tuple[str, ...]) -> Clause:
         """``_has:T:ref:criterion``: our keys among the ``ref`` references of matching ``T``."""
         name = self.lookup(has.source_type, has.criterion, collect="reference", reference=has.reference.code, to=types)
+        return terms("key", {PLACEHOLDER: name})
+
+    def list_members(self, criterion: Filter, types: tuple[str, ...]) -> Clause:
+        """``_list=id`` (search.html#list): our keys among the ``entry.item`` references (List's
+        ``item`` parameter) of List/id, i.e. ``_has:List:item:_id=id``, as SQLite's list_condition."""
+        ids = [v.value for v in criterion.values if isinstance(v, SpecialQuery)]
+        if any(i.startswith("$") for i in ids):
+            raise BadRequest("_list: functional lists ($current-...) are not supported", expression="_list")
+        id_param = default_registry().common("_id")
+        assert id_param is not None, "_id is a parameter of every resource"
+        lists = Filter(id_param, None, tuple(TokenQuery(None, i) for i in ids))
+        name = self.lookup("List", lists, collect="reference", reference="item", to=types)
         return terms("key", {PLACEHOLDER: name})
 
     def lookup(
