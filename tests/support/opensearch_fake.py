@@ -21,7 +21,10 @@ minimum_should_match/must_not), ``term``, ``terms``, ``prefix``, ``wildcard``, `
 single ``index`` calls and for ``bulk`` NDJSON bodies (recorded in ``bulk_bodies``; ``refuse``
 makes chosen documents fail with a status, and ``down`` fails whole requests);
 ``indices.exists``/``create`` (400 ``resource_already_exists_exception`` for an existing index).
-The tests at the end pin the evaluator itself.
+``tests/unit/test_opensearch_fake.py`` pins the evaluator itself.
+
+Not modelled, because the compiler does not emit them: scoring (``_score`` is constant),
+aggregations, scripts, ``query_string``, and analysers other than the one ``mappings.py`` defines.
 """
 
 from __future__ import annotations
