@@ -102,6 +102,17 @@ class ReferenceValue(NamedTuple):
     identifier_value: str | None = None
 
 
+_RELATIVE = re.compile(r"(?P<type>[A-Z][A-Za-z]+)/(?P<id>[A-Za-z0-9\-.]{1,64})")
+
+
+def as_local_reference(value: ReferenceValue) -> ReferenceValue:
+    """A canonical written as a relative reference (``Questionnaire/gcs``) names a local
+    resource: it is indexed as ``Type/id``, not as a url, by both backends alike."""
+    if value.id is None and value.url is not None and (relative := _RELATIVE.fullmatch(value.url)):
+        return value._replace(type=relative["type"], id=relative["id"], url=None)
+    return value
+
+
 class UriValue(NamedTuple):
     value: str
 

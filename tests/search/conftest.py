@@ -1,4 +1,5 @@
-"""The indexed search fixture (built once per session) and the search service over it."""
+"""The indexed search fixture (built once per session) and the search service over it, on the
+SQLite backend and on the OpenSearch backend (over the fake OpenSearch)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from fhirflow.adapters.opensearch.engine import OpenSearchSearchEngine
+from fhirflow.adapters.opensearch.search import OpenSearchSearchIndex
 from fhirflow.adapters.sqlite.database import SqliteDatabase
 from fhirflow.adapters.sqlite.search.engine import SqliteSearchEngine
 from fhirflow.adapters.sqlite.store import SqliteResourceStore
@@ -18,6 +21,7 @@ from fhirflow_search.app import build_app
 from fhirflow_search.settings import SearchSettings
 from fhirflow_search.usecase import SearchService
 from tests.search import fixtures
+from tests.support.opensearch_fake import FakeOpenSearch
 
 NOW_MS = 1_718_000_000_000  # 2024-06-10T06:13:20Z: fixes the `ap` window on dates
 
@@ -71,3 +75,21 @@ def shaped_app(
     """The search service with the planner's thresholds set for each query shape in turn."""
     engine = SqliteSearchEngine(search_db, clock=lambda: NOW_MS, **SHAPES[request.param])
     return app_for(search_db, engine, Path(tmp_path_factory.mktemp("search-settings")))
+
+
+@pytest.fixture(scope="session")
+def opensearch_app(search_db: SqliteDatabase, tmp_path_factory: pytest.TempPathFactory) -> Application:
+    """The search service on the OpenSearch backend, over the fixture indexed into the fake
+    OpenSearch through the adapter (test_conformance_opensearch.py)."""
+    fake = FakeOpenSearch()
+    index = OpenSearchSearchIndex(client=fake, create_missing=True)
+    index.ensure_index()
+    assert fixtures.load_opensearch(index) == len(fake.docs)
+    engine = OpenSearchSearchEngine(index, clock=lambda: NOW_MS)
+    deps = Dependencies(
+        settings=Settings(data_dir=Path(tmp_path_factory.mktemp("opensearch-settings"))),
+        store=SqliteResourceStore(search_db),
+        cursors=CursorSigner(b"k"),
+    )
+    deps.clock = FixedClock()
+    return build_app(deps, SearchService(engine, SearchSettings()))  # type: ignore[arg-type]

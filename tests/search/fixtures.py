@@ -15,8 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from fhirflow.adapters.opensearch.search import OpenSearchSearchIndex
 from fhirflow.adapters.sqlite.database import SqliteDatabase
 from fhirflow.adapters.sqlite.index import SqliteSearchIndex
+from fhirflow.ports import IndexWrite
 
 SHARED = Path(__file__).resolve().parents[3] / "shared"
 EXAMPLES = SHARED / "fhir-r4" / "examples"
@@ -227,20 +229,54 @@ def other_tenant_resources() -> list[dict[str, Any]]:
     return [patient, observation]
 
 
+def batches() -> list[tuple[str, list[tuple[dict[str, Any], int]]]]:
+    """(tenant, [(resource, lastUpdated ms)]) in the order they are indexed."""
+    return [
+        (TENANT, list(stamped(examples(), BASE_MS))),
+        (TENANT, list(stamped(synthea(), BASE_MS + 10_000_000))),
+        (TENANT, list(stamped(crafted() + terminology() + near_now(), BASE_MS + 20_000_000))),
+        (OTHER_TENANT, list(stamped(other_tenant_resources(), BASE_MS))),
+    ]
+
+
+def near_now() -> list[dict[str, Any]]:
+    """A Slot the day before the tables' fixed now (2024-06-10T06:13:20Z, conftest.NOW_MS), for the
+    one-day floor of ``ap`` on dates (fhirflow/query/prefixes.py); last, so no other stamp moves."""
+    return [
+        {
+            "resourceType": "Slot",
+            "id": "ff-slot",
+            "schedule": {"reference": "Schedule/example"},
+            "status": "free",
+            "start": "2024-06-09T08:00:00Z",
+            "end": "2024-06-09T08:30:00Z",
+        }
+    ]
+
+
 def load(db: SqliteDatabase) -> dict[str, int]:
     """Index the fixture into ``db``; returns how many resources each tenant got."""
     index = SqliteSearchIndex(db)
     counts: dict[str, int] = {}
-    batches = [
-        (TENANT, list(stamped(examples(), BASE_MS))),
-        (TENANT, list(stamped(synthea(), BASE_MS + 10_000_000))),
-        (TENANT, list(stamped(crafted() + terminology(), BASE_MS + 20_000_000))),
-        (OTHER_TENANT, list(stamped(other_tenant_resources(), BASE_MS))),
-    ]
-    for tenant, batch in batches:
+    for tenant, batch in batches():
         with db.write():
             for resource, ms in batch:
                 rtype, rid = resource["resourceType"], resource["id"]
                 index.apply(tenant, rtype, rid, 1, ms, resource)  # joins this transaction, rows included
                 counts[tenant] = counts.get(tenant, 0) + 1
     return counts
+
+
+def load_opensearch(index: OpenSearchSearchIndex) -> int:
+    """Index the same fixture through the OpenSearch adapter (its real document builder);
+    returns how many documents it wrote. A second copy of a resource at the same version (the
+    Synthea bundles share Organizations and Practitioners) is refused, as on SQLite."""
+    written = 0
+    for tenant, batch in batches():
+        writes = [IndexWrite(tenant, r["resourceType"], r["id"], 1, ms, r) for r, ms in batch]
+        for start in range(0, len(writes), 500):
+            results = index.apply_batch(writes[start : start + 500])
+            failed = [r for r in results if isinstance(r, Exception)]
+            assert not failed, failed[:3]
+            written += results.count(True)
+    return written

@@ -1,5 +1,6 @@
 """Every row of the conformance table (``cases.py``) on the SQLite backend, through the search
-service: all pages are walked by their ``next`` links, so paging is part of every row. A POST
+service (``test_conformance_opensearch.py`` runs the same rows, through :func:`check_case`, on
+the OpenSearch backend): all pages are walked by their ``next`` links, so paging is part of every row. A POST
 row sends its query as the form body of ``POST …/_search``; its next pages are GET links."""
 
 from __future__ import annotations
@@ -69,7 +70,11 @@ def check_shape(shape: Shape, resources: list[dict[str, Any]]) -> None:
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
 def test_case(shaped_app: Application, case: Case) -> None:
     """Each row, under each query shape the planner can choose (conftest.SHAPES)."""
-    search_app = shaped_app
+    check_case(shaped_app, case)
+
+
+def check_case(search_app: Application, case: Case) -> None:
+    """Send the row, walk its pages, and hold the answer to the row's expectations (both backends)."""
     headers = {"prefer": "handling=strict"} if case.strict else {}
     reply = send(search_app, case, headers)
     if case.status != 200:

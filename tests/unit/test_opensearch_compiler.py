@@ -245,7 +245,7 @@ def test_index_document_matches_golden() -> None:
         ("Observation", f"code:below={LOINC}|8480-6", "code:below"),
         ("Observation", "code:in=http://hl7.org/fhir/ValueSet/observation-codes", "code:in"),
         ("Observation", "code:not-in=http://hl7.org/fhir/ValueSet/observation-codes", "code:not-in"),
-        ("Patient", "_list=l1", "_list"),
+        ("Patient", "_list=$current-problems", "_list"),  # a functional list (List/l1 is searchable)
         ("Patient", "_contained=true", "_contained"),
         ("Observation", "_sort=component-code-value-quantity", "_sort"),
         ("Location", "near=1|2|3|furlong", "near"),

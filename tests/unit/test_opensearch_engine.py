@@ -167,7 +167,8 @@ def test_what_the_compiler_refuses_is_reported_unsupported_beforehand(engine: Op
         return found
 
     assert engine.unsupported(criterion(f"code:in={LOINC}")) is not None
-    assert engine.unsupported(criterion("_list=l1")) is not None
+    assert engine.unsupported(criterion("_list=$current-problems")) is not None
+    assert engine.unsupported(criterion("_list=l1")) is None
     assert engine.unsupported(criterion("subject:Patient.name=pet")) is None
     assert engine.unsupported(criterion("code=8480-6")) is None
     [composite] = query("Observation", "_sort=component-code-value-quantity").sort
@@ -211,11 +212,11 @@ def test_the_search_service_pages_both_ways_with_signed_cursors(tmp_path: Path) 
 
 def test_the_search_service_leaves_out_what_the_index_cannot_do(tmp_path: Path, engine: OpenSearchSearchEngine) -> None:
     app = service_app(tmp_path, engine)
-    lenient = get(app, "/Patient?_list=l1&name=zed").json()
+    lenient = get(app, "/Patient?_list=$current-problems&name=zed").json()
     assert ids(lenient) == []  # tenant "default" holds nothing here; the point is the outcome
     [outcome] = [e["resource"] for e in lenient["entry"] if e["search"]["mode"] == "outcome"]
     assert any("_list" in issue.get("expression", []) for issue in outcome["issue"])
-    assert get(app, "/Patient?_list=l1", headers={"prefer": "handling=strict"}).status == 400
+    assert get(app, "/Patient?_list=$current-problems", headers={"prefer": "handling=strict"}).status == 400
 
 
 def test_the_settings_choose_the_opensearch_engine_without_connecting() -> None:

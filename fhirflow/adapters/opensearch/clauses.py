@@ -4,30 +4,11 @@ Every function builds the condition one value of the index must meet, on the fie
 ``prefix`` (a nested path such as ``dates``, or a composite component such as
 ``composites.c1``); the caller wraps it in the ``nested`` query that ties it to one value.
 
-Prefixes on ranges (search.html#prefix). A resource value is a closed interval [lo, hi]: a date
-covers its precision (``dates.start``/``dates.end``), a number or quantity is its stated value
-or the interval of a Range or comparator (``low``/``high``, see ``documents.py``). The search
-value is the interval its precision implies: inclusive [sl, sh] for dates, half-open [sl, sh)
-for numbers around the written value v.
-
-==== =============================================== ================================
-     dates (ranges on both sides)                    numbers and quantities
-==== =============================================== ================================
-eq   sl <= lo and hi <= sh (search contains value)    sl <= lo and hi < sh
-ne   not eq                                           not eq
-gt   hi > sh (part of the value after the search)     hi > v (greater than exactly v)
-lt   lo < sl                                          lo < v
-ge   gt or eq                                         hi >= v
-le   lt or eq                                         lo <= v
-sa   lo > sh (starts after the search range)          lo >= sh
-eb   hi < sl (ends before the search range)           hi < sl
-ap   overlaps [sl - d, sh + d], d = 10% of the        overlaps [v - d, v + d],
-     distance from now to the search range            d = max(10% of |v|, half the precision)
-==== =============================================== ================================
-
-For numbers gt/lt/ge/le compare with the exact value, as the spec's number table says
-(``lt100``: "less than exactly 100"); eq/ne use the precision (``100`` is [99.5, 100.5)).
-A multi-valued element matches when any one value does, ``ne`` included.
+Prefixes on ranges (search.html#prefix) are not interpreted here: :mod:`fhirflow.query.prefixes`
+defines each as a condition on the two ends of the resource's value, the same for SQLite, and
+:func:`render` turns it into ``range`` clauses on ``start``/``end`` (dates) or ``low``/``high``
+(numbers and quantities, see ``documents.py``). A multi-valued element matches when any one value
+does, ``ne`` included.
 """
 
 from __future__ import annotations
@@ -36,6 +17,7 @@ from decimal import Decimal
 from typing import Any
 
 from fhirflow.errors import BadRequest
+from fhirflow.query import prefixes
 from fhirflow.query.ast import (
     DateQuery,
     NearQuery,
@@ -46,6 +28,7 @@ from fhirflow.query.ast import (
     TokenQuery,
     UriQuery,
 )
+from fhirflow.query.uris import uri_ancestors
 
 Clause = dict[str, Any]
 
@@ -115,6 +98,16 @@ def string_clause(value: StringQuery, modifier: str | None, at: str) -> Clause:
     return prefix(f"{at}.norm", value.normalized)
 
 
+def token_text_clause(value: StringQuery, at: str) -> Clause:
+    """Token ``:text`` (search.html#token): a word of the coding's display or the concept's text
+    starts with the value, on the normalised text, as on SQLite (``token_text_condition``):
+    the text starts with it, or holds it right after a space."""
+    if not value.normalized:
+        return exists(f"{at}.text")
+    inner = {"wildcard": {f"{at}.text": {"value": f"* {escape_wildcard(value.normalized)}*"}}}
+    return any_of(prefix(f"{at}.text", value.normalized), inner)
+
+
 def token_clause(value: TokenQuery, at: str) -> Clause:
     """search.html#token: ``code``, ``system|code``, ``|code`` (no system), ``system|``."""
     if value.system is None:
@@ -141,62 +134,27 @@ def identifier_clause(value: TokenQuery, at: str) -> Clause:
 # Dates, numbers, quantities
 
 
-def _date_gap(value: DateQuery, now: int) -> int:
-    if now < value.low:
-        return value.low - now
-    return max(0, now - value.high)
+_RANGE_OPS = {"gt": "gt", "ge": "gte", "lt": "lt", "le": "lte"}
+
+
+def render(condition: prefixes.Condition, lo: str, hi: str) -> Clause:
+    """A prefix condition (:mod:`fhirflow.query.prefixes`) on the fields ``lo``/``hi`` of one
+    nested value: AND as ``bool.filter``, OR as ``bool.should``."""
+    if isinstance(condition, prefixes.AllOf):
+        return all_of(*(render(part, lo, hi) for part in condition.parts))
+    if isinstance(condition, prefixes.AnyOf):
+        return any_of(*(render(part, lo, hi) for part in condition.parts))
+    field = lo if condition.side == "low" else hi
+    bound = number(condition.bound) if isinstance(condition.bound, Decimal) else condition.bound
+    return range_(field, **{_RANGE_OPS[condition.op]: bound})
 
 
 def date_clause(value: DateQuery, at: str, now: int) -> Clause:
-    lo, hi = f"{at}.start", f"{at}.end"
-    sl, sh = value.low, value.high
-    contained = all_of(range_(lo, gte=sl), range_(hi, lte=sh))
-    match value.prefix:
-        case "eq":
-            return contained
-        case "ne":
-            return none_of(contained)
-        case "gt":
-            return range_(hi, gt=sh)
-        case "lt":
-            return range_(lo, lt=sl)
-        case "ge":
-            return any_of(range_(hi, gt=sh), contained)
-        case "le":
-            return any_of(range_(lo, lt=sl), contained)
-        case "sa":
-            return range_(lo, gt=sh)
-        case "eb":
-            return range_(hi, lt=sl)
-        case _:  # ap
-            slack = _date_gap(value, now) // 10
-            return all_of(range_(lo, lte=sh + slack), range_(hi, gte=sl - slack))
+    return render(prefixes.date_condition(value, now), f"{at}.start", f"{at}.end")
 
 
 def number_clause(value: NumberQuery | QuantityQuery, at: str) -> Clause:
-    lo, hi = f"{at}.low", f"{at}.high"
-    v, sl, sh = value.value, value.low, value.high
-    equal = all_of(range_(lo, gte=number(sl)), range_(hi, lt=number(sh)))
-    match value.prefix:
-        case "eq":
-            return equal
-        case "ne":
-            return none_of(equal)
-        case "gt":
-            return range_(hi, gt=number(v))
-        case "lt":
-            return range_(lo, lt=number(v))
-        case "ge":
-            return range_(hi, gte=number(v))
-        case "le":
-            return range_(lo, lte=number(v))
-        case "sa":
-            return range_(lo, gte=number(sh))
-        case "eb":
-            return range_(hi, lt=number(sl))
-        case _:  # ap
-            slack = max(abs(v) / 10, (sh - sl) / 2)
-            return all_of(range_(lo, lte=number(v + slack)), range_(hi, gte=number(v - slack)))
+    return render(prefixes.number_condition(value), f"{at}.low", f"{at}.high")
 
 
 def quantity_clause(value: QuantityQuery, at: str) -> Clause:
@@ -232,19 +190,6 @@ def reference_clause(value: ReferenceQuery, at: str, base_url: str | None) -> Cl
     if value.version is not None:
         clauses.append(term(f"{at}.version", value.version))
     return all_of(*clauses)
-
-
-def uri_ancestors(uri: str) -> list[str]:
-    """``uri`` and every ancestor path of it (with and without the trailing ``/``), for
-    ``:above``: ``http://a.org/fhir/ValueSet/1`` is below ``http://a.org/fhir``."""
-    start = uri.find("://")
-    start = start + 3 if start >= 0 else 0
-    out: list[str] = []
-    for index, ch in enumerate(uri):
-        if ch == "/" and index > start:
-            out.extend((uri[:index], uri[: index + 1]))
-    out.append(uri)
-    return list(dict.fromkeys(out))
 
 
 def uri_clause(value: UriQuery, modifier: str | None, at: str) -> Clause:

@@ -8,9 +8,9 @@ chains, ``_has`` and includes run without joins in ``plan.py``.
 
 Refused with a 400 naming the parameter (``not-supported``), because answering would need
 what this backend does not have: token ``:above``/``:below``/``:in``/``:not-in`` (a
-terminology server: subsumption and value set expansion), ``_list`` (List resources live in
-the resource store, not the index), ``_contained=true|both`` (contained resources are not
-indexed), and ``_sort`` on composite or special parameters (no single value to order by).
+terminology server: subsumption and value set expansion), functional lists (``_list=$current-…``),
+``_contained=true|both`` (contained resources are not indexed), and ``_sort`` on composite or
+special parameters (no single value to order by). ``_list=id`` is a lookup of List/id's items.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from fhirflow.adapters.opensearch.clauses import (
     term,
     terms,
     token_clause,
+    token_text_clause,
     uri_clause,
 )
 from fhirflow.adapters.opensearch.mappings import MAX_COMPONENTS, PATHS
@@ -68,11 +69,14 @@ from fhirflow.query.ast import (
     QueryValue,
     ReferenceQuery,
     SortKey,
+    SpecialQuery,
     StringQuery,
     TokenQuery,
     UriQuery,
 )
 from fhirflow.search_ports import AccessRule, Admission
+from fhirflow.searchparams.content import query_words
+from fhirflow.searchparams.registry import default_registry
 
 # What a page (and an include) returns of each document
 SOURCE_FIELDS = ["type", "id", "version", "lastUpdated", "resource"]
@@ -241,6 +245,8 @@ class Compiler:
             return self.has(criterion, types), False
         if criterion.param.code in TEXT_FIELDS:
             return self.text(criterion), criterion.modifier != "missing"
+        if criterion.param.code == "_list":
+            return self.list_members(criterion, types), False
         return self.filter(criterion), False
 
     def filter(self, criterion: Filter) -> Clause:
@@ -248,8 +254,6 @@ class Compiler:
         if param.type == "token" and modifier in TERMINOLOGY_MODIFIERS:
             message = f"'{name}': :{modifier} needs a terminology service, which this server does not have"
             raise not_supported(message, name)
-        if param.code == "_list":
-            raise not_supported("'_list': searching by List membership is not supported", name)
         if param.type == "composite" and len(param.components) > MAX_COMPONENTS:
             raise not_supported(f"'{name}': composites of more than {MAX_COMPONENTS} components are not indexed", name)
         if param.code == "_id" and modifier is None:
@@ -272,8 +276,8 @@ class Compiler:
     ) -> Clause:
         """The clause for one OR-ed value, on the fields under ``at``."""
         if isinstance(value, StringQuery):
-            if ptype == "token":  # :text (search.html#token): the display text, like a string
-                return prefix(f"{at}.text", value.normalized)
+            if ptype == "token":  # :text (search.html#token): a word of the display text
+                return token_text_clause(value, at)
             return string_clause(value, modifier, at)
         if isinstance(value, TokenQuery):
             return identifier_clause(value, at) if ptype == "reference" else token_clause(value, at)
@@ -302,21 +306,24 @@ class Compiler:
         raise not_supported(f"'{name}': this kind of value is not supported", name)
 
     def text(self, criterion: Filter) -> Clause:
-        """``_text`` (narrative) and ``_content`` (whole resource): full-text, scored; every
-        word must occur (``:exact``: as a phrase)."""
+        """``_text`` (narrative) and ``_content`` (narrative and the resource's words), as
+        ``searchparams/content.py`` defines them for both backends: every word of a value starts
+        a word of the text (``prefix`` on the analysed field's terms; ``:exact``: is one, ``term``),
+        commas are alternatives. The words are folded in Python as the field's analyzer folds
+        the text, because ``prefix`` and ``term`` queries are not analysed."""
         field = TEXT_FIELDS[criterion.param.code]
         if criterion.modifier == "missing":
             [missing] = criterion.values
             assert isinstance(missing, MissingQuery)
             return none_of(exists(field)) if missing.missing else exists(field)
+        word = term if criterion.modifier == "exact" else prefix
         clauses: list[Clause] = []
         for value in criterion.values:
             assert isinstance(value, StringQuery)
-            if criterion.modifier == "exact":
-                clauses.append({"match_phrase": {field: value.text}})
-            else:
-                clauses.append({"match": {field: {"query": value.text, "operator": "and"}}})
-        return any_of(*clauses)
+            words = query_words(value.text)
+            if words:
+                clauses.append(all_of(*(word(field, w) for w in words)))
+        return any_of(*clauses) if clauses else MATCH_NONE
 
     # -- chains and reverse chains (two-phase, see plan.py) -------------------------------------
 
@@ -333,6 +340,18 @@ class Compiler:
         name = self.lookup(
             has.source_type, has.criterion, collect="reference", reference=reference, to=types, access=has.access
         )
+        return terms("key", {PLACEHOLDER: name})
+
+    def list_members(self, criterion: Filter, types: tuple[str, ...]) -> Clause:
+        """``_list=id`` (search.html#list): our keys among the ``entry.item`` references (List's
+        ``item`` parameter) of List/id, i.e. ``_has:List:item:_id=id``, as SQLite's list_condition."""
+        ids = [v.value for v in criterion.values if isinstance(v, SpecialQuery)]
+        if any(i.startswith("$") for i in ids):
+            raise BadRequest("_list: functional lists ($current-...) are not supported", expression="_list")
+        id_param = default_registry().common("_id")
+        assert id_param is not None, "_id is a parameter of every resource"
+        lists = Filter(id_param, None, tuple(TokenQuery(None, i) for i in ids))
+        name = self.lookup("List", lists, collect="reference", reference="item", to=types)
         return terms("key", {PLACEHOLDER: name})
 
     def lookup(

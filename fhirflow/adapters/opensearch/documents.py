@@ -19,6 +19,7 @@ from decimal import Decimal
 from typing import Any
 
 from fhirflow.adapters.opensearch.mappings import MAX_COMPONENTS, MAX_KEYWORD, PATHS
+from fhirflow.searchparams.content import content_text
 from fhirflow.searchparams.extract import IndexDocument
 from fhirflow.searchparams.values import (
     CompositeValue,
@@ -31,6 +32,7 @@ from fhirflow.searchparams.values import (
     StringValue,
     TokenValue,
     UriValue,
+    as_local_reference,
 )
 
 MAX_DOUBLE = 1.7976931348623157e308  # an open end of a Range or comparator
@@ -81,6 +83,7 @@ def _token(value: TokenValue) -> dict[str, Any]:
 def _reference(value: ReferenceValue, base_url: str | None) -> dict[str, Any]:
     """``ref``/``type``/``id`` only for references to this server: relative ones, and absolute
     ones under ``base_url``; others are matched by ``url`` alone (search.html#reference)."""
+    value = as_local_reference(value)
     local = value.type is not None and value.id is not None and (value.url is None or _under(value.url, base_url))
     return _compact(
         {
@@ -157,26 +160,6 @@ def typed_values(values: dict[str, list[IndexValue]], base_url: str | None = Non
             if fields:
                 out[_path_of(value)].append({"p": code, **fields})
     return {path: docs for path, docs in out.items() if docs}
-
-
-def content_text(resource: dict[str, Any]) -> str:
-    """Every string in the resource, for ``_content`` (search.html#content); the narrative's
-    markup is kept out by using its plain text (``_text``) instead of ``text.div``."""
-    parts: list[str] = []
-
-    def walk(node: Any, key: str | None) -> None:
-        if isinstance(node, str):
-            if key != "div":
-                parts.append(node)
-        elif isinstance(node, dict):
-            for k, v in node.items():
-                walk(v, k)
-        elif isinstance(node, list):
-            for item in node:
-                walk(item, key)
-
-    walk(resource, None)
-    return " ".join(parts)
 
 
 def build_document(

@@ -72,10 +72,10 @@ class OpenSearchSearchEngine:
         param, modifier = criterion.param, criterion.modifier
         if param.type == "token" and modifier in TERMINOLOGY_MODIFIERS:
             return f"':{modifier}' on token parameters needs a terminology service, which this server does not have"
-        if param.code == "_list":
-            return "searching by List membership (_list) is not supported on the OpenSearch index"
-        if param.type == "special" and param.code != "near":
+        if param.type == "special" and param.code not in ("near", "_list"):
             return f"the special parameter '{param.code}' is not supported"
+        if param.code == "_list" and any(getattr(v, "value", "").startswith("$") for v in criterion.values):
+            return "functional lists ($current-...) are not supported"
         if param.type == "composite" and len(param.components) > MAX_COMPONENTS:
             return f"composites of more than {MAX_COMPONENTS} components are not indexed"
         if param.code == "_id" and modifier not in (None, "not", "missing"):

@@ -1,12 +1,8 @@
 """One query value against one value row: the SQL condition for each parameter type
 (http://hl7.org/fhir/R4/search.html#ptypes), on a row alias ``a``.
 
-Dates compare the query's range [ql, qh] with the row's [low, high] (inclusive epoch ms), as
-search.html#prefix defines for ranges: ``eq`` — the query range contains the value's; ``gt`` —
-the value's range reaches past the query range; ``ge`` — ``gt`` or ``eq``; ``sa``/``eb`` — the
-value's range starts after / ends before the query range; ``ap`` — the ranges overlap once the
-query range is widened by 10% of its distance from now. Numbers and quantities do the same with
-the query's precision range [ql, qh) against the stored value (a point, or a Range's bounds).
+Dates, numbers and quantities render the prefix conditions of :mod:`fhirflow.query.prefixes`
+(search.html#prefix, defined there once for both backends) over the row's ``low``/``high``.
 """
 
 from __future__ import annotations
@@ -14,8 +10,9 @@ from __future__ import annotations
 import math
 from decimal import Decimal
 
-from fhirflow.adapters.sqlite.search.sql import PREFIX_END, TRUE, Sql, all_of, any_of, like_escape, sql
+from fhirflow.adapters.sqlite.search.sql import PREFIX_END, TRUE, Sql, all_of, any_of, in_list, like_escape, sql
 from fhirflow.errors import BadRequest
+from fhirflow.query import prefixes
 from fhirflow.query.ast import (
     DateQuery,
     NearQuery,
@@ -26,79 +23,45 @@ from fhirflow.query.ast import (
     TokenQuery,
     UriQuery,
 )
+from fhirflow.query.uris import uri_ancestors
 from fhirflow.searchparams.values import normalize_string
 
-_DAY_MS = 86_400_000
 _KM_PER_DEGREE_LAT = 110.574
 _KM_PER_DEGREE_LON = 111.320
 DEFAULT_NEAR_KM = 50.0
 _UNITS_KM = {"km": 1.0, "m": 0.001, "[mi_i]": 1.609344, "[mi_us]": 1.609347, "mi": 1.609344}
 
 
+_SQL_OPS = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
+
+
+def render(condition: prefixes.Condition, low: str, high: str) -> Sql:
+    """A prefix condition (:mod:`fhirflow.query.prefixes`) over the columns ``low``/``high``.
+    Bounds stay ints for dates (epoch ms) and become REALs for numbers, as they are stored."""
+    if isinstance(condition, prefixes.AllOf):
+        return all_of(render(part, low, high) for part in condition.parts)
+    if isinstance(condition, prefixes.AnyOf):
+        return any_of(render(part, low, high) for part in condition.parts)
+    column = low if condition.side == "low" else high
+    bound = float(condition.bound) if isinstance(condition.bound, Decimal) else condition.bound
+    return sql(f"{column} {_SQL_OPS[condition.op]} ?", bound)
+
+
 def date_condition(low: str, high: str, value: DateQuery, now_ms: int) -> Sql:
     """``low``/``high``: the columns holding the stored range (the same column for an instant).
-
-    Each prefix is written as one index range plus filters, using low <= high: ``ge`` is
-    "ends after the query range, or lies inside it", i.e. ``high >= ql AND (high > qh OR low >= ql)``
-    (no OR of two ranges), and ``le`` its mirror."""
-    ql, qh = value.low, value.high
-    match value.prefix:
-        case "eq":
-            return sql(f"{low} >= ? AND {low} <= ? AND {high} <= ?", ql, qh, qh)
-        case "ne":
-            return sql(f"({low} < ? OR {high} > ?)", ql, qh)
-        case "gt":
-            return sql(f"{high} > ?", qh)
-        case "lt":
-            return sql(f"{low} < ?", ql)
-        case "ge":
-            return sql(f"{high} >= ? AND ({high} > ? OR {low} >= ?)", ql, qh, ql)
-        case "le":
-            return sql(f"{low} <= ? AND ({low} < ? OR {high} <= ?)", qh, ql, qh)
-        case "sa":
-            return sql(f"{low} > ?", qh)
-        case "eb":
-            return sql(f"{high} < ?", ql)
-        case "ap":
-            slack = max(abs(now_ms - ql) // 10, _DAY_MS)
-            return sql(f"{low} <= ? AND {high} >= ?", qh + slack, ql - slack)
-    raise AssertionError(value.prefix)  # pragma: no cover - the parser admits only these
+    The prefixes are written as one index range plus filters (see :mod:`fhirflow.query.prefixes`)."""
+    return render(prefixes.date_condition(value, now_ms), low, high)
 
 
-def number_condition(a: str, prefix: str, value: Decimal, low: Decimal, high: Decimal) -> Sql:
+def number_query_condition(a: str, value: NumberQuery | QuantityQuery) -> Sql:
     """``a.low``/``a.high`` hold the stored number (low = high for a plain value)."""
-    v, ql, qh = float(value), float(low), float(high)
-    match prefix:
-        case "eq":
-            return sql(f"{a}.low >= ? AND {a}.high < ?", ql, qh)
-        case "ne":
-            return sql(f"({a}.low < ? OR {a}.high >= ?)", ql, qh)
-        case "gt":
-            return sql(f"{a}.high > ?", v)
-        case "lt":
-            return sql(f"{a}.low < ?", v)
-        case "ge":
-            return sql(f"{a}.high >= ?", v)
-        case "le":
-            return sql(f"{a}.low <= ?", v)
-        case "sa":
-            return sql(f"{a}.low > ?", v)
-        case "eb":
-            return sql(f"{a}.high < ?", v)
-        case "ap":
-            slack = abs(v) * 0.1
-            return sql(f"{a}.low <= ? AND {a}.high >= ?", v + slack, v - slack)
-    raise AssertionError(prefix)  # pragma: no cover
-
-
-def number_query_condition(a: str, value: NumberQuery) -> Sql:
-    return number_condition(a, value.prefix, value.value, value.low, value.high)
+    return render(prefixes.number_condition(value), f"{a}.low", f"{a}.high")
 
 
 def quantity_condition(a: str, value: QuantityQuery) -> Sql:
     """search.html#quantity: ``n|system|code`` matches system and code; ``n||code`` the code or
     the unit as written; ``n`` any unit. Units are compared as stored (no UCUM conversion)."""
-    number = number_condition(a, value.prefix, value.value, value.low, value.high)
+    number = number_query_condition(a, value)
     if value.system is not None and value.code is not None:
         return all_of((number, sql(f"{a}.system = ? AND {a}.code = ?", value.system, value.code)))
     if value.code is not None:
@@ -150,11 +113,11 @@ def token_text_condition(a: str, value: StringQuery) -> Sql:
 
 def uri_condition(a: str, value: UriQuery, modifier: str | None) -> Sql:
     """search.html#uri: equality; ``:below`` — the stored uri starts with the value; ``:above`` —
-    the value starts with the stored uri."""
+    the stored uri is the value or an ancestor path of it (:mod:`fhirflow.query.uris`)."""
     if modifier == "below":
         return prefix_condition(f"{a}.value", value.value)
     if modifier == "above":
-        return sql(f"substr(?, 1, length({a}.value)) = {a}.value", value.value)
+        return in_list(f"{a}.value", uri_ancestors(value.value))
     return sql(f"{a}.value = ?", value.value)
 
 

@@ -17,13 +17,13 @@ Identifier.type codings with the identifier's value in ``text`` (token ``:of-typ
 from __future__ import annotations
 
 import dataclasses
-import re
 import sqlite3
 from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
 from fhirflow.adapters.sqlite.search.schema import VALUE_TABLES
+from fhirflow.searchparams.content import content_text
 from fhirflow.searchparams.extract import IndexDocument, index_document
 from fhirflow.searchparams.registry import Registry, SearchParam, default_registry
 from fhirflow.searchparams.values import (
@@ -37,12 +37,12 @@ from fhirflow.searchparams.values import (
     StringValue,
     TokenValue,
     UriValue,
+    as_local_reference,
 )
 
 RESOURCE_COLUMNS = frozenset(("_id", "_lastUpdated"))
 """Parameters answered from ``search_resource`` itself."""
 IDENTIFIER_SUFFIX = ":identifier"
-_RELATIVE = re.compile(r"(?P<type>[A-Z][A-Za-z]+)/(?P<id>[A-Za-z0-9\-.]{1,64})")
 OF_TYPE_SUFFIX = ":of-type"
 
 _COLUMNS = {
@@ -179,10 +179,8 @@ class _Rows:
             for type_system, type_code in value.of_type:
                 self.add("search_token", (*key, code + OF_TYPE_SUFFIX, type_system, type_code, value.code, grp))
         elif isinstance(value, ReferenceValue):
-            if value.id is None and value.url is not None and (relative := _RELATIVE.fullmatch(value.url)):
-                # a canonical written as a relative reference (``Questionnaire/gcs``) names a local resource
-                self.add("search_reference", (*key, code, relative["type"], relative["id"], value.version, None, grp))
-            elif value.id is not None or value.url is not None:
+            value = as_local_reference(value)
+            if value.id is not None or value.url is not None:
                 row = (*key, code, value.type, value.id, value.version, value.url, grp)
                 self.add("search_reference", row)
             if value.identifier_system is not None or value.identifier_value is not None:
@@ -335,46 +333,6 @@ def delete_search_rows(conn: sqlite3.Connection, tenant: str, type_: str, id_: s
     _delete_values(conn, rid, int(row[1]))
     conn.execute("DELETE FROM search_resource WHERE rid = ?", (rid,))
     return True
-
-
-_SKIPPED_KEYS = frozenset(
-    ("resourceType", "id", "meta", "div", "data", "system", "reference", "url", "fullUrl", "profile", "extension")
-)
-
-
-def content_text(resource: dict[str, Any], limit: int = 16_384) -> str:
-    """The resource's own words for ``_content``: its string values in document order, without
-    ids, URLs, codes' systems, base64 data and extensions (the narrative is searched separately)."""
-    out: list[str] = []
-    _collect_strings(resource, out, limit)
-    return " ".join(out)[:limit]
-
-
-def _collect_strings(node: dict[str, Any], out: list[str], budget: int) -> int:
-    """Append ``node``'s strings to ``out`` until about ``budget`` characters; returns what is left.
-    (Exact types rather than isinstance: this runs for every element of every write.)"""
-    for key, value in node.items():
-        if budget <= 0:
-            break
-        if key in _SKIPPED_KEYS:
-            continue
-        kind = type(value)
-        if kind is str:
-            if value:
-                out.append(value)
-                budget -= len(value) + 1
-        elif kind is dict:
-            budget = _collect_strings(value, out, budget)
-        elif kind is list:
-            for item in value:
-                item_kind = type(item)
-                if item_kind is str:
-                    if item:
-                        out.append(item)
-                        budget -= len(item) + 1
-                elif item_kind is dict:
-                    budget = _collect_strings(item, out, budget)
-    return budget
 
 
 def prepare_resource(
