@@ -1,0 +1,125 @@
+"""Subscription matching agrees with search, over the search conformance table (issue 12).
+
+For every row of ``cases.py`` usable as subscription criteria, the fixture resources that the
+compiled criteria match are exactly the ones the search service returns for the same query. A row
+is usable when it is a type search that answers 200 without leaving a parameter out; result
+parameters that only order, page or trim the answer (``_sort``, ``_count``, ``_total``,
+``_summary``, ``_elements``, ``_include``, ``_revinclude``) are dropped from both sides, since
+they do not change which resources match. Rows the matcher refuses (chains, ``_has``, ``_list``,
+``_contained``) are skipped with the reason; ``test_rows_checked`` prints the counts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from functools import cache
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+import pytest
+
+from fhirflow.errors import BadRequest
+from fhirflow.http import Application
+from fhirflow_subscriptions.criteria import CompiledCriteria, compile_criteria
+from tests.search import fixtures
+from tests.search.cases import CASES, Case
+from tests.search.client import BASE_URL
+from tests.search.conftest import NOW_MS
+from tests.search.test_conformance import send, walk
+
+ORDER_ONLY = frozenset(("_sort", "_count", "_total", "_summary", "_elements", "_include", "_revinclude"))
+MIN_CHECKED = 80
+"""Rows this test must check: a floor that fails if the matcher stops covering the table."""
+
+
+@cache
+def resources_by_tenant() -> dict[str, list[dict[str, Any]]]:
+    """The fixture as ``fixtures.load`` indexes it (same ids, versions and lastUpdated)."""
+    batches = [
+        (fixtures.TENANT, fixtures.stamped(fixtures.examples(), fixtures.BASE_MS)),
+        (fixtures.TENANT, fixtures.stamped(fixtures.synthea(), fixtures.BASE_MS + 10_000_000)),
+        (fixtures.TENANT, fixtures.stamped(fixtures.crafted() + fixtures.terminology(), fixtures.BASE_MS + 20_000_000)),
+        (fixtures.OTHER_TENANT, fixtures.stamped(fixtures.other_tenant_resources(), fixtures.BASE_MS)),
+    ]
+    out: dict[str, list[dict[str, Any]]] = {}
+    for tenant, batch in batches:
+        out.setdefault(tenant, []).extend(resource for resource, _ in batch)
+    return out
+
+
+def criteria_for(case: Case) -> tuple[CompiledCriteria | None, str]:
+    """The row's criteria compiled (None and the reason when the row is not usable as criteria)
+    and the query both sides run."""
+    if case.status != 200:
+        return None, "an error row"
+    if case.resource_type is None:
+        return None, "a system search"
+    if case.compartment is not None:
+        return None, "a compartment search"
+    if case.warning is not None:
+        return None, "a lenient row that leaves a parameter out"
+    kept = [(n, v) for n, v in parse_qsl(case.query, keep_blank_values=True) if n.partition(":")[0] not in ORDER_ONLY]
+    query = urlencode(kept)
+    try:
+        compiled = compile_criteria(
+            case.resource_type,
+            query,
+            tenant=case.tenant or fixtures.TENANT,
+            terminology=fixtures.FixtureTerminology(),
+            base_url=BASE_URL,
+        )
+    except BadRequest as refused:
+        return None, f"refused: {refusal_kind(refused.diagnostics)}"
+    return compiled, query
+
+
+def refusal_kind(diagnostics: str) -> str:
+    for needle, kind in (
+        ("chained parameters and _has", "chain or _has"),
+        ("_list", "_list"),
+        ("'_contained'", "_contained"),
+        ("terminology", "needs a terminology service"),
+    ):
+        if needle in diagnostics:
+            return kind
+    return diagnostics
+
+
+def matched(compiled: CompiledCriteria, tenant: str) -> list[str]:
+    return sorted(
+        f"{r['resourceType']}/{r['id']}"
+        for r in resources_by_tenant()[tenant]
+        if r["resourceType"] == compiled.resource_type and compiled.matches(r, now_ms=NOW_MS)
+    )
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+def test_matching_agrees_with_search(search_app: Application, case: Case) -> None:
+    compiled, query = criteria_for(case)
+    if compiled is None:
+        pytest.skip(query)
+    reply = send(search_app, dataclasses.replace(case, query=query), {})
+    _, resources, _ = walk(search_app, reply, {})
+    searched = sorted(f"{r['resourceType']}/{r['id']}" for r in resources)
+    assert matched(compiled, case.tenant or fixtures.TENANT) == searched
+
+
+def test_rows_checked(capsys: pytest.CaptureFixture[str]) -> None:
+    """How many rows the agreement test checks, and why the others are skipped."""
+    reasons: Counter[str] = Counter()
+    nonempty = 0
+    for case in CASES:
+        compiled, reason = criteria_for(case)
+        reasons["checked" if compiled is not None else reason] += 1
+        if compiled is not None and matched(compiled, case.tenant or fixtures.TENANT):
+            nonempty += 1
+    with capsys.disabled():
+        print(
+            f"\nsubscription matching vs search: {reasons['checked']} of {len(CASES)} conformance rows checked "
+            f"({nonempty} with matches)"
+        )
+        for reason, count in sorted(reasons.items(), key=lambda item: -item[1]):
+            if reason != "checked":
+                print(f"  skipped {count:3d}: {reason}")
+    assert reasons["checked"] >= MIN_CHECKED
