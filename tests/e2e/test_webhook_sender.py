@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import itertools
 import ssl
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from standardwebhooks.webhooks import Webhook
 
+from fhirflow.delivery_ports import Attempt, ClaimedJob, DeliveryJob
 from fhirflow_subscriptions import ssrf
 from fhirflow_subscriptions.sender import Outgoing, send
 from fhirflow_subscriptions.signing import new_secret
@@ -252,3 +256,196 @@ def test_tls_connects_to_the_checked_address_and_verifies_the_host_name(
     for attempt in (wrong_name, untrusted):
         assert (attempt.outcome, attempt.error) == ("retry", "TLS certificate verification failed")
     assert len(received) == 1
+
+
+# --- through the durable queue and the Dispatcher
+
+
+class Deliveries:
+    """A dispatcher over a fresh SQLite queue whose jobs carry their endpoint URL as the payload."""
+
+    def __init__(self, directory: Path, *, secret: str | None = None, timeout: float = 5.0, **kw: Any) -> None:
+        from fhirflow.adapters.sqlite.database import SqliteDatabase
+        from fhirflow.adapters.sqlite.deliveries import SqliteDeliveryQueue
+        from fhirflow_subscriptions.dispatch import Dispatcher
+
+        self.secret = secret or new_secret()
+        self.timeout = timeout
+        self.queue = SqliteDeliveryQueue(SqliteDatabase(directory / "deliveries.sqlite3"))
+        self.results: list[tuple[str, str, Attempt]] = []
+        self.enqueued_at: dict[str, float] = {}
+        self._lock = threading.Lock()
+        kw.setdefault("poll_seconds", 0.05)
+        self.dispatcher = Dispatcher(self.queue, deliver=self.deliver, on_result=self.on_result, **kw)
+
+    def deliver(self, job: ClaimedJob) -> Attempt:
+        message = Outgoing(
+            "POST",
+            job.payload.decode(),
+            {"Content-Type": "application/json"},
+            b'{"n":"' + job.job_id.encode() + b'"}',
+            job.job_id,
+            (self.secret,),
+            self.timeout,
+        )
+        return send(message, LOOPBACK)
+
+    def on_result(self, job: ClaimedJob, attempt: Attempt, result: str) -> None:
+        with self._lock:
+            self.results.append((job.job_id, result, attempt))
+
+    def add(self, group: str, job_id: str, url: str) -> None:
+        with self._lock:
+            self.enqueued_at[job_id] = time.monotonic()
+        self.queue.enqueue([DeliveryJob(group, job_id, url.encode(), 0)])
+        self.dispatcher.wake()
+
+    def wait(self, predicate: Callable[[], bool], timeout: float = 20.0) -> None:
+        end = time.monotonic() + timeout
+        while not predicate():
+            assert time.monotonic() < end, f"timed out; results so far: {[r[:2] for r in self.results]}"
+            time.sleep(0.01)
+
+    def finished(self, job_id: str) -> bool:
+        with self._lock:
+            return any(j == job_id and r != "retrying" for j, r, _ in self.results)
+
+
+@pytest.fixture
+def deliveries_dir(tmp_path: Path) -> Path:
+    return tmp_path
+
+
+def test_a_failing_receiver_is_retried_with_backoff_then_delivered_with_one_id(deliveries_dir: Path) -> None:
+    delays = {1: 0.2, 2: 0.4, 3: 0.8}
+    with Receiver(lambda _r, i: Reply(500) if i < 3 else Reply(204)) as rx:
+        d = Deliveries(deliveries_dir, backoff=lambda n: delays[n])
+        d.dispatcher.start()
+        try:
+            d.add("t/sub-1", "evt-1", rx.url + "/hook")
+            d.wait(lambda: d.finished("evt-1"))
+        finally:
+            d.dispatcher.stop()
+        requests = rx.wait_for(4)
+    assert [r for _, r, _ in d.results] == ["retrying", "retrying", "retrying", "delivered"]
+    assert {r.headers["webhook-id"] for r in requests} == {"evt-1"}
+    for request in requests:
+        Webhook(d.secret).verify(request.body, request.headers)
+    gaps = [b.at - a.at for a, b in itertools.pairwise(requests)]
+    for gap, scheduled in zip(gaps, (0.2, 0.4, 0.8), strict=True):
+        assert scheduled - 0.02 <= gap < scheduled + 1.0, gaps
+    logged = d.queue.attempts("t/sub-1")
+    assert [(a["outcome"], a["status"]) for a in logged] == [("delivered", 204)] + [("retry", 500)] * 3
+    assert all(a["latency_ms"] > 0 for a in logged)
+
+
+def test_retry_after_is_honoured_instead_of_the_backoff(deliveries_dir: Path) -> None:
+    with Receiver(lambda _r, i: Reply(503, {"Retry-After": "1"}) if i == 0 else Reply(200)) as rx:
+        d = Deliveries(deliveries_dir, backoff=lambda _n: 60.0)
+        d.dispatcher.start()
+        try:
+            d.add("t/sub-1", "evt-1", rx.url)
+            d.wait(lambda: d.finished("evt-1"), timeout=10)
+        finally:
+            d.dispatcher.stop()
+        first, second = rx.wait_for(2)
+    assert 1.0 <= second.at - first.at < 3.0  # neither at once nor after the 60 s backoff
+    assert d.results[0][2].retry_after == 1.0
+
+
+def test_410_ends_the_group_and_its_later_notifications_are_not_sent(deliveries_dir: Path) -> None:
+    with Receiver(lambda _r, _i: Reply(410)) as gone, Receiver() as fine:
+        d = Deliveries(deliveries_dir)
+        for n in range(3):
+            d.add("t/gone", f"g-{n}", gone.url)
+            d.add("t/fine", f"f-{n}", fine.url)
+        d.dispatcher.start()
+        try:
+            d.wait(lambda: d.finished("f-2") and d.finished("g-0"))
+            time.sleep(0.3)
+        finally:
+            d.dispatcher.stop()
+        assert len(gone.received) == 1
+        assert len(fine.received) == 3
+    assert ("g-0", "gone") in [(j, r) for j, r, _ in d.results]
+    assert d.queue.depth("t/gone") == 0
+
+
+def test_a_receiver_down_past_the_horizon_is_given_up_with_one_id(deliveries_dir: Path) -> None:
+    with Receiver(lambda _r, _i: Reply(500)) as rx:
+        d = Deliveries(deliveries_dir, backoff=lambda _n: 0.3, horizon_seconds=1.2)
+        d.dispatcher.start()
+        try:
+            d.add("t/sub", "evt-1", rx.url)
+            d.wait(lambda: d.finished("evt-1"), timeout=10)
+        finally:
+            d.dispatcher.stop()
+        requests = list(rx.received)
+    assert d.results[-1][1] == "gave-up"
+    assert 3 <= len(requests) <= 7
+    assert {r.headers["webhook-id"] for r in requests} == {"evt-1"}
+    assert requests[-1].at - requests[0].at < 2.0
+    assert d.queue.depth() == 0
+
+
+def test_a_redirecting_endpoint_is_retried_not_followed(deliveries_dir: Path) -> None:
+    with Receiver() as target, Receiver(lambda _r, _i: Reply(307, {"Location": target.url})) as rx:
+        d = Deliveries(deliveries_dir, backoff=lambda _n: 30.0)
+        d.dispatcher.start()
+        try:
+            d.add("t/sub", "evt-1", rx.url)
+            d.wait(lambda: bool(d.results))
+        finally:
+            d.dispatcher.stop()
+        assert target.received == []
+    assert d.results[0][:2] == ("evt-1", "retrying")
+    assert "redirects are not followed" in (d.results[0][2].error or "")
+
+
+def _latencies(directory: Path, *, with_dead_endpoint: bool) -> list[float]:
+    """Seconds from enqueue to receipt for 8 healthy groups sent 25 notifications each at ~80/s,
+    optionally beside a group whose endpoint never answers (1 s timeout, retried every 0.05 s)."""
+    groups, per_group, interval = 8, 25, 0.0125
+    arrived: dict[str, float] = {}
+    lock = threading.Lock()
+
+    def record(request: Received, _index: int) -> Reply:
+        with lock:
+            arrived[request.headers["webhook-id"]] = request.at
+        return Reply(200)
+
+    with Receiver(record) as healthy, Receiver(lambda _r, _i: Reply(hang=True)) as dead:
+        d = Deliveries(directory, timeout=1.0, workers=4, backoff=lambda _n: 0.05)
+        d.dispatcher.start()
+        try:
+            if with_dead_endpoint:
+                for n in range(20):
+                    d.add("t/dead", f"dead-{n}", dead.url)
+                time.sleep(0.2)  # the dead group is now holding a worker
+            for n in range(per_group):
+                for g in range(groups):
+                    d.add(f"t/g{g}", f"g{g}-{n}", f"{healthy.url}/g{g}")
+                    time.sleep(interval)
+            d.wait(lambda: len(arrived) == groups * per_group, timeout=60)
+        finally:
+            d.dispatcher.stop()
+    return sorted(arrived[job] - d.enqueued_at[job] for job in arrived)
+
+
+def _pct(values: list[float], q: float) -> float:
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def test_an_endpoint_that_never_answers_does_not_slow_the_other_groups(tmp_path: Path) -> None:
+    base = _latencies(tmp_path / "base", with_dead_endpoint=False)
+    dead = _latencies(tmp_path / "dead", with_dead_endpoint=True)
+    numbers = {
+        "p50_ms_without": round(_pct(base, 0.5) * 1000, 1),
+        "p99_ms_without": round(_pct(base, 0.99) * 1000, 1),
+        "p50_ms_with_dead_endpoint": round(_pct(dead, 0.5) * 1000, 1),
+        "p99_ms_with_dead_endpoint": round(_pct(dead, 0.99) * 1000, 1),
+    }
+    print("isolation latency", numbers)
+    # 2x the baseline, plus a floor for scheduling noise on a shared 2-core machine
+    assert _pct(dead, 0.5) <= 2 * _pct(base, 0.5) + 0.025, numbers
+    assert _pct(dead, 0.99) <= 2 * _pct(base, 0.99) + 0.100, numbers

@@ -129,6 +129,8 @@ class Facts:
             self.prefetch(codes)
 
     def prefetch(self, codes: frozenset[str]) -> None:
+        if codes.issubset(self._values):
+            return
         wanted = tuple(c for c in codes if c not in self._values)
         if not wanted:
             return
@@ -188,7 +190,10 @@ class CompiledCriteria:
         return self.evaluate(Facts(resource, self.registry, codes=self.codes, now_ms=now_ms))
 
     def evaluate(self, facts: Facts) -> bool:
-        return all(test(facts) for test in self.tests)
+        for test in self.tests:  # noqa: SIM110 - a loop, not all(genexpr): it runs for every candidate
+            if not test(facts):
+                return False
+        return True
 
 
 def _refuse(expression: str, name: str, reason: str, code: str = "invalid") -> BadRequest:

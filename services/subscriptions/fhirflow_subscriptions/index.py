@@ -39,10 +39,15 @@ class _Bucket:
     scan: dict[Hashable, _Entry] = field(default_factory=dict)
     kinds: dict[str, dict[str, int]] = field(default_factory=dict)
     """Parameter code → kind → how many entries are filed under it (the keys a change must offer)."""
+    codes: dict[str, int] = field(default_factory=dict)
+    """Parameter code → how many entries' criteria read it: what a change extracts, in one pass."""
     registry_of: CompiledCriteria | None = None
     """The latest filed criteria: its registry extracts a change's keys."""
 
     def add(self, entry: _Entry) -> None:
+        for compiled in entry.criteria:
+            for code in compiled.codes:
+                self.codes[code] = self.codes.get(code, 0) + 1
         if entry.keys is None:
             self.scan[entry.key] = entry
             return
@@ -53,6 +58,11 @@ class _Bucket:
             counts[k[1]] = counts.get(k[1], 0) + 1
 
     def discard(self, entry: _Entry) -> None:
+        for compiled in entry.criteria:
+            for code in compiled.codes:
+                self.codes[code] -= 1
+                if not self.codes[code]:
+                    del self.codes[code]
         if entry.keys is None:
             self.scan.pop(entry.key, None)
             return
@@ -146,12 +156,13 @@ class SubscriptionIndex:
             return []
         now = now_ms if now_ms is not None else int(time.time() * 1000)
         facts: dict[int, Facts] = {}
+        codes: frozenset[str] = frozenset()
 
         def facts_for(compiled: CompiledCriteria) -> Facts:
             assert resource is not None
             found = facts.get(id(compiled.registry))
-            if found is None:
-                found = facts[id(compiled.registry)] = Facts(resource, compiled.registry, now_ms=now)
+            if found is None:  # one extraction pass for every parameter the bucket reads
+                found = facts[id(compiled.registry)] = Facts(resource, compiled.registry, codes=codes, now_ms=now)
             found.prefetch(compiled.codes)
             return found
 
@@ -162,6 +173,7 @@ class SubscriptionIndex:
             candidates = list(bucket.scan.values())
             kinds = [(code, kind) for code, counts in bucket.kinds.items() for kind in counts]
             registry_of = bucket.registry_of
+            codes = frozenset(bucket.codes)
         if resource is not None and kinds and registry_of is not None:
             offered = resource_keys(facts_for(registry_of), kinds)
             seen: set[Hashable] = set()
@@ -177,6 +189,13 @@ class SubscriptionIndex:
         for entry in candidates:
             if operation not in entry.interactions:
                 continue
-            if not entry.criteria or (resource is not None and all(c.evaluate(facts_for(c)) for c in entry.criteria)):
+            if resource is None:
+                if not entry.criteria:
+                    out.append(entry.key)
+                continue
+            for compiled in entry.criteria:
+                if not compiled.evaluate(facts_for(compiled)):
+                    break
+            else:
                 out.append(entry.key)
         return out
