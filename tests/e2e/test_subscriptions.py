@@ -1,0 +1,489 @@
+"""Subscriptions end to end: the real server (``fhirflow serve``), real webhook receivers on
+127.0.0.1, signatures verified with the ``standardwebhooks`` package (issue 12).
+
+R4 rest-hook (subscription.html#channels): no payload → POST with no body plus channel.header;
+a payload → PUT {endpoint}/{type}/{id} with the resource. Topic-based (Backport IG 1.1.0): history
+Bundles whose entry[0] is the SubscriptionStatus Parameters; handshake, heartbeat, $status, $events.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from fhirflow.local.launcher import LocalServer
+from fhirflow.validation import validate_resource
+from tests.e2e.support import FHIR_JSON
+from tests.e2e.webhooks import Received, Receiver, unique, verify
+
+SECRET_EXT = "https://fhirflow.dev/fhir/StructureDefinition/subscription-signing-secret"
+BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition"
+TOPIC = "https://fhirflow.dev/fhir/SubscriptionTopic/"
+DEV_ENV = {
+    "FHIRFLOW_SUBSCRIPTIONS_ALLOW_HTTP": "true",
+    "FHIRFLOW_SUBSCRIPTIONS_ALLOW_PRIVATE": "true",
+    "FHIRFLOW_SUBSCRIPTIONS_HEARTBEAT_TICK_SECONDS": "0.2",
+}
+
+
+@pytest.fixture(scope="module")
+def subs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
+    with LocalServer(data_dir=tmp_path_factory.mktemp("subs"), env=DEV_ENV) as running:
+        yield running
+
+
+@pytest.fixture
+def http(subs_server: LocalServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=subs_server.base_url, headers={"Content-Type": FHIR_JSON}, timeout=60) as client:
+        yield client
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    with Receiver() as running:
+        yield running
+
+
+def r4_subscription(endpoint: str, criteria: str, **channel: Any) -> dict[str, Any]:
+    return {
+        "resourceType": "Subscription",
+        "status": "requested",
+        "reason": "e2e",
+        "criteria": criteria,
+        "channel": {"type": "rest-hook", "endpoint": endpoint, **channel},
+    }
+
+
+def topic_subscription(
+    endpoint: str, rtype: str, filters: list[str], content: str, **extensions: int
+) -> dict[str, Any]:
+    channel_ext = [
+        {"url": f"{BACKPORT}/backport-{name.replace('_', '-')}", "valueUnsignedInt": value}
+        for name, value in extensions.items()
+    ]
+    body: dict[str, Any] = {
+        "resourceType": "Subscription",
+        "meta": {"profile": [f"{BACKPORT}/backport-subscription"]},
+        "status": "requested",
+        "reason": "e2e",
+        "criteria": TOPIC + rtype,
+        "channel": {
+            "type": "rest-hook",
+            "endpoint": endpoint,
+            "payload": "application/fhir+json",
+            "_payload": {"extension": [{"url": f"{BACKPORT}/backport-payload-content", "valueCode": content}]},
+        },
+    }
+    if filters:
+        body["_criteria"] = {
+            "extension": [{"url": f"{BACKPORT}/backport-filter-criteria", "valueString": f} for f in filters]
+        }
+    if channel_ext:
+        body["channel"]["extension"] = channel_ext
+    return body
+
+
+def subscribe(http: httpx.Client, body: dict[str, Any]) -> tuple[str, str]:
+    """Create; returns (id, signing secret shown once in the create response)."""
+    reply = http.post("/Subscription", json=body)
+    assert reply.status_code == 201, reply.text
+    created = reply.json()
+    secret = next(e["valueString"] for e in created["channel"]["extension"] if e["url"] == SECRET_EXT)
+    assert secret.startswith("whsec_")
+    return created["id"], secret
+
+
+def wait_status(http: httpx.Client, id_: str, wanted: str, timeout: float = 20.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        current = http.get(f"/Subscription/{id_}").json()
+        if current["status"] == wanted:
+            return current
+        if time.monotonic() > deadline:
+            raise AssertionError(f"Subscription/{id_} stayed {current['status']} (wanted {wanted}): {current}")
+        time.sleep(0.05)
+
+
+def observation(code: str, subject: str = "Patient/p1", **extra: Any) -> dict[str, Any]:
+    return {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+        "subject": {"reference": subject},
+        **extra,
+    }
+
+
+def unique_code() -> str:
+    return f"c-{uuid.uuid4().hex[:10]}"
+
+
+# -- validation on write ---------------------------------------------------------------------------
+
+
+BAD = [
+    (
+        "channel type",
+        {"channel": {"type": "email", "endpoint": "mailto:a@b.c"}},
+        "Subscription.channel.type",
+        "not-supported",
+    ),
+    ("status active", {"status": "active"}, "Subscription.status", "invalid"),
+    ("end in the past", {"end": "2001-01-01T00:00:00Z"}, "Subscription.end", "invalid"),
+    (
+        "xml payload",
+        {"channel": {"type": "rest-hook", "endpoint": "https://example.org/hook", "payload": "application/fhir+xml"}},
+        "Subscription.channel.payload",
+        "not-supported",
+    ),
+    (
+        "ftp endpoint",
+        {"channel": {"type": "rest-hook", "endpoint": "ftp://example.org/x"}},
+        "Subscription.channel.endpoint",
+        "invalid",
+    ),
+    (
+        "http to a public host",
+        {"channel": {"type": "rest-hook", "endpoint": "http://example.org/x"}},
+        "Subscription.channel.endpoint",
+        "invalid",
+    ),
+    ("_include", {"criteria": "Observation?_include=Observation:subject"}, "Subscription.criteria", None),
+    ("unknown parameter", {"criteria": "Observation?nonsense=1"}, "Subscription.criteria", None),
+    ("leading slash", {"criteria": "/Observation?code=1"}, "Subscription.criteria", None),
+    (
+        "unknown topic",
+        {"criteria": "http://example.org/SubscriptionTopic/admission"},
+        "Subscription.criteria",
+        "not-supported",
+    ),
+    (
+        "header without a value",
+        {"channel": {"type": "rest-hook", "endpoint": "https://example.org/hook", "header": ["NoColon"]}},
+        "Subscription.channel.header[0]",
+        "invalid",
+    ),
+    (
+        "bad signing secret",
+        {
+            "channel": {
+                "type": "rest-hook",
+                "endpoint": "https://example.org/hook",
+                "extension": [{"url": SECRET_EXT, "valueString": "guessable"}],
+            }
+        },
+        "Subscription.channel.extension[0]",
+        "invalid",
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "change", "expression", "code"), BAD, ids=[c[0] for c in BAD])
+def test_bad_subscriptions_are_refused_naming_the_element(
+    http: httpx.Client, case: str, change: dict[str, Any], expression: str, code: str | None
+) -> None:
+    body = {**r4_subscription("https://example.org/hook", "Observation?code=1"), **change}
+    reply = http.post("/Subscription", json=body)
+    assert reply.status_code == 400, (case, reply.text)
+    issue = reply.json()["issue"][0]
+    assert issue["expression"] == [expression], (case, issue)
+    if code:
+        assert issue["code"] == code
+    # The same through a transaction bundle entry: refused, nothing stored.
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [{"resource": body, "request": {"method": "POST", "url": "Subscription"}}],
+    }
+    assert http.post("/", json=bundle).status_code == 400
+
+
+def test_a_bad_topic_filter_is_refused_naming_the_extension(http: httpx.Client) -> None:
+    body = topic_subscription("https://example.org/hook", "Observation", ["code=1", "nonsense=2"], "id-only")
+    reply = http.post("/Subscription", json=body)
+    assert reply.status_code == 400
+    assert reply.json()["issue"][0]["expression"] == ["Subscription.criteria.extension[1]"]
+
+
+def test_a_client_may_not_set_status_by_patch_either(http: httpx.Client, receiver: Receiver) -> None:
+    id_, _ = subscribe(http, r4_subscription(receiver.url, f"Observation?code={unique_code()}"))
+    patch = [{"op": "replace", "path": "/status", "value": "active"}]
+    reply = http.patch(f"/Subscription/{id_}", json=patch, headers={"Content-Type": "application/json-patch+json"})
+    assert reply.status_code == 400
+    assert reply.json()["issue"][0]["expression"] == ["Subscription.status"]
+
+
+# -- R4 rest-hook ------------------------------------------------------------------------------
+
+
+def test_r4_rest_hook_without_payload_posts_no_body_with_the_channel_headers(
+    http: httpx.Client, receiver: Receiver
+) -> None:
+    code = unique_code()
+    body = r4_subscription(receiver.url + "/hook", f"Observation?code={code}", header=["Authorization: Bearer s3cret"])
+    id_, secret = subscribe(http, body)
+    # Secrets are redacted on read and in history; status moves to active by the server.
+    stored = wait_status(http, id_, "active")
+    assert stored["channel"]["header"] == ["Authorization: *****"]
+    assert [e["valueString"] for e in stored["channel"]["extension"] if e["url"] == SECRET_EXT] == ["*****"]
+    assert "s3cret" not in http.get(f"/Subscription/{id_}/_history").text
+    assert secret not in http.get(f"/Subscription/{id_}/_history").text
+
+    http.post("/Observation", json=observation("other-code"))
+    created = http.post("/Observation", json=observation(code)).json()
+    http.put(f"/Observation/{created['id']}", json={**created, "status": "amended"})
+    http.delete(f"/Observation/{created['id']}")  # R4 notifies no deletes
+
+    got = receiver.wait_for(lambda seen: len(seen) >= 2)
+    time.sleep(0.5)
+    got = receiver.snapshot()
+    assert len(got) == 2, [r.path for r in got]
+    for request in got:
+        assert request.method == "POST"
+        assert request.path == "/hook"
+        assert request.body == b""
+        assert request.headers["authorization"] == "Bearer s3cret"
+        assert "content-type" not in request.headers
+        verify(secret, request)
+    assert len({r.headers["webhook-id"] for r in got}) == 2
+
+
+def test_r4_rest_hook_with_payload_puts_the_resource_at_endpoint_type_id(
+    http: httpx.Client, receiver: Receiver
+) -> None:
+    code = unique_code()
+    body = r4_subscription(receiver.url + "/fhir", f"Observation?code={code}", payload="application/fhir+json")
+    id_, secret = subscribe(http, body)
+    wait_status(http, id_, "active")
+    created = http.post("/Observation", json=observation(code)).json()
+    got = receiver.wait_for(lambda seen: len(seen) >= 1)
+    request = got[0]
+    assert request.method == "PUT"
+    assert request.path == f"/fhir/Observation/{created['id']}"
+    assert request.headers["content-type"] == "application/fhir+json"
+    assert verify(secret, request) == created
+    assert not validate_resource(request.json())
+
+
+# -- topic-based -------------------------------------------------------------------------------
+
+
+def _bundle_checks(request: Received, secret: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    bundle = verify(secret, request)
+    assert request.method == "POST"
+    assert request.headers["content-type"] == "application/fhir+json"
+    assert not validate_resource(bundle), validate_resource(bundle)
+    assert bundle["type"] == "history"
+    status = bundle["entry"][0]["resource"]
+    assert status["resourceType"] == "Parameters"
+    return bundle, {p["name"]: p for p in status["parameter"] if p["name"] != "notification-event"}
+
+
+@pytest.mark.parametrize("content", ["empty", "id-only", "full-resource"])
+def test_topic_subscription_handshake_then_events_at_each_payload_level(
+    http: httpx.Client, receiver: Receiver, content: str
+) -> None:
+    code = unique_code()
+    id_, secret = subscribe(http, topic_subscription(receiver.url, "Observation", [f"code={code}"], content))
+    handshake = receiver.wait_for(lambda seen: len(seen) >= 1)[0]
+    _, params = _bundle_checks(handshake, secret)
+    assert params["type"]["valueCode"] == "handshake"
+    assert params["topic"]["valueCanonical"] == TOPIC + "Observation"
+    wait_status(http, id_, "active")
+
+    first = http.post("/Observation", json=observation(code)).json()
+    http.post("/Observation", json=observation("not-this-one"))
+    http.delete(f"/Observation/{first['id']}")
+    got = receiver.wait_for(lambda seen: len(seen) >= 3)
+    events = []
+    for request in got[1:]:
+        bundle, params = _bundle_checks(request, secret)
+        assert params["type"]["valueCode"] == "event-notification"
+        notification = [p for p in bundle["entry"][0]["resource"]["parameter"] if p["name"] == "notification-event"]
+        parts = {p["name"]: p for p in notification[0]["part"]}
+        events.append(int(parts["event-number"]["valueString"]))
+        assert params["events-since-subscription-start"]["valueString"] == parts["event-number"]["valueString"]
+        focus_url = f"{http.base_url}/Observation/{first['id']}".replace("http://", "http://")
+        if content == "empty":
+            assert len(bundle["entry"]) == 1
+            assert "focus" not in parts
+        else:
+            assert parts["focus"]["valueReference"]["reference"].endswith(f"/Observation/{first['id']}")
+            assert bundle["entry"][1]["fullUrl"].endswith(f"/Observation/{first['id']}")
+            has_resource = "resource" in bundle["entry"][1]
+            deleted = bundle["entry"][1]["request"]["method"] == "DELETE"
+            assert has_resource == (content == "full-resource" and not deleted), focus_url
+    assert events == [1, 2]
+
+
+def test_heartbeats_status_and_events(http: httpx.Client, receiver: Receiver) -> None:
+    code = unique_code()
+    body = topic_subscription(receiver.url, "Observation", [f"Observation?code={code}"], "id-only", heartbeat_period=1)
+    id_, secret = subscribe(http, body)
+    wait_status(http, id_, "active")
+    for _ in range(3):
+        http.post("/Observation", json=observation(code))
+    receiver.wait_for(lambda seen: sum(1 for r in seen if b'"heartbeat"' in r.body) >= 1, timeout=10)
+    for request in receiver.snapshot():
+        _bundle_checks(request, secret)
+
+    status = http.get(f"/Subscription/{id_}/$status")
+    assert status.status_code == 200
+    params = {p["name"]: p for p in status.json()["entry"][0]["resource"]["parameter"]}
+    assert params["type"]["valueCode"] == "query-status"
+    assert params["status"]["valueCode"] == "active"
+    assert params["events-since-subscription-start"]["valueString"] == "3"
+    assert "delivery-attempt" in params
+    assert not validate_resource(status.json())
+    typed = http.get("/Subscription/$status", params={"id": id_}).json()
+    assert typed["total"] == 1
+
+    replay = http.get(f"/Subscription/{id_}/$events", params={"eventsSinceNumber": 2, "content": "full-resource"})
+    assert replay.status_code == 200
+    bundle = replay.json()
+    assert not validate_resource(bundle)
+    numbers = [
+        int(part["valueString"])
+        for p in bundle["entry"][0]["resource"]["parameter"]
+        if p["name"] == "notification-event"
+        for part in p["part"]
+        if part["name"] == "event-number"
+    ]
+    assert numbers == [2, 3]
+    assert all("resource" in e for e in bundle["entry"][1:])
+    assert http.get(f"/Subscription/{id_}/$events", params={"eventsSinceNumber": "x"}).status_code == 400
+
+
+def test_capability_statement_advertises_topics_and_operations(http: httpx.Client) -> None:
+    statement = http.get("/metadata").json()
+    resources = {r["type"]: r for r in statement["rest"][0]["resource"]}
+    canonical = f"{BACKPORT}/capabilitystatement-subscriptiontopic-canonical"
+    topics = [e["valueCanonical"] for e in resources["Observation"]["extension"] if e["url"] == canonical]
+    assert topics == [TOPIC + "Observation"]
+    names = {o["name"] for o in resources["Subscription"]["operation"]}
+    assert {"status", "events"} <= names
+
+
+# -- ordering ----------------------------------------------------------------------------------
+
+
+def test_a_thousand_updates_arrive_in_version_order_with_contiguous_event_numbers(
+    http: httpx.Client, receiver: Receiver
+) -> None:
+    patient_id = f"order-{uuid.uuid4().hex[:8]}"
+    body = topic_subscription(receiver.url, "Patient", [f"_id={patient_id}"], "id-only")
+    id_, secret = subscribe(http, body)
+    wait_status(http, id_, "active")
+    for n in range(1000):
+        reply = http.put(
+            f"/Patient/{patient_id}",
+            json={"resourceType": "Patient", "id": patient_id, "gender": "male" if n % 2 else "female"},
+        )
+        assert reply.status_code in (200, 201)
+    got = receiver.wait_for(lambda seen: len(unique(seen)) >= 1001, timeout=120)
+    versions, numbers = [], []
+    for request in unique(got)[1:]:
+        bundle = verify(secret, request)
+        versions.append(int(bundle["entry"][1]["response"]["etag"].split('"')[1]))
+        event = next(p for p in bundle["entry"][0]["resource"]["parameter"] if p["name"] == "notification-event")
+        numbers.append(int(next(x["valueString"] for x in event["part"] if x["name"] == "event-number")))
+    assert versions == list(range(1, 1001))
+    assert numbers == list(range(1, 1001))
+
+
+# -- durability --------------------------------------------------------------------------------
+
+
+def test_kill_9_during_deliveries_and_restart_delivers_every_committed_change(tmp_path: Path) -> None:
+    patient_id = "k9"
+    with Receiver(delay=0.01) as receiver:
+        first = LocalServer(data_dir=tmp_path, env=DEV_ENV).start()
+        try:
+            with httpx.Client(base_url=first.base_url, headers={"Content-Type": FHIR_JSON}, timeout=30) as http:
+                id_, secret = subscribe(
+                    http, topic_subscription(receiver.url, "Patient", [f"_id={patient_id}"], "id-only")
+                )
+                wait_status(http, id_, "active")
+                for n in range(200):
+                    http.put(
+                        f"/Patient/{patient_id}",
+                        json={"resourceType": "Patient", "id": patient_id, "birthDate": f"19{n % 100:02d}-01-01"},
+                    )
+                assert len(unique(receiver.snapshot())) < 201  # deliveries are still going on
+            assert first.process is not None
+            os.kill(first.process.pid, signal.SIGKILL)
+            first.process.wait()
+        finally:
+            first.stop()
+        with (
+            LocalServer(data_dir=tmp_path, env=DEV_ENV) as second,
+            httpx.Client(base_url=second.base_url, timeout=30) as http,
+        ):
+            committed = int(http.get(f"/Patient/{patient_id}").json()["meta"]["versionId"])
+            assert committed == 200
+            got = receiver.wait_for(lambda seen: len(unique(seen)) >= committed + 1, timeout=120)
+    versions, numbers = [], []
+    for request in unique(got)[1:]:
+        bundle = verify(secret, request)
+        versions.append(int(bundle["entry"][1]["response"]["etag"].split('"')[1]))
+        event = next(p for p in bundle["entry"][0]["resource"]["parameter"] if p["name"] == "notification-event")
+        numbers.append(int(next(x["valueString"] for x in event["part"] if x["name"] == "event-number")))
+    assert versions == list(range(1, committed + 1))
+    assert numbers == list(range(1, committed + 1))
+
+
+# -- authorization -----------------------------------------------------------------------------
+
+
+def test_a_patient_context_subscription_gets_only_its_compartment(tmp_path: Path) -> None:
+    def mint(*args: str) -> dict[str, str]:
+        command = [sys.executable, "-m", "fhirflow.cli", "token", "--data-dir", str(tmp_path), *args]
+        token = subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip()
+        return {"Authorization": f"Bearer {token}"}
+
+    code = unique_code()
+    with (
+        Receiver() as receiver,
+        LocalServer(data_dir=tmp_path, extra_args=("--auth", "smart"), env=DEV_ENV) as server,
+        httpx.Client(base_url=server.base_url, headers={"Content-Type": FHIR_JSON}, timeout=30) as http,
+    ):
+        admin = mint("--scope", "system/*.cruds")
+        owner = mint(
+            "--scope",
+            "user/Subscription.cruds patient/Observation.rs",
+            "--patient",
+            "p1",
+            "--fhir-user",
+            "Practitioner/dr",
+        )
+        body = r4_subscription(receiver.url, f"Observation?code={code}", payload="application/fhir+json")
+        reply = http.post("/Subscription", json=body, headers=owner)
+        assert reply.status_code == 201, reply.text
+        secret = next(e["valueString"] for e in reply.json()["channel"]["extension"] if e["url"] == SECRET_EXT)
+        id_ = reply.json()["id"]
+        deadline = time.monotonic() + 20
+        while http.get(f"/Subscription/{id_}", headers=admin).json()["status"] != "active":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        mine = http.post("/Observation", json=observation(code, "Patient/p1"), headers=admin).json()
+        http.post("/Observation", json=observation(code, "Patient/p2"), headers=admin)
+        also_mine = http.post("/Observation", json=observation(code, "Patient/p1"), headers=admin).json()
+        got = receiver.wait_for(lambda seen: len(seen) >= 2)
+        time.sleep(1.0)
+        got = receiver.snapshot()
+        assert [r.path for r in got] == [f"/Observation/{mine['id']}", f"/Observation/{also_mine['id']}"]
+        for request in got:
+            verify(secret, request)
+        # Subscribing needs read access to what the criteria name.
+        no_read = mint("--scope", "user/Subscription.cruds", "--fhir-user", "Practitioner/dr")
+        assert http.post("/Subscription", json=body, headers=no_read).status_code == 403
