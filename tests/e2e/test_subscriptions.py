@@ -406,8 +406,10 @@ def test_a_thousand_updates_arrive_in_version_order_with_contiguous_event_number
 
 def test_kill_9_during_deliveries_and_restart_delivers_every_committed_change(tmp_path: Path) -> None:
     patient_id = "k9"
+    # A short request timeout makes the lease of the notification in flight at the kill short.
+    env = {**DEV_ENV, "FHIRFLOW_SUBSCRIPTIONS_REQUEST_TIMEOUT_SECONDS": "2"}
     with Receiver(delay=0.01) as receiver:
-        first = LocalServer(data_dir=tmp_path, env=DEV_ENV).start()
+        first = LocalServer(data_dir=tmp_path, env=env).start()
         try:
             with httpx.Client(base_url=first.base_url, headers={"Content-Type": FHIR_JSON}, timeout=30) as http:
                 id_, secret = subscribe(
@@ -426,7 +428,7 @@ def test_kill_9_during_deliveries_and_restart_delivers_every_committed_change(tm
         finally:
             first.stop()
         with (
-            LocalServer(data_dir=tmp_path, env=DEV_ENV) as second,
+            LocalServer(data_dir=tmp_path, env=env) as second,
             httpx.Client(base_url=second.base_url, timeout=30) as http,
         ):
             committed = int(http.get(f"/Patient/{patient_id}").json()["meta"]["versionId"])
@@ -487,3 +489,67 @@ def test_a_patient_context_subscription_gets_only_its_compartment(tmp_path: Path
         # Subscribing needs read access to what the criteria name.
         no_read = mint("--scope", "user/Subscription.cruds", "--fhir-user", "Practitioner/dr")
         assert http.post("/Subscription", json=body, headers=no_read).status_code == 403
+
+
+# -- retries, error and off ------------------------------------------------------------------------
+
+RETRY_ENV = {
+    **DEV_ENV,
+    "FHIRFLOW_SUBSCRIPTIONS_RETRY_SCALE": "0.002",  # the schedule's 5 s, 5 min, 30 min → 10 ms, 0.6 s, 3.6 s
+    "FHIRFLOW_SUBSCRIPTIONS_RETRY_HORIZON_SECONDS": "8",
+}
+
+
+@pytest.fixture(scope="module")
+def retry_http(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
+    with (
+        LocalServer(data_dir=tmp_path_factory.mktemp("subs-retry"), env=RETRY_ENV) as running,
+        httpx.Client(base_url=running.base_url, headers={"Content-Type": FHIR_JSON}, timeout=60) as client,
+    ):
+        yield client
+
+
+def statuses(http: httpx.Client, id_: str) -> list[tuple[str, str | None]]:
+    """The subscription's status over its versions, oldest first (status changes are new versions)."""
+    history = http.get(f"/Subscription/{id_}/_history", params={"_count": 100}).json()
+    versions = sorted((e["resource"] for e in history.get("entry", [])), key=lambda r: int(r["meta"]["versionId"]))
+    return [(r["status"], r.get("error")) for r in versions]
+
+
+def test_a_receiver_failing_its_first_requests_gets_the_notification_and_status_goes_error_then_active(
+    retry_http: httpx.Client,
+) -> None:
+    code = unique_code()
+    with Receiver(fail_first=3, fail_status=503) as receiver:
+        id_, secret = subscribe(retry_http, r4_subscription(receiver.url, f"Observation?code={code}"))
+        wait_status(retry_http, id_, "active")
+        retry_http.post("/Observation", json=observation(code))
+        got = receiver.wait_for(lambda seen: len(seen) >= 1, timeout=20)
+        assert receiver.answered == 4  # three failures, then the delivery
+        verify(secret, got[0])
+        wait_status(retry_http, id_, "active")
+        time.sleep(0.5)
+        assert len(unique(receiver.snapshot())) == 1
+    history = statuses(retry_http, id_)
+    assert [s for s, _ in history] == ["requested", "active", "error", "active"], history
+    assert "HTTP 503" in (history[2][1] or "")
+
+
+def test_a_receiver_down_past_the_horizon_turns_the_subscription_error_then_off(retry_http: httpx.Client) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a loopback port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        down = f"http://127.0.0.1:{probe.getsockname()[1]}/hook"
+    code = unique_code()
+    id_, _ = subscribe(retry_http, r4_subscription(down, f"Observation?code={code}"))
+    wait_status(retry_http, id_, "active")
+    retry_http.post("/Observation", json=observation(code))
+    wait_status(retry_http, id_, "error", timeout=10)
+    final = wait_status(retry_http, id_, "off", timeout=30)
+    assert "retry horizon" in final["error"]
+    assert [s for s, _ in statuses(retry_http, id_)] == ["requested", "active", "error", "off"]
+    # Off means no more deliveries and no more matching: a later change queues nothing.
+    status = retry_http.get(f"/Subscription/{id_}/$status").json()
+    params = {p["name"]: p for p in status["entry"][0]["resource"]["parameter"]}
+    assert params["status"]["valueCode"] == "off"

@@ -123,7 +123,9 @@ def start_subscriptions_worker(settings: Settings) -> SubscriptionsWorker | None
         horizon_seconds=settings.subscriptions_retry_horizon_seconds,
         workers=settings.subscriptions_delivery_workers,
         backoff=lambda attempt: next_delay(attempt) * scale,
-        lease_seconds=max(120.0, settings.subscriptions_request_timeout_seconds * 3),
+        # A crash leaves the job in flight leased: the next process re-sends it once the lease is
+        # over, so the lease is as short as it can be while covering the longest request.
+        lease_seconds=settings.subscriptions_request_timeout_seconds * 2 + 5,
     ).start()
     service.on_enqueued = dispatcher.wake
     service.load()

@@ -375,7 +375,10 @@ class SubscriptionService:
         headers = dict(secrets.headers)
         if data.get("content_type"):
             headers["Content-Type"] = data["content_type"]
-        timeout = float(spec.timeout_seconds or self.deps.settings.subscriptions_request_timeout_seconds)
+        # backport-timeout may shorten the server's request timeout, never lengthen it (the
+        # dispatcher's lease covers the server's timeout).
+        limit = self.deps.settings.subscriptions_request_timeout_seconds
+        timeout = float(min(spec.timeout_seconds or limit, limit))
         outgoing = Outgoing(
             method=data["method"],
             url=data["url"],
