@@ -46,7 +46,17 @@ _stores: dict[str, SubscriptionStateStore] = {}
 
 
 def state_store(settings: Settings) -> SubscriptionStateStore:
-    """The settings' state store (SQLite in the embedded mode), one per database per process."""
+    """The settings' state store (SQLite in the embedded mode), one per database per process.
+
+    With the DynamoDB store nothing would match and deliver yet (the AWS matcher and deliverer are
+    designed in docs/subscriptions.md, not built): a Subscription there is refused with 501 rather
+    than accepted and left to never fire."""
+    if settings.store != "sqlite":
+        from fhirflow.errors import NotImplementedFhir
+
+        raise NotImplementedFhir(
+            "Subscriptions are not available with the DynamoDB store yet; the embedded (SQLite) server has them"
+        )
     from fhirflow.adapters.sqlite.subscriptions import SqliteSubscriptionState
     from fhirflow.runtime import sqlite_database
 

@@ -280,7 +280,7 @@ class SubscriptionService:
         if spec is None:
             return
         if spec.kind == "r4":
-            self._set_status(tenant, id_, "active", None)
+            self._set_status(tenant, id_, "active", None, only_from=("requested",))
             return
         # Topic-based: a handshake through the same queue; its result decides (on_result).
         from fhirflow.delivery_ports import DeliveryJob
