@@ -38,7 +38,9 @@ DEV_ENV = {
 
 @pytest.fixture(scope="module")
 def subs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
-    with LocalServer(data_dir=tmp_path_factory.mktemp("subs"), env=DEV_ENV) as running:
+    """Two processes, as ``fhirflow serve`` runs by default: writes (and the write hook) in the
+    workers, the matcher and the deliverer in the supervisor."""
+    with LocalServer(data_dir=tmp_path_factory.mktemp("subs"), env=DEV_ENV, workers=2) as running:
         yield running
 
 
@@ -553,3 +555,40 @@ def test_a_receiver_down_past_the_horizon_turns_the_subscription_error_then_off(
     status = retry_http.get(f"/Subscription/{id_}/$status").json()
     params = {p["name"]: p for p in status["entry"][0]["resource"]["parameter"]}
     assert params["status"]["valueCode"] == "off"
+
+
+def test_secrets_stay_out_of_reads_logs_and_audit_and_a_new_signing_secret_rotates(
+    http: httpx.Client, receiver: Receiver, subs_server: LocalServer
+) -> None:
+    import base64
+
+    code = unique_code()
+    body = r4_subscription(receiver.url, f"Observation?code={code}", header=["X-Api-Key: k-123-very-secret"])
+    id_, old = subscribe(http, body)
+    current = wait_status(http, id_, "active")
+    new = "whsec_" + base64.b64encode(os.urandom(32)).decode()
+    current["status"] = "requested"
+    current["channel"]["extension"] = [{"url": SECRET_EXT, "valueString": new}]  # header stays "*****": kept
+    reply = http.put(f"/Subscription/{id_}", json=current)
+    assert reply.status_code == 200, reply.text
+    assert new not in reply.text
+    assert "k-123-very-secret" not in reply.text
+    wait_status(http, id_, "active")
+    http.post("/Observation", json=observation(code))
+    request = receiver.wait_for(lambda seen: len(seen) >= 1)[0]
+    assert request.headers["x-api-key"] == "k-123-very-secret"
+    verify(new, request)
+    verify(old, request)  # both sign during the overlap, so receivers can switch without a gap
+    assert len(request.headers["webhook-signature"].split(" ")) == 2
+    # A "*****" for a header that had no value before is refused, naming the header.
+    current = http.get(f"/Subscription/{id_}").json()
+    current["status"] = "requested"
+    current["channel"]["header"].append("X-Other: *****")
+    refused = http.put(f"/Subscription/{id_}", json=current)
+    assert refused.status_code == 400
+    assert refused.json()["issue"][0]["expression"] == ["Subscription.channel.header[1]"]
+    everything = (subs_server.data_dir / "audit.jsonl").read_text() + subs_server.log_tail(10_000_000)
+    history = http.get(f"/Subscription/{id_}/_history").text
+    for secret in ("k-123-very-secret", old, new):
+        assert secret not in everything
+        assert secret not in history
