@@ -5,14 +5,17 @@ compiled criteria match are exactly the ones the search service returns for the 
 is usable when it is a type search that answers 200 without leaving a parameter out; result
 parameters that only order, page or trim the answer (``_sort``, ``_count``, ``_total``,
 ``_summary``, ``_elements``, ``_include``, ``_revinclude``) are dropped from both sides, since
-they do not change which resources match. Rows the matcher refuses (chains, ``_has``, ``_list``,
-``_contained``) are skipped with the reason; ``test_rows_checked`` prints the counts.
+they do not change which resources match. Chains and ``_has`` are compiled with ``chains=True`` and
+matched with a resolver over the fixture (read by id; the resources that refer to one, found with
+the matcher's own reference rule, itself checked by the reference rows). Rows the matcher refuses
+(``_list``, ``_contained``) are skipped with the reason; ``test_rows_checked`` prints the counts.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from functools import cache
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -48,6 +51,34 @@ def resources_by_tenant() -> dict[str, list[dict[str, Any]]]:
     return out
 
 
+class FixtureResolver:
+    """:class:`fhirflow_subscriptions.criteria.Resolver` over one tenant's fixture resources."""
+
+    def __init__(self, tenant: str) -> None:
+        self.resources = resources_by_tenant()[tenant]
+        self.by_id = {(r["resourceType"], r["id"]): r for r in self.resources}
+        self.referrers: dict[tuple[str, str, str, str], list[dict[str, Any]]] = {}
+
+    def read(self, resource_type: str, id_: str) -> Mapping[str, Any] | None:
+        return self.by_id.get((resource_type, id_))
+
+    def referencing(
+        self, source_type: str, param: str, target_type: str, target_id: str
+    ) -> Iterable[Mapping[str, Any]]:
+        key = (source_type, param, target_type, target_id)
+        found = self.referrers.get(key)
+        if found is None:
+            refers = compile_criteria(source_type, f"{param}={target_type}/{target_id}", base_url=BASE_URL)
+            found = [r for r in self.resources if r["resourceType"] == source_type and refers.matches(r)]
+            self.referrers[key] = found
+        return found
+
+
+@cache
+def resolver_for(tenant: str) -> FixtureResolver:
+    return FixtureResolver(tenant)
+
+
 def criteria_for(case: Case) -> tuple[CompiledCriteria | None, str]:
     """The row's criteria compiled (None and the reason when the row is not usable as criteria)
     and the query both sides run."""
@@ -68,6 +99,7 @@ def criteria_for(case: Case) -> tuple[CompiledCriteria | None, str]:
             tenant=case.tenant or fixtures.TENANT,
             terminology=fixtures.FixtureTerminology(),
             base_url=BASE_URL,
+            chains=True,
         )
     except BadRequest as refused:
         return None, f"refused: {refusal_kind(refused.diagnostics)}"
@@ -90,7 +122,8 @@ def matched(compiled: CompiledCriteria, tenant: str) -> list[str]:
     return sorted(
         f"{r['resourceType']}/{r['id']}"
         for r in resources_by_tenant()[tenant]
-        if r["resourceType"] == compiled.resource_type and compiled.matches(r, now_ms=NOW_MS)
+        if r["resourceType"] == compiled.resource_type
+        and compiled.matches(r, now_ms=NOW_MS, resolver=resolver_for(tenant))
     )
 
 
