@@ -8,7 +8,9 @@ parameters that only order, page or trim the answer (``_sort``, ``_count``, ``_t
 they do not change which resources match. Chains and ``_has`` are compiled with ``chains=True`` and
 matched with a resolver over the fixture (read by id; the resources that refer to one, found with
 the matcher's own reference rule, itself checked by the reference rows). Rows the matcher refuses
-(``_list``, ``_contained``) are skipped with the reason; ``test_rows_checked`` prints the counts.
+(``_contained``) are skipped with the reason; ``test_rows_checked`` prints the counts. The error
+rows of a type search are checked the other way: the criteria are refused too, naming the same
+parameter.
 """
 
 from __future__ import annotations
@@ -108,8 +110,7 @@ def criteria_for(case: Case) -> tuple[CompiledCriteria | None, str]:
 
 def refusal_kind(diagnostics: str) -> str:
     for needle, kind in (
-        ("chained parameters and _has", "chain or _has"),
-        ("_list", "_list"),
+        ("chained parameters, _has and _list", "chain, _has or _list"),
         ("'_contained'", "_contained"),
         ("terminology", "needs a terminology service"),
     ):
@@ -125,6 +126,18 @@ def matched(compiled: CompiledCriteria, tenant: str) -> list[str]:
         if r["resourceType"] == compiled.resource_type
         and compiled.matches(r, now_ms=NOW_MS, resolver=resolver_for(tenant))
     )
+
+
+ERROR_ROWS = [c for c in CASES if c.status == 400 and c.resource_type is not None and c.compartment is None]
+
+
+@pytest.mark.parametrize("case", ERROR_ROWS, ids=[case.id for case in ERROR_ROWS])
+def test_criteria_refuse_what_search_refuses(case: Case) -> None:
+    with pytest.raises(BadRequest) as caught:
+        compile_criteria(case.resource_type or "", case.query, expression="Subscription.criteria", chains=True)
+    issue = caught.value.issues[0]
+    assert issue.expression == ("Subscription.criteria",)
+    assert f"'{case.error_param}'" in issue.diagnostics
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
@@ -145,6 +158,9 @@ def test_rows_checked(capsys: pytest.CaptureFixture[str]) -> None:
     for case in CASES:
         compiled, reason = criteria_for(case)
         reasons["checked" if compiled is not None else reason] += 1
+        if case in ERROR_ROWS:
+            reasons["an error row"] -= 1
+            reasons["error rows: the criteria are refused as the search refuses them (test_criteria_refuse...)"] += 1
         if compiled is not None and matched(compiled, case.tenant or fixtures.TENANT):
             nonempty += 1
     with capsys.disabled():
@@ -153,6 +169,6 @@ def test_rows_checked(capsys: pytest.CaptureFixture[str]) -> None:
             f"({nonempty} with matches)"
         )
         for reason, count in sorted(reasons.items(), key=lambda item: -item[1]):
-            if reason != "checked":
-                print(f"  skipped {count:3d}: {reason}")
+            if reason != "checked" and count:
+                print(f"  {count:3d}: {reason}")
     assert reasons["checked"] >= MIN_CHECKED

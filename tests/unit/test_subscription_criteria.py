@@ -474,3 +474,14 @@ def test_chains_nest_at_most_eight_levels() -> None:
     assert compile_criteria("Observation", "subject:Patient.organization" + ".partof" * 6 + ".name=x", chains=True)
     error = refused("subject:Patient.organization" + ".partof" * 7 + ".name=x", chains=True)
     assert error.issues[0].code == "too-costly"
+
+
+def test_list_membership_through_the_resolver() -> None:
+    members = {"resourceType": "List", "id": "l1", "status": "current", "mode": "working"}
+    members["entry"] = [{"item": {"reference": "Observation/o1"}}]
+    in_list = compile_criteria("Observation", "_list=l1", chains=True)
+    assert in_list.needs_resolver
+    assert in_list.matches(observation("o1"), resolver=Resolver(members))
+    assert not in_list.matches(observation("o2"), resolver=Resolver(members))
+    assert not in_list.matches(observation("o1"), resolver=Resolver())
+    assert "'_list'" in refused("_list=$current-allergies", chains=True).issues[0].diagnostics

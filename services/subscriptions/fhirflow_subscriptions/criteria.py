@@ -15,12 +15,13 @@ both should read one definition.
 
 Refused with a 400 naming the parameter (``expression`` is the element the criteria came from):
 result parameters (``_include``, ``_sort``, ``_count``, ``_summary``...), which shape a result
-set, not a match; ``_list`` (membership in another resource); terminology modifiers (``:in``,
+set, not a match; terminology modifiers (``:in``,
 ``:not-in``, ``:above``, ``:below``) unless a :class:`~fhirflow.query.terminology.Terminology` is
-given, in which case they are expanded once, at compile time; chains and ``_has`` unless the caller
-compiles with ``chains=True``, promising a :class:`Resolver` at match time. A chain is then
-evaluated on the referenced resources' current versions and ``_has`` on the resources that refer
-to the changed one, as the search would at that moment; a change to those other resources does not
+given, in which case they are expanded once, at compile time; chains, ``_has`` and ``_list``
+(membership in a List) unless the caller compiles with ``chains=True``, promising a
+:class:`Resolver` at match time. A chain is then evaluated on the referenced resources' current
+versions, ``_has`` on the resources that refer to the changed one and ``_list`` on the List, as
+the search would at that moment; a change to those other resources does not
 by itself notify (it is not a change of the subscribed type).
 """
 
@@ -50,6 +51,7 @@ from fhirflow.query.ast import (
     QuantityQuery,
     QueryValue,
     ReferenceQuery,
+    SpecialQuery,
     StringQuery,
     TokenQuery,
     UriQuery,
@@ -301,11 +303,11 @@ def compile_criteria(
         base = name.partition(":")[0]
         if base in RESULT_PARAMETERS:
             raise _refuse(expression, name, f"'{base}' shapes a search result and cannot be used in criteria")
-        if not chains and (name.startswith("_has:") or "." in name):
+        if not chains and (name.startswith("_has:") or "." in name or base == "_list"):
             raise _refuse(
                 expression,
                 name,
-                "chained parameters and _has depend on other resources and are not supported in criteria",
+                "chained parameters, _has and _list depend on other resources and are not supported in criteria",
                 "not-supported",
             )
         if value == "":
@@ -339,7 +341,8 @@ def compile_criteria(
         keys=best[2] if best is not None else None,
         registry=registry,
         tests=tuple(tests),
-        needs_resolver=whole is not None and any(not isinstance(c, Filter) for c in whole.criteria),
+        needs_resolver=whole is not None
+        and any(not isinstance(c, Filter) or c.param.code == "_list" for c in whole.criteria),
     )
 
 
@@ -369,6 +372,34 @@ def _depth(criterion: Criterion) -> int:
         levels += 1
         criterion = criterion.criterion
     return levels
+
+
+def _list_test(flt: Filter, base_url: str, expression: str, name: str) -> Test:
+    """``_list=id``: the List ``id`` has this resource as an ``entry.item`` (search.html#list)."""
+    if flt.modifier is not None:
+        raise _refuse(expression, name, f"':{flt.modifier}' is not supported on _list", "not-supported")
+    ids = [v.value for v in flt.values if isinstance(v, SpecialQuery)]
+    if any(i.startswith("$") for i in ids):
+        raise _refuse(expression, name, "functional lists ($current-...) are not supported", "not-supported")
+
+    def test(f: Facts) -> bool:
+        rtype, rid = f.resource.get("resourceType"), f.resource.get("id")
+        for list_id in ids:
+            found = f.needs_resolver().read("List", list_id)
+            if found is None:
+                continue
+            for value in f.other(found).values("item"):
+                row = _reference_row(value) if isinstance(value, ReferenceValue) else None
+                if (
+                    row is not None
+                    and row[0] == rtype
+                    and row[1] == rid
+                    and (row[3] is None or _is_ours(row[3], base_url))
+                ):
+                    return True
+        return False
+
+    return test
 
 
 def _compile_criterion(criterion: Criterion, base_url: str, expression: str, name: str) -> Test:
@@ -476,7 +507,7 @@ def _compile_filter(flt: Filter, base_url: str, expression: str, name: str) -> T
     if code in ("_text", "_content"):
         return _text_test(flt)
     if code == "_list":
-        raise _refuse(expression, name, "_list depends on another resource (a List) and is not supported in criteria")
+        return _list_test(flt, base_url, expression, name)
     if param.type == "special" and code != "near":
         raise _refuse(expression, name, f"the special parameter '{code}' is not supported", "not-supported")
     if modifier == "missing":
