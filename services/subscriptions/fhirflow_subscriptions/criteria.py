@@ -538,9 +538,17 @@ def _compile_filter(flt: Filter, base_url: str, expression: str, name: str) -> T
         )
     positive = None if modifier == "not" else modifier
     check = _any_value(param.type, positive, flt.values, base_url)
+
+    def found(f: Facts) -> bool:  # loops, not any(genexpr): this runs for every candidate
+        now = f.now_ms
+        for value in f.values(code):  # noqa: SIM110
+            if check(value, now):
+                return True
+        return False
+
     if modifier == "not":
-        return lambda f: not any(check(v, f.now_ms) for v in f.values(code))
-    return lambda f: any(check(v, f.now_ms) for v in f.values(code))
+        return lambda f: not found(f)
+    return found
 
 
 def _presence(param: SearchParam) -> Test:
@@ -622,7 +630,14 @@ def _any_value(ptype: str, modifier: str | None, values: tuple[QueryValue, ...],
     checks = [_value_check(ptype, modifier, q, base_url) for q in values]
     if len(checks) == 1:
         return checks[0]
-    return lambda v, now: any(check(v, now) for check in checks)
+
+    def any_of(value: Any, now: int) -> bool:
+        for check in checks:  # noqa: SIM110 - a loop, not any(genexpr): it runs for every value
+            if check(value, now):
+                return True
+        return False
+
+    return any_of
 
 
 def _value_check(ptype: str, modifier: str | None, q: QueryValue, base_url: str) -> ValueCheck:
