@@ -128,6 +128,7 @@ class Facts:
 
     __slots__ = (
         "_content",
+        "_fetched",
         "_narrative",
         "_values",
         "extractor",
@@ -160,6 +161,7 @@ class Facts:
             last_updated = found[0] if found else None
         self.last_updated = last_updated
         self._values: dict[str, list[IndexValue]] = {}
+        self._fetched: set[frozenset[str]] = set()
         self._narrative: list[str | None] = []
         self._content: list[str] = []
         if codes:
@@ -175,8 +177,10 @@ class Facts:
         return self.resolver
 
     def prefetch(self, codes: frozenset[str]) -> None:
-        if codes.issubset(self._values):
+        """Extract the values of ``codes`` not yet extracted, in one pass."""
+        if codes in self._fetched:  # every candidate asks; a frozenset caches its hash
             return
+        self._fetched.add(codes)
         wanted = tuple(c for c in codes if c not in self._values)
         if not wanted:
             return
