@@ -79,6 +79,20 @@ def test_a_put_without_body_and_a_channel_header_cannot_forge_the_signature(rece
     Webhook(message.secrets[0]).verify(request.body, request.headers, json_parse=False)
 
 
+def test_a_header_value_that_would_inject_a_header_is_refused_unsent(receiver: Receiver) -> None:
+    attempt = send(outgoing(receiver.url, headers={"X-Token": "a\r\nX-Injected: 1"}), LOOPBACK)
+    assert (attempt.outcome, attempt.error) == ("refused", "a request header is not valid")
+    time.sleep(0.1)
+    assert receiver.received == []
+
+
+def test_a_2xx_whose_body_is_cut_short_is_still_delivered() -> None:
+    """The status line decides: re-sending after a 2xx would only make a duplicate."""
+    with Receiver(lambda _r, _i: Reply(200, {"Content-Length": "100"}, reset_after_headers=True)) as rx:
+        attempt = send(outgoing(rx.url, timeout=1.0), LOOPBACK)
+    assert (attempt.outcome, attempt.status) == ("delivered", 200)
+
+
 @pytest.mark.parametrize("status", [201, 202, 204])
 def test_every_2xx_is_success(status: int) -> None:
     with Receiver(lambda _r, _i: Reply(status)) as rx:

@@ -80,6 +80,8 @@ def test_ip_literals_that_are_not_public_are_refused_at_write_time(url: str) -> 
         ("https://hooks.example.com/a b", "whitespace"),
         ("https://hooks.example.com/a\r\nX-Injected: 1", "whitespace"),
         ("https://hooks.example.com/" + "a" * 3000, "longer"),
+        ("https://hööks.example.com/hook", "ASCII"),
+        ("https://hooks.example.com/caf\u00e9", "ASCII"),
     ],
 )
 def test_malformed_or_insecure_endpoints_are_refused_naming_the_element(url: str, reason: str) -> None:

@@ -122,7 +122,8 @@ class Dispatcher:
         return "retrying"
 
     def _tell(self, job: ClaimedJob, attempt: Attempt, result: Result) -> None:
-        logger.info(
+        logger.log(
+            logging.DEBUG if result == "delivered" else logging.INFO,
             "webhook attempt",
             extra={
                 "group": job.group,

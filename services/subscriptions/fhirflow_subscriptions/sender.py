@@ -181,7 +181,9 @@ def send(outgoing: Outgoing, policy: EndpointPolicy, *, tls: ssl.SSLContext | No
         response = conn.getresponse()
         status = response.status
         retry_after = _retry_after(response.getheader("Retry-After")) if status in (429, 503) else None
-        response.read(MAX_RESPONSE_BYTES)  # politeness; the body itself is never kept
+        # The status decides; a body cut short after a 2xx must not turn a delivery into a retry.
+        with contextlib.suppress(OSError, http.client.HTTPException):
+            response.read(MAX_RESPONSE_BYTES)  # politeness; the body itself is never kept
     except ssl.SSLCertVerificationError:
         return done("retry", None, "TLS certificate verification failed")
     except ValueError:

@@ -121,6 +121,9 @@ def parse_endpoint(url: str) -> tuple[SplitResult, str, int]:
         raise ValueError(f"the endpoint is longer than {MAX_URL_LENGTH} characters")
     if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
         raise ValueError("the endpoint contains whitespace or control characters")
+    if not url.isascii():
+        # What goes on the wire is ASCII: a host in punycode, a path percent-encoded (RFC 3986).
+        raise ValueError("the endpoint must be ASCII: punycode the host and percent-encode the path")
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https"):
