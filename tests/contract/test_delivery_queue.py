@@ -200,3 +200,24 @@ def test_a_process_killed_mid_delivery_loses_nothing(tmp_path: Any) -> None:
         seen.append((head.job_id, head.payload))
         queue.complete(head.job_id)
     assert seen == [("s#0", b"p0"), ("s#1", b"p1"), ("s#2", b"p2")]
+
+
+def test_an_enqueue_joins_the_producer_s_transaction(tmp_path: Any) -> None:
+    """Enqueued inside the producer's write transaction: rolled back with it, committed with it."""
+    from fhirflow.adapters.sqlite.database import SqliteDatabase
+    from fhirflow.adapters.sqlite.deliveries import SqliteDeliveryQueue
+
+    db = SqliteDatabase(tmp_path / "joined.sqlite3")
+    queue = SqliteDeliveryQueue(db)
+
+    def failing_producer() -> None:
+        with db.write():
+            queue.enqueue([job("a", 1)])
+            raise RuntimeError("the producer failed before its commit")
+
+    with pytest.raises(RuntimeError):
+        failing_producer()
+    assert queue.claim(now_ms=T0, limit=5, lease_ms=LEASE) == []
+    with db.write():
+        queue.enqueue([job("a", 2)])
+    assert ids(queue.claim(now_ms=T0, limit=5, lease_ms=LEASE)) == ["a#2"]
