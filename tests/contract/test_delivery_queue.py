@@ -221,3 +221,14 @@ def test_an_enqueue_joins_the_producer_s_transaction(tmp_path: Any) -> None:
     with db.write():
         queue.enqueue([job("a", 2)])
     assert ids(queue.claim(now_ms=T0, limit=5, lease_ms=LEASE)) == ["a#2"]
+
+
+def test_a_deliverer_that_overran_its_lease_cannot_reschedule_the_new_holder(queue: DeliveryQueue) -> None:
+    queue.enqueue([job("a", 1)])
+    [stale] = queue.claim(now_ms=T0, limit=1, lease_ms=LEASE)
+    [fresh] = queue.claim(now_ms=T0 + LEASE, limit=1, lease_ms=LEASE)  # the first one hung past its lease
+    queue.retry(stale.job_id, not_before_ms=T0 + LEASE + 1, attempts=1, leased_until_ms=stale.leased_until_ms)
+    assert queue.claim(now_ms=T0 + LEASE + 1, limit=1, lease_ms=LEASE) == []  # still the new holder's
+    queue.retry(fresh.job_id, not_before_ms=T0 + LEASE + 2, attempts=1, leased_until_ms=fresh.leased_until_ms)
+    [again] = queue.claim(now_ms=T0 + LEASE + 2, limit=1, lease_ms=LEASE)
+    assert (again.job_id, again.attempts) == ("a#1", 1)

@@ -119,11 +119,15 @@ class SqliteDeliveryQueue:
             )
             self._advance(conn, group)
 
-    def retry(self, job_id: str, *, not_before_ms: int, attempts: int) -> None:
+    def retry(self, job_id: str, *, not_before_ms: int, attempts: int, leased_until_ms: int | None = None) -> None:
         with joined_write(self.db) as conn:
             row = conn.execute("SELECT grp, seq FROM delivery_jobs WHERE job_id = ?", (job_id,)).fetchone()
             if row is None:
                 return
+            if leased_until_ms is not None:
+                lease = conn.execute("SELECT due_ms, leased FROM delivery_groups WHERE grp = ?", (row[0],)).fetchone()
+                if lease is None or tuple(lease) != (leased_until_ms, 1):
+                    return  # the lease ran out and another deliverer holds the job now: it settles it
             conn.execute(
                 "UPDATE delivery_jobs SET not_before_ms = ?, attempts = ? WHERE seq = ?",
                 (not_before_ms, attempts, row[1]),
