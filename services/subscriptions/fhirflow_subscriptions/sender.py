@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from fhirflow.delivery_ports import Attempt
+from fhirflow.delivery_ports import Attempt, Outcome
 from fhirflow_subscriptions.signing import signature_headers
 from fhirflow_subscriptions.ssrf import (
     Address,
@@ -152,8 +152,8 @@ def send(outgoing: Outgoing, policy: EndpointPolicy, *, tls: ssl.SSLContext | No
     ``tls`` overrides the default verifying context (tests trust their own CA with it)."""
     started = time.monotonic()
 
-    def done(outcome: str, status: int | None, error: str | None, retry_after: float | None = None) -> Attempt:
-        return Attempt(outcome, status, (time.monotonic() - started) * 1000.0, error, retry_after)  # type: ignore[arg-type]
+    def done(outcome: Outcome, status: int | None, error: str | None, retry_after: float | None = None) -> Attempt:
+        return Attempt(outcome, status, (time.monotonic() - started) * 1000.0, error, retry_after)
 
     try:
         parts, host, port, addresses = checked_target(outgoing.url, policy)

@@ -110,7 +110,8 @@ def is_loopback_host(host: str) -> bool:
     """``localhost`` or a loopback IP literal: the only hosts plain http may reach."""
     address = _literal(host)
     if address is None:
-        return host.lower().rstrip(".") in _LOOPBACK_NAMES
+        name = host.lower().rstrip(".")
+        return name in _LOOPBACK_NAMES or name.endswith(".localhost")  # RFC 6761 §6.3
     embedded = _embedded_ipv4(address) if isinstance(address, ipaddress.IPv6Address) else None
     return (embedded or address).is_loopback
 
@@ -162,6 +163,10 @@ def _check(url: str, policy: EndpointPolicy) -> tuple[SplitResult, str, int]:
     address = _literal(host)
     if address is not None and is_blocked(address) and not _may_reach(address, parts.scheme.lower(), policy):
         raise EndpointRefused("the endpoint's address is loopback, private, link-local or otherwise not public")
+    loopback = ipaddress.ip_address("127.0.0.1")
+    if address is None and is_loopback_host(host) and not _may_reach(loopback, parts.scheme.lower(), policy):
+        # Known before any lookup: localhost names resolve to loopback.
+        raise EndpointRefused("the endpoint's host is a loopback name")
     if policy.allow_list and not any(fnmatch.fnmatchcase(url, pattern) for pattern in policy.allow_list):
         raise EndpointRefused("the endpoint matches none of the allowed endpoint patterns")
     return parts, host, port
