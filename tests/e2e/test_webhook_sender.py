@@ -467,3 +467,35 @@ def test_an_endpoint_that_never_answers_does_not_slow_the_other_groups(tmp_path:
     # 2x the baseline, plus a floor for scheduling noise on a shared 2-core machine
     assert _pct(dead, 0.5) <= 2 * _pct(base, 0.5) + 0.025, numbers
     assert _pct(dead, 0.99) <= 2 * _pct(base, 0.99) + 0.100, numbers
+
+
+def test_no_outcome_leaks_a_socket(monkeypatch: pytest.MonkeyPatch, pki: tuple[ssl.SSLContext, ssl.SSLContext]) -> None:
+    """Every path (delivered, TLS failure, timeout, reset, redirect) closes the pinned socket."""
+    import os
+
+    server_tls, client_tls = pki
+    monkeypatch.setattr(ssrf, "resolve", lambda _h, _p: [ipaddress.ip_address("127.0.0.1")])
+    private = EndpointPolicy(allow_private=True, allow_http=True)
+
+    def open_fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    def rounds(count: int) -> None:
+        with (
+            Receiver(tls=server_tls) as tls_rx,
+            Receiver(lambda _r, i: [Reply(200), Reply(302, {"Location": "/x"}), Reply(hang=True)][i % 3]) as rx,
+            Receiver(lambda _r, _i: Reply(200, {"Content-Length": "9"}, reset_after_headers=True)) as reset,
+        ):
+            for _ in range(count):
+                send(outgoing(f"https://other.test:{tls_rx.port}/"), private, tls=client_tls)
+                send(outgoing(f"https://hook.test:{tls_rx.port}/"), private, tls=client_tls)
+                for _ in range(3):
+                    send(outgoing(rx.url, timeout=0.2), private)
+                send(outgoing(reset.url), private)
+        time.sleep(0.3)  # the receivers' handler threads close their ends
+
+    rounds(1)  # warm up: lazily opened files, thread-local state
+    before = open_fds()
+    rounds(5)
+    after = open_fds()
+    assert after - before <= 1, (before, after)

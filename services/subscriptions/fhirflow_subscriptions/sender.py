@@ -170,6 +170,7 @@ def send(outgoing: Outgoing, policy: EndpointPolicy, *, tls: ssl.SSLContext | No
 
     deadline = _Deadline(outgoing.timeout)
     conn: http.client.HTTPConnection | None = None
+    sock: socket.socket | None = None
     try:
         sock = _connect(addresses, port, outgoing.timeout, deadline)
         if parts.scheme.lower() == "https":
@@ -199,6 +200,8 @@ def send(outgoing: Outgoing, policy: EndpointPolicy, *, tls: ssl.SSLContext | No
         deadline.cancel()
         if conn is not None:
             conn.close()
+        if sock is not None:
+            sock.close()  # a no-op once TLS took it over or the connection closed it
     if 200 <= status < 300:
         return done("delivered", status, None)
     if status == 410:
