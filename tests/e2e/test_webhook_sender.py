@@ -158,6 +158,24 @@ def test_an_endpoint_that_never_answers_costs_one_timeout() -> None:
     assert 0.4 < elapsed < 2.0
 
 
+def test_a_name_server_that_never_answers_costs_one_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    release = threading.Event()
+
+    def slow_dns(_host: str, _port: int) -> list[ssrf.Address]:
+        release.wait(10)
+        return [ipaddress.ip_address("127.0.0.1")]
+
+    monkeypatch.setattr(ssrf, "resolve", slow_dns)
+    try:
+        started = time.monotonic()
+        attempt = send(outgoing("https://slow-dns.example.com/", timeout=0.3), LOOPBACK)
+        elapsed = time.monotonic() - started
+    finally:
+        release.set()
+    assert (attempt.outcome, attempt.error) == ("retry", "the endpoint's host name did not resolve within 0.3 s")
+    assert elapsed < 1.5
+
+
 def test_a_closed_port_is_a_retry() -> None:
     with Receiver() as rx:
         url = rx.url

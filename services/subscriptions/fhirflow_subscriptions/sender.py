@@ -9,8 +9,9 @@ Standard Webhooks practice (https://www.standardwebhooks.com/) and the SSRF rule
   including a private address);
 * only 2xx is success; 410 Gone means the endpoint is gone for good; ``Retry-After`` on 429/503 is
   reported for the dispatcher to honour;
-* one deadline covers connect, TLS, request and response headers, so an endpoint that never
-  answers, or answers a byte at a time, holds a worker for at most ``timeout`` seconds.
+* the name lookup is bounded by ``timeout``, and one deadline covers connect, TLS, request and
+  response headers, so an endpoint that never answers, or answers a byte at a time, holds a worker
+  for at most about twice ``timeout`` seconds.
 
 Only the standard library: ``http.client`` lets the connection be made to a chosen address, and
 the deliverer Lambda stays free of another dependency.
@@ -156,7 +157,7 @@ def send(outgoing: Outgoing, policy: EndpointPolicy, *, tls: ssl.SSLContext | No
         return Attempt(outcome, status, (time.monotonic() - started) * 1000.0, error, retry_after)
 
     try:
-        parts, host, port, addresses = checked_target(outgoing.url, policy)
+        parts, host, port, addresses = checked_target(outgoing.url, policy, timeout=outgoing.timeout)
     except (ValueError, EndpointRefused) as exc:
         return done("refused", None, str(exc))
     except EndpointUnresolvable as exc:
