@@ -73,8 +73,10 @@ class DeliveryQueue(Protocol):
         """Remove a delivered (or abandoned) job; its group's next job becomes the head."""
         ...
 
-    def retry(self, job_id: str, *, not_before_ms: int, attempts: int) -> None:
-        """Keep the job at the head of its group, due again at ``not_before_ms``; ends the lease."""
+    def retry(self, job_id: str, *, not_before_ms: int, attempts: int, leased_until_ms: int | None = None) -> None:
+        """Keep the job at the head of its group, due again at ``not_before_ms``; ends the lease.
+        With ``leased_until_ms`` (the claim's), nothing changes if that lease is no longer the
+        group's: a deliverer that overran its lease must not reschedule another's delivery."""
         ...
 
     def drop_group(self, group: str) -> int:

@@ -200,3 +200,35 @@ def test_a_process_killed_mid_delivery_loses_nothing(tmp_path: Any) -> None:
         seen.append((head.job_id, head.payload))
         queue.complete(head.job_id)
     assert seen == [("s#0", b"p0"), ("s#1", b"p1"), ("s#2", b"p2")]
+
+
+def test_an_enqueue_joins_the_producer_s_transaction(tmp_path: Any) -> None:
+    """Enqueued inside the producer's write transaction: rolled back with it, committed with it."""
+    from fhirflow.adapters.sqlite.database import SqliteDatabase
+    from fhirflow.adapters.sqlite.deliveries import SqliteDeliveryQueue
+
+    db = SqliteDatabase(tmp_path / "joined.sqlite3")
+    queue = SqliteDeliveryQueue(db)
+
+    def failing_producer() -> None:
+        with db.write():
+            queue.enqueue([job("a", 1)])
+            raise RuntimeError("the producer failed before its commit")
+
+    with pytest.raises(RuntimeError):
+        failing_producer()
+    assert queue.claim(now_ms=T0, limit=5, lease_ms=LEASE) == []
+    with db.write():
+        queue.enqueue([job("a", 2)])
+    assert ids(queue.claim(now_ms=T0, limit=5, lease_ms=LEASE)) == ["a#2"]
+
+
+def test_a_deliverer_that_overran_its_lease_cannot_reschedule_the_new_holder(queue: DeliveryQueue) -> None:
+    queue.enqueue([job("a", 1)])
+    [stale] = queue.claim(now_ms=T0, limit=1, lease_ms=LEASE)
+    [fresh] = queue.claim(now_ms=T0 + LEASE, limit=1, lease_ms=LEASE)  # the first one hung past its lease
+    queue.retry(stale.job_id, not_before_ms=T0 + LEASE + 1, attempts=1, leased_until_ms=stale.leased_until_ms)
+    assert queue.claim(now_ms=T0 + LEASE + 1, limit=1, lease_ms=LEASE) == []  # still the new holder's
+    queue.retry(fresh.job_id, not_before_ms=T0 + LEASE + 2, attempts=1, leased_until_ms=fresh.leased_until_ms)
+    [again] = queue.claim(now_ms=T0 + LEASE + 2, limit=1, lease_ms=LEASE)
+    assert (again.job_id, again.attempts) == ("a#1", 1)

@@ -79,6 +79,20 @@ def test_a_put_without_body_and_a_channel_header_cannot_forge_the_signature(rece
     Webhook(message.secrets[0]).verify(request.body, request.headers, json_parse=False)
 
 
+def test_a_header_value_that_would_inject_a_header_is_refused_unsent(receiver: Receiver) -> None:
+    attempt = send(outgoing(receiver.url, headers={"X-Token": "a\r\nX-Injected: 1"}), LOOPBACK)
+    assert (attempt.outcome, attempt.error) == ("refused", "a request header is not valid")
+    time.sleep(0.1)
+    assert receiver.received == []
+
+
+def test_a_2xx_whose_body_is_cut_short_is_still_delivered() -> None:
+    """The status line decides: re-sending after a 2xx would only make a duplicate."""
+    with Receiver(lambda _r, _i: Reply(200, {"Content-Length": "100"}, reset_after_headers=True)) as rx:
+        attempt = send(outgoing(rx.url, timeout=1.0), LOOPBACK)
+    assert (attempt.outcome, attempt.status) == ("delivered", 200)
+
+
 @pytest.mark.parametrize("status", [201, 202, 204])
 def test_every_2xx_is_success(status: int) -> None:
     with Receiver(lambda _r, _i: Reply(status)) as rx:
@@ -144,6 +158,24 @@ def test_an_endpoint_that_never_answers_costs_one_timeout() -> None:
     assert 0.4 < elapsed < 2.0
 
 
+def test_a_name_server_that_never_answers_costs_one_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    release = threading.Event()
+
+    def slow_dns(_host: str, _port: int) -> list[ssrf.Address]:
+        release.wait(10)
+        return [ipaddress.ip_address("127.0.0.1")]
+
+    monkeypatch.setattr(ssrf, "resolve", slow_dns)
+    try:
+        started = time.monotonic()
+        attempt = send(outgoing("https://slow-dns.example.com/", timeout=0.3), LOOPBACK)
+        elapsed = time.monotonic() - started
+    finally:
+        release.set()
+    assert (attempt.outcome, attempt.error) == ("retry", "the endpoint's host name did not resolve within 0.3 s")
+    assert elapsed < 1.5
+
+
 def test_a_closed_port_is_a_retry() -> None:
     with Receiver() as rx:
         url = rx.url
@@ -171,17 +203,21 @@ def test_ssrf_refusals_happen_before_any_connection(receiver: Receiver, url: str
 
 
 def test_a_host_name_resolving_to_loopback_is_refused(receiver: Receiver) -> None:
-    """``localhost`` resolves (through the real resolver) to loopback: refused over https unless allowed."""
+    """``localhost`` is loopback by name (RFC 6761); a name that only the resolver says is loopback is
+    refused on its answer (test below and tests/unit/test_subscription_ssrf.py)."""
     attempt = send(outgoing(f"https://localhost:{receiver.port}/"), EndpointPolicy())
     assert attempt.outcome == "refused"
-    assert "resolves to a loopback" in (attempt.error or "")
+    assert "loopback" in (attempt.error or "")
     assert send(outgoing(f"http://localhost:{receiver.port}/"), HTTP_ONLY).outcome == "delivered"
 
 
 def test_a_name_rebound_to_a_private_address_is_refused(monkeypatch: pytest.MonkeyPatch, receiver: Receiver) -> None:
     monkeypatch.setattr(ssrf, "resolve", lambda _h, _p: [ipaddress.ip_address("127.0.0.1")])
     attempt = send(outgoing(f"https://hooks.example.com:{receiver.port}/"), EndpointPolicy())
-    assert attempt.outcome == "refused"
+    assert (attempt.outcome, attempt.error) == (
+        "refused",
+        "the endpoint's host resolves to a loopback, private or link-local address",
+    )
     assert receiver.received == []
 
 
@@ -449,3 +485,35 @@ def test_an_endpoint_that_never_answers_does_not_slow_the_other_groups(tmp_path:
     # 2x the baseline, plus a floor for scheduling noise on a shared 2-core machine
     assert _pct(dead, 0.5) <= 2 * _pct(base, 0.5) + 0.025, numbers
     assert _pct(dead, 0.99) <= 2 * _pct(base, 0.99) + 0.100, numbers
+
+
+def test_no_outcome_leaks_a_socket(monkeypatch: pytest.MonkeyPatch, pki: tuple[ssl.SSLContext, ssl.SSLContext]) -> None:
+    """Every path (delivered, TLS failure, timeout, reset, redirect) closes the pinned socket."""
+    import os
+
+    server_tls, client_tls = pki
+    monkeypatch.setattr(ssrf, "resolve", lambda _h, _p: [ipaddress.ip_address("127.0.0.1")])
+    private = EndpointPolicy(allow_private=True, allow_http=True)
+
+    def open_fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    def rounds(count: int) -> None:
+        with (
+            Receiver(tls=server_tls) as tls_rx,
+            Receiver(lambda _r, i: [Reply(200), Reply(302, {"Location": "/x"}), Reply(hang=True)][i % 3]) as rx,
+            Receiver(lambda _r, _i: Reply(200, {"Content-Length": "9"}, reset_after_headers=True)) as reset,
+        ):
+            for _ in range(count):
+                send(outgoing(f"https://other.test:{tls_rx.port}/"), private, tls=client_tls)
+                send(outgoing(f"https://hook.test:{tls_rx.port}/"), private, tls=client_tls)
+                for _ in range(3):
+                    send(outgoing(rx.url, timeout=0.2), private)
+                send(outgoing(reset.url), private)
+        time.sleep(0.3)  # the receivers' handler threads close their ends
+
+    rounds(1)  # warm up: lazily opened files, thread-local state
+    before = open_fds()
+    rounds(5)
+    after = open_fds()
+    assert after - before <= 1, (before, after)

@@ -7,7 +7,9 @@ stops), which is how a dead endpoint looks to a sender with a timeout.
 
 from __future__ import annotations
 
+import socket
 import ssl
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -31,6 +33,8 @@ class Reply:
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
     hang: bool = False
+    reset_after_headers: bool = False
+    """Send the status and headers, then reset the connection (RST) before the promised body."""
 
 
 def ok(_request: Received, _index: int) -> Reply:
@@ -105,8 +109,15 @@ class Receiver:
                 self.send_response(reply.status)
                 for name, value in reply.headers.items():
                     self.send_header(name, value)
-                self.send_header("Content-Length", "0")
+                if "content-length" not in {name.lower() for name in reply.headers}:
+                    self.send_header("Content-Length", "0")
                 self.end_headers()
+                if reply.reset_after_headers:
+                    self.wfile.flush()
+                    time.sleep(0.2)  # the client is now reading the body
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    self.close_connection = True
+                    self.connection.close()
 
             do_POST = do_PUT = do_GET = _any
 

@@ -426,3 +426,62 @@ def test_index_evaluates_only_the_candidates_a_change_can_match() -> None:
     index.put("hr", tenant="t", resource_type="Observation", interactions=ALL, criteria=[counted("8867-4")])
     assert index.match(tenant="t", resource_type="Observation", operation="create", resource=observation()) == ["hr"]
     assert evaluated == ["8867-4"]
+
+
+# -- chains and _has, with a resolver --------------------------------------------------------------
+
+
+class Resolver:
+    def __init__(self, *resources: dict[str, Any]) -> None:
+        self.resources = list(resources)
+
+    def read(self, resource_type: str, id_: str) -> dict[str, Any] | None:
+        return next((r for r in self.resources if (r["resourceType"], r["id"]) == (resource_type, id_)), None)
+
+    def referencing(self, source_type: str, param: str, target_type: str, target_id: str) -> list[dict[str, Any]]:
+        refers = compile_criteria(source_type, f"{param}={target_type}/{target_id}")
+        return [r for r in self.resources if r["resourceType"] == source_type and refers.matches(r)]
+
+
+def test_chains_and_has_match_through_the_resolver() -> None:
+    peter = {"resourceType": "Patient", "id": "p1", "name": [{"given": ["Peter"]}]}
+    obs = observation(subject={"reference": "Patient/p1"})
+    resolver = Resolver(peter, obs)
+    chain = compile_criteria("Observation", "subject:Patient.name=peter", chains=True)
+    assert chain.needs_resolver
+    assert chain.matches(obs, resolver=resolver)
+    assert not chain.matches(observation(subject={"reference": "Patient/p2"}), resolver=resolver)
+    has = compile_criteria("Patient", "_has:Observation:subject:code=8867-4", chains=True)
+    assert has.matches(peter, resolver=resolver)
+    assert not has.matches({**peter, "id": "p2"}, resolver=resolver)
+    assert not compile_criteria("Observation", "code=8867-4", chains=True).needs_resolver
+
+
+def test_chains_need_a_resolver_when_matched() -> None:
+    chain = compile_criteria("Observation", "subject:Patient.name=peter", chains=True)
+    with pytest.raises(ValueError):
+        chain.matches(observation(subject={"reference": "Patient/p1"}))
+    index = SubscriptionIndex()
+    index.put("s", tenant="t", resource_type="Observation", interactions=ALL, criteria=[chain])
+    peter = {"resourceType": "Patient", "id": "p1", "name": [{"given": ["Peter"]}]}
+    obs = observation(subject={"reference": "Patient/p1"})
+    assert index.match(
+        tenant="t", resource_type="Observation", operation="create", resource=obs, resolver=Resolver(peter)
+    ) == ["s"]
+
+
+def test_chains_nest_at_most_eight_levels() -> None:
+    assert compile_criteria("Observation", "subject:Patient.organization" + ".partof" * 6 + ".name=x", chains=True)
+    error = refused("subject:Patient.organization" + ".partof" * 7 + ".name=x", chains=True)
+    assert error.issues[0].code == "too-costly"
+
+
+def test_list_membership_through_the_resolver() -> None:
+    members = {"resourceType": "List", "id": "l1", "status": "current", "mode": "working"}
+    members["entry"] = [{"item": {"reference": "Observation/o1"}}]
+    in_list = compile_criteria("Observation", "_list=l1", chains=True)
+    assert in_list.needs_resolver
+    assert in_list.matches(observation("o1"), resolver=Resolver(members))
+    assert not in_list.matches(observation("o2"), resolver=Resolver(members))
+    assert not in_list.matches(observation("o1"), resolver=Resolver())
+    assert "'_list'" in refused("_list=$current-allergies", chains=True).issues[0].diagnostics

@@ -56,13 +56,15 @@ def fake_dns(monkeypatch: pytest.MonkeyPatch) -> None:
         "https://224.0.0.1/hook",
         "https://172.16.5.4:8443/hook",
         "https://192.168.1.1/hook",
+        "https://localhost/hook",
+        "https://api.localhost./hook",
     ],
 )
 def test_ip_literals_that_are_not_public_are_refused_at_write_time(url: str) -> None:
     with pytest.raises(BadRequest) as caught:
         check_endpoint(url, STRICT)
     assert caught.value.issues[0].expression == ("Subscription.channel.endpoint",)
-    assert "not public" in caught.value.diagnostics
+    assert "not public" in caught.value.diagnostics or "loopback name" in caught.value.diagnostics
     check_endpoint(url, EndpointPolicy(allow_private=True))  # allowed by the setting
 
 
@@ -80,6 +82,8 @@ def test_ip_literals_that_are_not_public_are_refused_at_write_time(url: str) -> 
         ("https://hooks.example.com/a b", "whitespace"),
         ("https://hooks.example.com/a\r\nX-Injected: 1", "whitespace"),
         ("https://hooks.example.com/" + "a" * 3000, "longer"),
+        ("https://hööks.example.com/hook", "ASCII"),
+        ("https://hooks.example.com/caf\u00e9", "ASCII"),
     ],
 )
 def test_malformed_or_insecure_endpoints_are_refused_naming_the_element(url: str, reason: str) -> None:

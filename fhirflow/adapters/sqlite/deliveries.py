@@ -10,7 +10,9 @@ isolation between groups follow from the table's shape. A crash leaves the lease
 same job (same ``job_id``) is claimed again: at least once.
 
 Every write takes the database's write lock (``SqliteDatabase.write``: a thread lock and ``flock``
-across processes), so dispatchers in several ``fhirflow serve`` processes never claim the same head.
+across processes), so dispatchers in several ``fhirflow serve`` processes never claim the same head;
+inside an enclosing write transaction (``joined_write``) a write joins it instead, so a producer can
+enqueue in the same commit that moves its own cursor.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from fhirflow.adapters.sqlite.database import SqliteDatabase
+from fhirflow.adapters.sqlite.transactions import joined_write
 from fhirflow.delivery_ports import Attempt, ClaimedJob, DeliveryJob
 
 SCHEMA = """
@@ -68,7 +71,7 @@ class SqliteDeliveryQueue:
         if not jobs:
             return
         created = _now_ms() if now_ms is None else now_ms
-        with self.db.write() as conn:
+        with joined_write(self.db) as conn:
             for job in jobs:
                 if conn.execute("SELECT 1 FROM delivery_done WHERE job_id = ?", (job.job_id,)).fetchone():
                     continue  # delivered already: a replayed producer changes nothing
@@ -87,7 +90,7 @@ class SqliteDeliveryQueue:
     def claim(self, *, now_ms: int, limit: int, lease_ms: int) -> list[ClaimedJob]:
         if limit <= 0 or self._next_due(now_ms) is None:
             return []  # the common idle case: no write lock taken
-        with self.db.write() as conn:
+        with joined_write(self.db) as conn:
             rows = conn.execute(
                 "SELECT j.grp, j.job_id, j.payload, j.attempts, j.created_ms, j.seq"
                 " FROM delivery_groups g JOIN delivery_jobs j ON j.seq = g.head_seq"
@@ -104,7 +107,7 @@ class SqliteDeliveryQueue:
         ]
 
     def complete(self, job_id: str, *, now_ms: int | None = None) -> None:
-        with self.db.write() as conn:
+        with joined_write(self.db) as conn:
             row = conn.execute("SELECT grp, seq FROM delivery_jobs WHERE job_id = ?", (job_id,)).fetchone()
             if row is None:
                 return
@@ -116,11 +119,15 @@ class SqliteDeliveryQueue:
             )
             self._advance(conn, group)
 
-    def retry(self, job_id: str, *, not_before_ms: int, attempts: int) -> None:
-        with self.db.write() as conn:
+    def retry(self, job_id: str, *, not_before_ms: int, attempts: int, leased_until_ms: int | None = None) -> None:
+        with joined_write(self.db) as conn:
             row = conn.execute("SELECT grp, seq FROM delivery_jobs WHERE job_id = ?", (job_id,)).fetchone()
             if row is None:
                 return
+            if leased_until_ms is not None:
+                lease = conn.execute("SELECT due_ms, leased FROM delivery_groups WHERE grp = ?", (row[0],)).fetchone()
+                if lease is None or tuple(lease) != (leased_until_ms, 1):
+                    return  # the lease ran out and another deliverer holds the job now: it settles it
             conn.execute(
                 "UPDATE delivery_jobs SET not_before_ms = ?, attempts = ? WHERE seq = ?",
                 (not_before_ms, attempts, row[1]),
@@ -131,13 +138,13 @@ class SqliteDeliveryQueue:
             )
 
     def drop_group(self, group: str) -> int:
-        with self.db.write() as conn:
+        with joined_write(self.db) as conn:
             removed = conn.execute("DELETE FROM delivery_jobs WHERE grp = ?", (group,)).rowcount
             conn.execute("DELETE FROM delivery_groups WHERE grp = ?", (group,))
             return int(removed)
 
     def log_attempt(self, group: str, job_id: str, attempt: Attempt, at_ms: int) -> None:
-        with self.db.write() as conn:
+        with joined_write(self.db) as conn:
             conn.execute(
                 "INSERT INTO delivery_log (grp, job_id, at_ms, outcome, status, latency_ms, error)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -158,7 +165,7 @@ class SqliteDeliveryQueue:
         return [dict(zip(keys, row, strict=True)) for row in rows]
 
     def prune(self, *, older_than_ms: int) -> None:
-        with self.db.write() as conn:
+        with joined_write(self.db) as conn:
             conn.execute("DELETE FROM delivery_log WHERE at_ms < ?", (older_than_ms,))
             conn.execute("DELETE FROM delivery_done WHERE done_ms < ?", (older_than_ms,))
 

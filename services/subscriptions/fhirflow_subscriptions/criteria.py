@@ -15,10 +15,14 @@ both should read one definition.
 
 Refused with a 400 naming the parameter (``expression`` is the element the criteria came from):
 result parameters (``_include``, ``_sort``, ``_count``, ``_summary``...), which shape a result
-set, not a match; chains and ``_has``, which ask about other resources (no resolver here);
-``_list`` (membership in another resource); terminology modifiers (``:in``, ``:not-in``,
-``:above``, ``:below``) unless a :class:`~fhirflow.query.terminology.Terminology` is given, in
-which case they are expanded once, at compile time.
+set, not a match; terminology modifiers (``:in``,
+``:not-in``, ``:above``, ``:below``) unless a :class:`~fhirflow.query.terminology.Terminology` is
+given, in which case they are expanded once, at compile time; chains, ``_has`` and ``_list``
+(membership in a List) unless the caller compiles with ``chains=True``, promising a
+:class:`Resolver` at match time. A chain is then evaluated on the referenced resources' current
+versions, ``_has`` on the resources that refer to the changed one and ``_list`` on the List, as
+the search would at that moment; a change to those other resources does not
+by itself notify (it is not a change of the subscribed type).
 """
 
 from __future__ import annotations
@@ -29,13 +33,14 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qsl
 
 from fhirflow.errors import BadRequest, FhirError, Issue
 from fhirflow.query.ast import (
     Chain,
     CompositeQuery,
+    Criterion,
     DateQuery,
     Filter,
     Has,
@@ -46,6 +51,7 @@ from fhirflow.query.ast import (
     QuantityQuery,
     QueryValue,
     ReferenceQuery,
+    SpecialQuery,
     StringQuery,
     TokenQuery,
     UriQuery,
@@ -89,6 +95,8 @@ _KM_PER_DEGREE_LON = 111.320
 _DEFAULT_NEAR_KM = 50.0
 _UNITS_KM = {"km": 1.0, "m": 0.001, "[mi_i]": 1.609344, "[mi_us]": 1.609347, "mi": 1.609344}
 
+MAX_DEPTH = 8
+"""Levels of chaining and ``_has`` one parameter may nest (as in search)."""
 Key = tuple[str, str, str]
 """A discriminator: (parameter code, kind, value) — ``("code", "t", "8867-4")``, ``("subject", "r", "123")``."""
 
@@ -97,12 +105,39 @@ Key = tuple[str, str, str]
 # What a resource offers the tests: its index values, extracted once per change
 
 
+class Resolver(Protocol):
+    """Other resources of the change's tenant, for chains and ``_has`` (the current versions)."""
+
+    def read(self, resource_type: str, id_: str) -> Mapping[str, Any] | None:
+        """The current version of ``resource_type/id_``, None when there is none (or it is deleted)."""
+        ...
+
+    def referencing(
+        self, source_type: str, param: str, target_type: str, target_id: str
+    ) -> Iterable[Mapping[str, Any]]:
+        """The ``source_type`` resources whose reference parameter ``param`` points at
+        ``target_type/target_id`` on this server: what ``GET /{source_type}?{param}={target_type}/{target_id}``
+        returns."""
+        ...
+
+
 class Facts:
     """One resource version as the tests see it: the index values of the parameters asked for,
     extracted on first use with the search index's own extractor, and shared by every criterion
     evaluated against this version (the matcher builds one per change and registry)."""
 
-    __slots__ = ("_content", "_narrative", "_values", "extractor", "last_updated", "now_ms", "resource")
+    __slots__ = (
+        "_content",
+        "_fetched",
+        "_narrative",
+        "_values",
+        "extractor",
+        "last_updated",
+        "now_ms",
+        "registry",
+        "resolver",
+        "resource",
+    )
 
     def __init__(
         self,
@@ -112,8 +147,11 @@ class Facts:
         codes: frozenset[str] = frozenset(),
         now_ms: int | None = None,
         last_updated: int | None = None,
+        resolver: Resolver | None = None,
     ) -> None:
         self.resource: dict[str, Any] = resource if isinstance(resource, dict) else dict(resource)
+        self.registry = registry
+        self.resolver = resolver
         self.extractor = extractor_for(registry)
         self.now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
         if last_updated is None:
@@ -123,14 +161,26 @@ class Facts:
             last_updated = found[0] if found else None
         self.last_updated = last_updated
         self._values: dict[str, list[IndexValue]] = {}
+        self._fetched: set[frozenset[str]] = set()
         self._narrative: list[str | None] = []
         self._content: list[str] = []
         if codes:
             self.prefetch(codes)
 
+    def other(self, resource: Mapping[str, Any]) -> Facts:
+        """Another resource (a chain's target, a ``_has`` source), judged at the same moment."""
+        return Facts(resource, self.registry, now_ms=self.now_ms, resolver=self.resolver)
+
+    def needs_resolver(self) -> Resolver:
+        if self.resolver is None:
+            raise ValueError("criteria with chains or _has need a resolver to match")
+        return self.resolver
+
     def prefetch(self, codes: frozenset[str]) -> None:
-        if codes.issubset(self._values):
+        """Extract the values of ``codes`` not yet extracted, in one pass."""
+        if codes in self._fetched:  # every candidate asks; a frozenset caches its hash
             return
+        self._fetched.add(codes)
         wanted = tuple(c for c in codes if c not in self._values)
         if not wanted:
             return
@@ -181,13 +231,18 @@ class CompiledCriteria:
     """Discriminator: a matching resource has at least one of these keys (None: no such filter)."""
     registry: Registry = field(default_factory=default_registry, repr=False)
     tests: tuple[Test, ...] = field(default=(), repr=False)
+    needs_resolver: bool = False
+    """It has chains or ``_has``: matching needs a :class:`Resolver`."""
 
-    def matches(self, resource: Mapping[str, Any], *, now_ms: int | None = None) -> bool:
+    def matches(
+        self, resource: Mapping[str, Any], *, now_ms: int | None = None, resolver: Resolver | None = None
+    ) -> bool:
         """Does ``resource`` (a version of ``resource_type``) meet every criterion? ``now_ms`` is
-        "now" for the ``ap`` prefix on dates (default: the clock)."""
+        "now" for the ``ap`` prefix on dates (default: the clock); ``resolver`` reads the other
+        resources chains and ``_has`` look at."""
         if resource.get("resourceType") != self.resource_type:
             return False
-        return self.evaluate(Facts(resource, self.registry, codes=self.codes, now_ms=now_ms))
+        return self.evaluate(Facts(resource, self.registry, codes=self.codes, now_ms=now_ms, resolver=resolver))
 
     def evaluate(self, facts: Facts) -> bool:
         for test in self.tests:  # noqa: SIM110 - a loop, not all(genexpr): it runs for every candidate
@@ -230,6 +285,7 @@ def compile_criteria(
     catalog: SearchParamCatalog | None = None,
     terminology: Terminology | None = None,
     base_url: str = "",
+    chains: bool = False,
 ) -> CompiledCriteria:
     """Compile ``query`` (a search's query string, URL-encoded) on ``resource_type``.
 
@@ -237,7 +293,8 @@ def compile_criteria(
     SearchParameters included), else the official one. ``base_url``: this server's FHIR base, so
     absolute references to it count as local ones, as in search. Any parameter the search would
     ignore or refuse, and any that cannot be decided from one resource, is a 400 whose expression
-    is ``expression`` and whose diagnostics name the parameter."""
+    is ``expression`` and whose diagnostics name the parameter. ``chains``: accept chains and
+    ``_has`` (the matcher then passes a :class:`Resolver`)."""
     if registry is None:
         registry = catalog.searchable_registry(tenant) if catalog is not None else default_registry()
     if not registry.is_resource_type(resource_type):
@@ -250,11 +307,11 @@ def compile_criteria(
         base = name.partition(":")[0]
         if base in RESULT_PARAMETERS:
             raise _refuse(expression, name, f"'{base}' shapes a search result and cannot be used in criteria")
-        if name.startswith("_has:") or "." in name:
+        if not chains and (name.startswith("_has:") or "." in name or base == "_list"):
             raise _refuse(
                 expression,
                 name,
-                "chained parameters and _has depend on other resources and are not supported in criteria",
+                "chained parameters, _has and _list depend on other resources and are not supported in criteria",
                 "not-supported",
             )
         if value == "":
@@ -265,13 +322,14 @@ def compile_criteria(
             raise _refuse(expression, name, error.diagnostics) from error
         if parsed.ignored:
             raise _refuse(expression, name, parsed.ignored[0].diagnostics)
-        for criterion in parsed.criteria:
-            if isinstance(criterion, (Chain, Has)):  # pragma: no cover - names with '.' or _has: are refused above
-                raise _refuse(expression, name, "chains and _has are not supported in criteria", "not-supported")
+        for written in parsed.criteria:
+            criterion = _expand(written, terminology, expression, name) if uses_terminology(written) else written
+            tests.append(_compile_criterion(criterion, base_url, expression, name))
+            if isinstance(criterion, Chain):
+                codes.add(criterion.param.code)
+            if not isinstance(criterion, Filter):
+                continue
             flt = criterion
-            if uses_terminology(flt):
-                flt = _expand(flt, terminology, expression, name)
-            tests.append(_compile_filter(flt, base_url, expression, name))
             if flt.param.code not in ("_id", "_lastUpdated", "_text", "_content"):
                 codes.add(flt.param.code)
             keys = _keys(flt, base_url)
@@ -279,33 +337,118 @@ def compile_criteria(
                 rank = (0 if flt.param.code == "_id" else 1 if flt.param.type == "reference" else 2, len(keys))
                 if best is None or rank < best[:2]:
                     best = (*rank, keys)
-    normalised = parse(resource_type, pairs, strict=True, registry=registry).to_query_string() if pairs else ""
+    whole = parse(resource_type, pairs, strict=True, registry=registry) if pairs else None
     return CompiledCriteria(
         resource_type=resource_type,
-        query=normalised,
+        query=whole.to_query_string() if whole is not None else "",
         codes=frozenset(codes),
         keys=best[2] if best is not None else None,
         registry=registry,
         tests=tuple(tests),
+        needs_resolver=whole is not None
+        and any(not isinstance(c, Filter) or c.param.code == "_list" for c in whole.criteria),
     )
 
 
-def _expand(flt: Filter, terminology: Terminology | None, expression: str, name: str) -> Filter:
+def _expand(criterion: Criterion, terminology: Terminology | None, expression: str, name: str) -> Criterion:
     if terminology is None:
         raise _refuse(
             expression,
             name,
-            f"':{flt.modifier}' needs a terminology service, which is not available here",
+            "token :in, :not-in, :above and :below need a terminology service, which is not available here",
             "not-supported",
         )
     try:
-        found = expand(flt, terminology)
+        return expand(criterion, terminology)
     except NeedsTerminology as needs:
         raise _refuse(expression, name, f"{needs.reason}, which needs a terminology service", "not-supported") from None
     except FhirError as error:
         raise _refuse(expression, name, error.diagnostics) from error
-    assert isinstance(found, Filter)
-    return found
+
+
+# ---------------------------------------------------------------------------------------------
+# Chains and _has (search.html#chaining, #has), through the resolver
+
+
+def _depth(criterion: Criterion) -> int:
+    levels = 0
+    while not isinstance(criterion, Filter):
+        levels += 1
+        criterion = criterion.criterion
+    return levels
+
+
+def _list_test(flt: Filter, base_url: str, expression: str, name: str) -> Test:
+    """``_list=id``: the List ``id`` has this resource as an ``entry.item`` (search.html#list)."""
+    if flt.modifier is not None:
+        raise _refuse(expression, name, f"':{flt.modifier}' is not supported on _list", "not-supported")
+    ids = [v.value for v in flt.values if isinstance(v, SpecialQuery)]
+    if any(i.startswith("$") for i in ids):
+        raise _refuse(expression, name, "functional lists ($current-...) are not supported", "not-supported")
+
+    def test(f: Facts) -> bool:
+        rtype, rid = f.resource.get("resourceType"), f.resource.get("id")
+        for list_id in ids:
+            found = f.needs_resolver().read("List", list_id)
+            if found is None:
+                continue
+            for value in f.other(found).values("item"):
+                row = _reference_row(value) if isinstance(value, ReferenceValue) else None
+                if (
+                    row is not None
+                    and row[0] == rtype
+                    and row[1] == rid
+                    and (row[3] is None or _is_ours(row[3], base_url))
+                ):
+                    return True
+        return False
+
+    return test
+
+
+def _compile_criterion(criterion: Criterion, base_url: str, expression: str, name: str) -> Test:
+    if _depth(criterion) > MAX_DEPTH:
+        raise _refuse(expression, name, f"chains and _has may nest {MAX_DEPTH} levels deep", "too-costly")
+    if isinstance(criterion, Filter):
+        return _compile_filter(criterion, base_url, expression, name)
+    inner = _compile_criterion(criterion.criterion, base_url, expression, name)
+    if isinstance(criterion, Chain):
+        return _chain_test(criterion, inner, base_url)
+    return _has_test(criterion, inner)
+
+
+def _chain_test(chain: Chain, inner: Test, base_url: str) -> Test:
+    """A local reference of ``chain.param`` to a ``target_type`` resource that meets ``inner``."""
+    code, target_type = chain.param.code, chain.target_type
+
+    def test(f: Facts) -> bool:
+        for value in f.values(code):
+            row = _reference_row(value) if isinstance(value, ReferenceValue) else None
+            if row is None:
+                continue
+            rtype, rid, _, url = row
+            if rtype != target_type or rid is None or not (url is None or _is_ours(url, base_url)):
+                continue
+            target = f.needs_resolver().read(target_type, rid)
+            if target is not None and inner(f.other(target)):
+                return True
+        return False
+
+    return test
+
+
+def _has_test(has: Has, inner: Test) -> Test:
+    """A ``source_type`` resource that refers to this one through ``reference`` and meets ``inner``."""
+    source_type, code = has.source_type, has.reference.code
+
+    def test(f: Facts) -> bool:
+        rtype, rid = f.resource.get("resourceType"), f.resource.get("id")
+        if not isinstance(rtype, str) or not isinstance(rid, str):
+            return False
+        sources = f.needs_resolver().referencing(source_type, code, rtype, rid)
+        return any(inner(f.other(source)) for source in sources)
+
+    return test
 
 
 # ---------------------------------------------------------------------------------------------
@@ -368,7 +511,7 @@ def _compile_filter(flt: Filter, base_url: str, expression: str, name: str) -> T
     if code in ("_text", "_content"):
         return _text_test(flt)
     if code == "_list":
-        raise _refuse(expression, name, "_list depends on another resource (a List) and is not supported in criteria")
+        return _list_test(flt, base_url, expression, name)
     if param.type == "special" and code != "near":
         raise _refuse(expression, name, f"the special parameter '{code}' is not supported", "not-supported")
     if modifier == "missing":
@@ -399,9 +542,17 @@ def _compile_filter(flt: Filter, base_url: str, expression: str, name: str) -> T
         )
     positive = None if modifier == "not" else modifier
     check = _any_value(param.type, positive, flt.values, base_url)
+
+    def found(f: Facts) -> bool:  # loops, not any(genexpr): this runs for every candidate
+        now = f.now_ms
+        for value in f.values(code):  # noqa: SIM110
+            if check(value, now):
+                return True
+        return False
+
     if modifier == "not":
-        return lambda f: not any(check(v, f.now_ms) for v in f.values(code))
-    return lambda f: any(check(v, f.now_ms) for v in f.values(code))
+        return lambda f: not found(f)
+    return found
 
 
 def _presence(param: SearchParam) -> Test:
@@ -483,7 +634,14 @@ def _any_value(ptype: str, modifier: str | None, values: tuple[QueryValue, ...],
     checks = [_value_check(ptype, modifier, q, base_url) for q in values]
     if len(checks) == 1:
         return checks[0]
-    return lambda v, now: any(check(v, now) for check in checks)
+
+    def any_of(value: Any, now: int) -> bool:
+        for check in checks:  # noqa: SIM110 - a loop, not any(genexpr): it runs for every value
+            if check(value, now):
+                return True
+        return False
+
+    return any_of
 
 
 def _value_check(ptype: str, modifier: str | None, q: QueryValue, base_url: str) -> ValueCheck:

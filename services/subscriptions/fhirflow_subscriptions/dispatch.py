@@ -118,11 +118,14 @@ class Dispatcher:
             delay = self.backoff(attempts)
         not_before_ms = min(at_ms + int(delay * 1000), deadline_ms)
         self._tell(job, attempt, "retrying")
-        self.queue.retry(job.job_id, not_before_ms=not_before_ms, attempts=attempts)
+        self.queue.retry(
+            job.job_id, not_before_ms=not_before_ms, attempts=attempts, leased_until_ms=job.leased_until_ms
+        )
         return "retrying"
 
     def _tell(self, job: ClaimedJob, attempt: Attempt, result: Result) -> None:
-        logger.info(
+        logger.log(
+            logging.DEBUG if result == "delivered" else logging.INFO,
             "webhook attempt",
             extra={
                 "group": job.group,

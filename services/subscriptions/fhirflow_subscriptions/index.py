@@ -20,7 +20,7 @@ from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from fhirflow_subscriptions.criteria import CompiledCriteria, Facts, Key, resource_keys
+from fhirflow_subscriptions.criteria import CompiledCriteria, Facts, Key, Resolver, resource_keys
 
 INTERACTIONS = frozenset(("create", "update", "delete"))
 
@@ -146,10 +146,12 @@ class SubscriptionIndex:
         operation: str,
         resource: Mapping[str, Any] | None,
         now_ms: int | None = None,
+        resolver: Resolver | None = None,
     ) -> list[Hashable]:
         """The keys of the subscriptions ``resource`` (the version the change made) matches. For a
         delete, pass the last version's body if there is one: without a body only subscriptions
-        without criteria can match."""
+        without criteria can match. ``resolver``: the tenant's other resources, for criteria
+        compiled with chains or ``_has`` (without one such criteria raise ValueError)."""
         where = (tenant, resource_type)
         bucket = self._buckets.get(where)
         if bucket is None:
@@ -162,7 +164,9 @@ class SubscriptionIndex:
             assert resource is not None
             found = facts.get(id(compiled.registry))
             if found is None:  # one extraction pass for every parameter the bucket reads
-                found = facts[id(compiled.registry)] = Facts(resource, compiled.registry, codes=codes, now_ms=now)
+                found = facts[id(compiled.registry)] = Facts(
+                    resource, compiled.registry, codes=codes, now_ms=now, resolver=resolver
+                )
             found.prefetch(compiled.codes)
             return found
 

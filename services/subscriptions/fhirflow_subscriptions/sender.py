@@ -9,8 +9,9 @@ Standard Webhooks practice (https://www.standardwebhooks.com/) and the SSRF rule
   including a private address);
 * only 2xx is success; 410 Gone means the endpoint is gone for good; ``Retry-After`` on 429/503 is
   reported for the dispatcher to honour;
-* one deadline covers connect, TLS, request and response headers, so an endpoint that never
-  answers, or answers a byte at a time, holds a worker for at most ``timeout`` seconds.
+* the name lookup is bounded by ``timeout``, and one deadline covers connect, TLS, request and
+  response headers, so an endpoint that never answers, or answers a byte at a time, holds a worker
+  for at most about twice ``timeout`` seconds.
 
 Only the standard library: ``http.client`` lets the connection be made to a chosen address, and
 the deliverer Lambda stays free of another dependency.
@@ -29,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from fhirflow.delivery_ports import Attempt
+from fhirflow.delivery_ports import Attempt, Outcome
 from fhirflow_subscriptions.signing import signature_headers
 from fhirflow_subscriptions.ssrf import (
     Address,
@@ -152,11 +153,11 @@ def send(outgoing: Outgoing, policy: EndpointPolicy, *, tls: ssl.SSLContext | No
     ``tls`` overrides the default verifying context (tests trust their own CA with it)."""
     started = time.monotonic()
 
-    def done(outcome: str, status: int | None, error: str | None, retry_after: float | None = None) -> Attempt:
-        return Attempt(outcome, status, (time.monotonic() - started) * 1000.0, error, retry_after)  # type: ignore[arg-type]
+    def done(outcome: Outcome, status: int | None, error: str | None, retry_after: float | None = None) -> Attempt:
+        return Attempt(outcome, status, (time.monotonic() - started) * 1000.0, error, retry_after)
 
     try:
-        parts, host, port, addresses = checked_target(outgoing.url, policy)
+        parts, host, port, addresses = checked_target(outgoing.url, policy, timeout=outgoing.timeout)
     except (ValueError, EndpointRefused) as exc:
         return done("refused", None, str(exc))
     except EndpointUnresolvable as exc:
@@ -170,6 +171,7 @@ def send(outgoing: Outgoing, policy: EndpointPolicy, *, tls: ssl.SSLContext | No
 
     deadline = _Deadline(outgoing.timeout)
     conn: http.client.HTTPConnection | None = None
+    sock: socket.socket | None = None
     try:
         sock = _connect(addresses, port, outgoing.timeout, deadline)
         if parts.scheme.lower() == "https":
@@ -181,7 +183,9 @@ def send(outgoing: Outgoing, policy: EndpointPolicy, *, tls: ssl.SSLContext | No
         response = conn.getresponse()
         status = response.status
         retry_after = _retry_after(response.getheader("Retry-After")) if status in (429, 503) else None
-        response.read(MAX_RESPONSE_BYTES)  # politeness; the body itself is never kept
+        # The status decides; a body cut short after a 2xx must not turn a delivery into a retry.
+        with contextlib.suppress(OSError, http.client.HTTPException):
+            response.read(MAX_RESPONSE_BYTES)  # politeness; the body itself is never kept
     except ssl.SSLCertVerificationError:
         return done("retry", None, "TLS certificate verification failed")
     except ValueError:
@@ -197,6 +201,8 @@ def send(outgoing: Outgoing, policy: EndpointPolicy, *, tls: ssl.SSLContext | No
         deadline.cancel()
         if conn is not None:
             conn.close()
+        if sock is not None:
+            sock.close()  # a no-op once TLS took it over or the connection closed it
     if 200 <= status < 300:
         return done("delivered", status, None)
     if status == 410:

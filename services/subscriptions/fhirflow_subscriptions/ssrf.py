@@ -15,9 +15,11 @@ who may create a Subscription could make the server call the cloud metadata serv
 
 from __future__ import annotations
 
+import concurrent.futures
 import fnmatch
 import ipaddress
 import socket
+import threading
 from dataclasses import dataclass
 from urllib.parse import SplitResult, urlsplit
 
@@ -110,7 +112,8 @@ def is_loopback_host(host: str) -> bool:
     """``localhost`` or a loopback IP literal: the only hosts plain http may reach."""
     address = _literal(host)
     if address is None:
-        return host.lower().rstrip(".") in _LOOPBACK_NAMES
+        name = host.lower().rstrip(".")
+        return name in _LOOPBACK_NAMES or name.endswith(".localhost")  # RFC 6761 §6.3
     embedded = _embedded_ipv4(address) if isinstance(address, ipaddress.IPv6Address) else None
     return (embedded or address).is_loopback
 
@@ -121,6 +124,9 @@ def parse_endpoint(url: str) -> tuple[SplitResult, str, int]:
         raise ValueError(f"the endpoint is longer than {MAX_URL_LENGTH} characters")
     if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
         raise ValueError("the endpoint contains whitespace or control characters")
+    if not url.isascii():
+        # What goes on the wire is ASCII: a host in punycode, a path percent-encoded (RFC 3986).
+        raise ValueError("the endpoint must be ASCII: punycode the host and percent-encode the path")
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https"):
@@ -159,6 +165,10 @@ def _check(url: str, policy: EndpointPolicy) -> tuple[SplitResult, str, int]:
     address = _literal(host)
     if address is not None and is_blocked(address) and not _may_reach(address, parts.scheme.lower(), policy):
         raise EndpointRefused("the endpoint's address is loopback, private, link-local or otherwise not public")
+    loopback = ipaddress.ip_address("127.0.0.1")
+    if address is None and is_loopback_host(host) and not _may_reach(loopback, parts.scheme.lower(), policy):
+        # Known before any lookup: localhost names resolve to loopback.
+        raise EndpointRefused("the endpoint's host is a loopback name")
     if policy.allow_list and not any(fnmatch.fnmatchcase(url, pattern) for pattern in policy.allow_list):
         raise EndpointRefused("the endpoint matches none of the allowed endpoint patterns")
     return parts, host, port
@@ -183,16 +193,20 @@ def resolve(host: str, port: int) -> list[Address]:
     return seen
 
 
-def resolve_checked(host: str, port: int, policy: EndpointPolicy, *, scheme: str = "https") -> list[Address]:
+def resolve_checked(
+    host: str, port: int, policy: EndpointPolicy, *, scheme: str = "https", timeout: float | None = None
+) -> list[Address]:
     """Resolve ``host`` and refuse (EndpointRefused) if any address may not be reached under the
     policy: one private answer among public ones is enough to refuse, since the connection could
-    be steered to it. EndpointUnresolvable when the name does not resolve."""
+    be steered to it. EndpointUnresolvable when the name does not resolve (within ``timeout``)."""
     literal = _literal(host)
     if literal is not None:
         addresses = [literal]
     else:
         try:
-            addresses = resolve(host, port)
+            addresses = _resolve_within(host, port, timeout)
+        except concurrent.futures.TimeoutError as exc:  # (an OSError since Python 3.11: caught first)
+            raise EndpointUnresolvable(f"the endpoint's host name did not resolve within {timeout:g} s") from exc
         except (OSError, UnicodeError) as exc:
             raise EndpointUnresolvable("the endpoint's host name did not resolve") from exc
         if not addresses:
@@ -205,7 +219,30 @@ def resolve_checked(host: str, port: int, policy: EndpointPolicy, *, scheme: str
     return addresses
 
 
-def checked_target(url: str, policy: EndpointPolicy) -> tuple[SplitResult, str, int, list[Address]]:
+def _resolve_within(host: str, port: int, timeout: float | None) -> list[Address]:
+    """``resolve`` bounded in time. getaddrinfo cannot be interrupted, so a slow lookup runs on a
+    small shared pool and the caller stops waiting at ``timeout``: a name server that never answers
+    then costs a delivery worker the request timeout, as any other dead endpoint does."""
+    if timeout is None:
+        return resolve(host, port)
+    return _lookup_pool().submit(resolve, host, port).result(timeout=timeout)
+
+
+_pool: concurrent.futures.ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _lookup_pool() -> concurrent.futures.ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="webhook-dns")
+        return _pool
+
+
+def checked_target(
+    url: str, policy: EndpointPolicy, *, timeout: float | None = None
+) -> tuple[SplitResult, str, int, list[Address]]:
     """Everything the sender needs: the URL's parts, host, port and the checked addresses."""
     parts, host, port = _check(url, policy)
-    return parts, host, port, resolve_checked(host, port, policy, scheme=parts.scheme.lower())
+    return parts, host, port, resolve_checked(host, port, policy, scheme=parts.scheme.lower(), timeout=timeout)
