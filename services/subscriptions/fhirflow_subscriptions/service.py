@@ -118,19 +118,20 @@ class SubscriptionService:
                     activations.append((event.tenant, id_))
                 continue
             matches.extend(self._matches(event, detail))
-        # Numbers first (one transaction; a replayed change keeps its number), then the jobs
-        # (idempotent on their ids), then the cursor: a crash between any two steps replays the
-        # batch into the same numbers and the same job ids, so nothing is lost or doubled.
+        # One transaction (the state store and the queue share the SQLite database and join it):
+        # the numbers, the jobs and the cursor commit together. Were they apart, a crash between
+        # them would still replay into the same numbers and job ids (both are keyed by the change).
         jobs = []
         with self.state_db_write():
             for match in matches:
                 job = self._record(match)
                 if job is not None:
                     jobs.append(job)
+            if jobs:
+                self.queue.enqueue(jobs)
+            self.state.advance(CURSOR, events[-1].seq)
         if jobs:
-            self.queue.enqueue(jobs)
             self.on_enqueued()
-        self.state.advance(CURSOR, events[-1].seq)
         for tenant, id_ in activations:
             self._activate(tenant, id_)
         return len(events)
