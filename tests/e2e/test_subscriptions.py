@@ -592,3 +592,40 @@ def test_secrets_stay_out_of_reads_logs_and_audit_and_a_new_signing_secret_rotat
     for secret in ("k-123-very-secret", old, new):
         assert secret not in everything
         assert secret not in history
+
+
+def test_type_level_status_lists_the_tenants_subscriptions(http: httpx.Client, receiver: Receiver) -> None:
+    id_, _ = subscribe(http, r4_subscription(receiver.url, f"Observation?code={unique_code()}"))
+    wait_status(http, id_, "active")  # listed once the service has taken it up
+    listed = http.get("/Subscription/$status").json()
+    references = [
+        p["valueReference"]["reference"]
+        for e in listed["entry"]
+        for p in e["resource"]["parameter"]
+        if p["name"] == "subscription"
+    ]
+    assert any(r.endswith(f"/Subscription/{id_}") for r in references)
+    assert not validate_resource(listed)
+
+
+def test_end_turns_a_subscription_off(http: httpx.Client, receiver: Receiver) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    end = (datetime.now(UTC) + timedelta(seconds=2)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    body = {**r4_subscription(receiver.url, f"Observation?code={unique_code()}"), "end": end}
+    id_, _ = subscribe(http, body)
+    wait_status(http, id_, "active")
+    wait_status(http, id_, "off", timeout=15)
+
+
+def test_410_gone_turns_the_subscription_off(retry_http: httpx.Client) -> None:
+    code = unique_code()
+    with Receiver(fail_first=100, fail_status=410) as receiver:
+        id_, _ = subscribe(retry_http, r4_subscription(receiver.url, f"Observation?code={code}"))
+        wait_status(retry_http, id_, "active")
+        retry_http.post("/Observation", json=observation(code))
+        final = wait_status(retry_http, id_, "off", timeout=20)
+        assert "410" in final["error"]
+        retry_http.post("/Observation", json=observation(code))
+        time.sleep(1.0)
+        assert receiver.answered == 1  # one attempt, then nothing more: the subscription is off
