@@ -175,6 +175,16 @@ BAD = [
         "Subscription.channel.header[0]",
         "invalid",
     ),
+    ("end not a date", {"end": "tomorrow"}, "Subscription.end", None),
+    ("no endpoint", {"channel": {"type": "rest-hook"}}, "Subscription.channel.endpoint", None),
+    ("chained criteria", {"criteria": "Observation?subject.name=peter"}, "Subscription.criteria", None),
+    ("unknown type", {"criteria": "Nonsense?x=1"}, "Subscription.criteria", None),
+    (
+        "reserved header",
+        {"channel": {"type": "rest-hook", "endpoint": "https://example.org/hook", "header": ["webhook-id: mine"]}},
+        "Subscription.channel.header[0]",
+        "invalid",
+    ),
     (
         "bad signing secret",
         {
@@ -629,3 +639,33 @@ def test_410_gone_turns_the_subscription_off(retry_http: httpx.Client) -> None:
         retry_http.post("/Observation", json=observation(code))
         time.sleep(1.0)
         assert receiver.answered == 1  # one attempt, then nothing more: the subscription is off
+
+
+def test_a_deleted_subscription_is_notified_no_more(http: httpx.Client, receiver: Receiver) -> None:
+    code = unique_code()
+    id_, _ = subscribe(http, r4_subscription(receiver.url, f"Observation?code={code}"))
+    wait_status(http, id_, "active")
+    http.post("/Observation", json=observation(code))
+    receiver.wait_for(lambda seen: len(seen) >= 1)
+    assert http.delete(f"/Subscription/{id_}").status_code == 204
+    assert http.get(f"/Subscription/{id_}/$status").status_code in (404, 410)
+    time.sleep(0.5)  # the service takes up the deletion
+    http.post("/Observation", json=observation(code))
+    time.sleep(1.0)
+    assert len(receiver.snapshot()) == 1
+
+
+def test_odd_topic_extensions_are_refused_not_crashed_on(http: httpx.Client) -> None:
+    body = topic_subscription("https://example.org/hook", "Observation", [], "id-only")
+    body["channel"]["extension"] = [{"url": f"{BACKPORT}/backport-heartbeat-period", "valueString": "often"}]
+    reply = http.post("/Subscription", json=body)
+    assert reply.status_code == 400
+    assert reply.json()["issue"][0]["expression"] == ["Subscription.channel.extension[0]"]
+    body = topic_subscription("https://example.org/hook", "Observation", [], "everything")
+    reply = http.post("/Subscription", json=body)
+    assert reply.status_code == 400
+    assert reply.json()["issue"][0]["expression"] == ["Subscription.channel.payload.extension[0]"]
+    body = topic_subscription("https://example.org/hook", "Observation", ["Patient?name=x"], "id-only")
+    assert http.post("/Subscription", json=body).json()["issue"][0]["expression"] == [
+        "Subscription.criteria.extension[0]"
+    ]
