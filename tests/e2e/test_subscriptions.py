@@ -669,3 +669,14 @@ def test_odd_topic_extensions_are_refused_not_crashed_on(http: httpx.Client) -> 
     assert http.post("/Subscription", json=body).json()["issue"][0]["expression"] == [
         "Subscription.criteria.extension[0]"
     ]
+
+
+def test_the_signing_secret_is_shown_once_also_by_a_conditional_create(http: httpx.Client, receiver: Receiver) -> None:
+    tag = unique_code()
+    body = {**r4_subscription(receiver.url, f"Observation?code={tag}"), "reason": tag}
+    reply = http.post("/Subscription", json=body, headers={"If-None-Exist": f"_id={tag}"})
+    assert reply.status_code == 201, reply.text
+    shown = [e["valueString"] for e in reply.json()["channel"]["extension"] if e["url"] == SECRET_EXT]
+    assert shown[0].startswith("whsec_")
+    again = http.get(f"/Subscription/{reply.json()['id']}").json()
+    assert [e["valueString"] for e in again["channel"]["extension"] if e["url"] == SECRET_EXT] == ["*****"]
