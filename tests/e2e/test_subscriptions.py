@@ -680,3 +680,28 @@ def test_the_signing_secret_is_shown_once_also_by_a_conditional_create(http: htt
     assert shown[0].startswith("whsec_")
     again = http.get(f"/Subscription/{reply.json()['id']}").json()
     assert [e["valueString"] for e in again["channel"]["extension"] if e["url"] == SECRET_EXT] == ["*****"]
+
+
+def test_changes_made_by_a_transaction_bundle_are_notified(http: httpx.Client, receiver: Receiver) -> None:
+    code = unique_code()
+    id_, secret = subscribe(
+        http, r4_subscription(receiver.url + "/fhir", f"Observation?code={code}", payload="application/fhir+json")
+    )
+    wait_status(http, id_, "active")
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"resource": observation(code), "request": {"method": "POST", "url": "Observation"}},
+            {"resource": observation("other"), "request": {"method": "POST", "url": "Observation"}},
+            {"resource": observation(code), "request": {"method": "POST", "url": "Observation"}},
+        ],
+    }
+    reply = http.post("/", json=bundle)
+    assert reply.status_code == 200, reply.text
+    ids = [e["response"]["location"].split("Observation/")[1].split("/")[0] for e in reply.json()["entry"]]
+    got = receiver.wait_for(lambda seen: len(seen) >= 2)
+    time.sleep(0.5)
+    assert sorted(r.path for r in receiver.snapshot()) == sorted(f"/fhir/Observation/{i}" for i in (ids[0], ids[2]))
+    for request in got:
+        verify(secret, request)
