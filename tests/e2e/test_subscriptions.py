@@ -420,7 +420,7 @@ def test_kill_9_during_deliveries_and_restart_delivers_every_committed_change(tm
     patient_id = "k9"
     # A short request timeout makes the lease of the notification in flight at the kill short.
     env = {**DEV_ENV, "FHIRFLOW_SUBSCRIPTIONS_REQUEST_TIMEOUT_SECONDS": "2"}
-    with Receiver(delay=0.01) as receiver:
+    with Receiver(delay=0.03) as receiver:  # slower than the writes: deliveries are behind at the kill
         first = LocalServer(data_dir=tmp_path, env=env).start()
         try:
             with httpx.Client(base_url=first.base_url, headers={"Content-Type": FHIR_JSON}, timeout=30) as http:
