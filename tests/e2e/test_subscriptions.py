@@ -228,11 +228,20 @@ def test_a_bad_topic_filter_is_refused_naming_the_extension(http: httpx.Client) 
 
 
 def test_a_client_may_not_set_status_by_patch_either(http: httpx.Client, receiver: Receiver) -> None:
+    json_patch = {"Content-Type": "application/json-patch+json"}
     id_, _ = subscribe(http, r4_subscription(receiver.url, f"Observation?code={unique_code()}"))
-    patch = [{"op": "replace", "path": "/status", "value": "active"}]
-    reply = http.patch(f"/Subscription/{id_}", json=patch, headers={"Content-Type": "application/json-patch+json"})
+    wait_status(http, id_, "active")
+    patch = [{"op": "replace", "path": "/status", "value": "error"}]
+    reply = http.patch(f"/Subscription/{id_}", json=patch, headers=json_patch)
     assert reply.status_code == 400
     assert reply.json()["issue"][0]["expression"] == ["Subscription.status"]
+    # Patching another element leaves the server's status as it is; an error text is the server's too.
+    patch = [{"op": "replace", "path": "/reason", "value": "renamed"}, {"op": "add", "path": "/error", "value": "x"}]
+    reply = http.patch(f"/Subscription/{id_}", json=patch, headers=json_patch)
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["status"] == "active"
+    assert "error" not in reply.json()
+    assert reply.json()["reason"] == "renamed"
 
 
 # -- R4 rest-hook ------------------------------------------------------------------------------
