@@ -89,6 +89,8 @@ class SubscriptionService:
         self._status_lock = threading.Lock()
         self.filtered = 0
         self.skipped = 0
+        self.since: dict[tuple[str, str], int] = {}
+        """Per subscription: the change event that created it; earlier changes are not its events."""
         """Change events that could not be handled (logged; a metric)."""
         self.on_enqueued: Callable[[], None] = lambda: None
         """Called after jobs were queued (the embedded dispatcher's ``wake``: no polling delay)."""
@@ -116,7 +118,7 @@ class SubscriptionService:
                 detail = json.loads(event.detail)
                 rtype, id_ = detail.get("resourceType"), detail.get("id")
                 if rtype == "Subscription":
-                    if self._load(event.tenant, id_):
+                    if self._load(event.tenant, id_, seq=event.seq):
                         activations.append((event.tenant, id_))
                     continue
                 matches.extend(self._matches(event, detail))
@@ -161,6 +163,8 @@ class SubscriptionService:
         out: list[_Match] = []
         for key in keys:
             tenant, sub_id = cast("tuple[str, str]", key)
+            if event.seq <= self.since.get((tenant, sub_id), 0):
+                continue
             secrets = self.state.secrets(tenant, sub_id)
             owner = secrets.owner if secrets is not None else {}
             if not owner_may_read(self.deps.policy, owner, resource):
@@ -237,7 +241,7 @@ class SubscriptionService:
 
     # -- the subscriptions themselves ---------------------------------------------------------
 
-    def _load(self, tenant: str, id_: str, *, restarting: bool = False) -> bool:
+    def _load(self, tenant: str, id_: str, *, restarting: bool = False, seq: int = 0) -> bool:
         """(Re)load one subscription from its current version; True when a client asked for its
         activation (status ``requested``)."""
         head = self.deps.store.current(tenant, "Subscription", id_)
@@ -269,7 +273,12 @@ class SubscriptionService:
             for q in spec.queries
         ]
         previous = self.state.state(tenant, id_)
-        self.state.put_state(tenant, id_, version=head.version, spec=spec.to_json(), status=str(status))
+        # Changes committed before the subscription are not its events, even when the matcher meets
+        # them after a restart with the subscription already loaded.
+        since = int(previous.spec.get("since_seq", 0)) if previous is not None and previous.spec else seq
+        self.since[key] = since
+        stored = {**spec.to_json(), "since_seq": since}
+        self.state.put_state(tenant, id_, version=head.version, spec=stored, status=str(status))
         self.specs[key] = spec
         self.index.put(
             key, tenant=tenant, resource_type=spec.resource_type, interactions=spec.interactions, criteria=compiled
