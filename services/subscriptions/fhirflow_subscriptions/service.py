@@ -122,11 +122,15 @@ class SubscriptionService:
                         activations.append((event.tenant, id_))
                     continue
                 matches.extend(self._matches(event, detail))
-            except (FhirError, ValueError, KeyError, TypeError):
+            except (FhirError, ValueError, KeyError, TypeError) as error:
                 # A change that can never be handled must not stop every later one (a poison
-                # message); storage errors (sqlite3.Error) propagate and the batch is retried.
+                # message); storage errors (sqlite3.Error) propagate and the batch is retried. The
+                # log names the event and the error's type, never its text (criteria may hold PHI).
                 self.skipped += 1
-                logger.exception("change event skipped by the subscriptions matcher", extra={"seq": event.seq})
+                logger.warning(
+                    "change event skipped by the subscriptions matcher",
+                    extra={"seq": event.seq, "error": type(error).__name__},
+                )
         # One transaction (the state store and the queue share the SQLite database and join it):
         # the numbers, the jobs and the cursor commit together. Were they apart, a crash between
         # them would still replay into the same numbers and job ids (both are keyed by the change).
@@ -427,8 +431,10 @@ class SubscriptionService:
                     "the endpoint answered 410 Gone" if outcome == "gone" else "delivery failed until the retry horizon"
                 )
                 self._set_status(tenant, id_, "off", f"Turned off: {why} ({_reason(attempt)})")
-        except Exception:
-            logger.exception("could not record a delivery result", extra={"tenant": tenant, "id": id_})
+        except Exception as error:
+            logger.warning(
+                "could not record a delivery result", extra={"tenant": tenant, "id": id_, "error": type(error).__name__}
+            )
 
     # -- status: system writes ----------------------------------------------------------------
 
