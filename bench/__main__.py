@@ -16,7 +16,7 @@ from bench.loadgen import AsyncioLoadGenerator, LoadGenerator
 from bench.report import Row, missed, render, write_json
 from bench.wrk import WrkLoadGenerator, wrk_path
 
-BENCHES = ("loadgen", "crud", "import", "coldstart", "authz", "search", "bombs")
+BENCHES = ("loadgen", "crud", "import", "coldstart", "authz", "search", "bombs", "subscriptions", "subscriptions-delivery")
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -91,6 +91,14 @@ def run_one(
         from bench import load  # fhirflow import of ../shared/synthea
 
         return load.run(quick=quick, dynamodb=dynamodb)
+    if name == "subscriptions-delivery":
+        from bench import subscription_delivery  # commit → webhook receipt over the real server
+
+        return subscription_delivery.run(quick=quick)
+    if name == "subscriptions":
+        from bench import subscriptions  # in-process matching, no server
+
+        return subscriptions.run(quick=quick)
     if name == "search":
         from bench import search  # builds ~200k resources (a few minutes); --quick uses fewer
 

@@ -41,6 +41,14 @@ _EXPORT_OPERATIONS = {
 }
 REINDEX_OPERATION = "https://fhirflow.dev/fhir/OperationDefinition/reindex"
 """``$reindex`` (system and type level; fhirflow_search.reindex): no standard definition exists."""
+BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport"
+TOPIC_EXTENSION = f"{BACKPORT}/StructureDefinition/capabilitystatement-subscriptiontopic-canonical"
+TOPIC_BASE = "https://fhirflow.dev/fhir/SubscriptionTopic/"
+"""The built-in topic of each type (fhirflow_subscriptions.spec): its create, update and delete."""
+_SUBSCRIPTION_OPERATIONS = {
+    "subscription-status": ("status", f"{BACKPORT}/OperationDefinition/backport-subscription-status"),
+    "subscription-events": ("events", f"{BACKPORT}/OperationDefinition/backport-subscription-events"),
+}
 CONDITIONAL_PATCH_EXTENSION = (
     "http://hl7.org/fhir/5.0/StructureDefinition/extension-CapabilityStatement.rest.resource.conditionalPatch"
 )
@@ -85,6 +93,8 @@ def capability_statement(
         operations = _operations(implemented, resource["type"])
         if operations:
             resource["operation"] = operations
+    if "subscription-status" in implemented:
+        _subscription_topics(resources, implemented)
     system_operations = _operations(implemented, None)
     if "reindex" in implemented:
         system_operations.append({"name": "reindex", "definition": REINDEX_OPERATION})
@@ -135,6 +145,22 @@ def _with_custom(
             resource = by_type[param.base]
             resource["searchParam"] = [*resource.get("searchParam", []), entry]
     return common
+
+
+def _subscription_topics(resources: list[dict[str, Any]], implemented: set[str]) -> None:
+    """Backport IG: each type's built-in topic on its resource entry, ``$status``/``$events`` on Subscription."""
+    for resource in resources:
+        topic = {"url": TOPIC_EXTENSION, "valueCanonical": TOPIC_BASE + resource["type"]}
+        resource["extension"] = [*resource.get("extension", []), topic]
+        if resource["type"] == "Subscription":
+            resource["operation"] = [
+                *resource.get("operation", []),
+                *(
+                    {"name": name, "definition": url}
+                    for i, (name, url) in _SUBSCRIPTION_OPERATIONS.items()
+                    if i in implemented
+                ),
+            ]
 
 
 def _operations(implemented: set[str], rtype: str | None) -> list[dict[str, str]]:

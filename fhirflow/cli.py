@@ -58,6 +58,9 @@ def serve(args: argparse.Namespace) -> int:
     from fhirflow_search.local import start_reindex_worker
 
     start_reindex_worker(settings)  # $reindex jobs, in the background
+    from fhirflow_subscriptions.local import start_subscriptions_worker
+
+    start_subscriptions_worker(settings)  # matching, delivery, heartbeats (docs/subscriptions.md)
     workers = max(1, args.workers if args.workers is not None else min(os.cpu_count() or 1, 4))
     print(
         f"fhirflow {args.store} store in {data_dir}\n"

@@ -70,6 +70,10 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/$reindex", "search", "reindex"),
     Route("POST", "/{type}/$reindex", "search", "reindex"),
     Route("GET", "/_reindex/{job}", "search", "reindex-status"),
+    # Subscriptions R5 Backport IG 1.1.0: $status (instance and type level) and $events.
+    Route("GET", "/Subscription/$status", "subscriptions", "subscription-status"),
+    Route("GET", "/Subscription/{id}/$status", "subscriptions", "subscription-status"),
+    Route("GET", "/Subscription/{id}/$events", "subscriptions", "subscription-events"),
 )
 
 TENANT_PREFIX = "/tenant/{tenant}"

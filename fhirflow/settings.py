@@ -119,6 +119,29 @@ class Settings:
     """Resources per bulk export NDJSON file (a type with more gets several files)."""
     export_url_seconds: int = 3600
     """How long the presigned S3 URLs of an export manifest stay valid (AWS)."""
+    subscriptions_allow_private: bool = False
+    """Subscription endpoints may be loopback/private/link-local addresses (development, tests)."""
+    subscriptions_allow_http: bool = False
+    """Plain ``http`` endpoints are allowed, and then only to loopback hosts (development, tests)."""
+    subscriptions_allow_list: str | None = None
+    """Endpoint patterns (fnmatch on the URL) per tenant, JSON ``{"tenant": ["https://x/*"], "*": [...]}``;
+    unset: any endpoint that passes the address checks."""
+    subscriptions_retry_horizon_seconds: int = 3 * 24 * 3600
+    """How long a notification is retried before the subscription is turned ``off``."""
+    subscriptions_request_timeout_seconds: float = 10.0
+    """Per-request timeout of a notification (a topic subscription's ``backport-timeout`` overrides it)."""
+    subscriptions_event_retention_seconds: int = 7 * 24 * 3600
+    """How long the per-subscription event log (``$events``) is kept."""
+    subscriptions_delivery_log_retention_seconds: int = 7 * 24 * 3600
+    """How long delivery attempts (shown by ``$status``) are kept."""
+    subscriptions_heartbeat_tick_seconds: float = 1.0
+    """How often heartbeats and ``end`` are checked."""
+    subscriptions_secret_overlap_seconds: int = 24 * 3600
+    """After a signing secret is replaced, the old one keeps signing alongside for this long (rotation)."""
+    subscriptions_retry_scale: float = 1.0
+    """Multiplies every retry delay of the backoff schedule (tests shorten it; leave 1 in production)."""
+    subscriptions_delivery_workers: int = 8
+    """Delivery threads of the embedded dispatcher (a slow endpoint holds at most one)."""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -169,6 +192,23 @@ class Settings:
             export_bucket=os.environ.get("FHIRFLOW_EXPORT_BUCKET") or None,
             export_file_resources=_int("FHIRFLOW_EXPORT_FILE_RESOURCES", 10_000),
             export_url_seconds=_int("FHIRFLOW_EXPORT_URL_SECONDS", 3600),
+            subscriptions_allow_private=_flag("FHIRFLOW_SUBSCRIPTIONS_ALLOW_PRIVATE", False),
+            subscriptions_allow_http=_flag("FHIRFLOW_SUBSCRIPTIONS_ALLOW_HTTP", False),
+            subscriptions_allow_list=os.environ.get("FHIRFLOW_SUBSCRIPTIONS_ALLOW_LIST") or None,
+            subscriptions_retry_horizon_seconds=_int("FHIRFLOW_SUBSCRIPTIONS_RETRY_HORIZON_SECONDS", 3 * 24 * 3600),
+            subscriptions_request_timeout_seconds=float(
+                os.environ.get("FHIRFLOW_SUBSCRIPTIONS_REQUEST_TIMEOUT_SECONDS") or 10.0
+            ),
+            subscriptions_event_retention_seconds=_int("FHIRFLOW_SUBSCRIPTIONS_EVENT_RETENTION_SECONDS", 7 * 24 * 3600),
+            subscriptions_delivery_log_retention_seconds=_int(
+                "FHIRFLOW_SUBSCRIPTIONS_DELIVERY_LOG_RETENTION_SECONDS", 7 * 24 * 3600
+            ),
+            subscriptions_heartbeat_tick_seconds=float(
+                os.environ.get("FHIRFLOW_SUBSCRIPTIONS_HEARTBEAT_TICK_SECONDS") or 1.0
+            ),
+            subscriptions_secret_overlap_seconds=_int("FHIRFLOW_SUBSCRIPTIONS_SECRET_OVERLAP_SECONDS", 24 * 3600),
+            subscriptions_retry_scale=float(os.environ.get("FHIRFLOW_SUBSCRIPTIONS_RETRY_SCALE") or 1.0),
+            subscriptions_delivery_workers=max(1, _int("FHIRFLOW_SUBSCRIPTIONS_DELIVERY_WORKERS", 8)),
         )
 
     @property

@@ -271,7 +271,7 @@ async def _lifespan(receive: Receive, send: Send) -> None:
             return
 
 
-SERVICES = ("crud", "bundle", "search", "export")
+SERVICES = ("crud", "bundle", "search", "export", "subscriptions")
 """The services behind the route table, built before a server takes its first request."""
 
 

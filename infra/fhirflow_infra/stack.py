@@ -61,6 +61,8 @@ API_SERVICES: dict[str, ApiService] = {
     "search": ApiService("fhirflow search: type, system and compartment search", writes_resources=False),
     # Writes export jobs, never resources: BulkExport grants the job items alone (fhirflow_infra.export).
     "export": ApiService("fhirflow export: bulk data kick-off, status, cancel and files", writes_resources=False),
+    # $status and $events; the matcher and deliverer are not deployed yet (docs/subscriptions.md).
+    "subscriptions": ApiService("fhirflow subscriptions: $status and $events", writes_resources=False),
 }
 """The services behind the API; every service the route table names must be here."""
 

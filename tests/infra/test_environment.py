@@ -32,6 +32,8 @@ def _changed(value: Any) -> Any:
         return not value
     if isinstance(value, int):
         return value + 7
+    if isinstance(value, float):
+        return value + 0.25
     if isinstance(value, Path):
         return value / "elsewhere"
     if isinstance(value, tuple):

@@ -147,6 +147,11 @@ def next_version(
     if head and last_updated <= head.last_updated:
         last_updated = head.last_updated + 1
     body = stamped = None
+    if rtype == "Subscription" and resource is not None:
+        # Checked, its secrets moved to the subscriptions state store (fhirflow_subscriptions.hook).
+        from fhirflow_subscriptions.hook import on_write
+
+        resource = on_write(deps, request, id_, version, resource, head)
     if resource is not None:
         stamped = versioning.stamp(resource, id_=id_, version=version, last_updated=last_updated)
         body = versioning.serialise(stamped)
@@ -271,7 +276,7 @@ def create(
     resource = {k: v for k, v in resource.items() if k != "id"}
     validated(resource, rtype)
     result = write(deps, request, rtype, new_id or new_resource_id(), resource, method="POST", must_not_exist=True)
-    return written_response(request, result, status=201)
+    return written_response(request, revealed(deps, result), status=201)
 
 
 def update(deps: Dependencies, request: FhirRequest) -> FhirResponse:
@@ -288,7 +293,17 @@ def update(deps: Dependencies, request: FhirRequest) -> FhirResponse:
             f"The resource id '{body_id}' does not match the id in the URL ('{id_}')", expression=f"{rtype}.id"
         )
     validated(resource, rtype)
-    return written_response(request, write(deps, request, rtype, id_, resource, method="PUT"))
+    return written_response(request, revealed(deps, write(deps, request, rtype, id_, resource, method="PUT")))
+
+
+def revealed(deps: Dependencies, result: WriteResult) -> WriteResult:
+    """A Subscription's signing secret is shown once, in the response that created it."""
+    if result.stored.type != "Subscription" or not result.created or result.stored.body is None:
+        return result
+    from fhirflow_subscriptions.hook import reveal
+
+    stored = reveal(deps, result.stored)
+    return WriteResult(stored, stored.resource, created=True)
 
 
 def patch(deps: Dependencies, request: FhirRequest) -> FhirResponse:

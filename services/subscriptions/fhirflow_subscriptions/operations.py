@@ -1,0 +1,171 @@
+"""``$status`` and ``$events`` (Backport IG 1.1.0: OperationDefinition backport-subscription-status
+and backport-subscription-events).
+
+- ``GET [base]/Subscription/{id}/$status`` and ``GET [base]/Subscription/$status[?id=a,b]`` (type
+  level: the ones named, or every subscription of the tenant the caller may read) answer a ``searchset`` Bundle
+  of SubscriptionStatus ``Parameters`` (type ``query-status``), with the last error and the recent
+  delivery attempts (time, HTTP status, latency, outcome; never bodies).
+- ``GET [base]/Subscription/{id}/$events?eventsSinceNumber=&eventsUntilNumber=&content=`` replays
+  events from the per-subscription event log as a ``history`` notification Bundle (type
+  ``query-event``); events older than the log's retention are gone and simply absent.
+
+Both read the subscription first, under the caller's read permission: a caller who may not read
+it learns nothing (404, as for a read).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from fhirflow import jsonio, timefmt
+from fhirflow.errors import BadRequest, NotFound
+from fhirflow.model import FhirRequest, FhirResponse
+from fhirflow.runtime import Dependencies
+from fhirflow_subscriptions.hook import spec_of, state_store
+from fhirflow_subscriptions.notifications import NotificationEvent, notification_bundle, status_parameters
+from fhirflow_subscriptions.spec import CONTENTS
+
+MAX_STATUS = 1000
+"""Subscriptions one type-level ``$status`` reports at most."""
+MAX_EVENTS = 1000
+"""Events one ``$events`` call returns at most (ask again from the next number)."""
+
+
+def _subscription(deps: Dependencies, request: FhirRequest, id_: str) -> dict[str, Any]:
+    deps.policy.authorize(request, "read", "Subscription")
+    head = deps.store.current(request.tenant, "Subscription", id_)
+    if head is None or head.deleted or head.body is None:
+        raise NotFound(f"Subscription/{id_} is not known")
+    deps.policy.check_read(request, head)
+    resource = jsonio.loads(head.body)
+    if not isinstance(resource, dict):
+        raise NotFound(f"Subscription/{id_} is not known")
+    return resource
+
+
+def _status_of(deps: Dependencies, request: FhirRequest, resource: dict[str, Any]) -> dict[str, Any]:
+    from fhirflow_subscriptions.local import delivery_queue
+    from fhirflow_subscriptions.service import group_of
+
+    id_ = str(resource["id"])
+    state = state_store(deps.settings).state(request.tenant, id_)
+    topic = resource.get("criteria") if str(resource.get("criteria", "")).startswith("http") else None
+    attempts = delivery_queue(deps.settings).attempts(group_of(request.tenant, id_), limit=20)
+    extra = [
+        {
+            "name": "delivery-attempt",
+            "part": [
+                {"name": "time", "valueInstant": timefmt.instant(int(a["at_ms"]))},
+                {"name": "outcome", "valueCode": str(a["outcome"])},
+                *([{"name": "http-status", "valueInteger": int(a["status"])}] if a.get("status") is not None else []),
+                {"name": "latency-ms", "valueDecimal": round(float(a["latency_ms"]), 1)},
+                *([{"name": "error", "valueString": str(a["error"])}] if a.get("error") else []),
+            ],
+        }
+        for a in attempts
+    ]
+    error = resource.get("error")
+    return status_parameters(
+        base_url=request.base_url,
+        subscription_id=id_,
+        topic=topic,
+        status=str(resource.get("status")),
+        kind="query-status",
+        events_since_start=state.events if state else 0,
+        errors=[error] if isinstance(error, str) and error else [],
+        extra=extra,
+    )
+
+
+def status(deps: Dependencies, request: FhirRequest) -> FhirResponse:
+    if request.resource_id:
+        resources = [_subscription(deps, request, request.resource_id)]
+    else:
+        deps.policy.authorize(request, "read", "Subscription")
+        wanted = [i for value in (v for k, v in request.query if k == "id") for i in value.split(",") if i]
+        if not wanted:  # every subscription of the tenant that the caller may read
+            known = state_store(deps.settings).states()
+            wanted = sorted(s.id for s in known if s.tenant == request.tenant)
+        if len(wanted) > MAX_STATUS:
+            raise BadRequest(
+                f"$status answers for at most {MAX_STATUS} subscriptions; name them with id", expression="id"
+            )
+        resources = []
+        for id_ in wanted:
+            try:
+                resources.append(_subscription(deps, request, id_))
+            except NotFound:
+                continue
+    bundle = {
+        "resourceType": "Bundle",
+        "id": str(uuid.uuid4()),
+        "type": "searchset",
+        "total": len(resources),
+        "entry": [
+            {
+                "fullUrl": f"urn:uuid:{uuid.uuid4()}",
+                "resource": _status_of(deps, request, r),
+                "search": {"mode": "match"},
+            }
+            for r in resources
+        ],
+    }
+    return FhirResponse(status=200, resource=bundle)
+
+
+def _number(request: FhirRequest, name: str, default: int) -> int:
+    raw = request.param(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit():
+        raise BadRequest(f"{name} must be a non-negative integer, not '{raw[:40]}'", expression=name)
+    return int(raw)
+
+
+def events(deps: Dependencies, request: FhirRequest) -> FhirResponse:
+    resource = _subscription(deps, request, request.resource_id)
+    tenant, id_ = request.tenant, str(resource["id"])
+    from fhirflow.runtime import search_param_catalog
+
+    spec = spec_of(resource, tenant, catalog=search_param_catalog(deps.settings), base_url=request.base_url)
+    if spec.kind != "topic":
+        raise BadRequest(
+            "$events is for topic-based subscriptions (R4 ones have no event numbers)",
+            expression="Subscription.criteria",
+        )
+    content = request.param("content") or spec.content
+    if content not in CONTENTS:
+        raise BadRequest(f"content must be one of {', '.join(CONTENTS)}", expression="content")
+    store = state_store(deps.settings)
+    state = store.state(tenant, id_)
+    last = state.events if state else 0
+    since = _number(request, "eventsSinceNumber", 1)
+    until = min(_number(request, "eventsUntilNumber", last), last)
+    logged = store.events(tenant, id_, since=since, until=until, limit=MAX_EVENTS) if since <= until else []
+    out: list[NotificationEvent] = []
+    for event in logged:
+        focus = None
+        if content == "full-resource" and event.operation != "delete":
+            version = deps.store.version(tenant, event.resource_type, event.resource_id, event.version)
+            if version is not None and version.body is not None and deps.policy.visible(request, version):
+                focus = jsonio.loads(version.body)
+        out.append(
+            NotificationEvent(
+                event.number, event.at_ms, event.resource_type, event.resource_id, event.version, event.operation, focus
+            )
+        )
+    parameters = status_parameters(
+        base_url=request.base_url,
+        subscription_id=id_,
+        topic=spec.topic,
+        status=str(resource.get("status")),
+        kind="query-event",
+        events_since_start=last,
+        events=out,
+        content=content,
+    )
+    bundle = notification_bundle(
+        parameters, base_url=request.base_url, events=out, content=content, now_ms=deps.clock.now_ms()
+    )
+    return FhirResponse(status=200, resource=bundle)

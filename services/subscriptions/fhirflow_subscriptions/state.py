@@ -1,0 +1,106 @@
+"""The subscriptions state store port: runtime state that is not part of the Subscription resource.
+
+The resource stays in the ResourceStore (CRUD, search, history as any resource); what the service
+needs besides lives here, keyed by (tenant, subscription id) (docs/subscriptions.md):
+
+- **secrets** per resource version: ``channel.header`` values and the Standard Webhooks signing
+  secrets, which the stored resource shows as ``*****``, and the owner context (who wrote that
+  version: scopes, launch context), written before the version commits (an orphan row of a write
+  that failed is never read: lookups go by version);
+- **state**: the compiled spec, status, last error, the event counter, last send time;
+- **events**: the per-subscription event log (number → time, focus, operation), kept for a
+  configurable time, for ``$events`` and gapless numbering: an event's number is allocated once per
+  source event (``source``), so a replay after a crash gets the same number;
+- a **cursor** of the consumer over the change events.
+
+Embedded adapter: :class:`fhirflow.adapters.sqlite.subscriptions.SqliteSubscriptionState`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Secrets:
+    version: int
+    headers: tuple[tuple[str, str], ...]
+    """``channel.header`` as (name, value) pairs, in order."""
+    signing: tuple[tuple[str, int | None], ...]
+    """Signing secrets with the time (ms) after which each stops being used (None: current)."""
+    owner: dict[str, Any] = field(default_factory=dict)
+
+    def live_signing(self, now_ms: int) -> list[str]:
+        return [secret for secret, until in self.signing if until is None or until > now_ms]
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionState:
+    tenant: str
+    id: str
+    version: int
+    """The resource version ``spec`` was read from."""
+    spec: dict[str, Any]
+    status: str
+    error: str | None
+    events: int
+    """Events counted since the subscription started (the last event number)."""
+    last_sent_ms: int
+    """When the last notification of any kind was queued (heartbeats measure idleness from it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedNotificationEvent:
+    number: int
+    at_ms: int
+    resource_type: str
+    resource_id: str
+    version: int
+    operation: str
+
+
+class SubscriptionStateStore(Protocol):
+    def put_secrets(self, tenant: str, id_: str, secrets: Secrets) -> None: ...
+
+    def secrets(self, tenant: str, id_: str, version: int | None = None) -> Secrets | None:
+        """The secrets of ``version`` (None: the newest), or of the newest version before it."""
+        ...
+
+    def copy_secrets(self, tenant: str, id_: str, from_version: int, to_version: int) -> None: ...
+
+    def put_state(self, tenant: str, id_: str, *, version: int, spec: dict[str, Any], status: str) -> None:
+        """Create or replace the spec and status; counters and the event log stay."""
+        ...
+
+    def state(self, tenant: str, id_: str) -> SubscriptionState | None: ...
+
+    def states(self) -> list[SubscriptionState]: ...
+
+    def set_status(self, tenant: str, id_: str, status: str, error: str | None) -> None: ...
+
+    def forget(self, tenant: str, id_: str) -> None:
+        """The subscription was deleted: drop its state, secrets and events."""
+        ...
+
+    def record_event(
+        self, tenant: str, id_: str, *, source: str, at_ms: int, focus: tuple[str, str, int], operation: str
+    ) -> tuple[int, bool]:
+        """The event's number for this subscription and whether it is new (atomic counter; a
+        ``source`` seen before gets its old number)."""
+        ...
+
+    def events(self, tenant: str, id_: str, *, since: int, until: int, limit: int) -> list[LoggedNotificationEvent]: ...
+
+    def mark_sent(self, tenant: str, id_: str, at_ms: int) -> None: ...
+
+    def cursor(self, name: str) -> int: ...
+
+    def advance(self, name: str, seq: int) -> None: ...
+
+    def prune(self, *, events_older_than_ms: int) -> int: ...
+
+
+def pairs(value: Sequence[Sequence[Any]]) -> tuple[tuple[Any, Any], ...]:
+    return tuple((item[0], item[1]) for item in value)

@@ -1,0 +1,93 @@
+"""The subscriptions state store (fhirflow_subscriptions.state) on its embedded adapter: gapless,
+replay-safe event numbers, secrets looked up by version, retention. The DynamoDB adapter, when it
+exists, runs the same suite (docs/subscriptions.md)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from fhirflow.adapters.sqlite.database import SqliteDatabase
+from fhirflow.adapters.sqlite.subscriptions import SqliteSubscriptionState
+from fhirflow_subscriptions.state import Secrets
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> SqliteSubscriptionState:
+    store = SqliteSubscriptionState(SqliteDatabase(tmp_path / "state.sqlite3"))
+    store.put_state("t", "s1", version=1, spec={"kind": "r4"}, status="requested")
+    return store
+
+
+def _record(state: SqliteSubscriptionState, source: str, sub: str = "s1") -> tuple[int, bool]:
+    return state.record_event("t", sub, source=source, at_ms=1000, focus=("Patient", "p", 1), operation="update")
+
+
+def test_event_numbers_are_gapless_and_a_replayed_source_keeps_its_number(state: SqliteSubscriptionState) -> None:
+    assert [_record(state, s) for s in ("a", "b", "c")] == [(1, True), (2, True), (3, True)]
+    assert _record(state, "b") == (2, False)
+    assert _record(state, "d") == (4, True)
+    found = state.state("t", "s1")
+    assert found is not None
+    assert found.events == 4
+    assert [e.number for e in state.events("t", "s1", since=2, until=3, limit=10)] == [2, 3]
+
+
+def test_concurrent_numbering_is_atomic(state: SqliteSubscriptionState) -> None:
+    numbers: list[int] = []
+    lock = threading.Lock()
+
+    def work(prefix: str) -> None:
+        for n in range(50):
+            number, _ = _record(state, f"{prefix}-{n}")
+            with lock:
+                numbers.append(number)
+
+    threads = [threading.Thread(target=work, args=(str(i),)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(numbers) == list(range(1, 201))
+
+
+def test_a_new_spec_keeps_the_counter(state: SqliteSubscriptionState) -> None:
+    _record(state, "a")
+    state.put_state("t", "s1", version=3, spec={"kind": "topic"}, status="active")
+    assert _record(state, "b") == (2, True)
+
+
+def test_secrets_are_read_by_version_so_an_orphan_of_a_failed_write_is_never_used(
+    state: SqliteSubscriptionState,
+) -> None:
+    state.put_secrets("t", "s1", Secrets(1, (("X-Key", "one"),), (("whsec_a", None),), {"tenant": "t"}))
+    state.put_secrets("t", "s1", Secrets(3, (("X-Key", "orphan"),), (("whsec_o", None),), {}))
+    found = state.secrets("t", "s1", 2)
+    assert found is not None
+    assert found.headers == (("X-Key", "one"),)
+    state.copy_secrets("t", "s1", 2, 3)  # a system write of version 3 carries version 2's secrets
+    again = state.secrets("t", "s1")
+    assert again is not None
+    assert again.headers == (("X-Key", "one"),)
+    assert again.live_signing(0) == ["whsec_a"]
+
+
+def test_retired_signing_secrets_stop_signing_after_their_overlap() -> None:
+    secrets = Secrets(1, (), (("whsec_new", None), ("whsec_old", 5000)))
+    assert secrets.live_signing(4999) == ["whsec_new", "whsec_old"]
+    assert secrets.live_signing(5000) == ["whsec_new"]
+
+
+def test_prune_and_forget(state: SqliteSubscriptionState) -> None:
+    state.record_event("t", "s1", source="old", at_ms=10, focus=("Patient", "p", 1), operation="create")
+    state.record_event("t", "s1", source="new", at_ms=5000, focus=("Patient", "p", 2), operation="update")
+    assert state.prune(events_older_than_ms=1000) == 1
+    assert [e.number for e in state.events("t", "s1", since=1, until=10, limit=10)] == [2]
+    assert _record(state, "later") == (3, True)  # the counter outlives the log
+    state.advance("subscriptions", 42)
+    assert state.cursor("subscriptions") == 42
+    state.forget("t", "s1")
+    assert state.state("t", "s1") is None
+    assert state.secrets("t", "s1") is None
