@@ -16,7 +16,17 @@ from bench.loadgen import AsyncioLoadGenerator, LoadGenerator
 from bench.report import Row, missed, render, write_json
 from bench.wrk import WrkLoadGenerator, wrk_path
 
-BENCHES = ("loadgen", "crud", "import", "coldstart", "authz", "search", "bombs", "subscriptions", "subscriptions-delivery")
+BENCHES = (
+    "loadgen",
+    "crud",
+    "import",
+    "coldstart",
+    "authz",
+    "search",
+    "bombs",
+    "subscriptions",
+    "subscriptions-delivery",
+)
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:

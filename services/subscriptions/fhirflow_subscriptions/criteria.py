@@ -204,7 +204,7 @@ class Facts:
     def content(self) -> str:
         if not self._content:
             # what the embedded index stores for _content (one definition of "the resource's words")
-            from fhirflow.adapters.sqlite.search.writer import content_text
+            from fhirflow.searchparams.content import content_text
 
             self._content.append(content_text(self.resource))
         return self._content[0]
