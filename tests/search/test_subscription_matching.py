@@ -41,14 +41,8 @@ MIN_CHECKED = 80
 @cache
 def resources_by_tenant() -> dict[str, list[dict[str, Any]]]:
     """The fixture as ``fixtures.load`` indexes it (same ids, versions and lastUpdated)."""
-    batches = [
-        (fixtures.TENANT, fixtures.stamped(fixtures.examples(), fixtures.BASE_MS)),
-        (fixtures.TENANT, fixtures.stamped(fixtures.synthea(), fixtures.BASE_MS + 10_000_000)),
-        (fixtures.TENANT, fixtures.stamped(fixtures.crafted() + fixtures.terminology(), fixtures.BASE_MS + 20_000_000)),
-        (fixtures.OTHER_TENANT, fixtures.stamped(fixtures.other_tenant_resources(), fixtures.BASE_MS)),
-    ]
     out: dict[str, list[dict[str, Any]]] = {}
-    for tenant, batch in batches:
+    for tenant, batch in fixtures.batches():
         out.setdefault(tenant, []).extend(resource for resource, _ in batch)
     return out
 

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qsl
 
 from fhirflow.errors import BadRequest, FhirError, Issue
+from fhirflow.query import prefixes
 from fhirflow.query.ast import (
     Chain,
     CompositeQuery,
@@ -57,6 +58,7 @@ from fhirflow.query.ast import (
 )
 from fhirflow.query.parser import parse
 from fhirflow.query.terminology import NeedsTerminology, Terminology, expand, uses_terminology
+from fhirflow.query.uris import uri_ancestors
 from fhirflow.searchparams.dates import date_range
 from fhirflow.searchparams.extract import extractor_for, narrative_text
 from fhirflow.searchparams.registry import Registry, SearchParam, default_registry
@@ -88,7 +90,6 @@ TERMINOLOGY_MODIFIERS = frozenset(("in", "not-in", "above", "below"))
 _TYPE = re.compile(r"[A-Z][A-Za-z]+")
 _RELATIVE = re.compile(r"(?P<type>[A-Z][A-Za-z]+)/(?P<id>[A-Za-z0-9\-.]{1,64})")
 _WORD = re.compile(r"[^\W_]+")
-_DAY_MS = 86_400_000
 _KM_PER_DEGREE_LAT = 110.574
 _KM_PER_DEGREE_LON = 111.320
 _DEFAULT_NEAR_KM = 50.0
@@ -653,7 +654,7 @@ def _value_check(ptype: str, modifier: str | None, q: QueryValue, base_url: str)
     if isinstance(q, DateQuery):
         return lambda v, now: isinstance(v, DateValue) and _date_match(q, v.low, v.high, now)
     if isinstance(q, NumberQuery):
-        return lambda v, now: isinstance(v, NumberValue) and _number_match(q.prefix, q.value, q.low, q.high, v)
+        return lambda v, now: isinstance(v, NumberValue) and _number_match(q, v)
     if isinstance(q, QuantityQuery):
         return lambda v, now: isinstance(v, QuantityValue) and _quantity_match(q, v)
     if isinstance(q, ReferenceQuery):
@@ -696,81 +697,40 @@ def _string_match(q: StringQuery, v: StringValue, modifier: str | None) -> bool:
 def _uri_match(q: UriQuery, stored: str, modifier: str | None) -> bool:
     if modifier == "below":
         return stored.startswith(q.value)
-    if modifier == "above":
-        return q.value.startswith(stored)
+    if modifier == "above":  # an ancestor path, as both search backends define it (fhirflow.query.uris)
+        return stored in uri_ancestors(q.value)
     return stored == q.value
 
 
 def _date_match(q: DateQuery, low: int, high: int, now_ms: int) -> bool:
-    """search.html#prefix on ranges: the query's [ql, qh] against the value's [low, high]."""
-    ql, qh = q.low, q.high
-    match q.prefix:
-        case "eq":
-            return low >= ql and low <= qh and high <= qh
-        case "ne":
-            return low < ql or high > qh
-        case "gt":
-            return high > qh
-        case "lt":
-            return low < ql
-        case "ge":
-            return high >= ql and (high > qh or low >= ql)
-        case "le":
-            return low <= qh and (low < ql or high <= qh)
-        case "sa":
-            return low > qh
-        case "eb":
-            return high < ql
-        case "ap":
-            slack = max(abs(now_ms - ql) // 10, _DAY_MS)
-            return low <= qh + slack and high >= ql - slack
-    raise AssertionError(q.prefix)  # pragma: no cover - the parser admits only these
+    """search.html#prefix on ranges: the one definition both search backends render
+    (fhirflow.query.prefixes), evaluated on the value's [low, high]."""
+    return prefixes.holds(prefixes.date_condition(q, now_ms), low, high)
 
 
-def _bounds(value: Decimal | None, low: Decimal, high: Decimal) -> tuple[float, float]:
+def _bounds(value: Decimal | None, low: Decimal, high: Decimal) -> tuple[Decimal, Decimal]:
     """The stored number as the index holds it: a point, a Range's bounds, or the open side of a
     comparator (``<5`` is (-inf, 5])."""
     if value is None:
-        return float(low), float(high)
-    point = float(value)
+        return low, high
     if low.is_infinite():
-        return float("-inf"), point
+        return Decimal("-Infinity"), value
     if high.is_infinite():
-        return point, float("inf")
-    return point, point
+        return value, Decimal("Infinity")
+    return value, value
 
 
-def _number_match(prefix: str, value: Decimal, low: Decimal, high: Decimal, v: NumberValue | QuantityValue) -> bool:
-    """search.html#number: ``eq`` — the stored value lies in the query's precision range [ql, qh)."""
-    lo, hi = _bounds(v.value, v.low, v.high)
-    n, ql, qh = float(value), float(low), float(high)
-    match prefix:
-        case "eq":
-            return lo >= ql and hi < qh
-        case "ne":
-            return lo < ql or hi >= qh
-        case "gt":
-            return hi > n
-        case "lt":
-            return lo < n
-        case "ge":
-            return hi >= n
-        case "le":
-            return lo <= n
-        case "sa":
-            return lo > n
-        case "eb":
-            return hi < n
-        case "ap":
-            slack = abs(n) * 0.1
-            return lo <= n + slack and hi >= n - slack
-    raise AssertionError(prefix)  # pragma: no cover
+def _number_match(q: NumberQuery | QuantityQuery, v: NumberValue | QuantityValue) -> bool:
+    """search.html#number and #quantity prefixes: the one definition both search backends render
+    (fhirflow.query.prefixes), evaluated on the stored value's range."""
+    low, high = _bounds(v.value, v.low, v.high)
+    return prefixes.holds(prefixes.number_condition(q), low, high)
 
 
 def _quantity_match(q: QuantityQuery, v: QuantityValue) -> bool:
     """search.html#quantity: ``n|system|code`` system and code; ``n||code`` the code or the unit as
     written; ``n`` any unit. No UCUM conversion (as in search)."""
-    if not _number_match(q.prefix, q.value, q.low, q.high, v):
+    if not _number_match(q, v):
         return False
     if q.system is not None and q.code is not None:
         return v.system == q.system and v.code == q.code
