@@ -8,7 +8,9 @@ when it is known (at once for what commits in one write or fails; at the commit 
 rollback for a multi-batch transaction). ``GET`` on the status URL answers 202 while the job runs
 and then the stored answer: the ``transaction-response`` Bundle (200) or the OperationOutcome with
 the status the synchronous request would have had. Only the tenant, and when authorization is on
-the same principal (issuer and subject), that started a job may read it; anyone else gets 404.
+the same principal (issuer, subject and client: :mod:`fhirflow.authz.ownership`), that started a
+job may read it; anyone else gets 404. The owner's current token must still reach what the
+submitting token did (its scopes, launch context and groups), else 403.
 
 Blobs (S3 in AWS): ``async/{job}/meta.json`` (owner), ``request.json`` (deleted once prepared),
 ``prepared.json`` (the answer a committing transaction will give) and ``response.json``.
@@ -23,6 +25,7 @@ from typing import Any
 import orjson
 
 from fhirflow import jsonio
+from fhirflow.authz import ownership
 from fhirflow.errors import FhirError, NotFound, outcome_for
 from fhirflow.model import FhirRequest, FhirResponse
 from fhirflow.ports import BlobNotFound, BlobStore, WorkflowExecutor
@@ -42,10 +45,8 @@ def _without_async(prefer: str) -> str:
 
 
 def _owner(request: FhirRequest) -> list[str | None] | None:
-    principal = request.principal
-    if principal is None:
-        return None
-    return [getattr(principal, "issuer", None), getattr(principal, "sub", None)]
+    owner = ownership.owner_of(request.principal)
+    return list(owner) if owner is not None else None
 
 
 class AsyncJobs:
@@ -56,6 +57,7 @@ class AsyncJobs:
     # -- kick-off ----------------------------------------------------------------------------------
 
     def submit(self, request: FhirRequest) -> FhirResponse:
+        ownership.require_owner(request.principal)
         job = uuid.uuid4().hex
         headers = dict(request.headers)
         remaining = _without_async(headers.pop("prefer", ""))
@@ -78,7 +80,8 @@ class AsyncJobs:
             "requestId": request.request_id,
             "sourceIp": request.source_ip,
         }
-        self._put(job, "meta", {"tenant": request.tenant, "owner": _owner(request)})
+        meta = {"tenant": request.tenant, "owner": _owner(request), "reach": ownership.reach_of(request.principal)}
+        self._put(job, "meta", meta)
         self._put(job, "request", document)
         self.executor.start(job, {"job": job})
         location = f"{request.base_url}/{STATUS_PATH}/{job}"
@@ -146,6 +149,7 @@ class AsyncJobs:
             meta = None
         if meta is None or meta.get("tenant") != request.tenant or meta.get("owner") != _owner(request):
             raise NotFound(f"No asynchronous request {job[:64]} here")
+        ownership.check_reach(request.principal, meta.get("reach"))
         try:
             return _response(self._get(job, "response"))
         except BlobNotFound:
