@@ -1,10 +1,13 @@
 """``fhirflow import``: load transaction/batch Bundles and NDJSON into fhirflow.
 
-Each Bundle file is posted as it is (a transaction stays one atomic transaction); NDJSON
-files are cut into batch Bundles of ``--batch-size`` resources (``PUT`` where a resource has
-an id, so re-running an import does not duplicate it). The target is either a running server
-(``--url``) or the embedded store in a data directory, in-process, through the same bundle
-handler the server would call.
+Each Bundle file is posted as one Bundle (a transaction stays one atomic transaction); NDJSON
+files are cut into batch Bundles of ``--batch-size`` resources. Re-running an import must not
+duplicate anything, so every resource that names its own id is written with ``PUT Type/id``
+(update as create, http.html#upsert): a Bundle's ``POST`` entries whose resource has an id, or
+whose ``fullUrl`` is a ``urn:uuid:`` (Synthea's case), become ``PUT`` of that id (references to the
+fullUrl resolve to it as before); ``POST`` entries with ``ifNoneExist`` and entries without any id
+are sent as they are. The target is either a running server (``--url``) or the embedded store in a
+data directory, in-process, through the same bundle handler the server would call.
 """
 
 from __future__ import annotations
@@ -68,7 +71,9 @@ def units(path: Path, *, batch_size: int) -> Iterator[Unit]:
         and document.get("resourceType") == "Bundle"
         and document.get("type") in ("transaction", "batch")
     ):
-        yield Unit(path.name, raw, len(document.get("entry") or []))
+        entries = document.get("entry") or []
+        body = orjson.dumps(document) if _deterministic_ids(entries) else raw
+        yield Unit(path.name, body, len(entries))
     elif isinstance(document, dict) and "resourceType" in document:
         yield Unit(path.name, _batch([document]), 1)
     else:
@@ -87,6 +92,34 @@ def _ndjson_units(path: Path, batch_size: int) -> Iterator[Unit]:
                 pending = []
     if pending:
         yield Unit(f"{path.name}:end", _batch(pending), len(pending))
+
+
+_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+"""A FHIR id (datatypes.html#id)."""
+
+
+def _deterministic_ids(entries: list[Any]) -> bool:
+    """Rewrite ``POST`` entries that name their id into ``PUT Type/id``, in place; whether any was."""
+    changed = False
+    for entry in entries:
+        if not isinstance(entry, dict):
+            continue
+        request, resource = entry.get("request"), entry.get("resource")
+        if not isinstance(request, dict) or not isinstance(resource, dict) or request.get("method") != "POST":
+            continue
+        rtype, url = resource.get("resourceType"), request.get("url")
+        if request.get("ifNoneExist") or not isinstance(rtype, str) or url != rtype:
+            continue
+        full_url = entry.get("fullUrl")
+        id_ = resource.get("id")
+        if not id_ and isinstance(full_url, str) and full_url.startswith("urn:uuid:"):
+            id_ = full_url.removeprefix("urn:uuid:")
+        if not isinstance(id_, str) or not _ID.fullmatch(id_):
+            continue
+        resource["id"] = id_
+        entry["request"] = {**request, "method": "PUT", "url": f"{rtype}/{id_}"}
+        changed = True
+    return changed
 
 
 def _batch(resources: list[dict[str, Any]]) -> bytes:

@@ -52,3 +52,30 @@ def test_import_ndjson_into_a_running_server_reports_failures(
     assert "robot" in done.stdout
     assert client.get("/Patient/import-ndjson-1").json()["gender"] == "female"
     assert client.get("/Patient/import-ndjson-3").status_code == 404
+
+
+def test_import_into_a_new_directory_with_workers_twice_stores_each_resource_once(tmp_path: Path) -> None:
+    """A first run into an empty directory with several worker processes loses nothing, and a
+    second run duplicates nothing: Synthea's POST entries carry their ids (and urn:uuid fullUrls),
+    which the import writes with PUT, and its patients share Organizations and Practitioners."""
+    files = [
+        *sorted(SYNTHEA.glob("*Information*.json")),
+        *sorted(f for f in SYNTHEA.glob("*.json") if "Information" not in f.name)[:4],
+    ]
+    if len(files) < 6:
+        pytest.skip("no Synthea bundles")
+    distinct: dict[str, set[str]] = {}
+    for file in files:
+        for entry in json.loads(file.read_text())["entry"]:
+            distinct.setdefault(entry["resource"]["resourceType"], set()).add(entry["resource"]["id"])
+    data_dir = tmp_path / "new"
+    for run in range(2):
+        done = _fhirflow("import", *map(str, files), "--data-dir", str(data_dir), "--jobs", "3", "--no-progress")
+        assert done.returncode == 0, (run, done.stdout, done.stderr)
+        assert "; 0 failed" in done.stdout, (run, done.stdout)
+    with LocalServer(data_dir=data_dir) as server:
+        for rtype, ids in sorted(distinct.items()):
+            reply = httpx.get(f"{server.base_url}/{rtype}", params={"_summary": "count"})
+            assert reply.json()["total"] == len(ids), rtype
+        some = min(distinct["Patient"])
+        assert httpx.get(f"{server.base_url}/Patient/{some}").status_code == 200  # Synthea's own ids
