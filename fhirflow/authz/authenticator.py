@@ -198,6 +198,25 @@ class BearerAuthenticator:
         return request.tenant if request.route.startswith(TENANT_PREFIX) else None
 
 
+class StoredPrincipalAuthenticator:
+    """The :class:`fhirflow.ports.Authenticator` of work done later on a request's behalf (an async
+    bundle's Prepare step): the principal validated when the request came, stored without its
+    token; it binds the tenant as the bearer check did, and expires when the token would have."""
+
+    def __init__(self, principal: Principal | None, *, clock: Callable[[], float] = time.time) -> None:
+        self.principal = principal
+        self._clock = clock
+
+    def authenticate(self, request: FhirRequest) -> Principal:
+        principal = self.principal
+        if principal is None:
+            raise challenges.missing_token()
+        if principal.expires_at <= self._clock():
+            raise challenges.invalid_token()
+        bind_tenant(request, principal)
+        return principal
+
+
 def bind_tenant(request: FhirRequest, principal: Principal) -> None:
     """The request's tenant is the token's: checked against the path, or taken from the token."""
     bound = principal.tenant or DEFAULT_TENANT

@@ -16,6 +16,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -37,9 +38,13 @@ def idp() -> Iterator[AuthorizationServer]:
 
 
 @pytest.fixture(scope="module")
-def http(idp: AuthorizationServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("jobs")
+
+
+@pytest.fixture(scope="module")
+def http(idp: AuthorizationServer, data_dir: Path) -> Iterator[httpx.Client]:
     env = {"FHIRFLOW_AUTH_CONFIG": json.dumps({"issuers": [idp.issuer_config("main")]})}
-    data_dir = tmp_path_factory.mktemp("jobs")
     with (
         LocalServer(data_dir=data_dir, extra_args=("--auth", "smart"), env=env) as server,
         httpx.Client(base_url=server.base_url, headers={"Content-Type": FHIR_JSON}, timeout=30) as client,
@@ -161,3 +166,40 @@ def test_an_async_bundle_is_the_client_s_and_within_the_token_s_reach(
     nobody = realm.mint("system/*.rs", sub=None, client_id=None)
     refused = http.post("/", json={"resourceType": "Bundle", "type": "batch"}, headers={**bearer(nobody), **ASYNC})
     assert refused.status_code == 403, refused.text
+
+
+def _files_holding(root: Path, secret: bytes) -> list[str]:
+    found = []
+    for path in root.rglob("*"):
+        try:
+            if path.is_file() and secret in path.read_bytes():
+                found.append(str(path.relative_to(root)))
+        except OSError:
+            continue  # a file deleted while we looked
+    return found
+
+
+def test_an_async_bundle_never_stores_the_bearer_token(
+    http: httpx.Client, idp: AuthorizationServer, data_dir: Path
+) -> None:
+    """issue 14, defect 9: the stored request (blobs/async/<job>/request.json) held the caller's
+    Authorization header until the job was prepared. It keeps the validated principal instead."""
+    token = idp.realm("main").mint("system/*.cruds", sub="user-6", client_id="app-6")
+    secret = token.split(".")[2].encode()  # the signature: what makes the token a credential
+    entries = [
+        {"resource": {"resourceType": "Patient", "gender": "other"}, "request": {"method": "POST", "url": "Patient"}}
+        for _ in range(1500)
+    ]
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+    accepted = http.post("/", json=bundle, headers={**bearer(token), **ASYNC})
+    assert accepted.status_code == 202, accepted.text
+    status = _path(http, accepted.headers["Content-Location"])
+    job = status.rsplit("/", 1)[1]
+    stored = list(data_dir.rglob(f"*{job}*"))
+    assert stored, "the job's request is stored under the data directory"
+    seen = _files_holding(data_dir, secret)  # while the job runs: its request is on disk now
+    done = _finished(http, status, token)
+    assert done.status_code == 200, done.text
+    assert done.json()["type"] == "transaction-response"
+    assert len(done.json()["entry"]) == 1500  # it ran as the caller, with the caller's scopes
+    assert seen + _files_holding(data_dir, secret) == []
