@@ -203,3 +203,17 @@ def test_an_async_bundle_never_stores_the_bearer_token(
     assert done.json()["type"] == "transaction-response"
     assert len(done.json()["entry"]) == 1500  # it ran as the caller, with the caller's scopes
     assert seen + _files_holding(data_dir, secret) == []
+
+
+def test_a_reindex_job_is_the_client_s(http: httpx.Client, idp: AuthorizationServer) -> None:
+    realm = idp.realm("main")
+    owner = realm.mint("system/*.cruds", sub="user-7", client_id="app-7")
+    accepted = http.post("/$reindex", params={"_type": "Patient"}, headers=bearer(owner))
+    assert accepted.status_code == 202, accepted.text
+    status = _path(http, accepted.headers["Content-Location"])
+    assert http.get(status, headers=bearer(owner)).status_code in (200, 202)
+    job = status.rsplit("/", 1)[1]
+    _as_missing(http, "GET", status, job, realm.mint("system/*.cruds", sub="user-7", client_id="app-8"))
+    _as_missing(http, "GET", status, job, realm.mint("system/*.cruds", sub=None, client_id="app-9"))
+    nobody = realm.mint("system/*.cruds", sub=None, client_id=None)
+    assert http.post("/$reindex", params={"_type": "Patient"}, headers=bearer(nobody)).status_code == 403
