@@ -1,10 +1,16 @@
 """``fhirflow import``: load transaction/batch Bundles and NDJSON into fhirflow.
 
-Each Bundle file is posted as it is (a transaction stays one atomic transaction); NDJSON
-files are cut into batch Bundles of ``--batch-size`` resources (``PUT`` where a resource has
-an id, so re-running an import does not duplicate it). The target is either a running server
-(``--url``) or the embedded store in a data directory, in-process, through the same bundle
-handler the server would call.
+Each Bundle file is posted as one Bundle (a transaction stays one atomic transaction); NDJSON
+files are cut into batch Bundles of ``--batch-size`` resources. Re-running an import must not
+duplicate anything, so every resource that names its own id is written with ``PUT Type/id``
+(update as create, http.html#upsert): a Bundle's ``POST`` entries whose resource has an id, or
+whose ``fullUrl`` is a ``urn:uuid:`` (Synthea's case), become ``PUT`` of that id (references to the
+fullUrl resolve to it as before); ``POST`` entries with ``ifNoneExist`` and entries without any id
+are sent as they are. Such a create repeated in a later phase for a resource an earlier phase's
+transaction wrote becomes a conditional create on its id (:func:`reuse_written`): it neither
+overwrites the fuller copy nor contends for it. The target is either a running server (``--url``)
+or the embedded store in a data directory, in-process, through the same bundle handler the server
+would call.
 """
 
 from __future__ import annotations
@@ -43,6 +49,12 @@ class Unit:
     source: str
     body: bytes
     count: int
+    creates: frozenset[tuple[str, str]] = frozenset()
+    """(type, id) of the entries that were ``POST`` with an id, sent as ``PUT`` (:func:`_deterministic_ids`)."""
+    sizes: tuple[tuple[tuple[str, str], int], ...] = ()
+    """The serialised size of each of ``creates``: of copies of one resource, the largest is kept."""
+    atomic: bool = False
+    """A transaction: its 200 means every entry was written."""
 
 
 def discover(paths: list[Path]) -> list[Path]:
@@ -68,7 +80,11 @@ def units(path: Path, *, batch_size: int) -> Iterator[Unit]:
         and document.get("resourceType") == "Bundle"
         and document.get("type") in ("transaction", "batch")
     ):
-        yield Unit(path.name, raw, len(document.get("entry") or []))
+        entries = document.get("entry") or []
+        sizes = _deterministic_ids(entries)
+        body = orjson.dumps(document) if sizes else raw
+        atomic = document.get("type") == "transaction"
+        yield Unit(path.name, body, len(entries), frozenset(sizes), tuple(sizes.items()), atomic)
     elif isinstance(document, dict) and "resourceType" in document:
         yield Unit(path.name, _batch([document]), 1)
     else:
@@ -87,6 +103,69 @@ def _ndjson_units(path: Path, batch_size: int) -> Iterator[Unit]:
                 pending = []
     if pending:
         yield Unit(f"{path.name}:end", _batch(pending), len(pending))
+
+
+_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+"""A FHIR id (datatypes.html#id)."""
+
+
+def _deterministic_ids(entries: list[Any]) -> dict[tuple[str, str], int]:
+    """Rewrite ``POST`` entries that name their id into ``PUT Type/id``, in place; which were, and
+    the size of each resource."""
+    changed: dict[tuple[str, str], int] = {}
+    for entry in entries:
+        if not isinstance(entry, dict):
+            continue
+        request, resource = entry.get("request"), entry.get("resource")
+        if not isinstance(request, dict) or not isinstance(resource, dict) or request.get("method") != "POST":
+            continue
+        rtype, url = resource.get("resourceType"), request.get("url")
+        if request.get("ifNoneExist") or not isinstance(rtype, str) or url != rtype:
+            continue
+        full_url = entry.get("fullUrl")
+        id_ = resource.get("id")
+        if not id_ and isinstance(full_url, str) and full_url.startswith("urn:uuid:"):
+            id_ = full_url.removeprefix("urn:uuid:")
+        if not isinstance(id_, str) or not _ID.fullmatch(id_):
+            continue
+        resource["id"] = id_
+        entry["request"] = {**request, "method": "PUT", "url": f"{rtype}/{id_}"}
+        changed[(rtype, id_)] = len(orjson.dumps(resource))
+    return changed
+
+
+def reuse_written(unit: Unit, written: set[tuple[str, str]]) -> Unit:
+    """``unit`` with its converted creates of resources an earlier phase wrote sent as conditional
+    creates on the id (``ifNoneExist: _id=...``): they find the stored resource and write nothing,
+    so they neither overwrite it nor contend for it. Synthea repeats its Organizations and
+    Practitioners, with less in them, in every patient's bundle."""
+    shared = unit.creates & written
+    if not shared:
+        return unit
+    document = orjson.loads(unit.body)
+    for entry in document.get("entry") or []:
+        resource, request = entry.get("resource") or {}, entry.get("request") or {}
+        key = (resource.get("resourceType"), resource.get("id"))
+        if request.get("method") == "PUT" and key in shared and request.get("url") == f"{key[0]}/{key[1]}":
+            entry["request"] = {"method": "POST", "url": key[0], "ifNoneExist": f"_id={key[1]}"}
+    return Unit(unit.source, orjson.dumps(document), unit.count, unit.creates - shared, (), unit.atomic)
+
+
+def plan_phases(plan: list[Unit]) -> list[list[Unit]]:
+    """The order of work: the units holding the fullest copy of a resource that several units
+    create (Synthea's hospital and practitioner files), then the others, then those with
+    conditional references (they may need what the others create)."""
+    best: dict[tuple[str, str], tuple[int, int]] = {}
+    counts: dict[tuple[str, str], int] = {}
+    for number, unit in enumerate(plan):
+        for key, size in unit.sizes:
+            counts[key] = counts.get(key, 0) + 1
+            if key not in best or size > best[key][0]:
+                best[key] = (size, number)
+    owners = {number for key, (_, number) in best.items() if counts[key] > 1}
+    first = [u for n, u in enumerate(plan) if n in owners and not depends_on_others(u)]
+    rest = [u for n, u in enumerate(plan) if n not in owners and not depends_on_others(u)]
+    return [first, rest, [u for u in plan if depends_on_others(u)]]
 
 
 def _batch(resources: list[dict[str, Any]]) -> bytes:
@@ -122,14 +201,15 @@ def run_import(
     """Send every unit of ``paths``, ``jobs`` at a time: with ``post`` in threads of this
     process, or through ``pool`` (whose workers post themselves: :func:`embedded_pool`).
 
-    Units without conditional references go first and all finish before the ones with them
-    start, so that what those refer to is there; within each phase the order is free.
+    In phases (:func:`plan_phases`), each finished before the next starts, so that what a unit
+    refers to or repeats is there; within each phase the order is free. A later phase's creates of
+    resources an earlier phase's transactions wrote find them instead (:func:`reuse_written`).
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     files = discover(paths)
     plan = [unit for path in files for unit in units(path, batch_size=batch_size)]
-    phases = [[u for u in plan if not depends_on_others(u)], [u for u in plan if depends_on_others(u)]]
+    phases = plan_phases(plan)
     total = sum(u.count for u in plan)
     report = ImportReport(files=len(files))
     columns = (
@@ -147,13 +227,18 @@ def run_import(
     with Progress(*columns, disable=not progress, transient=False) as bar:
         task = bar.add_task("importing", total=total, rate=0.0)
 
+        written: set[tuple[str, str]] = set()
+
         def done(unit: Unit, status: int, body: bytes) -> None:
             _record(unit, status, body, report)
+            if status == 200 and unit.atomic:
+                written.update(unit.creates)
             elapsed = time.perf_counter() - started
             bar.update(task, advance=unit.count, rate=report.resources / elapsed if elapsed else 0.0)
 
         try:
-            for phase in phases:
+            for number, listed in enumerate(phases):
+                phase = [reuse_written(unit, written) for unit in listed] if number else listed
                 if pool is None:
                     assert post is not None, "run_import needs a poster or a pool"
                     for unit in phase:

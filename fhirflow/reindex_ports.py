@@ -83,6 +83,8 @@ class ReindexJob:
     finished_ms: int | None = None
     attempts: int = 0
     """Steps that failed in a row (the job fails after a few)."""
+    owner: tuple[str | None, str | None, str | None] | None = None
+    """Who started it: issuer, subject, client (:mod:`fhirflow.authz.ownership`); None: authorization off."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -103,11 +105,13 @@ class ReindexJob:
             "searchable": list(self.searchable),
             "finished": self.finished_ms,
             "attempts": self.attempts,
+            "owner": list(self.owner) if self.owner is not None else None,
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ReindexJob:
         position = data.get("position")
+        owner = data.get("owner")
         return cls(
             tenant=data["tenant"],
             id=data["id"],
@@ -126,6 +130,7 @@ class ReindexJob:
             searchable=tuple(data.get("searchable") or ()),
             finished_ms=data.get("finished"),
             attempts=int(data.get("attempts", 0)),
+            owner=(owner[0], owner[1], owner[2]) if isinstance(owner, list) and len(owner) == 3 else None,
         )
 
     def advanced(self, batch: ReindexBatch) -> ReindexJob:

@@ -88,10 +88,11 @@ class StartExport(_Model):
 
 
 class ExportOwner(_Model):
-    """Who started the job: only the same issuer and subject may see it (None: authorization off)."""
+    """Who started the job: only the same issuer, subject and client may see it (None: authorization off)."""
 
     issuer: str | None = None
     subject: str | None = None
+    client_id: str | None = Field(default=None, alias="clientId")
 
 
 class ExportAdmission(_Model):

@@ -6,7 +6,8 @@ hash until it expires (bounded in size). Rejected tokens are remembered briefly 
 retrying a bad token does not cost a JWKS refresh or an introspection call each time.
 
 Tenancy: a token is bound to a tenant by its issuer's configuration or by the tenant claim (they
-must agree when both are present), else to the default tenant. On a ``/tenant/{tenant}/...``
+must agree when both are present; an issuer bound to no tenant may claim only the tenants its
+configuration lists in ``tenants``), else to the default tenant. On a ``/tenant/{tenant}/...``
 route the path's tenant must be the token's; on other routes the request takes the token's tenant.
 """
 
@@ -173,6 +174,8 @@ class BearerAuthenticator:
                 raise TokenRejected("tenant-claim-malformed")
             if tenant is not None and claimed != tenant:
                 raise TokenRejected("tenant-claim-disagrees")
+            if tenant is None and claimed not in issuer.tenants and "*" not in issuer.tenants:
+                raise TokenRejected("tenant-claim-not-allowed")  # an unbound issuer names only tenants it was given
             tenant = claimed
         groups = claims.get(config.groups_claim)
         client_id = next((claims[c] for c in ("client_id", "azp", "cid") if isinstance(claims.get(c), str)), None)
@@ -193,6 +196,25 @@ class BearerAuthenticator:
     @staticmethod
     def _path_tenant(request: FhirRequest) -> str | None:
         return request.tenant if request.route.startswith(TENANT_PREFIX) else None
+
+
+class StoredPrincipalAuthenticator:
+    """The :class:`fhirflow.ports.Authenticator` of work done later on a request's behalf (an async
+    bundle's Prepare step): the principal validated when the request came, stored without its
+    token; it binds the tenant as the bearer check did, and expires when the token would have."""
+
+    def __init__(self, principal: Principal | None, *, clock: Callable[[], float] = time.time) -> None:
+        self.principal = principal
+        self._clock = clock
+
+    def authenticate(self, request: FhirRequest) -> Principal:
+        principal = self.principal
+        if principal is None:
+            raise challenges.missing_token()
+        if principal.expires_at <= self._clock():
+            raise challenges.invalid_token()
+        bind_tenant(request, principal)
+        return principal
 
 
 def bind_tenant(request: FhirRequest, principal: Principal) -> None:

@@ -9,7 +9,8 @@ from ``FHIRFLOW_AUTH_CONFIG`` (inline JSON, or the path of a JSON file), for exa
         {"issuer": "https://idp.example.org/a", "audience": ["https://fhir.example.org"],
          "jwks_uri": "https://idp.example.org/a/jwks", "algorithms": ["RS256"], "tenant": "a"},
         {"issuer": "https://idp.example.org/b", "introspection_endpoint": "https://idp.example.org/b/introspect",
-         "introspection_client_id": "fhir", "introspection_client_secret": "...", "tenant": "b"}
+         "introspection_client_id": "fhir", "introspection_client_secret": "...", "tenant": "b"},
+        {"issuer": "https://idp.example.org/shared", "jwks_uri": "...", "tenants": ["c", "d"]}
       ],
       "tenant_claim": "custom:tenantId",
       "denied_read_status": 404,
@@ -53,7 +54,11 @@ class IssuerConfig:
     introspection_client_secret: str | None = field(default=None, repr=False)
     algorithms: tuple[str, ...] = DEFAULT_ALGORITHMS
     tenant: str | None = None
-    """Tokens of this issuer are bound to this tenant; None: tenant from the tenant claim, else the default."""
+    """Tokens of this issuer are bound to this tenant; None: the tenant claim (see ``tenants``), else the default."""
+    tenants: tuple[str, ...] = ()
+    """For an issuer bound to no tenant: the tenants its tokens may name in the tenant claim (``*``:
+    any). Empty, the default: a token of this issuer that claims a tenant is rejected, so an IdP
+    shared by tenants cannot let one tenant's users name another's tenant unless configured to."""
 
     @property
     def verifies_locally(self) -> bool:
@@ -73,8 +78,10 @@ class AuthConfig:
     clock_skew_seconds: int = 60
     denied_read_status: int = 404
     """What a read of a resource outside the token's compartment answers: 404 (hides existence) or 403."""
-    admin_user_types: tuple[str, ...] = ("Practitioner",)
-    """``fhirUser`` types whose ``user/`` scopes are not limited to their own compartment (FWoA's adminAccessTypes)."""
+    admin_user_types: tuple[str, ...] = ()
+    """``fhirUser`` types whose ``user/`` scopes are not limited to their own compartment (FWoA's
+    adminAccessTypes). None by default: ``fhirUser=Practitioner/<anything>`` reading every
+    resource is a deployment's explicit choice (``"admin_user_types": ["Practitioner"]``)."""
     token_types: tuple[str, ...] = DEFAULT_TOKEN_TYPES
     jwks_min_refresh_seconds: float = 30.0
     """At most one JWKS fetch per issuer in this interval, however many unknown ``kid``s arrive."""
@@ -123,6 +130,7 @@ def issuer_from_json(data: Mapping[str, Any]) -> IssuerConfig:
         introspection_client_secret=data.get("introspection_client_secret") or None,
         algorithms=algorithms,
         tenant=data.get("tenant") or None,
+        tenants=_tuple(data.get("tenants"), "tenants"),
     )
     if not config.verifies_locally and not config.introspection_endpoint:
         raise ValueError(f"auth configuration: issuer {name} needs 'jwks_uri' (or 'jwks') or 'introspection_endpoint'")
@@ -188,6 +196,7 @@ def auth_config(settings: Settings, *, dev_jwks: Mapping[str, Any] | None = None
                 audience=(devissuer.DEV_AUDIENCE,),
                 static_jwks=dev_jwks,
                 algorithms=(devissuer.DEV_ALGORITHM,),
+                tenants=("*",),  # `fhirflow token --tenant`: the development issuer's own choice
             )
         )
         tenant_claim = tenant_claim or devissuer.DEV_TENANT_CLAIM

@@ -9,7 +9,7 @@ permission letter (scopes.INTERACTION_PERMISSIONS) on the resource's type and *a
   without a ``patient`` claim they admit nothing;
 - ``user/`` scopes admit the resources in the compartment of ``fhirUser`` (a Patient, Practitioner
   or RelatedPerson compartment), or every resource when ``fhirUser`` is one of the configured
-  admin types (FWoA's ``adminAccessTypes``, ``Practitioner`` by default); without ``fhirUser`` nothing;
+  admin types (FWoA's ``adminAccessTypes``; none by default); without ``fhirUser`` nothing;
 - a granular scope (``?param=value``) admits only resources that also match its parameters.
 
 Reads of a resource the token may not see answer like a missing resource (404, configurable to

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from fhirflow.authz.scopes import ScopeSet
 
@@ -32,6 +34,40 @@ class Principal:
     @property
     def fhir_user_reference(self) -> str | None:
         return f"{self.fhir_user[0]}/{self.fhir_user[1]}" if self.fhir_user else None
+
+    def to_stored(self) -> dict[str, Any]:
+        """The principal as background work keeps it (an async bundle's stored request): the
+        validated claims that decide access, never the token, so nothing stored is a credential."""
+        return {
+            "sub": self.sub,
+            "clientId": self.client_id,
+            "issuer": self.issuer,
+            "scopes": [scope.text for scope in self.scopes],
+            "expiresAt": self.expires_at,
+            "patient": self.patient,
+            "fhirUser": list(self.fhir_user) if self.fhir_user else None,
+            "tenant": self.tenant,
+            "groups": list(self.groups),
+            "claimNames": sorted(self.claim_names),
+        }
+
+    @classmethod
+    def from_stored(cls, data: Mapping[str, Any]) -> Principal:
+        from fhirflow.authz.scopes import parse_scopes
+
+        fhir_user = data.get("fhirUser")
+        return cls(
+            sub=data.get("sub"),
+            client_id=data.get("clientId"),
+            issuer=str(data["issuer"]),
+            scopes=parse_scopes(list(data.get("scopes") or [])),
+            expires_at=float(data["expiresAt"]),
+            patient=data.get("patient"),
+            fhir_user=(str(fhir_user[0]), str(fhir_user[1])) if fhir_user else None,
+            tenant=data.get("tenant"),
+            groups=tuple(data.get("groups") or ()),
+            claim_names=frozenset(data.get("claimNames") or ()),
+        )
 
 
 def parse_fhir_user(value: object) -> tuple[str, str] | None:

@@ -141,14 +141,19 @@ class ScopeSet:
 
 
 def scope_strings(value: object) -> list[str]:
-    """The scope claim as a list: a space-separated string (``scope``, RFC 8693/9068) or an array (``scp``)."""
+    """The scope claim as a list: a space-separated string (``scope``, RFC 8693/9068) or an array (``scp``).
+
+    RFC 6749 §3.3: scope tokens are separated by the space character (U+0020) alone; any other
+    character, other whitespace included (a tab, NBSP, U+2028), is part of a token, which then is
+    no scope this server knows and grants nothing. ``str.split()`` would cut at all of them.
+    """
     if isinstance(value, str):
-        return value.split()
+        return [token for token in value.split(" ") if token]
     if isinstance(value, Sequence):
         out: list[str] = []
         for item in value:
             if isinstance(item, str):
-                out.extend(item.split())
+                out.extend(token for token in item.split(" ") if token)
         return out
     return []
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections import Counter
 from typing import Any
 
@@ -92,3 +93,47 @@ def test_concurrent_if_match_updates_lose_nothing(client: httpx.Client, server: 
 
 def etag_version_of(entry: dict[str, Any]) -> int:
     return int(entry["response"]["etag"][3:-1])
+
+
+TRANSACTIONS = 12
+
+
+def test_concurrent_transactions_on_the_same_resources_retry_like_single_puts(server: LocalServer) -> None:
+    """Transactions that update the same resources without ``ifMatch`` (as Synthea bundles share
+    their Organization and Practitioner) all commit, as concurrent single PUTs do: a transaction
+    that lost the race runs again from the current versions instead of answering 409."""
+    shared = [f"txshared-{uuid.uuid4().hex[:8]}-{n}" for n in range(3)]
+
+    def bundle(no: int) -> dict[str, Any]:
+        entries = [
+            {
+                "resource": {"resourceType": "Organization", "id": id_, "name": f"writer {no}"},
+                "request": {"method": "PUT", "url": f"Organization/{id_}"},
+            }
+            for id_ in shared
+        ]
+        entries += [
+            {"resource": patient(gender="other"), "request": {"method": "POST", "url": "Patient"}} for _ in range(20)
+        ]
+        return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+
+    start = threading.Barrier(TRANSACTIONS)
+    answers: list[tuple[int, str]] = []
+
+    def send(no: int) -> None:
+        with httpx.Client(base_url=server.base_url, headers={"Content-Type": FHIR_JSON}, timeout=60) as http:
+            body = bundle(no)
+            start.wait()
+            reply = http.post("/", json=body)
+            answers.append((reply.status_code, reply.text[:300]))
+
+    threads = [threading.Thread(target=send, args=(no,)) for no in range(TRANSACTIONS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert [a for a in answers if a[0] != 200] == []
+    assert len(answers) == TRANSACTIONS
+    with httpx.Client(base_url=server.base_url, timeout=30) as http:
+        for id_ in shared:  # one version per transaction: none was lost or merged
+            assert http.get(f"/Organization/{id_}").headers["etag"] == f'W/"{TRANSACTIONS}"'

@@ -186,7 +186,8 @@ def issuer() -> TestIssuer:
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory, issuer: TestIssuer) -> InProcessClient:
-    return smart_client(tmp_path_factory.mktemp("matrix"), issuer)
+    # Practitioner as an admin type is a deployment's explicit choice (off by default); the matrix covers it.
+    return smart_client(tmp_path_factory.mktemp("matrix"), issuer, admin_user_types=["Practitioner"])
 
 
 def _token(issuer: TestIssuer, scope: str, context: str, w: World) -> str:
@@ -332,7 +333,9 @@ def test_search_constraint(scope: str, claims: dict[str, Any], rtype: str | None
     from fhirflow.authz.config import AuthConfig
     from fhirflow.authz.policy import SmartPolicy
 
-    constraint = SmartPolicy(AuthConfig(mode="smart", issuers=())).search_constraint(_request(scope, **claims), rtype)
+    constraint = SmartPolicy(
+        AuthConfig(mode="smart", issuers=(), admin_user_types=("Practitioner",))
+    ).search_constraint(_request(scope, **claims), rtype)
 
     if expected is None:
         assert constraint is None
@@ -357,7 +360,9 @@ def test_search_constraint_refuses(scope: str, rtype: str | None) -> None:
     from fhirflow.errors import Forbidden
 
     with pytest.raises(Forbidden):
-        SmartPolicy(AuthConfig(mode="smart", issuers=())).search_constraint(_request(scope, patient="p1"), rtype)
+        SmartPolicy(AuthConfig(mode="smart", issuers=(), admin_user_types=("Practitioner",))).search_constraint(
+            _request(scope, patient="p1"), rtype
+        )
 
 
 def test_included_resources_are_admitted_one_by_one() -> None:

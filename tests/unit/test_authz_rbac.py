@@ -128,7 +128,7 @@ def test_custom_rules_from_configuration(tmp_path: Any, issuer: TestIssuer) -> N
 
 
 def test_relationships_limit_a_practitioner_to_the_patients_it_may_view(tmp_path: Any, issuer: TestIssuer) -> None:
-    settings = auth_settings(tmp_path, issuer)
+    settings = auth_settings(tmp_path, issuer, admin_user_types=["Practitioner"])  # the relationships narrow it
     seeding = InProcessClient(build_dependencies(settings))  # same database, the plain SMART policy
     admin = issuer.token("system/*.cruds")
     for resource in ({"resourceType": "Patient", "id": "pa"}, {"resourceType": "Patient", "id": "pb"}):

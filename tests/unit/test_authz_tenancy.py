@@ -23,7 +23,13 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> InProcessClient:
         "issuers": [
             {"issuer": A.issuer, "audience": A.audience, "jwks": A.jwks(), "tenant": "a"},
             {"issuer": B.issuer, "audience": B.audience, "jwks": B.jwks(), "tenant": "b"},
-            {"issuer": SHARED.issuer, "audience": SHARED.audience, "jwks": SHARED.jwks(), "algorithms": ["ES256"]},
+            {
+                "issuer": SHARED.issuer,
+                "audience": SHARED.audience,
+                "jwks": SHARED.jwks(),
+                "algorithms": ["ES256"],
+                "tenants": ["b"],  # the tenants its tenant claim may name
+            },
         ],
         "tenant_claim": "tenant",
     }
@@ -101,6 +107,13 @@ def test_a_tenant_claim_selects_the_tenant_and_must_agree_with_the_issuer(client
     # issuer A's tokens belong to tenant a: a tenant claim saying otherwise makes the token invalid
     assert client.get("/tenant/a/Patient/only-in-a", A.token("system/*.rs", tenant="b")).status == 401
     assert client.get("/tenant/a/Patient/only-in-a", A.token("system/*.rs", tenant="a")).status == 200
+
+
+def test_an_unbound_issuer_may_claim_only_the_tenants_it_is_configured_for(client: InProcessClient) -> None:
+    _seed(client, "a", A.token("system/*.cruds"))
+
+    assert client.get("/Patient/only-in-a", SHARED.token("system/*.rs", tenant="a")).status == 401
+    assert client.get("/tenant/a/Patient/only-in-a", SHARED.token("system/*.rs", tenant="a")).status == 401
 
 
 def test_a_token_bound_to_no_tenant_reaches_the_default_tenant_only(client: InProcessClient) -> None:

@@ -54,17 +54,24 @@ class SqliteDatabase:
         if conn is None:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
-            for pragma in _PRAGMAS:
-                conn.execute(pragma)
+            # Under the writers' lock: on a new database, ``journal_mode=WAL`` converts the file,
+            # which upgrades the pragma's own read lock to a write lock, and SQLite does not wait
+            # on that upgrade (no busy handler: it would deadlock), so two processes opening a new
+            # data directory at once had one fail at once with "database is locked".
+            with self._writers, self._process_lock():
+                for pragma in _PRAGMAS:
+                    conn.execute(pragma)
             self._local.conn = conn
         return conn
 
     def ensure_schema(self, ddl: str) -> None:
-        """Create tables once per process (idempotent DDL)."""
+        """Create tables once per process (idempotent DDL), as a writer among the others."""
         with self._schema_lock:
             if ddl in self._schemas:
                 return
-            self.connection().executescript(ddl)
+            conn = self.connection()
+            with self._writers, self._process_lock():
+                conn.executescript(ddl)
             self._schemas.append(ddl)
 
     @contextmanager

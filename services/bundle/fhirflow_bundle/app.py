@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from fhirflow.http import Application, UseCase
 from fhirflow.routes import ROUTE_TABLE
 from fhirflow.runtime import Dependencies, build_dependencies
@@ -10,6 +12,9 @@ from fhirflow_bundle.processor import UseCase as EntryUseCase
 from fhirflow_bundle.transaction.commit import PreparingCommitter
 from fhirflow_bundle.transaction.steps import AppFactory
 from fhirflow_bundle.transaction.wiring import TransactionParts, build_parts
+
+if TYPE_CHECKING:
+    from fhirflow.authz.principal import Principal
 
 
 def entry_use_cases() -> dict[str, EntryUseCase]:
@@ -34,15 +39,19 @@ def build_app(deps: Dependencies | None = None, *, parts: TransactionParts | Non
 
 def prepare_app_factory(deps: Dependencies) -> AppFactory:
     """What the workflow's Prepare step runs a stored bundle with: the same processor and use cases,
-    committing through the step's own committer, answering synchronously."""
+    committing through the step's own committer, answering synchronously, as the stored principal."""
 
-    def factory(committer: PreparingCommitter, root: str) -> Application:
+    def factory(committer: PreparingCommitter, root: str, principal: Principal | None) -> Application:
         processor = BundleProcessor(deps, entry_use_cases(), committer=committer)
         handlers: dict[tuple[str, str], UseCase] = {
             (route.method, route.pattern): processor.process
             for route in ROUTE_TABLE.for_service("bundle")
             if route.interaction == "transaction"
         }
-        return Application(handlers, base_url=root, authenticator=deps.authenticator)
+        from fhirflow.authz.authenticator import StoredPrincipalAuthenticator
+
+        # The stored request carries no credentials: it runs as the principal they proved.
+        authenticator = StoredPrincipalAuthenticator(principal) if deps.authenticator is not None else None
+        return Application(handlers, base_url=root, authenticator=authenticator)
 
     return factory

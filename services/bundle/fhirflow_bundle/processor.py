@@ -46,9 +46,19 @@ from fhirflow_crud.conditional import Resolution
 UseCase = Callable[..., FhirResponse]
 
 _INTERACTIONS = {"POST": "create", "PUT": "update", "DELETE": "delete", "PATCH": "patch"}
-TRANSACTION_ATTEMPTS = 4
-"""Runs of a transaction that lost a uniqueness key to a concurrent conditional create (each lost
-race means that create committed, so the next run finds its resource)."""
+TRANSACTION_ATTEMPTS = 10
+"""Runs of a transaction that lost a race: a uniqueness key to a concurrent conditional create (that
+create committed, so the next run finds its resource), or a resource it writes to a concurrent
+write (the next run starts from the new version, as a single PUT without If-Match retries; an
+entry with ``ifMatch`` then fails its precondition with 412 as it would have alone)."""
+
+
+class _LostRace(Exception):
+    """A resource this transaction writes changed before it committed; nothing was written."""
+
+    def __init__(self, conflict: Conflict) -> None:
+        super().__init__(conflict.diagnostics)
+        self.conflict = conflict
 
 
 class _TransactionWork(UnitOfWork):
@@ -132,6 +142,7 @@ class BundleProcessor:
     # -- transaction: all or nothing ---------------------------------------------------------
 
     def _transaction(self, entries: list[Entry], outer: FhirRequest) -> list[dict[str, Any]]:
+        lost: Conflict | None = None
         for _ in range(TRANSACTION_ATTEMPTS):
             try:
                 return self._transaction_once(entries, outer)
@@ -139,6 +150,11 @@ class BundleProcessor:
                 # A concurrent conditional create took a uniqueness key this transaction claimed,
                 # after this one looked and before it committed. Nothing was written: look again.
                 continue
+            except _LostRace as race:
+                lost = race.conflict  # nothing was written: run again from the current versions
+                continue
+        if lost is not None:
+            raise lost
         raise ServiceUnavailable(
             "Resources this transaction creates conditionally are being created by many writers at once; retry",
             headers={"Retry-After": "1"},
@@ -195,10 +211,12 @@ class BundleProcessor:
             raise
         except VersionConflict as conflict:
             failed = owners[conflict.index].where if conflict.index < len(owners) else "Bundle"
-            raise Conflict(
-                f"{failed}: the resource was changed by another request while this transaction ran; "
-                "nothing was written",
-                expression=failed,
+            raise _LostRace(
+                Conflict(
+                    f"{failed}: the resource was changed by another request while this transaction ran; "
+                    "nothing was written",
+                    expression=failed,
+                )
             ) from conflict
         return [results[e.index] for e in entries]
 

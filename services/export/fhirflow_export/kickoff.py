@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlencode
 
+from fhirflow.authz import ownership
 from fhirflow.errors import BadRequest, Issue, NotFound
 from fhirflow.http import prefer_handling
 from fhirflow.model import FhirRequest, FhirResponse
@@ -49,14 +50,15 @@ def wants_async(request: FhirRequest) -> bool:
     return any(token.strip().lower() == "respond-async" for token in request.headers.get("prefer", "").split(","))
 
 
-def owner_of(request: FhirRequest) -> ExportOwner | None:
-    """The principal as the job keeps it: issuer and subject (None when authorization is off)."""
+def owner_of(request: FhirRequest, *, starting: bool = False) -> ExportOwner | None:
+    """The principal as the job keeps it: issuer, subject and client (None when authorization is
+    off); ``starting``: 403 for a token that names no one (:mod:`fhirflow.authz.ownership`)."""
     from fhirflow_contracts import ExportOwner
 
-    principal = request.principal
-    if principal is None:
+    owner = (ownership.require_owner if starting else ownership.owner_of)(request.principal)
+    if owner is None:
         return None
-    return ExportOwner(issuer=getattr(principal, "issuer", None), subject=getattr(principal, "sub", None))
+    return ExportOwner(issuer=owner[0], subject=owner[1], client_id=owner[2])
 
 
 def kick_off(deps: Dependencies, parts: ExportParts, request: FhirRequest, level: Level) -> FhirResponse:
@@ -70,6 +72,7 @@ def kick_off(deps: Dependencies, parts: ExportParts, request: FhirRequest, level
             expression="Prefer",
         )
     deps.policy.authorize(request, "export", None)
+    owner = owner_of(request, starting=True)
     params = parse_parameters(
         kickoff_pairs(request),
         strict=prefer_handling(request) == "strict",
@@ -93,7 +96,7 @@ def kick_off(deps: Dependencies, parts: ExportParts, request: FhirRequest, level
         metadata=ExportJob.job_metadata(job_id, now),
         id=job_id,
         tenant=request.tenant,
-        owner=owner_of(request),
+        owner=owner,
         status="accepted",
         level=level,
         group_id=request.resource_id if level == "group" else None,

@@ -7,8 +7,11 @@
   the status URL answers ``404``.
 - ``GET [base]/_export/{job}/{file}``: one NDJSON file (``application/fhir+ndjson``).
 
-Only the tenant and principal (issuer and subject) that started a job may see it; for anyone
-else it does not exist (404), as for a job id that was never issued.
+Only the tenant and principal (issuer, subject and client: :mod:`fhirflow.authz.ownership`) that
+started a job may see it; for anyone else it does not exist (404), as for a job id that was never
+issued. Each status and file request re-checks the current token's reach: it must still be
+allowed to export every type of the job, with no narrower constraint than the job was given
+(a token of the same principal with fewer scopes or another patient gets 403, not the files).
 
 File URLs: where the files are on S3 (``FHIRFLOW_EXPORT_BUCKET``), the manifest carries presigned
 S3 URLs valid for ``FHIRFLOW_EXPORT_URL_SECONDS`` and ``requiresAccessToken: false``: export files
@@ -25,10 +28,11 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from fhirflow import timefmt
-from fhirflow.errors import FhirError, NotFound
+from fhirflow.errors import FhirError, Forbidden, NotFound
 from fhirflow.model import FhirRequest, FhirResponse
 from fhirflow.ports import BlobNotFound
 from fhirflow.runtime import Dependencies
+from fhirflow_export.access import readable_types
 from fhirflow_export.kickoff import STATUS_PATH, ExportParts, owner_of
 
 if TYPE_CHECKING:
@@ -55,7 +59,18 @@ def owned_job(deps: Dependencies, parts: ExportParts, request: FhirRequest) -> E
     job = parts.jobs.get(request.tenant, job_id) if job_id.isalnum() and len(job_id) <= 64 else None
     if job is None or job.status == "cancelled" or job.owner != owner_of(request):
         raise NotFound(f"No export job {job_id[:64]} here")
+    _check_reach(deps, request, job)
     return job
+
+
+def _check_reach(deps: Dependencies, request: FhirRequest, job: ExportJob) -> None:
+    """The current token may export every type of the job (else the policy's 403), each at least
+    as widely as the job does: unconstrained now, or with the very constraint the job keeps."""
+    _, access = readable_types(deps.policy, request, job.types, explicit=True)
+    granted = {a.resource_type: a for a in job.access or ()}
+    for current in access or ():
+        if granted.get(current.resource_type) != current:
+            raise Forbidden(f"This access token may not read all of export job {job.id}'s {current.resource_type}")
 
 
 def status(deps: Dependencies, parts: ExportParts, request: FhirRequest) -> FhirResponse:

@@ -15,7 +15,9 @@ walked those resources (until then the parameter is unknown to search: ignored a
 
 Reindexing is an administrative action (interaction ``reindex``): with SMART it needs a
 ``system/`` scope that may update the types concerned (``system/*.u``, ``system/*.write``,
-``system/*.cruds``...), with RBAC a group that allows ``reindex``. Jobs belong to their tenant.
+``system/*.cruds``...), with RBAC a group that allows ``reindex``. Jobs belong to their tenant and
+to the principal that started them (issuer, subject and client: :mod:`fhirflow.authz.ownership`);
+for anyone else a job's status is the 404 of an unknown job.
 
 The job runs in the background (:class:`ReindexRunner`, on the embedded worker loop): it pins the
 catalog state, walks every current resource of the types in keyset order, a batch per short write
@@ -37,6 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from fhirflow.authz import ownership
 from fhirflow.bodies import operation_parameters
 from fhirflow.errors import BadRequest, NotFound
 from fhirflow.model import FhirRequest, FhirResponse
@@ -102,8 +105,9 @@ def kick_off(
     deps: Dependencies, parts: ReindexParts, request: FhirRequest, *, clock: Callable[[], int]
 ) -> FhirResponse:
     deps.policy.authorize(request, "reindex", request.path_params.get("type"))
+    owner = ownership.require_owner(request.principal)
     types, url = _job_scope(parts, request)
-    job = ReindexJob(tenant=request.tenant, id=uuid.uuid4().hex, types=types, url=url, created_ms=clock())
+    job = ReindexJob(tenant=request.tenant, id=uuid.uuid4().hex, types=types, url=url, created_ms=clock(), owner=owner)
     parts.jobs.create(job)
     logger.info("reindex job queued", extra={"tenant": job.tenant, "job": job.id, "types": len(types)})
     location = f"{request.base_url}/{STATUS_PATH}/{job.id}"
@@ -121,7 +125,7 @@ def status(deps: Dependencies, parts: ReindexParts, request: FhirRequest) -> Fhi
     job_id = request.path_params.get("job", "")
     job = parts.jobs.get(request.tenant, job_id) if job_id.isalnum() and len(job_id) <= 64 else None
     deps.policy.authorize(request, "reindex", job.types[0] if job is not None and len(job.types) == 1 else None)
-    if job is None:
+    if job is None or job.owner != ownership.owner_of(request.principal):
         raise NotFound(f"No reindex job {job_id[:64]} here")
     if job.status in ("queued", "running"):
         return FhirResponse(

@@ -3,12 +3,15 @@
 The bundle service answers ``202 Accepted`` with ``Content-Location: {base}/_async/{job}`` after
 storing the request and starting the bundle workflow under the job's name (Step Functions'
 Standard state machine in AWS, a background thread locally). The workflow's ``Prepare`` step runs
-the bundle from the stored request, re-authenticating its credentials; the final answer is stored
+the bundle from the stored request as the principal the request was authenticated as (its
+validated claims are stored; its credentials never are: no token on S3 or on disk); the final answer is stored
 when it is known (at once for what commits in one write or fails; at the commit point or after the
 rollback for a multi-batch transaction). ``GET`` on the status URL answers 202 while the job runs
 and then the stored answer: the ``transaction-response`` Bundle (200) or the OperationOutcome with
 the status the synchronous request would have had. Only the tenant, and when authorization is on
-the same principal (issuer and subject), that started a job may read it; anyone else gets 404.
+the same principal (issuer, subject and client: :mod:`fhirflow.authz.ownership`), that started a
+job may read it; anyone else gets 404. The owner's current token must still reach what the
+submitting token did (its scopes, launch context and groups), else 403.
 
 Blobs (S3 in AWS): ``async/{job}/meta.json`` (owner), ``request.json`` (deleted once prepared),
 ``prepared.json`` (the answer a committing transaction will give) and ``response.json``.
@@ -23,12 +26,16 @@ from typing import Any
 import orjson
 
 from fhirflow import jsonio
+from fhirflow.authz import ownership
+from fhirflow.authz.principal import Principal
 from fhirflow.errors import FhirError, NotFound, outcome_for
 from fhirflow.model import FhirRequest, FhirResponse
 from fhirflow.ports import BlobNotFound, BlobStore, WorkflowExecutor
 from fhirflow.routes import TENANT_PREFIX
 
 STATUS_PATH = "_async"
+CREDENTIAL_HEADERS = ("authorization", "proxy-authorization", "cookie", "x-api-key")
+"""Never stored with a job (the request's headers are lower-cased by fhirflow.http)."""
 _KEPT_HEADERS = ("Location", "ETag", "Last-Modified", "Content-Location")
 
 
@@ -42,10 +49,8 @@ def _without_async(prefer: str) -> str:
 
 
 def _owner(request: FhirRequest) -> list[str | None] | None:
-    principal = request.principal
-    if principal is None:
-        return None
-    return [getattr(principal, "issuer", None), getattr(principal, "sub", None)]
+    owner = ownership.owner_of(request.principal)
+    return list(owner) if owner is not None else None
 
 
 class AsyncJobs:
@@ -56,6 +61,7 @@ class AsyncJobs:
     # -- kick-off ----------------------------------------------------------------------------------
 
     def submit(self, request: FhirRequest) -> FhirResponse:
+        ownership.require_owner(request.principal)
         job = uuid.uuid4().hex
         headers = dict(request.headers)
         remaining = _without_async(headers.pop("prefer", ""))
@@ -66,19 +72,25 @@ class AsyncJobs:
         if request.route.startswith(TENANT_PREFIX):
             root = root[: -len(f"/tenant/{request.tenant}")]
             path_params["tenant"] = request.tenant
+        for name in CREDENTIAL_HEADERS:
+            headers.pop(name, None)
+        principal = request.principal
         document = {
             "method": request.method,
             "path": request.path,
             "route": request.route,
             "pathParameters": path_params,
             "query": request.query,
-            "headers": headers,  # with the credentials: Prepare authenticates the request again
+            "headers": headers,
+            # Never the credentials: the principal they proved, which Prepare runs the bundle as.
+            "principal": principal.to_stored() if isinstance(principal, Principal) else None,
             "body": base64.b64encode(request.body).decode("ascii"),
             "root": root,
             "requestId": request.request_id,
             "sourceIp": request.source_ip,
         }
-        self._put(job, "meta", {"tenant": request.tenant, "owner": _owner(request)})
+        meta = {"tenant": request.tenant, "owner": _owner(request), "reach": ownership.reach_of(request.principal)}
+        self._put(job, "meta", meta)
         self._put(job, "request", document)
         self.executor.start(job, {"job": job})
         location = f"{request.base_url}/{STATUS_PATH}/{job}"
@@ -92,9 +104,12 @@ class AsyncJobs:
 
     # -- the workflow's side ----------------------------------------------------------------------
 
-    def request_event(self, job: str) -> tuple[dict[str, Any], str]:
-        """The stored request as an API Gateway proxy event, and the server's base URL."""
+    def request_event(self, job: str) -> tuple[dict[str, Any], str, Principal | None]:
+        """The stored request as an API Gateway proxy event, the server's base URL, and the
+        principal the request was authenticated as."""
         document = self._get(job, "request")
+        stored = document.get("principal")
+        principal = Principal.from_stored(stored) if isinstance(stored, dict) else None
         multi: dict[str, list[str]] = {}
         for key, value in document["query"]:
             multi.setdefault(key, []).append(value)
@@ -113,7 +128,7 @@ class AsyncJobs:
             "body": document["body"],
             "isBase64Encoded": True,
         }
-        return event, str(document["root"])
+        return event, str(document["root"]), principal
 
     def save_prepared(self, job: str, answer: dict[str, Any], labels: list[str]) -> None:
         """The answer the job gives if its transaction commits, and names for its changes."""
@@ -146,6 +161,7 @@ class AsyncJobs:
             meta = None
         if meta is None or meta.get("tenant") != request.tenant or meta.get("owner") != _owner(request):
             raise NotFound(f"No asynchronous request {job[:64]} here")
+        ownership.check_reach(request.principal, meta.get("reach"))
         try:
             return _response(self._get(job, "response"))
         except BlobNotFound:

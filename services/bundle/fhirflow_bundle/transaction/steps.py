@@ -16,12 +16,14 @@ from fhirflow_bundle.transaction.jobs import AsyncJobs
 
 if TYPE_CHECKING:
     from fhirflow.adapters.aws.dynamodb_transactions import DynamoDbTransactions, SweepResult
+    from fhirflow.authz.principal import Principal
     from fhirflow.http import Application
     from fhirflow.ports import ResourceStore
 
 State = dict[str, Any]
-AppFactory = Callable[[PreparingCommitter, str], "Application"]
-"""Builds the bundle service's Application around a committer, for a server base URL."""
+AppFactory = Callable[[PreparingCommitter, str, "Principal | None"], "Application"]
+"""Builds the bundle service's Application around a committer, for a server base URL, running as
+the principal the stored request was authenticated as."""
 
 
 class TransactionSteps:
@@ -70,9 +72,9 @@ class TransactionSteps:
         jobs = self._jobs()
         assert self.app_factory is not None
         job = str(state["job"])
-        event, root = jobs.request_event(job)
+        event, root, principal = jobs.request_event(job)
         committer = PreparingCommitter(self.store, self.transactions, direct_max_items=self.direct_max_items)
-        answer = self.app_factory(committer, root).resolve(event)
+        answer = self.app_factory(committer, root, principal).resolve(event)
         if committer.prepared is not None:
             if int(answer.get("statusCode", 500)) < 300:
                 jobs.save_prepared(job, answer, committer.labels)
