@@ -141,6 +141,7 @@ class FhirApi(Construct):
             for rule in ("AwsSolutions-APIG4", "AwsSolutions-COG4"):
                 acknowledge(method, rule, _AUTHORIZED_IN_SERVICE)
             self.methods[(route.method, route.pattern)] = method
+        self._preflights_answer_text()
         for response_type, status, code in _GATEWAY_RESPONSES:
             self.rest_api.add_gateway_response(
                 f"{response_type.response_type}",
@@ -150,6 +151,15 @@ class FhirApi(Construct):
                 templates={"application/json": operation_outcome_template(code)},
             )
         self._acknowledge()
+
+    def _preflights_answer_text(self) -> None:
+        """The preflights' mock integrations answer from a text mapping template; with binary media
+        types ``*/*`` API Gateway would treat that answer as binary and fail the preflight with 500
+        unless the integration converts it to text (CorsOptions offers no way to say so)."""
+        for method in self.rest_api.methods:
+            cfn = method.node.default_child
+            if method.http_method == "OPTIONS" and isinstance(cfn, apigateway.CfnMethod):
+                cfn.add_property_override("Integration.ContentHandling", "CONVERT_TO_TEXT")
 
     def _resource(self, segments: Sequence[str]) -> apigateway.IResource:
         resource: apigateway.IResource = self.rest_api.root
