@@ -104,8 +104,11 @@ class Transactions(Construct):
             tables.grant_resources_read_write(function)
             buckets.grant_blobs_read_write(function)
             self.functions[name] = function
-        buckets.blobs.add_lifecycle_rule(prefix="transactions/", expiration=STAGING_RETENTION)
-        buckets.blobs.add_lifecycle_rule(prefix="async/", expiration=ASYNC_RETENTION)
+        # Their objects are scratch: once deleted or expired, no older version is worth keeping.
+        for prefix, retention in (("transactions/", STAGING_RETENTION), ("async/", ASYNC_RETENTION)):
+            buckets.blobs.add_lifecycle_rule(
+                prefix=prefix, expiration=retention, noncurrent_version_expiration=Duration.days(1)
+            )
 
         # An EventBridge Scheduler schedule: a missed run is harmless, the next one sweeps the same.
         self.sweep_role = iam.Role(

@@ -129,3 +129,16 @@ def test_staged_batches_and_async_answers_expire(synthesized: Synthesized) -> No
     rules = {r.get("Prefix"): r for r in bucket["Properties"]["LifecycleConfiguration"]["Rules"]}
     assert rules["transactions/"]["ExpirationInDays"] <= 7
     assert rules["async/"]["ExpirationInDays"] <= 30
+
+
+def test_no_blob_version_is_kept_forever(synthesized: Synthesized) -> None:
+    """The blobs bucket is versioned: what a delete or overwrite replaced expires too, soon for the
+    scratch prefixes (staged batches, async request bodies), after the recovery window elsewhere."""
+    bucket = synthesized.template["Resources"][synthesized.logical_id(synthesized.stack.buckets.blobs)]
+    assert bucket["Properties"]["VersioningConfiguration"]["Status"] == "Enabled"
+    rules = bucket["Properties"]["LifecycleConfiguration"]["Rules"]
+    everywhere = [r for r in rules if "Prefix" not in r and r["Status"] == "Enabled"]
+    assert any(r.get("NoncurrentVersionExpiration", {}).get("NoncurrentDays", 0) > 0 for r in everywhere)
+    by_prefix = {r.get("Prefix"): r for r in rules}
+    for prefix in ("transactions/", "async/"):
+        assert by_prefix[prefix]["NoncurrentVersionExpiration"]["NoncurrentDays"] <= 1
