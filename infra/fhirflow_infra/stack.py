@@ -66,6 +66,8 @@ API_SERVICES: dict[str, ApiService] = {
 
 SEARCHING_SERVICES = ("crud", "bundle", "search")
 """API services that run searches on the index (conditional interactions and references too)."""
+SEARCHING_STEPS = ("prepare",)
+"""Transaction workflow steps that run a bundle's entries, and so its searches."""
 
 
 class FhirflowStack(Stack):
@@ -178,9 +180,15 @@ class FhirflowStack(Stack):
         self.tables.grant_search_params(self.api_functions["search"], reindex=True)
         self.search.grant_reindex(self.api_functions["search"])
         # Everything that runs searches: search; crud and bundle (conditional interactions and
-        # references resolve by search; bundles run search entries); the export worker (it pages
-        # through each type by search).
-        for searcher in (*(self.api_functions[s] for s in SEARCHING_SERVICES), self.export.worker):
+        # references resolve by search; bundles run search entries); the transaction workflow's
+        # Prepare step (it runs a ``Prefer: respond-async`` bundle, searches included); the export
+        # worker (it pages through each type by search).
+        searchers = (
+            *(self.api_functions[s] for s in SEARCHING_SERVICES),
+            *(self.transactions.functions[s] for s in SEARCHING_STEPS),
+            self.export.worker,
+        )
+        for searcher in searchers:
             self.search.grant_search(searcher)
         self.api = FhirApi(
             self,

@@ -76,6 +76,7 @@ def test_the_resource_policy_names_only_the_writer_and_the_searchers(synthesized
     index_sync = _role(synthesized, stack.index_sync.handler)
     searchers = {_role(synthesized, stack.api_functions[name]) for name in ("crud", "search", "bundle")}
     searchers.add(_role(synthesized, stack.export.worker))
+    searchers.add(_role(synthesized, stack.transactions.functions["prepare"]))
     search_role = _role(synthesized, stack.api_functions["search"])
     granted: dict[str, set[tuple[str, str]]] = {}
     for statement in _domain(synthesized)["AccessPolicies"]["Statement"]:
@@ -117,7 +118,12 @@ def test_only_the_writer_and_the_searchers_have_opensearch_http_permissions(synt
         },
         **{
             _role(synthesized, searcher): {("es:ESHttpPost", f"/{index}/_search")}
-            for searcher in (stack.api_functions["crud"], stack.api_functions["bundle"], stack.export.worker)
+            for searcher in (
+                stack.api_functions["crud"],
+                stack.api_functions["bundle"],
+                stack.transactions.functions["prepare"],
+                stack.export.worker,
+            )
         },
         # search also runs $reindex steps, which rewrite documents in bulk
         _role(synthesized, stack.api_functions["search"]): {

@@ -142,3 +142,20 @@ def test_no_blob_version_is_kept_forever(synthesized: Synthesized) -> None:
     by_prefix = {r.get("Prefix"): r for r in rules}
     for prefix in ("transactions/", "async/"):
         assert by_prefix[prefix]["NoncurrentVersionExpiration"]["NoncurrentDays"] <= 1
+
+
+def test_the_prepare_step_may_search_the_index(synthesized: Synthesized) -> None:
+    """Prepare runs a ``Prefer: respond-async`` bundle: its conditional references and search
+    entries are searches, which the domain refuses to a role it does not name."""
+    stack = synthesized.stack
+    prepare = stack.transactions.functions["prepare"]
+    role = stack.get_logical_id(prepare.role.node.default_child)
+    domain = synthesized.logical_id(stack.search.domain)
+    search_path = f"/{stack.search.index}/_search"
+    searched = {"Fn::Join": ["", [{"Fn::GetAtt": [domain, "Arn"]}, search_path]]}
+    assert "es:ESHttpPost" in _actions(_policy_statements(synthesized, {"Ref": role}), searched)
+    policy = synthesized.template["Resources"][domain]["Properties"]["AccessPolicies"]["Statement"]
+    assert any(
+        s["Principal"]["AWS"] == {"Fn::GetAtt": [role, "Arn"]} and search_path in json.dumps(s["Resource"])
+        for s in policy
+    )
