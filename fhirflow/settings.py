@@ -47,6 +47,10 @@ class Settings:
     transaction_direct_max_items: int = 100
     """DynamoDB: a transaction whose changes fit this many TransactWriteItems items (a head per
     resource, a version per change; at most 100) commits in one call, without the workflow."""
+    transaction_sync_max_items: int = 2000
+    """AWS: the most TransactWriteItems items (about two per entry) a synchronous multi-batch
+    transaction may need; larger ones are refused with 413 before anything is written and must be
+    sent with ``Prefer: respond-async``, as they would not finish within API Gateway's 29 s."""
     transaction_max_concurrency: int = 10
     """DynamoDB: batches a multi-batch transaction writes at once (the workflow's Map concurrency)."""
     transaction_timeout_seconds: int = 300
@@ -131,6 +135,7 @@ class Settings:
             max_bundle_entries=_int("FHIRFLOW_MAX_BUNDLE_ENTRIES", 10_000),
             transaction_batch_items=_int("FHIRFLOW_TRANSACTION_BATCH_ITEMS", 25),
             transaction_direct_max_items=_int("FHIRFLOW_TRANSACTION_DIRECT_MAX_ITEMS", 100),
+            transaction_sync_max_items=_int("FHIRFLOW_TRANSACTION_SYNC_MAX_ITEMS", 2000),
             transaction_max_concurrency=_int("FHIRFLOW_TRANSACTION_MAX_CONCURRENCY", 10),
             transaction_timeout_seconds=_int("FHIRFLOW_TRANSACTION_TIMEOUT_SECONDS", 300),
             transaction_apply_grace_seconds=_int("FHIRFLOW_TRANSACTION_APPLY_GRACE_SECONDS", 30),

@@ -5,7 +5,8 @@ Both state machines are built from one Python definition
 task's ``Resource`` substituted by its function's ARN:
 
 - **Express** (``StartSyncExecution``): the bundle service runs an ordinary multi-batch
-  transaction through it and answers within API Gateway's limit;
+  transaction through it and answers within API Gateway's limit (its timeout is
+  ``SYNC_EXECUTION_SECONDS``, inside the bundle Lambda's);
 - **Standard** (``StartExecution``, ``DescribeExecution``): ``Prefer: respond-async``; its
   executions are looked up by the status endpoint.
 
@@ -33,6 +34,7 @@ from aws_cdk import aws_scheduler_targets as scheduler_targets
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
+from fhirflow.adapters.aws.stepfunctions import SYNC_EXECUTION_SECONDS
 from fhirflow.settings import Settings
 from fhirflow_bundle.transaction.definition import TASKS, transaction_workflow
 from fhirflow_infra.compliance import acknowledge
@@ -144,7 +146,9 @@ class Transactions(Construct):
             retention=logs.RetentionDays.ONE_YEAR,
             removal_policy=RemovalPolicy.RETAIN,
         )
-        timeout = min(settings.transaction_timeout_seconds, EXPRESS_LIMIT_SECONDS)
+        # The Express machine only runs synchronous transactions: it must end (TIMED_OUT at worst)
+        # while the bundle Lambda that waits for it can still decide the outcome and answer.
+        timeout = min(settings.transaction_timeout_seconds, SYNC_EXECUTION_SECONDS, EXPRESS_LIMIT_SECONDS)
         self.express = self._state_machine("Express", sfn.StateMachineType.EXPRESS, settings, timeout)
         self.standard = self._state_machine(
             "Standard", sfn.StateMachineType.STANDARD, settings, settings.transaction_timeout_seconds

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from fhirflow.adapters.aws.stepfunctions import SYNC_EXECUTION_SECONDS, SYNC_READ_TIMEOUT_SECONDS
 from fhirflow.settings import Settings
 from fhirflow_bundle.transaction.definition import TASKS, transaction_workflow
 from fhirflow_infra.transactions import EXPRESS_LIMIT_SECONDS, SWEEP_INTERVAL, step_handlers
@@ -45,7 +46,7 @@ def test_an_express_and_a_standard_machine_run_the_generated_definition(synthesi
     assert sorted(machines) == ["EXPRESS", "STANDARD"]
     functions = synthesized.resources("AWS::Lambda::Function")
     for kind, timeout in (
-        ("EXPRESS", min(settings.transaction_timeout_seconds, EXPRESS_LIMIT_SECONDS)),
+        ("EXPRESS", min(settings.transaction_timeout_seconds, SYNC_EXECUTION_SECONDS)),
         ("STANDARD", settings.transaction_timeout_seconds),
     ):
         machine = machines[kind]
@@ -159,3 +160,16 @@ def test_the_prepare_step_may_search_the_index(synthesized: Synthesized) -> None
         s["Principal"]["AWS"] == {"Fn::GetAtt": [role, "Arn"]} and search_path in json.dumps(s["Resource"])
         for s in policy
     )
+
+
+def test_a_synchronous_transaction_ends_inside_its_callers_time(synthesized: Synthesized) -> None:
+    """The Express execution times out before StartSyncExecution's read does, and that before the
+    bundle Lambda and API Gateway's 29 s: the bundle service always learns how the execution ended
+    and has time left to decide the outcome, so no client gets a 5xx for a transaction that commits."""
+    stack = synthesized.stack
+    express = _machines(synthesized)["EXPRESS"]
+    machine_timeout = json.loads(express["DefinitionString"])["TimeoutSeconds"]
+    bundle = synthesized.template["Resources"][synthesized.logical_id(stack.api_functions["bundle"].function)]
+    lambda_timeout = bundle["Properties"]["Timeout"]
+    assert machine_timeout + 3 <= SYNC_READ_TIMEOUT_SECONDS
+    assert SYNC_READ_TIMEOUT_SECONDS + 3 <= lambda_timeout < 29
