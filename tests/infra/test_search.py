@@ -163,3 +163,23 @@ def test_no_role_may_scan_a_table(synthesized: Synthesized) -> None:
         actions = {action for statement in statements for action in _actions(statement)}
         assert "dynamodb:Scan" not in actions, role
         assert "dynamodb:*" not in actions, role
+
+
+def test_an_opensearch_request_gives_up_well_inside_every_callers_timeout(synthesized: Synthesized) -> None:
+    """The client's worst case for one request (each attempt waits the full timeout) leaves the
+    Lambda time for a search plan's second request and for answering: 503, never Lambda's timeout."""
+    from fhirflow.adapters.opensearch.client import opensearch_client
+
+    transport = opensearch_client("http://127.0.0.1:9").transport  # builds only; nothing is sent
+    attempts = 1 + transport.max_retries
+    worst = transport.get_connection().timeout * attempts
+    functions = synthesized.resources("AWS::Lambda::Function")
+    for statements_role, statements in _identity_statements(synthesized).items():
+        if not any(a.startswith("es:") for s in statements for a in _actions(s)):
+            continue
+        [timeout] = [
+            f["Properties"]["Timeout"]
+            for f in functions.values()
+            if f["Properties"]["Role"]["Fn::GetAtt"][0] == statements_role
+        ]
+        assert 2 * worst < timeout, (statements_role, worst, timeout)
