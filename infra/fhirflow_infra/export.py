@@ -31,7 +31,7 @@ from fhirflow.adapters.aws.dynamodb_export_jobs import JOB_PREFIX
 from fhirflow_export import limits
 from fhirflow_infra.compliance import acknowledge_grant_wildcards, arn_reference
 from fhirflow_infra.events import dead_letter_queue, encrypted_queue
-from fhirflow_infra.function import FhirFunction
+from fhirflow_infra.function import INVOKED_BY_QUEUE, FhirFunction
 from fhirflow_infra.packaging import ServicePackage
 from fhirflow_infra.storage import KMS_GRANT_ACTIONS, S3_READ_ACTIONS, S3_WRITE_ACTIONS, ObjectBuckets, ResourceTables
 
@@ -87,6 +87,7 @@ class BulkExport(Construct):
             memory_size=2048,
             timeout=Duration.seconds(limits.WORKER_TIMEOUT_SECONDS),
             reserved_concurrency=reserved_concurrency,
+            invoked_by=INVOKED_BY_QUEUE,
         )
         self.worker.function.add_event_source(
             sources.SqsEventSource(self.queue, batch_size=1, report_batch_item_failures=True)

@@ -39,7 +39,7 @@ from fhirflow.settings import Settings
 from fhirflow_bundle.transaction.definition import TASKS, transaction_workflow
 from fhirflow_infra.compliance import acknowledge
 from fhirflow_infra.environment import env_name
-from fhirflow_infra.function import FhirFunction
+from fhirflow_infra.function import INVOKED_BY_STEP_FUNCTIONS, FhirFunction
 from fhirflow_infra.packaging import ServicePackage
 from fhirflow_infra.storage import ObjectBuckets, ResourceTables
 
@@ -53,6 +53,11 @@ _STEP_MEMORY = {"prepare": 2048}
 STAGING_RETENTION = Duration.days(2)
 """Prepared batches are deleted when their transaction ends; a crashed one's are expired by S3."""
 ASYNC_RETENTION = Duration.days(7)
+SWEEPER_INVOCATION = (
+    "Invoked asynchronously by EventBridge Scheduler every minute, with no retries: a failed sweep leaves "
+    "its transactions due, and the next run sweeps them, so a dead-letter queue would only collect "
+    "duplicates of that work; failures raise the function's error alarm."
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +107,12 @@ class Transactions(Construct):
                 memory_size=_STEP_MEMORY.get(name, 1024),
                 timeout=_STEP_TIMEOUTS.get(name, Duration.minutes(1 if name != "sweep" else 5)),
                 reserved_concurrency=reserved_concurrency,
+                invoked_by=SWEEPER_INVOCATION if name == "sweep" else INVOKED_BY_STEP_FUNCTIONS,
             )
+            if name == "sweep":
+                # EventBridge Scheduler invokes asynchronously: no Lambda retries of a sweep (the
+                # next minute's run does the same work), and a stale event is dropped.
+                function.function.configure_async_invoke(retry_attempts=0, max_event_age=SWEEP_INTERVAL)
             tables.grant_resources_read_write(function)
             buckets.grant_blobs_read_write(function)
             self.functions[name] = function

@@ -184,3 +184,45 @@ def test_lambda_roles_have_no_managed_policies(synthesized: Synthesized) -> None
     ]
     assert len(lambda_roles) == len(_functions(synthesized))
     assert all(not role.get("ManagedPolicyArns") for role in lambda_roles)
+
+
+def _dlq_reason(resource: dict[str, Any]) -> str:
+    rules = resource.get("Metadata", {}).get("cdk_nag", {}).get("rules_to_suppress", [])
+    [reason] = [rule["reason"] for rule in rules if rule["id"] == "HIPAA.Security-LambdaDLQ"]
+    return str(reason)
+
+
+def test_each_function_says_truly_why_it_needs_no_dead_letter_queue(synthesized: Synthesized) -> None:
+    """HIPAA.Security-LambdaDLQ is acknowledged per function with how that function is invoked,
+    and a function that is invoked asynchronously (the sweeper, by EventBridge Scheduler) is
+    configured for it: no Lambda retries, stale events dropped."""
+    functions = synthesized.resources("AWS::Lambda::Function")
+    scheduled = {
+        s["Properties"]["Target"]["Arn"]["Fn::GetAtt"][0]
+        for s in synthesized.resources("AWS::Scheduler::Schedule").values()
+    }
+    mapped = {
+        m["Properties"]["FunctionName"]["Ref"]: m["Properties"]
+        for m in synthesized.resources("AWS::Lambda::EventSourceMapping").values()
+    }
+    async_configs = {
+        c["Properties"]["FunctionName"]["Ref"]: c["Properties"]
+        for c in synthesized.resources("AWS::Lambda::EventInvokeConfig").values()
+    }
+    stack = synthesized.stack
+    api = {synthesized.logical_id(f.function) for f in stack.api_functions.values()}
+    steps = {synthesized.logical_id(f.function) for n, f in stack.transactions.functions.items() if n != "sweep"}
+    assert scheduled, "the sweeper runs on a schedule"
+    for logical_id, function in functions.items():
+        reason = _dlq_reason(function)
+        if logical_id in scheduled:
+            assert "asynchronously by EventBridge Scheduler" in reason, logical_id
+            assert async_configs[logical_id]["MaximumRetryAttempts"] == 0
+        elif logical_id in mapped:
+            source = "DynamoDB stream" if "StartingPosition" in mapped[logical_id] else "SQS"
+            assert f"{source} event source mapping" in reason, logical_id
+        elif logical_id in api:
+            assert "API Gateway" in reason, logical_id
+        elif logical_id in steps:
+            assert "state machine" in reason, logical_id
+        assert "no Lambda asynchronously" not in reason, logical_id
