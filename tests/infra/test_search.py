@@ -4,6 +4,7 @@ index, on exactly the paths they use. And no role may scan the resource table or
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from tests.infra.conftest import Synthesized
@@ -33,9 +34,39 @@ def _role(synthesized: Synthesized, function: Any) -> str:
     return str(synthesized.stack.get_logical_id(function.role.node.default_child))
 
 
+STACK_ID = "arn:aws:cloudformation:us-east-1:123456789012:stack/fhirflow/8f3a9c10-5d2e-11ef-9b1a-0a1b2c3d4e5f"
+_PSEUDO = {"AWS::StackId": STACK_ID, "AWS::Region": "us-east-1", "AWS::AccountId": "123456789012"}
+
+
+def evaluate(value: Any, stack_id: str = STACK_ID) -> Any:
+    """A template expression as CloudFormation would resolve it in a stack with this id (other
+    resources' attributes stay as ``<LogicalId.Attribute>``)."""
+    if isinstance(value, list):
+        return [evaluate(v, stack_id) for v in value]
+    if not isinstance(value, dict):
+        return value
+    if len(value) == 1:
+        [(function, argument)] = value.items()
+        if function == "Ref":
+            return {**_PSEUDO, "AWS::Partition": "aws", "AWS::StackId": stack_id}.get(argument, f"<{argument}>")
+        if function == "Fn::GetAtt":
+            return f"<{argument[0]}.{argument[1]}>"
+        if function == "Fn::Join":
+            return str(argument[0]).join(evaluate(argument[1], stack_id))
+        if function == "Fn::Split":
+            return str(evaluate(argument[1], stack_id)).split(argument[0])
+        if function == "Fn::Select":
+            return evaluate(argument[1], stack_id)[int(argument[0])]
+    return {k: evaluate(v, stack_id) for k, v in value.items()}
+
+
+def _domain_name(synthesized: Synthesized, stack_id: str = STACK_ID) -> str:
+    return str(evaluate(synthesized.stack.resolve(synthesized.stack.search.domain_name), stack_id))
+
+
 def _path(resource: Any, domain_name: str) -> str:
     """The path under the domain that a resource-policy statement names (``index/_bulk``)."""
-    name, _, path = str(resource["Fn::Join"][1][-1]).split(":domain/")[1].partition("/")
+    name, _, path = str(evaluate(resource)).split(":domain/")[1].partition("/")
     assert name == domain_name
     return path
 
@@ -66,9 +97,9 @@ def test_error_and_slow_logs_go_to_log_groups_encrypted_with_the_data_key(synthe
         assert group["RetentionInDays"] >= 365
     # OpenSearch may write them (for this domain only), without a custom-resource Lambda.
     _, policy = synthesized.only("AWS::Logs::ResourcePolicy")
-    document = str(policy["Properties"]["PolicyDocument"])
+    document = str(evaluate(policy["Properties"]["PolicyDocument"]))
     assert "es.amazonaws.com" in document
-    assert f":domain/{synthesized.stack.search.domain_name}" in document
+    assert f":domain/{_domain_name(synthesized)}" in document
 
 
 def test_the_resource_policy_names_only_the_writer_and_the_searchers(synthesized: Synthesized) -> None:
@@ -83,7 +114,7 @@ def test_the_resource_policy_names_only_the_writer_and_the_searchers(synthesized
         assert statement["Effect"] == "Allow"
         principal = statement["Principal"]["AWS"]["Fn::GetAtt"][0]  # a role of this stack, never "*"
         for action in _actions(statement):
-            granted.setdefault(principal, set()).add((action, _path(statement["Resource"], stack.search.domain_name)))
+            granted.setdefault(principal, set()).add((action, _path(statement["Resource"], _domain_name(synthesized))))
     index = stack.search.index
     assert granted.pop(index_sync) == {
         ("es:ESHttpHead", index),
@@ -183,3 +214,15 @@ def test_an_opensearch_request_gives_up_well_inside_every_callers_timeout(synthe
             if f["Properties"]["Role"]["Fn::GetAtt"][0] == statements_role
         ]
         assert 2 * worst < timeout, (statements_role, worst, timeout)
+
+
+def test_a_stack_created_again_names_its_domain_anew(synthesized: Synthesized) -> None:
+    """The domain is retained when its stack is deleted: the stack created again (a new stack id)
+    must not ask for the retained domain's name, and an update (the same id) must keep it."""
+    name = _domain_name(synthesized)
+    again = _domain_name(synthesized, STACK_ID.replace("8f3a9c10", "0c4e7b21"))
+    assert name != again
+    assert name == _domain_name(synthesized)
+    for candidate in (name, again):
+        assert re.fullmatch(r"[a-z][a-z0-9-]{2,27}", candidate), candidate  # OpenSearch's rule for names
+    assert evaluate(_domain(synthesized)["DomainName"]) == name
