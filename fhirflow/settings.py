@@ -64,6 +64,9 @@ class Settings:
     """The Standard state machine behind ``Prefer: respond-async`` (set by the CDK stack)."""
     cursor_secret: str | None = None
     """HMAC key for paging cursors; the embedded mode keeps a generated one in the data dir."""
+    cursor_secret_arn: str | None = None
+    """AWS: the Secrets Manager secret holding the cursor key (set by the CDK stack), read once per
+    Lambda container and kept in memory; never put the key itself in the environment."""
     dynamodb_table: str = "fhirflow"
     """Heads and versions (docs/dynamodb.md)."""
     dynamodb_ledger_table: str = "fhirflow-ledger"
@@ -142,6 +145,7 @@ class Settings:
             transaction_state_machine=os.environ.get("FHIRFLOW_TRANSACTION_STATE_MACHINE") or None,
             transaction_async_state_machine=os.environ.get("FHIRFLOW_TRANSACTION_ASYNC_STATE_MACHINE") or None,
             cursor_secret=os.environ.get("FHIRFLOW_CURSOR_SECRET") or None,
+            cursor_secret_arn=os.environ.get("FHIRFLOW_CURSOR_SECRET_ARN") or None,
             dynamodb_table=os.environ.get("FHIRFLOW_DYNAMODB_TABLE", "fhirflow"),
             dynamodb_ledger_table=os.environ.get("FHIRFLOW_DYNAMODB_LEDGER_TABLE", "fhirflow-ledger"),
             dynamodb_endpoint=os.environ.get("FHIRFLOW_DYNAMODB_ENDPOINT") or None,

@@ -33,6 +33,7 @@ WIRED_BY_STACK = frozenset(
         "opensearch_service",
         "index_on_write",
         "cursor_secret",
+        "cursor_secret_arn",
         "aws_region",
         "transaction_state_machine",
         "transaction_async_state_machine",

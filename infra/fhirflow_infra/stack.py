@@ -110,8 +110,8 @@ class FhirflowStack(Stack):
             index_on_write=False,
             search_index="opensearch",
             opensearch_url=self.search.endpoint_url,
-            # Resolved by CloudFormation at deploy time into the KMS-encrypted environment.
-            cursor_secret=self.cursor_key.secret_value.unsafe_unwrap(),
+            # The secret's ARN only: each function reads the key itself, once per container.
+            cursor_secret_arn=self.cursor_key.secret_arn,
         )
         environment = lambda_environment(self.settings)
         self.code = lambda_.Code.from_asset(str(code_dir))
@@ -216,7 +216,18 @@ class FhirflowStack(Stack):
             api=self.api.rest_api,
             email=alarm_email,
         )
+        for function in self.functions():
+            self.cursor_key.grant_read(function.role)
         self._outputs()
+
+    def functions(self) -> list[FhirFunction]:
+        """Every Lambda of the stack (each reads the settings, the cursor key among them)."""
+        return [
+            *self.api_functions.values(),
+            *self.transactions.functions.values(),
+            self.export.worker,
+            self.index_sync.handler,
+        ]
 
     def _api_function(
         self, package: ServicePackage, service: ApiService, environment: dict[str, str], reserved: int | None
@@ -251,8 +262,8 @@ class FhirflowStack(Stack):
             generate_secret_string=secretsmanager.SecretStringGenerator(password_length=64, exclude_punctuation=True),
         )
         reason = (
-            "The paging-cursor HMAC key is read once, at deploy time, into the functions' KMS-encrypted "
-            "environment; rotating it means redeploying, and only invalidates open paging cursors."
+            "The paging-cursor HMAC key signs only paging cursors, which live minutes; each function reads it "
+            "once per container. Rotating it would only invalidate open paging cursors; no rotation Lambda."
         )
         acknowledge(secret, "HIPAA.Security-SecretsManagerRotationEnabled", reason)
         acknowledge(secret, "AwsSolutions-SMG4", reason)

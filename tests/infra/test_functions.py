@@ -101,10 +101,10 @@ def test_the_environment_wires_the_stacks_resources(synthesized: Synthesized) ->
         assert env["FHIRFLOW_AUTH_ISSUER"] == "https://idp.example.org/realms/fhir"
         assert "FHIRFLOW_AUTH_DEV_ISSUER" not in env
         assert "AWS_REGION" not in env, "Lambda sets it"
-        # The cursor key is a dynamic reference that CloudFormation resolves, never a literal.
-        cursor = str(env["FHIRFLOW_CURSOR_SECRET"])
-        assert "{{resolve:secretsmanager:" in cursor
-        assert synthesized.logical_id(stack.cursor_key) in cursor
+        # The cursor key stays in Secrets Manager: the environment names the secret, never its value.
+        assert "FHIRFLOW_CURSOR_SECRET" not in env
+        assert env["FHIRFLOW_CURSOR_SECRET_ARN"] == {"Ref": synthesized.logical_id(stack.cursor_key)}
+        assert "resolve:secretsmanager" not in str(env)
 
 
 def _writes(statements: list[dict[str, Any]], logical_id: str) -> dict[str, set[str]]:
@@ -226,3 +226,19 @@ def test_each_function_says_truly_why_it_needs_no_dead_letter_queue(synthesized:
         elif logical_id in steps:
             assert "state machine" in reason, logical_id
         assert "no Lambda asynchronously" not in reason, logical_id
+
+
+def test_every_function_may_read_the_cursor_key_and_its_environment_holds_no_secret(
+    synthesized: Synthesized,
+) -> None:
+    stack = synthesized.stack
+    secret = {"Ref": synthesized.logical_id(stack.cursor_key)}
+    functions = _functions(synthesized)
+    assert len(stack.functions()) == len(functions)
+    for function in stack.functions():
+        statements = _policy_of(synthesized, function)
+        reads = [s for s in statements if secret == s["Resource"] or secret in list(s["Resource"])]
+        assert any("secretsmanager:GetSecretValue" in s["Action"] for s in reads), function.node.path
+        env = functions[synthesized.logical_id(function.function)]["Properties"]["Environment"]["Variables"]
+        assert "FHIRFLOW_CURSOR_SECRET" not in env
+        assert env["FHIRFLOW_CURSOR_SECRET_ARN"] == secret
