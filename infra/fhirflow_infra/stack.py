@@ -31,7 +31,7 @@ from constructs import Construct
 
 from fhirflow.routes import ROUTES
 from fhirflow.settings import Settings
-from fhirflow_infra.api import FhirApi
+from fhirflow_infra.api import DEFAULT_THROTTLE, FhirApi, Throttle
 from fhirflow_infra.compliance import acknowledge
 from fhirflow_infra.encryption import DataKey
 from fhirflow_infra.environment import LAMBDA_DATA_DIR, check_deployable, lambda_environment
@@ -66,6 +66,8 @@ API_SERVICES: dict[str, ApiService] = {
 
 SEARCHING_SERVICES = ("crud", "bundle", "search")
 """API services that run searches on the index (conditional interactions and references too)."""
+STREAM_CONCURRENCY = 10
+"""index-sync's reserved concurrency by default (context ``fhirflow:streamConcurrency``; 0: none)."""
 SEARCHING_STEPS = ("prepare",)
 """Transaction workflow steps that run a bundle's entries, and so its searches."""
 
@@ -81,6 +83,9 @@ class FhirflowStack(Stack):
         layer_dir: Path,
         alarm_email: str | None = None,
         reserved_concurrency: int | None = None,
+        stream_concurrency: int | None = STREAM_CONCURRENCY,
+        throttle: Throttle = DEFAULT_THROTTLE,
+        api_keys: bool = False,
         removal_policy: RemovalPolicy = RemovalPolicy.RETAIN,
         **stack_props: Any,
     ) -> None:
@@ -171,7 +176,9 @@ class FhirflowStack(Stack):
             tables=self.tables,
             buckets=self.buckets,
             bus=self.change_events.bus,
-            reserved_concurrency=reserved_concurrency,
+            # Reserved even when the others are not: API bursts cannot starve indexing (search lag),
+            # and a stream backlog cannot take the API's concurrency.
+            reserved_concurrency=reserved_concurrency or stream_concurrency or None,
         )
         self.search.grant_index_write(self.index_sync.handler)
         # Runtime SearchParameters (docs/dynamodb.md, "Search parameters"): index-sync records them;
@@ -196,6 +203,8 @@ class FhirflowStack(Stack):
             functions={name: f.function for name, f in self.api_functions.items()},
             key=self.data_key,
             cors_origins=settings.cors_origins,
+            throttle=throttle,
+            api_keys=api_keys,
         )
         self.alarms = Alarms(
             self,
@@ -283,5 +292,7 @@ class FhirflowStack(Stack):
             "ExportQueueUrl": self.export.queue.queue_url,
             "AlarmTopic": self.alarms.topic.topic_arn,
         }
+        if self.api.api_key is not None:
+            outputs["ApiKeyId"] = self.api.api_key.key_id
         for name, value in outputs.items():
             CfnOutput(self, name, value=value)
