@@ -33,6 +33,10 @@ class Settings:
     base_url: str | None = None
     """The public FHIR base URL; derived from the request's Host header when unset."""
     max_body_bytes: int = 16 * 1024 * 1024
+    max_response_bytes: int = 0
+    """The most a service's answer may weigh as its Lambda returns it (the JSON of the proxy result;
+    the CDK stack sets Lambda's 6 MB); a larger one is a 413 OperationOutcome instead of API
+    Gateway's 502. 0: no limit (the embedded mode streams any size)."""
     update_create: bool = True
     """Allow PUT to create a resource with a client-chosen id (http.html#upsert)."""
     conditional_delete_max: int = 1
@@ -131,6 +135,7 @@ class Settings:
             base_url=os.environ.get("FHIRFLOW_BASE_URL") or None,
             cors_origins=parse_origins(os.environ.get("FHIRFLOW_CORS_ORIGINS", "")),
             max_body_bytes=_int("FHIRFLOW_MAX_BODY_BYTES", 16 * 1024 * 1024),
+            max_response_bytes=_int("FHIRFLOW_MAX_RESPONSE_BYTES", 0),
             update_create=_flag("FHIRFLOW_UPDATE_CREATE", True),
             conditional_delete_max=max(1, _int("FHIRFLOW_CONDITIONAL_DELETE_MAX", 1)),
             history_default_count=_int("FHIRFLOW_HISTORY_DEFAULT_COUNT", 50),

@@ -25,6 +25,13 @@ ARCHITECTURE = lambda_.Architecture.ARM_64
 METRICS_NAMESPACE = "fhirflow"
 API_TIMEOUT = Duration.seconds(28)
 """Inside API Gateway's 29 s integration limit."""
+LAMBDA_PAYLOAD_BYTES = 6 * 1024 * 1024
+"""A synchronous invocation's request and response payloads (the event, the proxy result)."""
+EVENT_OVERHEAD_BYTES = 256 * 1024
+"""What an API Gateway proxy event carries besides the body (headers twice, context): generous."""
+MAX_REQUEST_BODY_BYTES = (LAMBDA_PAYLOAD_BYTES - EVENT_OVERHEAD_BYTES) * 3 // 4
+"""The largest body that reaches a Lambda: every body arrives base64-encoded (binary media types
+``*/*``), a third larger. About 4.3 MiB, well below API Gateway's 10 MB."""
 INVOKED_BY_API = (
     "Invoked synchronously by API Gateway's Lambda proxy integration: a failure is the caller's response "
     "(a 5xx), there is no event to keep."

@@ -37,7 +37,14 @@ from fhirflow_infra.encryption import DataKey
 from fhirflow_infra.environment import LAMBDA_DATA_DIR, check_deployable, lambda_environment
 from fhirflow_infra.events import ChangeEvents
 from fhirflow_infra.export import BulkExport
-from fhirflow_infra.function import API_TIMEOUT, ARCHITECTURE, RUNTIME, FhirFunction
+from fhirflow_infra.function import (
+    API_TIMEOUT,
+    ARCHITECTURE,
+    LAMBDA_PAYLOAD_BYTES,
+    MAX_REQUEST_BODY_BYTES,
+    RUNTIME,
+    FhirFunction,
+)
 from fhirflow_infra.index_sync import IndexSync
 from fhirflow_infra.monitoring import Alarms
 from fhirflow_infra.packaging import ServicePackage, require_layer, service_packages
@@ -115,6 +122,10 @@ class FhirflowStack(Stack):
             index_on_write=False,
             search_index="opensearch",
             opensearch_url=self.search.endpoint_url,
+            # Lambda's payload limits, not the embedded defaults: a 413 OperationOutcome from the
+            # service instead of API Gateway's 502 (fhirflow_infra.function).
+            max_body_bytes=min(settings.max_body_bytes, MAX_REQUEST_BODY_BYTES),
+            max_response_bytes=LAMBDA_PAYLOAD_BYTES,
             # The secret's ARN only: each function reads the key itself, once per container.
             cursor_secret_arn=self.cursor_key.secret_arn,
         )

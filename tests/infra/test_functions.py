@@ -242,3 +242,17 @@ def test_every_function_may_read_the_cursor_key_and_its_environment_holds_no_sec
         env = functions[synthesized.logical_id(function.function)]["Properties"]["Environment"]["Variables"]
         assert "FHIRFLOW_CURSOR_SECRET" not in env
         assert env["FHIRFLOW_CURSOR_SECRET_ARN"] == secret
+
+
+def test_every_function_knows_lambdas_real_payload_limits(synthesized: Synthesized) -> None:
+    """Bodies arrive base64-encoded, so the largest that reaches a Lambda is three quarters of its
+    6 MB payload (less the event around it); answers may not exceed 6 MB. The services answer 413
+    OperationOutcomes at those limits rather than letting Lambda and API Gateway fail (502)."""
+    from fhirflow_infra.function import LAMBDA_PAYLOAD_BYTES, MAX_REQUEST_BODY_BYTES
+
+    assert LAMBDA_PAYLOAD_BYTES == 6 * 1024 * 1024
+    assert MAX_REQUEST_BODY_BYTES * 4 / 3 < LAMBDA_PAYLOAD_BYTES - 128 * 1024
+    for logical_id, function in _functions(synthesized).items():
+        env = function["Properties"]["Environment"]["Variables"]
+        assert int(env["FHIRFLOW_MAX_BODY_BYTES"]) == MAX_REQUEST_BODY_BYTES, logical_id
+        assert int(env["FHIRFLOW_MAX_RESPONSE_BYTES"]) == LAMBDA_PAYLOAD_BYTES, logical_id
