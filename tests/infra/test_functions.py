@@ -77,14 +77,38 @@ def test_every_function_is_arm64_python312_traced_with_json_logs(synthesized: Sy
         assert props["Environment"]["Variables"]["POWERTOOLS_TRACER_CAPTURE_RESPONSE"] == "false", name
 
 
-def test_the_code_asset_holds_each_handler_and_no_bytecode(synthesized: Synthesized) -> None:
+def test_the_code_asset_holds_each_handler(synthesized: Synthesized) -> None:
     for function in _functions(synthesized).values():
         module, _, attribute = function["Properties"]["Handler"].rpartition(".")
         assert (synthesized.code_dir / (module.replace(".", "/") + ".py")).is_file()
         assert callable(getattr(importlib.import_module(module), attribute))
     assert (synthesized.code_dir / "fhirflow" / "routes.py").is_file()
     assert (synthesized.code_dir / "fhirflow_contracts" / "__init__.py").is_file()
-    assert not list(synthesized.code_dir.rglob("__pycache__"))
+
+
+def test_the_code_asset_ships_python_3_12_bytecode_that_needs_no_source_check(synthesized: Synthesized) -> None:
+    """Lambda's /var/task is read-only: bytecode not shipped is compiled again on every cold start.
+    It must be 3.12's (the runtime's magic number) and unchecked-hash (PEP 552), as the asset's
+    zip does not keep the modification times a timestamp-checked .pyc compares."""
+    import subprocess
+
+    from fhirflow_infra.packaging import BYTECODE_TAG, python312
+
+    magic = bytes.fromhex(
+        subprocess.run(
+            [python312(), "-c", "import importlib.util; print(importlib.util.MAGIC_NUMBER.hex())"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    )
+    sources = list(synthesized.code_dir.rglob("*.py"))
+    assert len(sources) > 100
+    for source in sources:
+        compiled = source.parent / "__pycache__" / f"{source.stem}.{BYTECODE_TAG}.pyc"
+        header = compiled.read_bytes()[:8]
+        assert header[:4] == magic, compiled
+        assert int.from_bytes(header[4:8], "little") == 0b01, compiled  # hash-based, source not checked
 
 
 def test_the_environment_wires_the_stacks_resources(synthesized: Synthesized) -> None:
