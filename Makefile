@@ -49,7 +49,7 @@ LAYER := infra/build/layer/python
 CDK   := npx --yes aws-cdk@2
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 1
 
-$(LAYER): pyproject.toml infra/build_layer.py | $(STAMP)
+$(LAYER): pyproject.toml infra/build_layer.py infra/layer.lock | $(STAMP)
 	$(PY) infra/build_layer.py
 
 layer: $(STAMP)

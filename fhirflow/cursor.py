@@ -10,6 +10,7 @@ import base64
 import hashlib
 import hmac
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,18 @@ from fhirflow.errors import BadRequest
 
 
 class CursorSigner:
-    def __init__(self, secret: bytes) -> None:
-        self._secret = secret
+    def __init__(self, secret: bytes | Callable[[], bytes]) -> None:
+        """``secret``: the HMAC key, or a function that fetches it (from Secrets Manager in AWS),
+        called once, when the first cursor is signed or checked: a request that pages nothing
+        never waits for it."""
+        self._loader = None if isinstance(secret, bytes) else secret
+        self._key = secret if isinstance(secret, bytes) else b""
+
+    @property
+    def _secret(self) -> bytes:
+        if self._loader is not None:
+            self._key, self._loader = self._loader(), None
+        return self._key
 
     @classmethod
     def from_secret_or_file(cls, secret: str | None, path: Path) -> CursorSigner:

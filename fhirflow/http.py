@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from fhirflow import jsonio, subsetting
 from fhirflow.budget import request_budget
 from fhirflow.cors import response_headers
@@ -23,6 +25,7 @@ from fhirflow.errors import (
     FhirError,
     NotAcceptable,
     NotModified,
+    PayloadTooLarge,
     information,
     internal_error_outcome,
     outcome_for,
@@ -146,6 +149,8 @@ class Application:
         audit: AuditSink | None = None,
         cors_origins: Sequence[str] = (),
         request_timeout: float = 0.0,
+        max_body_bytes: int | None = None,
+        max_response_bytes: int | None = None,
     ) -> None:
         self.handlers = dict(handlers)
         self.request_timeout = request_timeout
@@ -154,6 +159,8 @@ class Application:
         self.authenticator = authenticator
         self.audit = audit
         self.cors_origins = tuple(cors_origins)
+        self.max_body_bytes = max_body_bytes
+        self.max_response_bytes = max_response_bytes
 
     @classmethod
     def for_service(cls, handlers: Mapping[tuple[str, str], UseCase], deps: Dependencies) -> Application:
@@ -166,15 +173,17 @@ class Application:
             audit=deps.audit,
             cors_origins=deps.settings.cors_origins,
             request_timeout=deps.settings.request_timeout_seconds,
+            max_body_bytes=deps.settings.max_body_bytes,
+            max_response_bytes=deps.settings.max_response_bytes or None,
         )
 
     def resolve(self, event: Mapping[str, Any], context: object = None) -> dict[str, Any]:
         if self.audit is None:
-            result = self._resolve(event, None, context)
+            result = self._bounded(self._resolve(event, None, context))
         else:
             started = time.perf_counter()
             seen: list[FhirRequest] = []
-            result = self._resolve(event, seen, context)
+            result = self._bounded(self._resolve(event, seen, context))
             # One audit record per request, whatever its outcome (DESIGN.md §5; fhirflow.authz.audit).
             self.audit.record(seen[0] if seen else None, int(result.get("statusCode", 500)), started)
         if self.cors_origins:
@@ -193,9 +202,30 @@ class Application:
             return self.request_timeout
         return max(0.5, min(self.request_timeout, float(remaining()) / 1000 - 1.0))
 
+    def _bounded(self, result: dict[str, Any]) -> dict[str, Any]:
+        """Lambda refuses to return more than its payload limit, and API Gateway then answers 502
+        with nothing to say why: answer what is wrong instead (the work is done; only the answer
+        cannot travel this way)."""
+        limit = self.max_response_bytes
+        if limit is None or len(result.get("body") or "") < limit // 2:  # JSON escaping at most doubles it
+            return result
+        size = len(orjson.dumps(result))
+        if size <= limit:
+            return result
+        return _error_event(
+            PayloadTooLarge(
+                f"The answer would be {size} bytes, over the {limit} this server can return. Ask for less: a "
+                "smaller _count, _elements or _summary, fewer _include, or (a Binary) its data through a "
+                "smaller resource",
+            ),
+            pretty=False,
+        )
+
     def _resolve(self, event: Mapping[str, Any], seen: list[FhirRequest] | None, context: object) -> dict[str, Any]:
         try:
             request = request_from_event(event, base_url=self.base_url)
+            if self.max_body_bytes is not None and len(request.body) > self.max_body_bytes:
+                raise PayloadTooLarge(f"The body is {len(request.body)} bytes; the limit here is {self.max_body_bytes}")
         except FhirError as error:
             return _error_event(error, pretty=False)
         if seen is not None:

@@ -226,11 +226,21 @@ def build_ledger(settings: Settings) -> EventLedger:
     return SqliteEventLedger(sqlite_database(settings))
 
 
-def build_dependencies(settings: Settings | None = None) -> Dependencies:
+def build_cursors(settings: Settings) -> CursorSigner:
+    """The paging-cursor signer: its key from Secrets Manager in AWS (fetched on first use, once
+    per process), else the setting, else a key file in the data directory."""
     from fhirflow.cursor import CursorSigner
 
+    if settings.cursor_secret_arn and not settings.cursor_secret:
+        from fhirflow.adapters.aws.secrets import SecretsManagerSecret
+
+        return CursorSigner(SecretsManagerSecret(settings.cursor_secret_arn, region=settings.aws_region).read)
+    return CursorSigner.from_secret_or_file(settings.cursor_secret, settings.data_dir / "cursor.key")
+
+
+def build_dependencies(settings: Settings | None = None) -> Dependencies:
     settings = settings or Settings.from_env()
-    cursors = CursorSigner.from_secret_or_file(settings.cursor_secret, settings.data_dir / "cursor.key")
+    cursors = build_cursors(settings)
     deps = Dependencies(settings=settings, store=build_store(settings), cursors=cursors)
     from fhirflow.authz.build import build_audit, build_auth
 

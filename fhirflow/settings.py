@@ -37,6 +37,10 @@ class Settings:
     """The time budget of one read (GET, ``_search``): past it the request answers 503 ``too-costly``
     instead of holding its worker (fhirflow.budget); 0 turns it off. In Lambda the function's
     remaining time caps it."""
+    max_response_bytes: int = 0
+    """The most a service's answer may weigh as its Lambda returns it (the JSON of the proxy result;
+    the CDK stack sets Lambda's 6 MB); a larger one is a 413 OperationOutcome instead of API
+    Gateway's 502. 0: no limit (the embedded mode streams any size)."""
     update_create: bool = True
     """Allow PUT to create a resource with a client-chosen id (http.html#upsert)."""
     conditional_delete_max: int = 1
@@ -51,6 +55,10 @@ class Settings:
     transaction_direct_max_items: int = 100
     """DynamoDB: a transaction whose changes fit this many TransactWriteItems items (a head per
     resource, a version per change; at most 100) commits in one call, without the workflow."""
+    transaction_sync_max_items: int = 2000
+    """AWS: the most TransactWriteItems items (about two per entry) a synchronous multi-batch
+    transaction may need; larger ones are refused with 413 before anything is written and must be
+    sent with ``Prefer: respond-async``, as they would not finish within API Gateway's 29 s."""
     transaction_max_concurrency: int = 10
     """DynamoDB: batches a multi-batch transaction writes at once (the workflow's Map concurrency)."""
     transaction_timeout_seconds: int = 300
@@ -64,6 +72,9 @@ class Settings:
     """The Standard state machine behind ``Prefer: respond-async`` (set by the CDK stack)."""
     cursor_secret: str | None = None
     """HMAC key for paging cursors; the embedded mode keeps a generated one in the data dir."""
+    cursor_secret_arn: str | None = None
+    """AWS: the Secrets Manager secret holding the cursor key (set by the CDK stack), read once per
+    Lambda container and kept in memory; never put the key itself in the environment."""
     dynamodb_table: str = "fhirflow"
     """Heads and versions (docs/dynamodb.md)."""
     dynamodb_ledger_table: str = "fhirflow-ledger"
@@ -152,6 +163,7 @@ class Settings:
             cors_origins=parse_origins(os.environ.get("FHIRFLOW_CORS_ORIGINS", "")),
             max_body_bytes=_int("FHIRFLOW_MAX_BODY_BYTES", 16 * 1024 * 1024),
             request_timeout_seconds=float(os.environ.get("FHIRFLOW_REQUEST_TIMEOUT") or 10.0),
+            max_response_bytes=_int("FHIRFLOW_MAX_RESPONSE_BYTES", 0),
             update_create=_flag("FHIRFLOW_UPDATE_CREATE", True),
             conditional_delete_max=max(1, _int("FHIRFLOW_CONDITIONAL_DELETE_MAX", 1)),
             history_default_count=_int("FHIRFLOW_HISTORY_DEFAULT_COUNT", 50),
@@ -159,12 +171,14 @@ class Settings:
             max_bundle_entries=_int("FHIRFLOW_MAX_BUNDLE_ENTRIES", 10_000),
             transaction_batch_items=_int("FHIRFLOW_TRANSACTION_BATCH_ITEMS", 25),
             transaction_direct_max_items=_int("FHIRFLOW_TRANSACTION_DIRECT_MAX_ITEMS", 100),
+            transaction_sync_max_items=_int("FHIRFLOW_TRANSACTION_SYNC_MAX_ITEMS", 2000),
             transaction_max_concurrency=_int("FHIRFLOW_TRANSACTION_MAX_CONCURRENCY", 10),
             transaction_timeout_seconds=_int("FHIRFLOW_TRANSACTION_TIMEOUT_SECONDS", 300),
             transaction_apply_grace_seconds=_int("FHIRFLOW_TRANSACTION_APPLY_GRACE_SECONDS", 30),
             transaction_state_machine=os.environ.get("FHIRFLOW_TRANSACTION_STATE_MACHINE") or None,
             transaction_async_state_machine=os.environ.get("FHIRFLOW_TRANSACTION_ASYNC_STATE_MACHINE") or None,
             cursor_secret=os.environ.get("FHIRFLOW_CURSOR_SECRET") or None,
+            cursor_secret_arn=os.environ.get("FHIRFLOW_CURSOR_SECRET_ARN") or None,
             dynamodb_table=os.environ.get("FHIRFLOW_DYNAMODB_TABLE", "fhirflow"),
             dynamodb_ledger_table=os.environ.get("FHIRFLOW_DYNAMODB_LEDGER_TABLE", "fhirflow-ledger"),
             dynamodb_endpoint=os.environ.get("FHIRFLOW_DYNAMODB_ENDPOINT") or None,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_apigateway as apigateway
@@ -63,6 +64,18 @@ _AUTHORIZED_IN_SERVICE = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class Throttle:
+    """The stage's default method throttling (token bucket: steady requests per second and burst),
+    for every caller together; with API keys, the usage plan applies the same per key."""
+
+    rate_limit: float = 100
+    burst_limit: int = 200
+
+
+DEFAULT_THROTTLE = Throttle()
+
+
 def operation_outcome_template(code: str) -> str:
     """An OperationOutcome whose diagnostics is API Gateway's message (``messageString`` is JSON-quoted)."""
     outcome = json.dumps(
@@ -97,6 +110,8 @@ class FhirApi(Construct):
         stage_name: str = "fhir",
         log_retention: logs.RetentionDays = logs.RetentionDays.ONE_YEAR,
         cors_origins: Sequence[str] = (),
+        throttle: Throttle = Throttle(),
+        api_keys: bool = False,
     ) -> None:
         super().__init__(scope, construct_id)
         missing = sorted({r.service for r in routes} - set(functions))
@@ -120,6 +135,9 @@ class FhirApi(Construct):
             cloud_watch_role_removal_policy=RemovalPolicy.RETAIN,
             deploy_options=apigateway.StageOptions(
                 stage_name=stage_name,
+                # No caller may take the account's Lambda concurrency and DynamoDB capacity from all others.
+                throttling_rate_limit=throttle.rate_limit,
+                throttling_burst_limit=throttle.burst_limit,
                 tracing_enabled=True,
                 metrics_enabled=True,
                 logging_level=apigateway.MethodLoggingLevel.ERROR,
@@ -137,10 +155,14 @@ class FhirApi(Construct):
         self.methods: dict[tuple[str, str], apigateway.Method] = {}
         for route in routes:
             resource = self._resource(route.segments)
-            method = resource.add_method(route.method, integrations[route.service])
+            method = resource.add_method(route.method, integrations[route.service], api_key_required=api_keys)
             for rule in ("AwsSolutions-APIG4", "AwsSolutions-COG4"):
                 acknowledge(method, rule, _AUTHORIZED_IN_SERVICE)
             self.methods[(route.method, route.pattern)] = method
+        self._preflights_answer_text()
+        self.api_key: apigateway.IApiKey | None = None
+        if api_keys:
+            self._usage_plan(throttle)
         for response_type, status, code in _GATEWAY_RESPONSES:
             self.rest_api.add_gateway_response(
                 f"{response_type.response_type}",
@@ -150,6 +172,29 @@ class FhirApi(Construct):
                 templates={"application/json": operation_outcome_template(code)},
             )
         self._acknowledge()
+
+    def _usage_plan(self, throttle: Throttle) -> None:
+        """API keys (``x-api-key``) on every route but the preflights, one usage plan with the
+        stage's throttle per key, and a first key (its value is in the console, or
+        ``aws apigateway get-api-key --include-value``). Keys identify client applications; they
+        are not authorization, which stays with the bearer token."""
+        plan = self.rest_api.add_usage_plan(
+            "UsagePlan",
+            description="fhirflow clients: per-key throttling",
+            throttle=apigateway.ThrottleSettings(rate_limit=throttle.rate_limit, burst_limit=throttle.burst_limit),
+            api_stages=[apigateway.UsagePlanPerApiStage(api=self.rest_api, stage=self.rest_api.deployment_stage)],
+        )
+        self.api_key = self.rest_api.add_api_key("ApiKey", description="fhirflow: the first client application")
+        plan.add_api_key(self.api_key)
+
+    def _preflights_answer_text(self) -> None:
+        """The preflights' mock integrations answer from a text mapping template; with binary media
+        types ``*/*`` API Gateway would treat that answer as binary and fail the preflight with 500
+        unless the integration converts it to text (CorsOptions offers no way to say so)."""
+        for method in self.rest_api.methods:
+            cfn = method.node.default_child
+            if method.http_method == "OPTIONS" and isinstance(cfn, apigateway.CfnMethod):
+                cfn.add_property_override("Integration.ContentHandling", "CONVERT_TO_TEXT")
 
     def _resource(self, segments: Sequence[str]) -> apigateway.IResource:
         resource: apigateway.IResource = self.rest_api.root

@@ -8,10 +8,12 @@ are allowed here, each limited to its use.
 
 from __future__ import annotations
 
-from aws_cdk import Aws, RemovalPolicy, Stack
+from aws_cdk import ArnFormat, Aws, RemovalPolicy, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from constructs import Construct
+
+from fhirflow_infra.monitoring import alarm_topic_name
 
 _ENCRYPT_DECRYPT = ["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"]
 
@@ -44,13 +46,18 @@ class DataKey(Construct):
                 },
             )
         )
-        # CloudWatch alarms publish to the encrypted alarm topic (the statement the SNS guide gives; the
-        # topic's policy names the publishers). EventBridge's access for the queues it feeds is added by
-        # the SqsQueue targets, limited to this account.
+        # CloudWatch alarms publish to the encrypted alarm topic (the statement the SNS guide gives),
+        # for that topic only: SNS asks KMS with the topic's ARN as encryption context. EventBridge's
+        # access for the queues it feeds is added by the SqsQueue targets, limited to this account.
+        stack = Stack.of(self)
+        alarm_topic = stack.format_arn(
+            service="sns", resource=alarm_topic_name(stack), arn_format=ArnFormat.NO_RESOURCE_NAME
+        )
         self.key.add_to_resource_policy(
             iam.PolicyStatement(
                 principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
                 actions=["kms:Decrypt", "kms:GenerateDataKey*"],
                 resources=["*"],
+                conditions={"StringEquals": {"kms:EncryptionContext:aws:sns:topicArn": alarm_topic}},
             )
         )

@@ -33,6 +33,8 @@ WIRED_BY_STACK = frozenset(
         "opensearch_service",
         "index_on_write",
         "cursor_secret",
+        "cursor_secret_arn",
+        "max_response_bytes",
         "aws_region",
         "transaction_state_machine",
         "transaction_async_state_machine",

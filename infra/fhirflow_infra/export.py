@@ -29,9 +29,9 @@ from constructs import Construct
 
 from fhirflow.adapters.aws.dynamodb_export_jobs import JOB_PREFIX
 from fhirflow_export import limits
-from fhirflow_infra.compliance import acknowledge, acknowledge_grant_wildcards, arn_reference
+from fhirflow_infra.compliance import acknowledge_grant_wildcards, arn_reference
 from fhirflow_infra.events import dead_letter_queue, encrypted_queue
-from fhirflow_infra.function import FhirFunction
+from fhirflow_infra.function import INVOKED_BY_QUEUE, FhirFunction
 from fhirflow_infra.packaging import ServicePackage
 from fhirflow_infra.storage import KMS_GRANT_ACTIONS, S3_READ_ACTIONS, S3_WRITE_ACTIONS, ObjectBuckets, ResourceTables
 
@@ -75,11 +75,6 @@ class BulkExport(Construct):
             visibility_timeout=Duration.seconds(limits.VISIBILITY_TIMEOUT_SECONDS),
             dead_letter_queue=sqs.DeadLetterQueue(max_receive_count=limits.MAX_RECEIVES, queue=self.dead_letter_queue),
         )
-        acknowledge(
-            self.dead_letter_queue,
-            "AwsSolutions-SQS3",
-            "This queue is a dead-letter queue: where export work goes after its last delivery.",
-        )
         self.worker = FhirFunction(
             self,
             "Worker",
@@ -92,6 +87,7 @@ class BulkExport(Construct):
             memory_size=2048,
             timeout=Duration.seconds(limits.WORKER_TIMEOUT_SECONDS),
             reserved_concurrency=reserved_concurrency,
+            invoked_by=INVOKED_BY_QUEUE,
         )
         self.worker.function.add_event_source(
             sources.SqsEventSource(self.queue, batch_size=1, report_batch_item_failures=True)
@@ -104,7 +100,7 @@ class BulkExport(Construct):
         self.queue.grant_send_messages(api_function.function)
         buckets.exports.grant_read(api_function.function)
         buckets.exports.grant_delete(api_function.function)
-        self._acknowledge_exports(api_function, S3_READ_ACTIONS + S3_WRITE_ACTIONS)
+        self._acknowledge_exports(api_function, (*S3_READ_ACTIONS, "s3:DeleteObject*"))
         # The worker: reads resources (a Group's members; bodies offloaded to the blob bucket), writes
         # files and jobs, and queues its own continuation.
         tables.grant_resources_read(self.worker)
@@ -113,7 +109,7 @@ class BulkExport(Construct):
         self.queue.grant_send_messages(self.worker.function)
         buckets.exports.grant_put(self.worker.function)
         buckets.exports.grant_delete(self.worker.function)
-        self._acknowledge_exports(self.worker, (*S3_WRITE_ACTIONS, "s3:PutObject*", *KMS_GRANT_ACTIONS))
+        self._acknowledge_exports(self.worker, (*S3_WRITE_ACTIONS, *KMS_GRANT_ACTIONS))
 
     def _grant_jobs(self, function: FhirFunction, key: kms.IKey) -> None:
         function.role.add_to_principal_policy(

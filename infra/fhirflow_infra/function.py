@@ -25,6 +25,30 @@ ARCHITECTURE = lambda_.Architecture.ARM_64
 METRICS_NAMESPACE = "fhirflow"
 API_TIMEOUT = Duration.seconds(28)
 """Inside API Gateway's 29 s integration limit."""
+LAMBDA_PAYLOAD_BYTES = 6 * 1024 * 1024
+"""A synchronous invocation's request and response payloads (the event, the proxy result)."""
+EVENT_OVERHEAD_BYTES = 256 * 1024
+"""What an API Gateway proxy event carries besides the body (headers twice, context): generous."""
+MAX_REQUEST_BODY_BYTES = (LAMBDA_PAYLOAD_BYTES - EVENT_OVERHEAD_BYTES) * 3 // 4
+"""The largest body that reaches a Lambda: every body arrives base64-encoded (binary media types
+``*/*``), a third larger. About 4.3 MiB, well below API Gateway's 10 MB."""
+INVOKED_BY_API = (
+    "Invoked synchronously by API Gateway's Lambda proxy integration: a failure is the caller's response "
+    "(a 5xx), there is no event to keep."
+)
+INVOKED_BY_STEP_FUNCTIONS = (
+    "Invoked synchronously by the transaction state machines' tasks: a failure is the task's error, "
+    "which the workflow retries or catches and rolls back; there is no event to keep."
+)
+INVOKED_BY_STREAM = (
+    "Invoked by a DynamoDB stream event source mapping, which retries and then sends the failed batch's "
+    "description to its on-failure destination (a KMS-encrypted SQS queue); a function DLQ never applies."
+)
+INVOKED_BY_QUEUE = (
+    "Invoked by an SQS event source mapping: failed messages return to the queue and, after its last "
+    "delivery, to the queue's redrive dead-letter queue; a function DLQ never applies."
+)
+"""Why each kind of fhirflow Lambda needs no dead-letter queue of its own (HIPAA.Security-LambdaDLQ)."""
 
 
 class FhirFunction(Construct):
@@ -42,6 +66,7 @@ class FhirFunction(Construct):
         memory_size: int = 1024,
         timeout: Duration = API_TIMEOUT,
         reserved_concurrency: int | None = None,
+        invoked_by: str = INVOKED_BY_API,
         log_retention: logs.RetentionDays = logs.RetentionDays.ONE_YEAR,
     ) -> None:
         super().__init__(scope, construct_id)
@@ -105,12 +130,7 @@ class FhirFunction(Construct):
             "Python 3.12 is the runtime fhirflow targets (DESIGN.md §7) and builds its dependencies layer for; "
             "moving to a newer runtime is a deliberate change of both.",
         )
-        acknowledge(
-            self.function,
-            "HIPAA.Security-LambdaDLQ",
-            "fhirflow invokes no Lambda asynchronously: API functions answer API Gateway synchronously and "
-            "stream consumers have an on-failure destination on their event source mapping instead.",
-        )
+        acknowledge(self.function, "HIPAA.Security-LambdaDLQ", invoked_by)
         acknowledge(
             self.function,
             "HIPAA.Security-LambdaInsideVPC",

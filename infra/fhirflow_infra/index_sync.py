@@ -23,7 +23,7 @@ from constructs import Construct
 from fhirflow.adapters.aws import items
 from fhirflow_infra.compliance import acknowledge
 from fhirflow_infra.events import dead_letter_queue
-from fhirflow_infra.function import FhirFunction
+from fhirflow_infra.function import INVOKED_BY_STREAM, FhirFunction
 from fhirflow_infra.packaging import ServicePackage
 from fhirflow_infra.storage import ObjectBuckets, ResourceTables
 
@@ -71,6 +71,7 @@ class IndexSync(Construct):
             memory_size=512,
             timeout=Duration.seconds(60),
             reserved_concurrency=reserved_concurrency,
+            invoked_by=INVOKED_BY_STREAM,
         )
         self.function = self.handler.function
         self.dead_letter_queue = dead_letter_queue(self, "DeadLetters", key=key)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from aws_cdk import Duration
+from aws_cdk import Duration, Stack
 from aws_cdk import aws_apigateway as apigateway
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as actions
@@ -22,6 +22,11 @@ API_5XX_THRESHOLD = 5
 """Server errors per period before the alarm fires (a 503 for DynamoDB throttling is one)."""
 
 
+def alarm_topic_name(stack: Stack) -> str:
+    """The alarm topic's name: one per stack (topics are deleted with their stack)."""
+    return f"{stack.stack_name}-alarms"
+
+
 class Alarms(Construct):
     def __init__(
         self,
@@ -36,7 +41,15 @@ class Alarms(Construct):
         email: str | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
-        self.topic = sns.Topic(self, "Topic", display_name="fhirflow alarms", master_key=key, enforce_ssl=True)
+        self.topic = sns.Topic(
+            self,
+            "Topic",
+            # Named, so the data key's policy can name it without a dependency cycle (encryption.py).
+            topic_name=alarm_topic_name(Stack.of(self)),
+            display_name="fhirflow alarms",
+            master_key=key,
+            enforce_ssl=True,
+        )
         if email:
             self.topic.add_subscription(subscriptions.EmailSubscription(email))
         self.alarms: dict[str, cloudwatch.Alarm] = {}

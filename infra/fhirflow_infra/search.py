@@ -32,7 +32,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from aws_cdk import RemovalPolicy, Stack
+from aws_cdk import Aws, Fn, RemovalPolicy, Stack
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
@@ -65,9 +65,14 @@ class DomainCapacity:
 
 
 def domain_name(scope: Construct) -> str:
-    """A name fixed by the construct's path (the resource policy needs the domain's ARN before the
-    domain exists): lowercase, starting with a letter, 28 characters at most."""
-    return "fhirflow-" + hashlib.sha256(scope.node.path.encode()).hexdigest()[:16]
+    """The domain's name, known before the domain exists (the resource policy names the domain's
+    ARN) yet unique to each stack that creates it: the construct path's hash and the first group of
+    the stack id's UUID, ``fhirflow-<8 hex>-<8 hex>`` (lowercase, a letter first, 26 characters of
+    the 28 allowed). A domain retained by a deleted stack keeps its name; the stack created again
+    has a new id and creates its domain beside it instead of failing on the name."""
+    path = hashlib.sha256(scope.node.path.encode()).hexdigest()[:8]
+    uuid = Fn.split("/", Aws.STACK_ID, 3)[2]
+    return Fn.join("-", ["fhirflow", path, Fn.select(0, Fn.split("-", uuid, 5))])
 
 
 class SearchDomain(Construct):

@@ -31,13 +31,20 @@ from constructs import Construct
 
 from fhirflow.routes import ROUTES
 from fhirflow.settings import Settings
-from fhirflow_infra.api import FhirApi
+from fhirflow_infra.api import DEFAULT_THROTTLE, FhirApi, Throttle
 from fhirflow_infra.compliance import acknowledge
 from fhirflow_infra.encryption import DataKey
 from fhirflow_infra.environment import LAMBDA_DATA_DIR, check_deployable, lambda_environment
 from fhirflow_infra.events import ChangeEvents
 from fhirflow_infra.export import BulkExport
-from fhirflow_infra.function import API_TIMEOUT, ARCHITECTURE, RUNTIME, FhirFunction
+from fhirflow_infra.function import (
+    API_TIMEOUT,
+    ARCHITECTURE,
+    LAMBDA_PAYLOAD_BYTES,
+    MAX_REQUEST_BODY_BYTES,
+    RUNTIME,
+    FhirFunction,
+)
 from fhirflow_infra.index_sync import IndexSync
 from fhirflow_infra.monitoring import Alarms
 from fhirflow_infra.packaging import ServicePackage, require_layer, service_packages
@@ -68,6 +75,10 @@ API_SERVICES: dict[str, ApiService] = {
 
 SEARCHING_SERVICES = ("crud", "bundle", "search")
 """API services that run searches on the index (conditional interactions and references too)."""
+STREAM_CONCURRENCY = 10
+"""index-sync's reserved concurrency by default (context ``fhirflow:streamConcurrency``; 0: none)."""
+SEARCHING_STEPS = ("prepare",)
+"""Transaction workflow steps that run a bundle's entries, and so its searches."""
 
 
 class FhirflowStack(Stack):
@@ -81,6 +92,9 @@ class FhirflowStack(Stack):
         layer_dir: Path,
         alarm_email: str | None = None,
         reserved_concurrency: int | None = None,
+        stream_concurrency: int | None = STREAM_CONCURRENCY,
+        throttle: Throttle = DEFAULT_THROTTLE,
+        api_keys: bool = False,
         removal_policy: RemovalPolicy = RemovalPolicy.RETAIN,
         **stack_props: Any,
     ) -> None:
@@ -110,8 +124,12 @@ class FhirflowStack(Stack):
             index_on_write=False,
             search_index="opensearch",
             opensearch_url=self.search.endpoint_url,
-            # Resolved by CloudFormation at deploy time into the KMS-encrypted environment.
-            cursor_secret=self.cursor_key.secret_value.unsafe_unwrap(),
+            # Lambda's payload limits, not the embedded defaults: a 413 OperationOutcome from the
+            # service instead of API Gateway's 502 (fhirflow_infra.function).
+            max_body_bytes=min(settings.max_body_bytes, MAX_REQUEST_BODY_BYTES),
+            max_response_bytes=LAMBDA_PAYLOAD_BYTES,
+            # The secret's ARN only: each function reads the key itself, once per container.
+            cursor_secret_arn=self.cursor_key.secret_arn,
         )
         environment = lambda_environment(self.settings)
         self.code = lambda_.Code.from_asset(str(code_dir))
@@ -171,7 +189,9 @@ class FhirflowStack(Stack):
             tables=self.tables,
             buckets=self.buckets,
             bus=self.change_events.bus,
-            reserved_concurrency=reserved_concurrency,
+            # Reserved even when the others are not: API bursts cannot starve indexing (search lag),
+            # and a stream backlog cannot take the API's concurrency.
+            reserved_concurrency=reserved_concurrency or stream_concurrency or None,
         )
         self.search.grant_index_write(self.index_sync.handler)
         # Runtime SearchParameters (docs/dynamodb.md, "Search parameters"): index-sync records them;
@@ -180,9 +200,15 @@ class FhirflowStack(Stack):
         self.tables.grant_search_params(self.api_functions["search"], reindex=True)
         self.search.grant_reindex(self.api_functions["search"])
         # Everything that runs searches: search; crud and bundle (conditional interactions and
-        # references resolve by search; bundles run search entries); the export worker (it pages
-        # through each type by search).
-        for searcher in (*(self.api_functions[s] for s in SEARCHING_SERVICES), self.export.worker):
+        # references resolve by search; bundles run search entries); the transaction workflow's
+        # Prepare step (it runs a ``Prefer: respond-async`` bundle, searches included); the export
+        # worker (it pages through each type by search).
+        searchers = (
+            *(self.api_functions[s] for s in SEARCHING_SERVICES),
+            *(self.transactions.functions[s] for s in SEARCHING_STEPS),
+            self.export.worker,
+        )
+        for searcher in searchers:
             self.search.grant_search(searcher)
         self.api = FhirApi(
             self,
@@ -190,6 +216,8 @@ class FhirflowStack(Stack):
             functions={name: f.function for name, f in self.api_functions.items()},
             key=self.data_key,
             cors_origins=settings.cors_origins,
+            throttle=throttle,
+            api_keys=api_keys,
         )
         self.alarms = Alarms(
             self,
@@ -210,7 +238,18 @@ class FhirflowStack(Stack):
             api=self.api.rest_api,
             email=alarm_email,
         )
+        for function in self.functions():
+            self.cursor_key.grant_read(function.role)
         self._outputs()
+
+    def functions(self) -> list[FhirFunction]:
+        """Every Lambda of the stack (each reads the settings, the cursor key among them)."""
+        return [
+            *self.api_functions.values(),
+            *self.transactions.functions.values(),
+            self.export.worker,
+            self.index_sync.handler,
+        ]
 
     def _api_function(
         self, package: ServicePackage, service: ApiService, environment: dict[str, str], reserved: int | None
@@ -245,8 +284,8 @@ class FhirflowStack(Stack):
             generate_secret_string=secretsmanager.SecretStringGenerator(password_length=64, exclude_punctuation=True),
         )
         reason = (
-            "The paging-cursor HMAC key is read once, at deploy time, into the functions' KMS-encrypted "
-            "environment; rotating it means redeploying, and only invalidates open paging cursors."
+            "The paging-cursor HMAC key signs only paging cursors, which live minutes; each function reads it "
+            "once per container. Rotating it would only invalidate open paging cursors; no rotation Lambda."
         )
         acknowledge(secret, "HIPAA.Security-SecretsManagerRotationEnabled", reason)
         acknowledge(secret, "AwsSolutions-SMG4", reason)
@@ -266,5 +305,7 @@ class FhirflowStack(Stack):
             "ExportQueueUrl": self.export.queue.queue_url,
             "AlarmTopic": self.alarms.topic.topic_arn,
         }
+        if self.api.api_key is not None:
+            outputs["ApiKeyId"] = self.api.api_key.key_id
         for name, value in outputs.items():
             CfnOutput(self, name, value=value)

@@ -43,6 +43,8 @@ REINDEX_JOB_ACTIONS = ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateI
 S3_READ_ACTIONS = ("s3:GetBucket*", "s3:GetObject*", "s3:List*")
 S3_WRITE_ACTIONS = ("s3:Abort*", "s3:DeleteObject*")
 EXPORT_RETENTION = Duration.days(7)
+BLOB_NONCURRENT_RETENTION = Duration.days(30)
+"""How long a deleted or overwritten blob (resource body, Binary) stays recoverable."""
 
 _ATTRIBUTE_TYPES = {
     "S": dynamodb.AttributeType.STRING,
@@ -315,7 +317,12 @@ class ObjectBuckets(Construct):
             self,
             "Blobs",
             server_access_logs_prefix="blobs/",
-            lifecycle_rules=[abort_uploads],
+            # Versioning keeps what a delete or overwrite replaced, for recovery; without an end,
+            # every staged transaction batch and async request body would be billed forever.
+            lifecycle_rules=[
+                abort_uploads,
+                s3.LifecycleRule(noncurrent_version_expiration=BLOB_NONCURRENT_RETENTION),
+            ],
             **encrypted,
         )
         # Export files are for the client that asked to download (bulk data: "files available until

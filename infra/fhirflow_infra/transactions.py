@@ -5,7 +5,8 @@ Both state machines are built from one Python definition
 task's ``Resource`` substituted by its function's ARN:
 
 - **Express** (``StartSyncExecution``): the bundle service runs an ordinary multi-batch
-  transaction through it and answers within API Gateway's limit;
+  transaction through it and answers within API Gateway's limit (its timeout is
+  ``SYNC_EXECUTION_SECONDS``, inside the bundle Lambda's);
 - **Standard** (``StartExecution``, ``DescribeExecution``): ``Prefer: respond-async``; its
   executions are looked up by the status endpoint.
 
@@ -33,11 +34,12 @@ from aws_cdk import aws_scheduler_targets as scheduler_targets
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
+from fhirflow.adapters.aws.stepfunctions import SYNC_EXECUTION_SECONDS
 from fhirflow.settings import Settings
 from fhirflow_bundle.transaction.definition import TASKS, transaction_workflow
 from fhirflow_infra.compliance import acknowledge
 from fhirflow_infra.environment import env_name
-from fhirflow_infra.function import FhirFunction
+from fhirflow_infra.function import INVOKED_BY_STEP_FUNCTIONS, FhirFunction
 from fhirflow_infra.packaging import ServicePackage
 from fhirflow_infra.storage import ObjectBuckets, ResourceTables
 
@@ -51,6 +53,11 @@ _STEP_MEMORY = {"prepare": 2048}
 STAGING_RETENTION = Duration.days(2)
 """Prepared batches are deleted when their transaction ends; a crashed one's are expired by S3."""
 ASYNC_RETENTION = Duration.days(7)
+SWEEPER_INVOCATION = (
+    "Invoked asynchronously by EventBridge Scheduler every minute, with no retries: a failed sweep leaves "
+    "its transactions due, and the next run sweeps them, so a dead-letter queue would only collect "
+    "duplicates of that work; failures raise the function's error alarm."
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,12 +107,20 @@ class Transactions(Construct):
                 memory_size=_STEP_MEMORY.get(name, 1024),
                 timeout=_STEP_TIMEOUTS.get(name, Duration.minutes(1 if name != "sweep" else 5)),
                 reserved_concurrency=reserved_concurrency,
+                invoked_by=SWEEPER_INVOCATION if name == "sweep" else INVOKED_BY_STEP_FUNCTIONS,
             )
+            if name == "sweep":
+                # EventBridge Scheduler invokes asynchronously: no Lambda retries of a sweep (the
+                # next minute's run does the same work), and a stale event is dropped.
+                function.function.configure_async_invoke(retry_attempts=0, max_event_age=SWEEP_INTERVAL)
             tables.grant_resources_read_write(function)
             buckets.grant_blobs_read_write(function)
             self.functions[name] = function
-        buckets.blobs.add_lifecycle_rule(prefix="transactions/", expiration=STAGING_RETENTION)
-        buckets.blobs.add_lifecycle_rule(prefix="async/", expiration=ASYNC_RETENTION)
+        # Their objects are scratch: once deleted or expired, no older version is worth keeping.
+        for prefix, retention in (("transactions/", STAGING_RETENTION), ("async/", ASYNC_RETENTION)):
+            buckets.blobs.add_lifecycle_rule(
+                prefix=prefix, expiration=retention, noncurrent_version_expiration=Duration.days(1)
+            )
 
         # An EventBridge Scheduler schedule: a missed run is harmless, the next one sweeps the same.
         self.sweep_role = iam.Role(
@@ -141,7 +156,9 @@ class Transactions(Construct):
             retention=logs.RetentionDays.ONE_YEAR,
             removal_policy=RemovalPolicy.RETAIN,
         )
-        timeout = min(settings.transaction_timeout_seconds, EXPRESS_LIMIT_SECONDS)
+        # The Express machine only runs synchronous transactions: it must end (TIMED_OUT at worst)
+        # while the bundle Lambda that waits for it can still decide the outcome and answer.
+        timeout = min(settings.transaction_timeout_seconds, SYNC_EXECUTION_SECONDS, EXPRESS_LIMIT_SECONDS)
         self.express = self._state_machine("Express", sfn.StateMachineType.EXPRESS, settings, timeout)
         self.standard = self._state_machine(
             "Standard", sfn.StateMachineType.STANDARD, settings, settings.transaction_timeout_seconds

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.infra.conftest import Synthesized, make_layer_placeholder, without_aws_credentials
+from tests.infra.conftest import Synthesized, cdk_context, make_layer_placeholder, without_aws_credentials
 
 PACKS = ("HIPAA.Security-", "AwsSolutions-")
 
@@ -72,3 +73,48 @@ def test_a_stack_without_authorization_is_refused(tmp_path: Path) -> None:
             code_dir=tmp_path,
             layer_dir=make_layer_placeholder(tmp_path),
         )
+
+
+def test_every_acknowledgment_answers_a_finding(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An acknowledgment no rule needs is stale (its reason describes something that is not
+    there): synthesize with the acknowledgments recorded but not made, and match each to a
+    finding of its rule on its construct or below."""
+    from aws_cdk import App, Validations
+
+    from fhirflow_infra.application import build
+
+    made: list[tuple[str, str]] = []
+    original = Validations.of
+
+    class Recorder:
+        def __init__(self, scope: Any) -> None:
+            self.scope = scope
+            self.inner = original(scope)
+
+        def acknowledge(self, *acknowledgments: Any) -> None:
+            made.extend((self.scope.node.path, a.id) for a in acknowledgments)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.inner, name)
+
+    monkeypatch.setattr(Validations, "of", staticmethod(Recorder))
+    outdir = tmp_path / "cdk.out"
+    with without_aws_credentials():
+        app = App(context=cdk_context(**{"fhirflow:alarmEmail": "ops@example.org"}), outdir=str(outdir))
+        build(app, code_dir=tmp_path / "code", layer_dir=make_layer_placeholder(tmp_path))
+        with pytest.raises(RuntimeError, match="ValidationFailed"):
+            app.synth()
+    report = json.loads((outdir / "validation-report.json").read_text())
+    findings = {
+        (violating["constructPath"], violation["ruleName"])
+        for plugin in report["pluginReports"]
+        for violation in plugin["violations"]
+        for violating in violation["violatingConstructs"]
+    }
+    assert made, "the stack acknowledges findings"
+    stale = [
+        (path, rule)
+        for path, rule in made
+        if not any(rule == found and (where == path or where.startswith(f"{path}/")) for where, found in findings)
+    ]
+    assert stale == []

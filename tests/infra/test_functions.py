@@ -77,14 +77,38 @@ def test_every_function_is_arm64_python312_traced_with_json_logs(synthesized: Sy
         assert props["Environment"]["Variables"]["POWERTOOLS_TRACER_CAPTURE_RESPONSE"] == "false", name
 
 
-def test_the_code_asset_holds_each_handler_and_no_bytecode(synthesized: Synthesized) -> None:
+def test_the_code_asset_holds_each_handler(synthesized: Synthesized) -> None:
     for function in _functions(synthesized).values():
         module, _, attribute = function["Properties"]["Handler"].rpartition(".")
         assert (synthesized.code_dir / (module.replace(".", "/") + ".py")).is_file()
         assert callable(getattr(importlib.import_module(module), attribute))
     assert (synthesized.code_dir / "fhirflow" / "routes.py").is_file()
     assert (synthesized.code_dir / "fhirflow_contracts" / "__init__.py").is_file()
-    assert not list(synthesized.code_dir.rglob("__pycache__"))
+
+
+def test_the_code_asset_ships_python_3_12_bytecode_that_needs_no_source_check(synthesized: Synthesized) -> None:
+    """Lambda's /var/task is read-only: bytecode not shipped is compiled again on every cold start.
+    It must be 3.12's (the runtime's magic number) and unchecked-hash (PEP 552), as the asset's
+    zip does not keep the modification times a timestamp-checked .pyc compares."""
+    import subprocess
+
+    from fhirflow_infra.packaging import BYTECODE_TAG, python312
+
+    magic = bytes.fromhex(
+        subprocess.run(
+            [python312(), "-c", "import importlib.util; print(importlib.util.MAGIC_NUMBER.hex())"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    )
+    sources = list(synthesized.code_dir.rglob("*.py"))
+    assert len(sources) > 100
+    for source in sources:
+        compiled = source.parent / "__pycache__" / f"{source.stem}.{BYTECODE_TAG}.pyc"
+        header = compiled.read_bytes()[:8]
+        assert header[:4] == magic, compiled
+        assert int.from_bytes(header[4:8], "little") == 0b01, compiled  # hash-based, source not checked
 
 
 def test_the_environment_wires_the_stacks_resources(synthesized: Synthesized) -> None:
@@ -101,10 +125,10 @@ def test_the_environment_wires_the_stacks_resources(synthesized: Synthesized) ->
         assert env["FHIRFLOW_AUTH_ISSUER"] == "https://idp.example.org/realms/fhir"
         assert "FHIRFLOW_AUTH_DEV_ISSUER" not in env
         assert "AWS_REGION" not in env, "Lambda sets it"
-        # The cursor key is a dynamic reference that CloudFormation resolves, never a literal.
-        cursor = str(env["FHIRFLOW_CURSOR_SECRET"])
-        assert "{{resolve:secretsmanager:" in cursor
-        assert synthesized.logical_id(stack.cursor_key) in cursor
+        # The cursor key stays in Secrets Manager: the environment names the secret, never its value.
+        assert "FHIRFLOW_CURSOR_SECRET" not in env
+        assert env["FHIRFLOW_CURSOR_SECRET_ARN"] == {"Ref": synthesized.logical_id(stack.cursor_key)}
+        assert "resolve:secretsmanager" not in str(env)
 
 
 def _writes(statements: list[dict[str, Any]], logical_id: str) -> dict[str, set[str]]:
@@ -184,3 +208,75 @@ def test_lambda_roles_have_no_managed_policies(synthesized: Synthesized) -> None
     ]
     assert len(lambda_roles) == len(_functions(synthesized))
     assert all(not role.get("ManagedPolicyArns") for role in lambda_roles)
+
+
+def _dlq_reason(resource: dict[str, Any]) -> str:
+    rules = resource.get("Metadata", {}).get("cdk_nag", {}).get("rules_to_suppress", [])
+    [reason] = [rule["reason"] for rule in rules if rule["id"] == "HIPAA.Security-LambdaDLQ"]
+    return str(reason)
+
+
+def test_each_function_says_truly_why_it_needs_no_dead_letter_queue(synthesized: Synthesized) -> None:
+    """HIPAA.Security-LambdaDLQ is acknowledged per function with how that function is invoked,
+    and a function that is invoked asynchronously (the sweeper, by EventBridge Scheduler) is
+    configured for it: no Lambda retries, stale events dropped."""
+    functions = synthesized.resources("AWS::Lambda::Function")
+    scheduled = {
+        s["Properties"]["Target"]["Arn"]["Fn::GetAtt"][0]
+        for s in synthesized.resources("AWS::Scheduler::Schedule").values()
+    }
+    mapped = {
+        m["Properties"]["FunctionName"]["Ref"]: m["Properties"]
+        for m in synthesized.resources("AWS::Lambda::EventSourceMapping").values()
+    }
+    async_configs = {
+        c["Properties"]["FunctionName"]["Ref"]: c["Properties"]
+        for c in synthesized.resources("AWS::Lambda::EventInvokeConfig").values()
+    }
+    stack = synthesized.stack
+    api = {synthesized.logical_id(f.function) for f in stack.api_functions.values()}
+    steps = {synthesized.logical_id(f.function) for n, f in stack.transactions.functions.items() if n != "sweep"}
+    assert scheduled, "the sweeper runs on a schedule"
+    for logical_id, function in functions.items():
+        reason = _dlq_reason(function)
+        if logical_id in scheduled:
+            assert "asynchronously by EventBridge Scheduler" in reason, logical_id
+            assert async_configs[logical_id]["MaximumRetryAttempts"] == 0
+        elif logical_id in mapped:
+            source = "DynamoDB stream" if "StartingPosition" in mapped[logical_id] else "SQS"
+            assert f"{source} event source mapping" in reason, logical_id
+        elif logical_id in api:
+            assert "API Gateway" in reason, logical_id
+        elif logical_id in steps:
+            assert "state machine" in reason, logical_id
+        assert "no Lambda asynchronously" not in reason, logical_id
+
+
+def test_every_function_may_read_the_cursor_key_and_its_environment_holds_no_secret(
+    synthesized: Synthesized,
+) -> None:
+    stack = synthesized.stack
+    secret = {"Ref": synthesized.logical_id(stack.cursor_key)}
+    functions = _functions(synthesized)
+    assert len(stack.functions()) == len(functions)
+    for function in stack.functions():
+        statements = _policy_of(synthesized, function)
+        reads = [s for s in statements if secret == s["Resource"] or secret in list(s["Resource"])]
+        assert any("secretsmanager:GetSecretValue" in s["Action"] for s in reads), function.node.path
+        env = functions[synthesized.logical_id(function.function)]["Properties"]["Environment"]["Variables"]
+        assert "FHIRFLOW_CURSOR_SECRET" not in env
+        assert env["FHIRFLOW_CURSOR_SECRET_ARN"] == secret
+
+
+def test_every_function_knows_lambdas_real_payload_limits(synthesized: Synthesized) -> None:
+    """Bodies arrive base64-encoded, so the largest that reaches a Lambda is three quarters of its
+    6 MB payload (less the event around it); answers may not exceed 6 MB. The services answer 413
+    OperationOutcomes at those limits rather than letting Lambda and API Gateway fail (502)."""
+    from fhirflow_infra.function import LAMBDA_PAYLOAD_BYTES, MAX_REQUEST_BODY_BYTES
+
+    assert LAMBDA_PAYLOAD_BYTES == 6 * 1024 * 1024
+    assert MAX_REQUEST_BODY_BYTES * 4 / 3 < LAMBDA_PAYLOAD_BYTES - 128 * 1024
+    for logical_id, function in _functions(synthesized).items():
+        env = function["Properties"]["Environment"]["Variables"]
+        assert int(env["FHIRFLOW_MAX_BODY_BYTES"]) == MAX_REQUEST_BODY_BYTES, logical_id
+        assert int(env["FHIRFLOW_MAX_RESPONSE_BYTES"]) == LAMBDA_PAYLOAD_BYTES, logical_id

@@ -58,3 +58,21 @@ def test_every_alarm_notifies_the_encrypted_topic(synthesized: Synthesized) -> N
     assert all(a["AlarmActions"] == [{"Ref": topic_id}] for a in alarms)
     _, subscription = synthesized.only("AWS::SNS::Subscription")
     assert subscription["Properties"]["Endpoint"] == "ops@example.org"
+
+
+def test_cloudwatch_may_use_the_data_key_for_the_alarm_topic_only(synthesized: Synthesized) -> None:
+    """CloudWatch publishes alarms to the encrypted topic; the key policy lets it use the key for
+    that one topic (SNS's encryption context), not for anything the key protects."""
+    key = synthesized.template["Resources"][synthesized.logical_id(synthesized.stack.data_key)]
+    [statement] = [
+        s
+        for s in key["Properties"]["KeyPolicy"]["Statement"]
+        if s.get("Principal", {}).get("Service") == "cloudwatch.amazonaws.com"
+    ]
+    topic_id = synthesized.logical_id(synthesized.stack.alarms.topic)
+    topic = synthesized.template["Resources"][topic_id]["Properties"]
+    condition = statement["Condition"]["StringEquals"]["kms:EncryptionContext:aws:sns:topicArn"]
+    parts = condition["Fn::Join"][1]
+    assert parts[-1].endswith(f":{topic['TopicName']}")
+    assert {"Ref": "AWS::AccountId"} in parts
+    assert {"Ref": "AWS::Region"} in parts

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,51 @@ def test_the_layer_holds_the_runtime_dependencies_and_not_the_embedded_ones() ->
     import build_layer
 
     names = {build_layer.requirement_name(r) for r in build_layer.requirements()}
-    assert {"pydantic", "orjson", "aws-lambda-powertools", "joserfc", "fhirpathpy", "aws-xray-sdk"} <= names
+    assert {"pydantic", "orjson", "aws-lambda-powertools", "joserfc", "fhirpathpy"} <= names
     # index-sync and search on OpenSearch: opensearch-py, and boto3 for the SigV4 credentials
     assert {"opensearch-py", "boto3"} <= names
     assert not names & build_layer.EMBEDDED_ONLY
+    assert not names & build_layer.NEVER_IMPORTED
+
+
+def _imported_modules() -> set[str]:
+    """The top-level modules the code asset's packages import (anywhere, lazily too)."""
+    import ast
+
+    from fhirflow_infra.packaging import package_sources
+
+    found: set[str] = set()
+    for package in package_sources():
+        for source in package.rglob("*.py"):
+            for node in ast.walk(ast.parse(source.read_text())):
+                if isinstance(node, ast.Import):
+                    found.update(alias.name.split(".")[0] for alias in node.names)
+                elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                    found.add(node.module.split(".")[0])
+    return found
+
+
+def test_every_requirement_of_the_layer_is_imported_by_the_code() -> None:
+    import build_layer
+
+    imported = _imported_modules()
+    for requirement in build_layer.requirements():
+        name = build_layer.requirement_name(requirement)
+        module = build_layer.IMPORT_NAMES.get(name, name.replace("-", "_"))
+        assert module in imported, f"{name} is in the layer but no Lambda imports {module}"
+    for name in build_layer.NEVER_IMPORTED:
+        assert build_layer.IMPORT_NAMES.get(name, name.replace("-", "_")) not in imported, name
+
+
+def test_the_layer_is_built_from_a_lock_of_exact_versions() -> None:
+    import build_layer
+
+    pins = build_layer.locked()
+    names = [pin.split("==")[0] for pin in pins]
+    assert all(re.fullmatch(r"[a-z0-9][a-z0-9._-]*==[0-9][A-Za-z0-9.+-]*", pin) for pin in pins), pins
+    assert len(set(names)) == len(names)
+    wanted = {build_layer.requirement_name(r) for r in build_layer.requirements()}
+    assert wanted <= set(names), "every requirement is pinned (run infra/build_layer.py --lock)"
+    assert not set(names) & (build_layer.NEVER_IMPORTED | build_layer.EMBEDDED_ONLY)
+    # What each pin requires is pinned too: the layer installs with --no-deps.
+    assert {"pydantic-core", "botocore", "urllib3", "cryptography"} <= set(names)

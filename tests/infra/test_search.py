@@ -4,6 +4,7 @@ index, on exactly the paths they use. And no role may scan the resource table or
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from tests.infra.conftest import Synthesized
@@ -33,9 +34,39 @@ def _role(synthesized: Synthesized, function: Any) -> str:
     return str(synthesized.stack.get_logical_id(function.role.node.default_child))
 
 
+STACK_ID = "arn:aws:cloudformation:us-east-1:123456789012:stack/fhirflow/8f3a9c10-5d2e-11ef-9b1a-0a1b2c3d4e5f"
+_PSEUDO = {"AWS::StackId": STACK_ID, "AWS::Region": "us-east-1", "AWS::AccountId": "123456789012"}
+
+
+def evaluate(value: Any, stack_id: str = STACK_ID) -> Any:
+    """A template expression as CloudFormation would resolve it in a stack with this id (other
+    resources' attributes stay as ``<LogicalId.Attribute>``)."""
+    if isinstance(value, list):
+        return [evaluate(v, stack_id) for v in value]
+    if not isinstance(value, dict):
+        return value
+    if len(value) == 1:
+        [(function, argument)] = value.items()
+        if function == "Ref":
+            return {**_PSEUDO, "AWS::Partition": "aws", "AWS::StackId": stack_id}.get(argument, f"<{argument}>")
+        if function == "Fn::GetAtt":
+            return f"<{argument[0]}.{argument[1]}>"
+        if function == "Fn::Join":
+            return str(argument[0]).join(evaluate(argument[1], stack_id))
+        if function == "Fn::Split":
+            return str(evaluate(argument[1], stack_id)).split(argument[0])
+        if function == "Fn::Select":
+            return evaluate(argument[1], stack_id)[int(argument[0])]
+    return {k: evaluate(v, stack_id) for k, v in value.items()}
+
+
+def _domain_name(synthesized: Synthesized, stack_id: str = STACK_ID) -> str:
+    return str(evaluate(synthesized.stack.resolve(synthesized.stack.search.domain_name), stack_id))
+
+
 def _path(resource: Any, domain_name: str) -> str:
     """The path under the domain that a resource-policy statement names (``index/_bulk``)."""
-    name, _, path = str(resource["Fn::Join"][1][-1]).split(":domain/")[1].partition("/")
+    name, _, path = str(evaluate(resource)).split(":domain/")[1].partition("/")
     assert name == domain_name
     return path
 
@@ -66,9 +97,9 @@ def test_error_and_slow_logs_go_to_log_groups_encrypted_with_the_data_key(synthe
         assert group["RetentionInDays"] >= 365
     # OpenSearch may write them (for this domain only), without a custom-resource Lambda.
     _, policy = synthesized.only("AWS::Logs::ResourcePolicy")
-    document = str(policy["Properties"]["PolicyDocument"])
+    document = str(evaluate(policy["Properties"]["PolicyDocument"]))
     assert "es.amazonaws.com" in document
-    assert f":domain/{synthesized.stack.search.domain_name}" in document
+    assert f":domain/{_domain_name(synthesized)}" in document
 
 
 def test_the_resource_policy_names_only_the_writer_and_the_searchers(synthesized: Synthesized) -> None:
@@ -76,13 +107,14 @@ def test_the_resource_policy_names_only_the_writer_and_the_searchers(synthesized
     index_sync = _role(synthesized, stack.index_sync.handler)
     searchers = {_role(synthesized, stack.api_functions[name]) for name in ("crud", "search", "bundle")}
     searchers.add(_role(synthesized, stack.export.worker))
+    searchers.add(_role(synthesized, stack.transactions.functions["prepare"]))
     search_role = _role(synthesized, stack.api_functions["search"])
     granted: dict[str, set[tuple[str, str]]] = {}
     for statement in _domain(synthesized)["AccessPolicies"]["Statement"]:
         assert statement["Effect"] == "Allow"
         principal = statement["Principal"]["AWS"]["Fn::GetAtt"][0]  # a role of this stack, never "*"
         for action in _actions(statement):
-            granted.setdefault(principal, set()).add((action, _path(statement["Resource"], stack.search.domain_name)))
+            granted.setdefault(principal, set()).add((action, _path(statement["Resource"], _domain_name(synthesized))))
     index = stack.search.index
     assert granted.pop(index_sync) == {
         ("es:ESHttpHead", index),
@@ -117,7 +149,12 @@ def test_only_the_writer_and_the_searchers_have_opensearch_http_permissions(synt
         },
         **{
             _role(synthesized, searcher): {("es:ESHttpPost", f"/{index}/_search")}
-            for searcher in (stack.api_functions["crud"], stack.api_functions["bundle"], stack.export.worker)
+            for searcher in (
+                stack.api_functions["crud"],
+                stack.api_functions["bundle"],
+                stack.transactions.functions["prepare"],
+                stack.export.worker,
+            )
         },
         # search also runs $reindex steps, which rewrite documents in bulk
         _role(synthesized, stack.api_functions["search"]): {
@@ -157,3 +194,35 @@ def test_no_role_may_scan_a_table(synthesized: Synthesized) -> None:
         actions = {action for statement in statements for action in _actions(statement)}
         assert "dynamodb:Scan" not in actions, role
         assert "dynamodb:*" not in actions, role
+
+
+def test_an_opensearch_request_gives_up_well_inside_every_callers_timeout(synthesized: Synthesized) -> None:
+    """The client's worst case for one request (each attempt waits the full timeout) leaves the
+    Lambda time for a search plan's second request and for answering: 503, never Lambda's timeout."""
+    from fhirflow.adapters.opensearch.client import opensearch_client
+
+    transport = opensearch_client("http://127.0.0.1:9").transport  # builds only; nothing is sent
+    attempts = 1 + transport.max_retries
+    worst = transport.get_connection().timeout * attempts
+    functions = synthesized.resources("AWS::Lambda::Function")
+    for statements_role, statements in _identity_statements(synthesized).items():
+        if not any(a.startswith("es:") for s in statements for a in _actions(s)):
+            continue
+        [timeout] = [
+            f["Properties"]["Timeout"]
+            for f in functions.values()
+            if f["Properties"]["Role"]["Fn::GetAtt"][0] == statements_role
+        ]
+        assert 2 * worst < timeout, (statements_role, worst, timeout)
+
+
+def test_a_stack_created_again_names_its_domain_anew(synthesized: Synthesized) -> None:
+    """The domain is retained when its stack is deleted: the stack created again (a new stack id)
+    must not ask for the retained domain's name, and an update (the same id) must keep it."""
+    name = _domain_name(synthesized)
+    again = _domain_name(synthesized, STACK_ID.replace("8f3a9c10", "0c4e7b21"))
+    assert name != again
+    assert name == _domain_name(synthesized)
+    for candidate in (name, again):
+        assert re.fullmatch(r"[a-z][a-z0-9-]{2,27}", candidate), candidate  # OpenSearch's rule for names
+    assert evaluate(_domain(synthesized)["DomainName"]) == name

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from fhirflow.adapters.aws.stepfunctions import SYNC_EXECUTION_SECONDS, SYNC_READ_TIMEOUT_SECONDS
 from fhirflow.settings import Settings
 from fhirflow_bundle.transaction.definition import TASKS, transaction_workflow
 from fhirflow_infra.transactions import EXPRESS_LIMIT_SECONDS, SWEEP_INTERVAL, step_handlers
@@ -45,7 +46,7 @@ def test_an_express_and_a_standard_machine_run_the_generated_definition(synthesi
     assert sorted(machines) == ["EXPRESS", "STANDARD"]
     functions = synthesized.resources("AWS::Lambda::Function")
     for kind, timeout in (
-        ("EXPRESS", min(settings.transaction_timeout_seconds, EXPRESS_LIMIT_SECONDS)),
+        ("EXPRESS", min(settings.transaction_timeout_seconds, SYNC_EXECUTION_SECONDS)),
         ("STANDARD", settings.transaction_timeout_seconds),
     ):
         machine = machines[kind]
@@ -129,3 +130,46 @@ def test_staged_batches_and_async_answers_expire(synthesized: Synthesized) -> No
     rules = {r.get("Prefix"): r for r in bucket["Properties"]["LifecycleConfiguration"]["Rules"]}
     assert rules["transactions/"]["ExpirationInDays"] <= 7
     assert rules["async/"]["ExpirationInDays"] <= 30
+
+
+def test_no_blob_version_is_kept_forever(synthesized: Synthesized) -> None:
+    """The blobs bucket is versioned: what a delete or overwrite replaced expires too, soon for the
+    scratch prefixes (staged batches, async request bodies), after the recovery window elsewhere."""
+    bucket = synthesized.template["Resources"][synthesized.logical_id(synthesized.stack.buckets.blobs)]
+    assert bucket["Properties"]["VersioningConfiguration"]["Status"] == "Enabled"
+    rules = bucket["Properties"]["LifecycleConfiguration"]["Rules"]
+    everywhere = [r for r in rules if "Prefix" not in r and r["Status"] == "Enabled"]
+    assert any(r.get("NoncurrentVersionExpiration", {}).get("NoncurrentDays", 0) > 0 for r in everywhere)
+    by_prefix = {r.get("Prefix"): r for r in rules}
+    for prefix in ("transactions/", "async/"):
+        assert by_prefix[prefix]["NoncurrentVersionExpiration"]["NoncurrentDays"] <= 1
+
+
+def test_the_prepare_step_may_search_the_index(synthesized: Synthesized) -> None:
+    """Prepare runs a ``Prefer: respond-async`` bundle: its conditional references and search
+    entries are searches, which the domain refuses to a role it does not name."""
+    stack = synthesized.stack
+    prepare = stack.transactions.functions["prepare"]
+    role = stack.get_logical_id(prepare.role.node.default_child)
+    domain = synthesized.logical_id(stack.search.domain)
+    search_path = f"/{stack.search.index}/_search"
+    searched = {"Fn::Join": ["", [{"Fn::GetAtt": [domain, "Arn"]}, search_path]]}
+    assert "es:ESHttpPost" in _actions(_policy_statements(synthesized, {"Ref": role}), searched)
+    policy = synthesized.template["Resources"][domain]["Properties"]["AccessPolicies"]["Statement"]
+    assert any(
+        s["Principal"]["AWS"] == {"Fn::GetAtt": [role, "Arn"]} and search_path in json.dumps(s["Resource"])
+        for s in policy
+    )
+
+
+def test_a_synchronous_transaction_ends_inside_its_callers_time(synthesized: Synthesized) -> None:
+    """The Express execution times out before StartSyncExecution's read does, and that before the
+    bundle Lambda and API Gateway's 29 s: the bundle service always learns how the execution ended
+    and has time left to decide the outcome, so no client gets a 5xx for a transaction that commits."""
+    stack = synthesized.stack
+    express = _machines(synthesized)["EXPRESS"]
+    machine_timeout = json.loads(express["DefinitionString"])["TimeoutSeconds"]
+    bundle = synthesized.template["Resources"][synthesized.logical_id(stack.api_functions["bundle"].function)]
+    lambda_timeout = bundle["Properties"]["Timeout"]
+    assert machine_timeout + 3 <= SYNC_READ_TIMEOUT_SECONDS
+    assert SYNC_READ_TIMEOUT_SECONDS + 3 <= lambda_timeout < 29

@@ -28,6 +28,7 @@ from fhirflow.adapters.aws.dynamodb_store import DynamoDbResourceStore
 from fhirflow.adapters.aws.dynamodb_streams import DynamoDbStreamReader
 from fhirflow.adapters.aws.dynamodb_transactions import DONE, DynamoDbTransactions
 from fhirflow.adapters.memory import InMemoryEventLedger, InMemoryEventPublisher, InMemorySearchIndex
+from fhirflow.errors import ServiceUnavailable
 from fhirflow.local.gateway import LambdaContext
 from fhirflow.ports import Change, ResourceVersion, WorkflowResult
 from fhirflow.runtime import Dependencies, build_dependencies
@@ -484,3 +485,71 @@ def test_serve_on_dynamodb_runs_large_transactions_in_process(dynamodb_local, tm
     finally:
         for name in (table, f"{table}-ledger"):
             client.delete_table(TableName=name)
+
+
+# -- the synchronous budget (Step Functions behind API Gateway) -------------------------------------
+
+
+class LostStart:
+    """StartSyncExecution whose answer never arrives (a dropped connection): the execution did
+    start, and runs on after the caller has given up on it."""
+
+    def __init__(self, inner: LocalWorkflowExecutor) -> None:
+        self.inner = inner
+        self.payloads: list[dict[str, Any]] = []
+
+    def run(self, payload: dict[str, Any]) -> WorkflowResult:
+        self.payloads.append(payload)
+        raise ServiceUnavailable("The transaction workflow is unreachable; retry shortly")
+
+    def start(self, name: str, payload: dict[str, Any]) -> None:
+        self.inner.start(name, payload)
+
+    def describe(self, name: str) -> WorkflowResult | None:
+        return self.inner.describe(name)
+
+
+def test_a_client_told_a_transaction_failed_never_sees_it_commit(world: World) -> None:
+    committer = world.parts.committer
+    assert isinstance(committer, ProtocolCommitter)
+    recording = committer.executor
+    assert isinstance(recording, Recording)
+    lost = LostStart(recording.inner)
+    committer.executor = lost
+    reply = world.post(bundle(*creates("lost-start", 60)))
+    assert reply.status == 503, reply.body[:300]
+    assert "nothing was written" in reply.json()["issue"][0]["diagnostics"]
+    # The execution the client gave up on runs to its end: it must not commit.
+    [payload] = lost.payloads
+    late = recording.inner.run(payload)
+    assert late.output["status"] == "aborted"
+    assert not world.get("/_history").json().get("entry")
+
+
+def test_a_transaction_too_large_to_finish_in_time_is_refused_before_writing(shared_tables, tmp_path, tenant) -> None:
+    world = make_world(settings_for(shared_tables, tmp_path, transaction_sync_max_items=150), tenant)
+    committer = world.parts.committer
+    assert isinstance(committer, ProtocolCommitter)
+    committer.sync_max_items = 150  # what build_parts sets where Step Functions runs the workflow
+    reply = world.post(bundle(*creates("big", 80)))  # 160 items
+    assert reply.status == 413, reply.body[:300]
+    issue = reply.json()["issue"][0]
+    assert "Prefer: respond-async" in issue["diagnostics"]
+    assert issue["expression"] == ["Bundle.entry"]
+    assert world.executor.runs == []
+    assert not world.get("/_history").json().get("entry")
+    # The same bundle asynchronously is accepted.
+    accepted = world.post(bundle(*creates("big", 80)), prefer="respond-async")
+    assert accepted.status == 202
+
+
+def test_only_step_functions_imposes_the_synchronous_budget(shared_tables, tmp_path, tenant) -> None:
+    local = make_world(settings_for(shared_tables, tmp_path), tenant).parts.committer
+    assert isinstance(local, ProtocolCommitter)
+    assert local.sync_max_items is None
+    machine = "arn:aws:states:us-east-1:123456789012:stateMachine:Express"
+    settings = settings_for(shared_tables, tmp_path, transaction_state_machine=machine, transaction_sync_max_items=7)
+    deps = build_dependencies(settings)
+    remote = build_parts(deps, prepare_app_factory(deps)).committer
+    assert isinstance(remote, ProtocolCommitter)
+    assert remote.sync_max_items == 7

@@ -44,12 +44,24 @@ RETRYABLE_CODES = frozenset(
 )
 
 
-def client(service: str, *, endpoint_url: str | None = None, region: str | None = None) -> Any:
-    """A boto3 client; ``endpoint_url`` points it at DynamoDB Local or another stand-in."""
+def single_attempt(*, read_timeout: float, connect_timeout: float = 3) -> Config:
+    """For a call that must not run twice (it starts work that is not idempotent): no SDK
+    retries at all, and a read timeout longer than the work may last, so that the answer, not
+    a timeout, says how it ended."""
+    return _CONFIG.merge(
+        Config(retries={"total_max_attempts": 1}, read_timeout=read_timeout, connect_timeout=connect_timeout)
+    )
+
+
+def client(
+    service: str, *, endpoint_url: str | None = None, region: str | None = None, config: Config | None = None
+) -> Any:
+    """A boto3 client; ``endpoint_url`` points it at DynamoDB Local or another stand-in; ``config``
+    replaces the project's timeouts and retries (:func:`single_attempt`)."""
     if endpoint_url and not region:
         region = "us-east-1"  # local stand-ins ignore the region, but the SDK needs one
     factory: Any = boto3.client  # typed per service name in the stubs; the callers name the service
-    return factory(service, endpoint_url=endpoint_url, region_name=region, config=_CONFIG)
+    return factory(service, endpoint_url=endpoint_url, region_name=region, config=config or _CONFIG)
 
 
 def error_code(exc: ClientError) -> str:

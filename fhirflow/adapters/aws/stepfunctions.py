@@ -4,6 +4,14 @@ Two state machines are deployed from the one definition (infra/fhirflow_infra/tr
 Express one that the bundle service runs synchronously (``StartSyncExecution``, inside API
 Gateway's time limit) and a Standard one for ``Prefer: respond-async``, started by name and
 described by the status endpoint (Express executions cannot be described).
+
+A synchronous run must fit API Gateway's 29 s and the bundle Lambda's own timeout, and must never
+leave the client with an error while its transaction commits afterwards. So ``StartSyncExecution``
+is sent once (no SDK retry could start a second execution of the same transaction), named by the
+transaction id, with a read timeout longer than the Express machine's own ``TimeoutSeconds``
+(:data:`SYNC_EXECUTION_SECONDS`, which the stack writes into the machine): the answer, not a
+timeout, says how the execution ended, and the caller still has time to decide the outcome
+(``ProtocolCommitter.settle``).
 """
 
 from __future__ import annotations
@@ -15,6 +23,12 @@ from fhirflow.adapters.aws import clients
 from fhirflow.ports import WorkflowResult
 
 _STATUSES = ("RUNNING", "SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
+SYNC_EXECUTION_SECONDS = 18
+"""The Express machine's ``TimeoutSeconds``: what a synchronous transaction may spend in the
+workflow, leaving the bundle Lambda (28 s) time to read and prepare the bundle before it and to
+decide and answer after it."""
+SYNC_READ_TIMEOUT_SECONDS = SYNC_EXECUTION_SECONDS + 4
+"""Longer than any execution may last: ``StartSyncExecution`` answers (TIMED_OUT at worst) first."""
 
 
 class StepFunctionsWorkflowExecutor:
@@ -24,18 +38,23 @@ class StepFunctionsWorkflowExecutor:
         async_state_machine: str | None,
         *,
         client: Any = None,
+        sync_client: Any = None,
         region: str | None = None,
     ) -> None:
         self.sync_state_machine = sync_state_machine
         self.async_state_machine = async_state_machine
+        # Starting a Standard execution by name is idempotent, so that client keeps the SDK's retries.
         self.client = client or clients.client("stepfunctions", region=region)
+        self.sync_client = sync_client or client or sync_execution_client(region)
 
     def run(self, payload: dict[str, Any]) -> WorkflowResult:
         if not self.sync_state_machine:
             raise RuntimeError("no Express state machine is configured (FHIRFLOW_TRANSACTION_STATE_MACHINE)")
         with clients.translated("The transaction workflow"):
-            reply = self.client.start_sync_execution(
-                stateMachineArn=self.sync_state_machine, input=json.dumps(payload, separators=(",", ":"))
+            reply = self.sync_client.start_sync_execution(
+                stateMachineArn=self.sync_state_machine,
+                name=execution_name(payload),
+                input=json.dumps(payload, separators=(",", ":")),
             )
         return _result(reply)
 
@@ -57,6 +76,21 @@ class StepFunctionsWorkflowExecutor:
         except self.client.exceptions.ExecutionDoesNotExist:
             return None
         return _result(reply)
+
+
+def sync_execution_client(region: str | None) -> Any:
+    """The client for ``StartSyncExecution``: one attempt, and it outwaits the execution."""
+    return clients.client(
+        "stepfunctions", region=region, config=clients.single_attempt(read_timeout=SYNC_READ_TIMEOUT_SECONDS)
+    )
+
+
+def execution_name(payload: dict[str, Any]) -> str:
+    """The transaction id: one execution per transaction, and its logs name the transaction."""
+    tx_id = payload.get("txId")
+    if not isinstance(tx_id, str) or not tx_id:
+        raise ValueError("a synchronous workflow run needs the transaction id (txId)")
+    return tx_id
 
 
 def execution_arn(state_machine_arn: str, name: str) -> str:

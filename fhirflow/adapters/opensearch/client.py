@@ -23,10 +23,13 @@ from fhirflow.settings import Settings
 
 AUTH_MODES = ("sigv4", "none")
 SERVICES = ("es", "aoss")
-TIMEOUT_SECONDS = 10
-"""Per request; a bulk of a stream batch or a search page finishes well within it."""
-MAX_RETRIES = 2
-"""opensearch-py retries connection failures and timeouts on another node (not 4xx/5xx answers)."""
+TIMEOUT_SECONDS = 6
+"""Per attempt; a bulk of a stream batch (5 MiB at most) or a search page finishes well within it.
+The worst case of one request, ``TIMEOUT_SECONDS * (1 + MAX_RETRIES)``, must leave an API
+Lambda (28 s) time for a search plan's second request and a 503: tests/infra checks it."""
+MAX_RETRIES = 1
+"""opensearch-py retries connection failures on another node (not 4xx/5xx answers, and not
+timeouts: a search that timed out once would most likely time out again, on the caller's time)."""
 
 
 def opensearch_client(
@@ -48,7 +51,7 @@ def opensearch_client(
         "verify_certs": True,
         "timeout": timeout,
         "max_retries": MAX_RETRIES,
-        "retry_on_timeout": True,
+        "retry_on_timeout": False,
         "http_compress": True,  # bulk bodies are JSON: they shrink several times
     }
     if mode == "sigv4":

@@ -65,6 +65,10 @@ class SearchResult:
     includes_truncated: bool = False  # include_limit stopped the includes short
 
 
+INDEX_NOT_FOUND = "index_not_found_exception"
+"""OpenSearch's error type for a request naming an index that does not exist."""
+
+
 def too_costly(parameter: str, limit: int) -> BadRequest:
     message = (
         f"'{parameter}' matches more than {limit} resources; this server runs chained and reverse-chained "
@@ -354,7 +358,16 @@ class OpenSearchSearchIndex:
         return self._search(body)
 
     def _search(self, body: dict[str, Any]) -> dict[str, Any]:
-        response: dict[str, Any] = self._call(self.client.search, index=self.index, body=body)
+        """One ``POST /<index>/_search``. Before index-sync's first write has created the index
+        (a fresh stack), there is nothing to find: the answer is an empty one, not an error."""
+        from opensearchpy.exceptions import NotFoundError
+
+        try:
+            response: dict[str, Any] = self._call(self.client.search, index=self.index, body=body)
+        except NotFoundError as exc:
+            if exc.error != INDEX_NOT_FOUND:
+                raise
+            return {"hits": {"total": {"value": 0, "relation": "eq"}, "hits": []}}
         return response
 
     def _lookup(self, lookup: Lookup, keys: dict[str, list[str]]) -> list[str]:

@@ -27,6 +27,10 @@ class SearchSettings:
     """Resources ``_include``/``_revinclude`` may add to one page; beyond, a warning says so."""
     include_depth: int = 3
     """Rounds of ``:iterate`` after the first."""
+    page_max_bytes: int = 3 * 1024 * 1024
+    """The matches of one page weigh at most this (their stored JSON), whatever ``_count`` says:
+    a page of large resources ends early, with a ``next`` link (search.html#count: the server may
+    return fewer). It keeps a page inside Lambda's 6 MB answer, with room for JSON escaping."""
 
     @classmethod
     def from_env(cls) -> SearchSettings:
@@ -39,4 +43,5 @@ class SearchSettings:
             default_total=_TOTALS[total],
             max_includes=_int("FHIRFLOW_SEARCH_MAX_INCLUDES", 1000),
             include_depth=_int("FHIRFLOW_SEARCH_INCLUDE_DEPTH", 3),
+            page_max_bytes=_int("FHIRFLOW_SEARCH_PAGE_MAX_BYTES", 3 * 1024 * 1024),
         )

@@ -221,6 +221,7 @@ class SearchService:
             after = position.values if position is not None and position.forward else None
             before = position.values if position is not None and not position.forward else None
             page = self.engine.page(scope, query, PageRequest(plan.count, after=after, before=before))
+            page = bounded(page, self.settings.page_max_bytes, forward=before is None)
         included: list[Hit] = []
         if page.hits and (query.includes or query.revincludes):
             found = self.engine.include(
@@ -289,3 +290,20 @@ class StoredTerminology:
                 f"(url|version) or as {resource_type}/[id]"
             )
         return found[0] if found else None
+
+
+def bounded(page: Page, max_bytes: int, *, forward: bool) -> Page:
+    """``page`` with no more matches than weigh ``max_bytes`` (at least one), keeping those nearest
+    the cursor: the first ones of a forward page, the last ones of a backward one. What is left out
+    follows in the paging direction (``more``), so the links lead to it."""
+    hits = page.hits if forward else page.hits[::-1]
+    kept: list[Hit] = []
+    weight = 0
+    for hit in hits:
+        weight += len(hit.body)
+        if kept and weight > max_bytes:
+            break
+        kept.append(hit)
+    if len(kept) == len(hits):
+        return page
+    return Page(kept if forward else kept[::-1], more=True)

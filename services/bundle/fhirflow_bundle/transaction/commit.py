@@ -15,7 +15,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from fhirflow.errors import Conflict, FhirError, ServiceUnavailable
+from fhirflow.errors import Conflict, FhirError, PayloadTooLarge, ServiceUnavailable
 from fhirflow.ports import Change, ClaimTaken, ResourceStore, VersionConflict, WorkflowExecutor, WorkflowResult
 
 if TYPE_CHECKING:
@@ -51,18 +51,37 @@ class ProtocolCommitter:
         executor: WorkflowExecutor,
         *,
         direct_max_items: int = DIRECT_MAX_ITEMS,
+        sync_max_items: int | None = None,
     ) -> None:
         self.store = store
         self.transactions = transactions
         self.executor = executor
         self.direct_max_items = min(direct_max_items, DIRECT_MAX_ITEMS)
+        self.sync_max_items = sync_max_items
+        """Where the workflow runs under a deadline (Step Functions behind API Gateway): the most
+        items a synchronous transaction may need; None: no limit (the in-process runner)."""
 
     def commit(self, changes: Sequence[Change], *, labels: Sequence[str] = ()) -> None:
-        if transaction_items(changes) <= self.direct_max_items:
+        needed = transaction_items(changes)
+        if needed <= self.direct_max_items:
             self.store.commit(changes)
             return
+        if self.sync_max_items is not None and needed > self.sync_max_items:
+            # Refused before anything is written: a transaction that cannot finish in time would
+            # leave the client a timeout while it commits (or not) afterwards.
+            raise PayloadTooLarge(
+                f"This transaction needs {needed} writes, more than the {self.sync_max_items} a synchronous "
+                "transaction may make here; nothing was written. Send it again with the header "
+                "'Prefer: respond-async' (http://hl7.org/fhir/R4/async.html) and poll for its answer.",
+                expression="Bundle.entry",
+            )
         prepared = self.transactions.prepare(changes, request_id=changes[0].request_id)
-        result = self.executor.run(prepared.workflow_input())
+        try:
+            result = self.executor.run(prepared.workflow_input())
+        except Exception as exc:  # whatever the start did, settle decides the outcome
+            # The execution may or may not have started (a lost connection, a throttled or failed
+            # start): decide it now, so that a transaction this client is told failed never commits.
+            result = WorkflowResult("FAILED", error=type(exc).__name__, cause="the workflow could not be run")
         self.settle(prepared, result)
 
     def settle(self, prepared: PreparedTransaction, result: WorkflowResult) -> None:

@@ -84,8 +84,14 @@ def build_parts(deps: Dependencies, app_factory: AppFactory) -> TransactionParts
     if transactions is None:
         committer = StoreCommitter(deps.store)
     else:
+        # Step Functions runs the workflow behind API Gateway's 29 s: large ones must go async.
+        deadline = settings.transaction_state_machine is not None
         committer = ProtocolCommitter(
-            deps.store, transactions, executor, direct_max_items=settings.transaction_direct_max_items
+            deps.store,
+            transactions,
+            executor,
+            direct_max_items=settings.transaction_direct_max_items,
+            sync_max_items=settings.transaction_sync_max_items if deadline else None,
         )
     return TransactionParts(committer=committer, executor=executor, jobs=steps.jobs, steps=steps)
 
