@@ -142,7 +142,7 @@ def percentile(values: list[float], pct: float) -> float:
 def run(*, quick: bool) -> list[Row]:
     seconds = 10.0 if quick else 30.0
     with tempfile.TemporaryDirectory(prefix="fhirflow-bombs-") as tmp:
-        env = {"FHIRFLOW_REQUEST_TIMEOUT": str(BUDGET_SECONDS)}
+        env = {"FHIRFLOW_REQUEST_TIMEOUT_SECONDS": str(BUDGET_SECONDS)}
         with LocalServer(data_dir=Path(tmp), workers=1, env=env) as server:
             base = server.base_url
             with httpx.Client(base_url=base, headers={"Content-Type": FHIR_JSON}, timeout=120) as http:

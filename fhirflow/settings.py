@@ -162,7 +162,7 @@ class Settings:
             base_url=os.environ.get("FHIRFLOW_BASE_URL") or None,
             cors_origins=parse_origins(os.environ.get("FHIRFLOW_CORS_ORIGINS", "")),
             max_body_bytes=_int("FHIRFLOW_MAX_BODY_BYTES", 16 * 1024 * 1024),
-            request_timeout_seconds=float(os.environ.get("FHIRFLOW_REQUEST_TIMEOUT") or 10.0),
+            request_timeout_seconds=float(os.environ.get("FHIRFLOW_REQUEST_TIMEOUT_SECONDS") or 10.0),
             max_response_bytes=_int("FHIRFLOW_MAX_RESPONSE_BYTES", 0),
             update_create=_flag("FHIRFLOW_UPDATE_CREATE", True),
             conditional_delete_max=max(1, _int("FHIRFLOW_CONDITIONAL_DELETE_MAX", 1)),

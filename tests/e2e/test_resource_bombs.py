@@ -24,7 +24,7 @@ CLIENT_TIMEOUT = 20.0
 @pytest.fixture(scope="module")
 def bomb_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
     data_dir = tmp_path_factory.mktemp("bombs")
-    env = {"FHIRFLOW_REQUEST_TIMEOUT": str(BUDGET_SECONDS)}
+    env = {"FHIRFLOW_REQUEST_TIMEOUT_SECONDS": str(BUDGET_SECONDS)}
     with LocalServer(data_dir=data_dir, workers=1, env=env) as running:
         with httpx.Client(base_url=running.base_url, headers={"Content-Type": FHIR_JSON}, timeout=120) as http:
             load(http)
