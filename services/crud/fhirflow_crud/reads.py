@@ -12,6 +12,7 @@ from fhirflow.http import JSON_TYPES
 from fhirflow.model import FhirRequest, FhirResponse
 from fhirflow.ports import ResourceVersion
 from fhirflow.runtime import Dependencies
+from fhirflow.versioning import MAX_VERSION
 from fhirflow_crud.writes import authorized_type
 
 
@@ -35,8 +36,9 @@ def vread(deps: Dependencies, request: FhirRequest) -> FhirResponse:
     rtype = authorized_type(deps, request, "vread")
     id_ = request.resource_id
     vid = request.path_params.get("vid", "")
-    # Version ids are opaque strings: "01" is not version "1" (http.html#vread).
-    is_ours = vid.isascii() and vid.isdigit() and str(int(vid)) == vid
+    # Version ids are opaque strings: "01" is not version "1" (http.html#vread). Ours count from 1
+    # and fit a signed 64-bit integer (the stores' version columns): a longer number names none.
+    is_ours = vid.isascii() and vid.isdigit() and str(int(vid)) == vid and int(vid) <= MAX_VERSION
     stored = deps.store.version(request.tenant, rtype, id_, int(vid)) if is_ours else None
     if stored is None:
         raise NotFound(f"{rtype}/{id_} has no version '{vid[:20]}'")
