@@ -197,3 +197,23 @@ def test_a_search_with_more_than_1000_values_is_too_costly(
 
     assert_outcome(reply, 400, code="too-costly", expression=named)
     assert time.monotonic() - started < 5
+
+
+def test_bundle_entries_get_the_same_path_checks(client: httpx.Client) -> None:
+    created = create(client, patient(gender="male"))
+    urls = [
+        f"Patient/{created['id']}/_history/9223372036854775808",
+        "Patient/" + "a" * 300,
+        f"Patient/{created['id']}/_history/" + "9" * 300,
+    ]
+    batch = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [{"request": {"method": "GET", "url": u}} for u in urls],
+    }
+
+    reply = client.post("/", json=batch)
+
+    assert reply.status_code == 200, reply.text[:300]
+    statuses = [e["response"]["status"].split()[0] for e in reply.json()["entry"]]
+    assert statuses == ["404", "400", "400"], statuses
