@@ -5,7 +5,7 @@ one is stored cross-site scripting. The rules are the spec's, read as an allow-l
 
 - the value is one well-formed XML element, ``div`` in the XHTML namespace
   (``http://www.w3.org/1999/xhtml``), with balanced tags and no DOCTYPE (so no entity of ours to
-  expand) or processing instruction;
+  expand), processing instruction or CDATA section (an HTML parser reads one differently);
 - every element is in that namespace and is one of txt-1's list (the basic formatting elements of
   HTML 4.0 chapters 7-11 and 15, ``a`` and ``img``): no ``script``, ``iframe``, ``object``,
   ``base``, ``meta``, ``form``, ``link``, ``style`` element, frames and so on;
@@ -153,6 +153,7 @@ def check_div(value: str) -> None:
     parser = expat.ParserCreate(namespace_separator=" ")
     parser.StartDoctypeDeclHandler = checker.doctype
     parser.ProcessingInstructionHandler = checker.instruction
+    parser.StartCdataSectionHandler = checker.cdata
     parser.StartElementHandler = checker.start
     parser.CharacterDataHandler = checker.text
     try:
@@ -176,6 +177,11 @@ class _Checker:
 
     def instruction(self, target: str, _data: str) -> None:
         raise NarrativeError(f"A narrative cannot have a processing instruction (<?{target[:20]}?>)")
+
+    def cdata(self) -> None:
+        # An HTML parser (innerHTML) reads "<![CDATA[" as a comment that ends at the first ">", so
+        # markup that XML sees as text inside the section would be live HTML there.
+        raise NarrativeError("A narrative cannot have a CDATA section: write its text with &lt; and &amp;")
 
     def text(self, data: str) -> None:
         if not self.has_content and data.strip():

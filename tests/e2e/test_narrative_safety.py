@@ -46,6 +46,7 @@ ATTACKS = {
     "plain-text": "hello",
     "doctype": f'<!DOCTYPE div [<!ENTITY x "y">]><div {NS}>&x;</div>',
     "processing-instruction": f'<?xml-stylesheet href="x.xsl"?><div {NS}>x</div>',
+    "cdata": f"<div {NS}><![CDATA[ ><img src=x onerror=alert(1)> ]]></div>",  # live HTML to innerHTML
     "empty": f"<div {NS}>  </div>",  # txt-2
     "html-entity": f"<div {NS}>a&nbsp;b</div>",  # not XML: XHTML here has only XML's five entities
 }
