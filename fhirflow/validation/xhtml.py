@@ -140,6 +140,7 @@ _DATA_IMAGE: Final = re.compile(r"data:image/(?:png|gif|jpeg|jpg|bmp|webp)[;,]",
 _SCHEME: Final = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
 # Browsers drop ASCII tabs and newlines anywhere in a URL, and leading controls and spaces.
 _URL_IGNORED: Final = re.compile(r"[\x00-\x20\x7f]")
+_CSS_COMMENT: Final = re.compile(r"/\*.*?(?:\*/|$)", re.DOTALL)
 _STYLE_FORBIDDEN: Final = ("expression", "javascript:", "vbscript:", "behavior", "-moz-binding", "@import", "\\")
 
 
@@ -216,7 +217,7 @@ def _check_attribute(element: str, key: str, value: str) -> None:
     if key in URL_ATTRIBUTES:
         _check_url(element, key, value)
     elif key == "style":
-        squeezed = "".join(value.split()).lower()
+        squeezed = _CSS_COMMENT.sub("", "".join(value.split()).lower())  # "exp/**/ression" is "expression"
         for word in _STYLE_FORBIDDEN:
             if word in squeezed:
                 raise NarrativeError(f"The style of <{element}> holds '{word}', which can run a script")

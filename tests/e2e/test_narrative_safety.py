@@ -34,6 +34,7 @@ ATTACKS = {
     "link": f'<div {NS}>x<link rel="stylesheet" href="https://evil.example/x.css"/></div>',
     "style-element": f"<div {NS}>x<style>body {{ background: red }}</style></div>",
     "style-expression": f'<div {NS}><p style="width: expression(alert(1))">x</p></div>',
+    "style-comment": f'<div {NS}><p style="width: exp/**/ression(alert(1))">x</p></div>',
     "style-escape": f'<div {NS}><p style="background: url(\\6a avascript:alert(1))">x</p></div>',
     "xlink": f'<div {NS} xmlns:x="http://www.w3.org/1999/xlink"><a x:href="javascript:alert(1)">hi</a></div>',
     "unbalanced": f"<div {NS}><p>hi</div>",
