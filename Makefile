@@ -7,7 +7,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8080
 PYTEST_ARGS ?=
 
-.PHONY: serve test lint typecheck bench setup clean generate layer synth deploy dynamodb-local
+.PHONY: serve test lint typecheck bench setup clean generate layer synth deploy dynamodb-local fuzz
 
 setup: $(STAMP)
 
@@ -25,6 +25,12 @@ serve: $(STAMP)
 
 test: $(STAMP)
 	scripts/in-netns $(PY) -m pytest -n 2 $(PYTEST_ARGS)
+
+# A long fuzz run over HTTP (tests/e2e/fuzz_run.py): counts 5xx answers and stored changes on rejected
+# requests, exit status 1 unless both are 0. FUZZ_REQUESTS=1000 make fuzz for a short one.
+FUZZ_REQUESTS ?= 50000
+fuzz: $(STAMP)
+	scripts/in-netns $(PY) -m tests.e2e.fuzz_run --requests $(FUZZ_REQUESTS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -31,6 +31,7 @@ from fhirflow.errors import (
     outcome_for,
 )
 from fhirflow.model import DEFAULT_TENANT, FhirRequest, FhirResponse
+from fhirflow.pathparams import check_path_params
 
 if TYPE_CHECKING:
     from fhirflow.authz.audit import AuditSink
@@ -74,6 +75,7 @@ def request_from_event(event: Mapping[str, Any], *, base_url: str | None = None)
         raw = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else bytes(body)
     context = event.get("requestContext") or {}
     path_params = dict(event.get("pathParameters") or {})
+    check_path_params(path_params)
     path_tenant = path_params.pop("tenant", None)
     base = base_url or _base_url_from(headers, context)
     if path_tenant:

@@ -13,6 +13,10 @@ def etag(version: int) -> str:
     return f'W/"{version}"'
 
 
+MAX_VERSION = 2**63 - 1
+"""The largest version number a store can hold (SQLite INTEGER, DynamoDB number as we use it)."""
+
+
 def parse_etag(value: str, *, header: str = "If-Match") -> int:
     """``W/"3"`` or ``"3"`` → 3; anything else is a 400 naming the header."""
     text = value.strip()

@@ -10,6 +10,8 @@ import math
 import re
 from collections.abc import Callable
 
+from fhirflow.validation.xhtml import NarrativeError, check_div
+
 Problem = tuple[str, str]
 Checker = Callable[[object], Problem | None]
 
@@ -144,11 +146,13 @@ def _check_boolean(value: object) -> Problem | None:
 
 
 def _check_xhtml(value: object) -> Problem | None:
-    """Narrative.div: the XHTML is not parsed (out of scope); it must be a <div> element (narrative.html)."""
+    """Narrative.div: a <div> in the R4 XHTML subset, with no script (narrative.html, txt-1, txt-2)."""
     if type(value) is not str:
         return ("structure", "Expected a string for an 'xhtml' value")
-    if not value.lstrip().startswith("<div"):
-        return ("value", "Narrative 'div' must be XHTML starting with a <div> element")
+    try:
+        check_div(value)
+    except NarrativeError as error:
+        return ("value", str(error))
     return None
 
 

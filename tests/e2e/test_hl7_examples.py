@@ -20,6 +20,15 @@ KNOWN_INVALID: dict[str, str] = {
     # Subscriptions are live (docs/subscriptions.md): a Subscription the server cannot honour is refused.
     "Subscription-example.json": "Subscription.end (2021-01-01) is in the past",
     "Subscription-example-error.json": "Subscription.status 'error' is the server's to set, not a client's",
+    **dict.fromkeys(
+        (
+            "ActivityDefinition-blood-tubes-supply.json",
+            "ActivityDefinition-heart-valve-replacement.json",
+            "EventDefinition-example.json",
+            "Questionnaire-zika-virus-exposure-assessment.json",
+        ),
+        "txt-2: a narrative SHALL have some non-whitespace content; this one's div is only whitespace",
+    ),
 }
 
 

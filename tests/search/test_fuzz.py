@@ -63,6 +63,9 @@ PARAMS = [
     "_query",
     "_filter",
     "near",
+    "service-provider._has:Encounter:service-provider:patient.family",
+    "_has:Encounter:patient:service-provider.name",
+    "patient._has:Observation:patient:code",
 ]
 MODIFIERS = [
     "",
@@ -139,12 +142,23 @@ VALUES = [
     "ünïcødé",
     "\U0001f600",
     "a" * 300,
+    "a\u19b0b",  # a letter to Python, a separator to SQLite's tokenizer (a phrase, for _content/_text)
+    "\u19c8\u1cf2",
+    "9223372036854775808",
+    "accurate",
 ]
 
 name = st.builds(lambda p, m: p + m, st.sampled_from(PARAMS), st.sampled_from(MODIFIERS)) | st.text(max_size=12)
-value = st.sampled_from(VALUES) | st.text(max_size=20)
+value = (
+    st.sampled_from(VALUES)
+    | st.text(max_size=20)
+    # Long OR lists: SQLite refuses an expression over 1,000 levels deep.
+    | st.integers(min_value=2, max_value=1100).map(lambda n: ",".join(f"v{i}" for i in range(n)))
+)
 queries = st.lists(st.tuples(name, value), min_size=0, max_size=4)
-paths = st.sampled_from(["/Patient", "/Observation", "/", "/Patient/ff-comma/*", "/Patient/ff-comma/Observation"])
+paths = st.sampled_from(
+    ["/Patient", "/Observation", "/Encounter", "/", "/Patient/ff-comma/*", "/Patient/ff-comma/Observation"]
+)
 
 
 @pytest.fixture(scope="module", params=["planned", "sets"])

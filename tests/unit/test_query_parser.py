@@ -346,3 +346,14 @@ def test_random_queries_raise_only_fhir_errors(params, strict):
     again = parse("Patient", parse_qsl(parsed.to_query_string(), keep_blank_values=True), strict=True)
     assert again.criteria == parsed.criteria
     assert again.to_query_string() == parsed.to_query_string()
+
+
+def test_a_search_holds_at_most_1000_values():
+    """Counted over every parameter, before any is parsed; the refusal names the one that crossed."""
+    assert len(parse("Patient", [("name", ",".join(["a"] * 999)), ("gender", "male")], strict=True).criteria) == 2
+    with pytest.raises(BadRequest) as refused:
+        parse("Patient", [("name", ",".join(["a"] * 600)), ("organization.name", ",".join(["b"] * 401))], strict=True)
+    assert refused.value.issues[0].code == "too-costly"
+    assert refused.value.issues[0].expression == ("organization.name",)
+    escaped = ",".join(["a\\,b"] * 1000)  # escaped commas separate nothing
+    assert len(parse("Patient", [("name", escaped)], strict=True).criteria[0].values) == 1000

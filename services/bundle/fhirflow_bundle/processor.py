@@ -32,6 +32,7 @@ from fhirflow.errors import (
 from fhirflow.http import prefer_return
 from fhirflow.ids import new_resource_id
 from fhirflow.model import FhirRequest, FhirResponse
+from fhirflow.pathparams import check_path_params
 from fhirflow.ports import Change, ClaimTaken, ResourceStore, ResourceVersion, TransactionCommitter, VersionConflict
 from fhirflow.routes import ROUTE_TABLE, RouteTable
 from fhirflow.runtime import Dependencies
@@ -278,6 +279,7 @@ class BundleProcessor:
         request = entry_request(entry, outer, body)
         method = "GET" if entry.method == "HEAD" else entry.method
         route, params = self.routes.match(method, entry.path)
+        check_path_params(params)  # what the HTTP mapping checks of a request's path (fhirflow.pathparams)
         use_case = self.use_cases.get(route.interaction)
         if use_case is None:
             raise BadRequest(

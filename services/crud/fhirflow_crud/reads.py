@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 
 from fhirflow import jsonio, timefmt, versioning
 from fhirflow.errors import Gone, NotAcceptable, NotFound, NotModified
@@ -12,6 +13,7 @@ from fhirflow.http import JSON_TYPES
 from fhirflow.model import FhirRequest, FhirResponse
 from fhirflow.ports import ResourceVersion
 from fhirflow.runtime import Dependencies
+from fhirflow.versioning import MAX_VERSION
 from fhirflow_crud.writes import authorized_type
 
 
@@ -35,8 +37,9 @@ def vread(deps: Dependencies, request: FhirRequest) -> FhirResponse:
     rtype = authorized_type(deps, request, "vread")
     id_ = request.resource_id
     vid = request.path_params.get("vid", "")
-    # Version ids are opaque strings: "01" is not version "1" (http.html#vread).
-    is_ours = vid.isascii() and vid.isdigit() and str(int(vid)) == vid
+    # Version ids are opaque strings: "01" is not version "1" (http.html#vread). Ours count from 1
+    # and fit a signed 64-bit integer (the stores' version columns): a longer number names none.
+    is_ours = vid.isascii() and vid.isdigit() and str(int(vid)) == vid and int(vid) <= MAX_VERSION
     stored = deps.store.version(request.tenant, rtype, id_, int(vid)) if is_ours else None
     if stored is None:
         raise NotFound(f"{rtype}/{id_} has no version '{vid[:20]}'")
@@ -86,7 +89,46 @@ def native_binary(request: FhirRequest, stored: ResourceVersion, headers: dict[s
     security = (binary.get("securityContext") or {}).get("reference")
     if security:
         headers = {**headers, "X-Security-Context": str(security)}
-    return FhirResponse(status=200, binary=content, content_type=content_type, headers=headers)
+    content_type, safety = served_as(content_type)
+    return FhirResponse(status=200, binary=content, content_type=content_type, headers={**headers, **safety})
+
+
+_MEDIA_TYPE = re.compile(r"[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+(?:\s*;\s*[\x21-\x7e]+(?:[ \t]*[\x21-\x7e]+)*)?")
+ACTIVE_TYPES = frozenset(
+    {
+        "text/html",
+        "application/xhtml+xml",
+        "image/svg+xml",
+        "text/xml",
+        "application/xml",
+        "text/xsl",
+        "application/xslt+xml",
+        "text/javascript",
+        "application/javascript",
+        "application/x-javascript",
+        "text/ecmascript",
+        "application/ecmascript",
+        "text/vbscript",
+        "multipart/x-mixed-replace",
+    }
+)
+"""Types a browser runs or renders as a page of the server's origin (a stored Binary of one would
+otherwise be stored cross-site scripting); any ``+xml`` type counts too."""
+
+
+def served_as(content_type: str) -> tuple[str, dict[str, str]]:
+    """The Content-Type a Binary is served with in its own form, and the headers that keep a
+    browser from running it: never sniff the type; an active type (HTML, SVG, XML, script) is a
+    download in a sandbox without scripts or the server's origin. A contentType that is no media
+    type (it could not even be a header value) is served as bytes to download."""
+    if not _MEDIA_TYPE.fullmatch(content_type):
+        return "application/octet-stream", {"X-Content-Type-Options": "nosniff", "Content-Disposition": "attachment"}
+    media = content_type.split(";", maxsplit=1)[0].strip().lower()
+    headers = {"X-Content-Type-Options": "nosniff"}
+    if media in ACTIVE_TYPES or media.endswith("+xml"):
+        headers["Content-Security-Policy"] = "sandbox"
+        headers["Content-Disposition"] = "attachment"
+    return content_type, headers
 
 
 def _accepts(accept: str, content_type: str) -> bool:

@@ -25,6 +25,7 @@ from fhirflow.errors import (
 )
 from fhirflow.ids import new_resource_id
 from fhirflow.model import FhirRequest, FhirResponse
+from fhirflow.pathparams import is_dot_segment
 from fhirflow.ports import Change, Claim, ClaimTaken, Method, ResourceVersion, VersionConflict
 from fhirflow.runtime import Dependencies
 from fhirflow.validation import is_resource_type, validate_resource
@@ -82,6 +83,9 @@ def unknown_to_caller(deps: Dependencies, request: FhirRequest, head: ResourceVe
 def check_id(value: str) -> str:
     if not (0 < len(value) <= 64) or not all(c.isascii() and (c.isalnum() or c in "-.") for c in value):
         raise BadRequest(f"'{value[:80]}' is not a valid resource id ([A-Za-z0-9-.]{{1,64}})", expression="id")
+    if is_dot_segment(value):
+        # Valid by the id regex, but a URL cannot carry it: clients remove dot-segments (RFC 3986 §5.2.4).
+        raise BadRequest(f"'{value}' cannot be a resource id: no URL could address it", expression="id")
     return value
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import re
 from dataclasses import dataclass, field
 
 from fhirflow.adapters.sqlite.search.conditions import (
@@ -34,6 +33,7 @@ from fhirflow.adapters.sqlite.search.conditions import (
     token_text_condition,
     uri_condition,
 )
+from fhirflow.adapters.sqlite.search.fts_terms import fts_tokens
 from fhirflow.adapters.sqlite.search.sql import FALSE, TRUE, Sql, all_of, any_of, in_list, join, sql
 from fhirflow.adapters.sqlite.search.writer import IDENTIFIER_SUFFIX, JOINED, OF_TYPE_SUFFIX, stored_codes
 from fhirflow.errors import BadRequest
@@ -70,9 +70,6 @@ TABLES = {
     "special": "search_position",
 }
 TERMINOLOGY_MODIFIERS = frozenset(("above", "below", "in", "not-in"))
-_WORD = re.compile(r"[^\W_]+")
-"""A word as FTS5's unicode61 tokenizer sees one (letters and digits; ``_`` separates), so each
-term is one token: the index keeps no positions (``detail=column``), which rules out phrases."""
 
 
 @dataclass
@@ -395,7 +392,7 @@ def last_updated_condition(ctx: Context, flt: Filter, alias: str) -> Sql:
 
 def fts_expression(text: str, column: str | None, *, whole_words: bool) -> str | None:
     """Every word of ``text`` must start a word of the text (``whole_words``: be one)."""
-    words = _WORD.findall(text)
+    words = fts_tokens(text)  # one token each: the index keeps no positions, which rules out phrases
     if not words:
         return None
     body = " AND ".join(f'"{word}"' if whole_words else f'"{word}"*' for word in words)

@@ -54,6 +54,9 @@ class _Plan:
     scope: SearchScope
     query: Query
     shape: Shape
+    ctx: Context
+    """The context the shape was compiled in: a driver's SQL names the CTEs registered there
+    (``q11``), so every statement built around it, page or count, must use this context."""
     estimate: int | None = None
     """The driver's exact size, when a driver was chosen."""
     total: int | None = None
@@ -119,9 +122,9 @@ class SqliteSearchEngine:
     # -- the port ---------------------------------------------------------------------------
 
     def page(self, scope: SearchScope, query: Query, request: PageRequest) -> Page:
-        ctx = self.context(scope)
         with self._snapshot() as conn:
-            plan = self._plan(conn, ctx, scope, query)
+            plan = self._plan(conn, self.context(scope), scope, query)
+            ctx = plan.ctx
             if plan.estimate == 0:
                 plan.total = 0
                 return Page([], more=False)
@@ -151,9 +154,9 @@ class SqliteSearchEngine:
         return Page(hits, more)
 
     def count(self, scope: SearchScope, query: Query) -> int:
-        ctx = self.context(scope)
         with self._snapshot() as conn:
-            plan = self._plan(conn, ctx, scope, query)
+            plan = self._plan(conn, self.context(scope), scope, query)
+            ctx = plan.ctx
             if plan.total is not None:
                 return plan.total
             driver = plan.shape.driver
@@ -176,7 +179,7 @@ class SqliteSearchEngine:
         if memo is not None and memo.scope is scope and memo.query is query:
             return memo
         found = self._estimates(conn, ctx, scope, query, self.estimate_cap)
-        plan = _Plan(scope, query, Shape("sets"))
+        plan = _Plan(scope, query, Shape("sets"), ctx)
         if found and found[0][0] < self.estimate_cap:
             plan.shape, plan.estimate = Shape("driver", found[0][1]), found[0][0]
         self._memo.plan = plan

@@ -50,7 +50,21 @@ def any_of(parts: Iterable[Sql]) -> Sql:
         return TRUE
     if not items:
         return FALSE
-    return items[0] if len(items) == 1 else join(" OR ", items).wrap("(", ")")
+    return items[0] if len(items) == 1 else _or_tree(items)
+
+
+FLAT_OR = 32
+"""Most parts one OR joins in a row. SQLite parses ``a OR b OR c ...`` into a tree as deep as
+the list is long and refuses one over 1,000 levels (SQLITE_MAX_EXPR_DEPTH, "Expression tree is
+too large"): a longer list is split in halves, each parenthesised, so the depth grows with the
+logarithm of the number of values a client sent (``name=a,b,...``), not with the number."""
+
+
+def _or_tree(items: list[Sql]) -> Sql:
+    if len(items) <= FLAT_OR:
+        return join(" OR ", items).wrap("(", ")")
+    half = len(items) // 2
+    return join(" OR ", (_or_tree(items[:half]), _or_tree(items[half:]))).wrap("(", ")")
 
 
 def in_list(column: str, values: Sequence[Any]) -> Sql:
