@@ -115,6 +115,13 @@ class Settings:
     """Resources per bulk export NDJSON file (a type with more gets several files)."""
     export_url_seconds: int = 3600
     """How long the presigned S3 URLs of an export manifest stay valid (AWS)."""
+    binary_direct: bool = False
+    """Binary content moved by presigned URLs, not through the API (fhirflow.binarycontent)."""
+    binary_direct_bytes: int = 5 * 1024 * 1024
+    """With ``binary_direct``: Binary content larger than this sent through the API is a 413 that
+    points at the presigned upload."""
+    binary_url_seconds: int = 300
+    """How long a Binary's presigned URLs stay valid."""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -164,6 +171,9 @@ class Settings:
             export_bucket=os.environ.get("FHIRFLOW_EXPORT_BUCKET") or None,
             export_file_resources=_int("FHIRFLOW_EXPORT_FILE_RESOURCES", 10_000),
             export_url_seconds=_int("FHIRFLOW_EXPORT_URL_SECONDS", 3600),
+            binary_direct=_flag("FHIRFLOW_BINARY_DIRECT", False),
+            binary_direct_bytes=_int("FHIRFLOW_BINARY_DIRECT_BYTES", 5 * 1024 * 1024),
+            binary_url_seconds=_int("FHIRFLOW_BINARY_URL_SECONDS", 300),
         )
 
     @property

@@ -24,6 +24,8 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from fhirflow import jsonio
+from fhirflow.adapters.filesystem.signed_urls import URL_PREFIX as SIGNED_URL_PREFIX
+from fhirflow.adapters.filesystem.signed_urls import SignedLocalBlobUrls
 from fhirflow.errors import FhirError, PayloadTooLarge, internal_error_outcome, outcome_for
 from fhirflow.routes import ROUTE_TABLE, RouteTable
 
@@ -70,6 +72,7 @@ class LocalGateway:
         load_handler: Callable[[str], LambdaHandler] = default_handler,
         write_threads: int = WRITE_THREADS,
         cors_origins: tuple[str, ...] = (),
+        signed_urls: SignedLocalBlobUrls | None = None,
     ) -> None:
         self.routes = routes
         self.max_body_bytes = max_body_bytes
@@ -79,6 +82,8 @@ class LocalGateway:
         self.cors_origins = cors_origins
         """Origins whose preflights this gateway answers (API Gateway's CORS in AWS; fhirflow.cors)."""
         self._writers: ThreadPoolExecutor | None = None
+        self.signed_urls = signed_urls
+        """Plays S3 for Binary content moved by signed URLs (fhirflow.binarycontent), when set."""
 
     def handler_for(self, service: str) -> LambdaHandler:
         handler = self._handlers.get(service)
@@ -91,6 +96,11 @@ class LocalGateway:
             await _lifespan(receive, send)
             return
         if scope["type"] != "http":
+            return
+        if self.signed_urls is not None and scope["path"].startswith(SIGNED_URL_PREFIX):
+            from fhirflow.local.signed_transfers import serve_signed
+
+            await serve_signed(self.signed_urls, scope, receive, send)
             return
         if scope["method"] == "OPTIONS" and self.cors_origins:
             await _send_result(send, _preflight(self.cors_origins, _header(scope, b"origin")))
@@ -267,6 +277,7 @@ def serving_gateway() -> LocalGateway:
         max_body_bytes=settings.max_body_bytes,
         write_threads=int(threads) if threads.isdigit() else WRITE_THREADS,
         cors_origins=settings.cors_origins,
+        signed_urls=SignedLocalBlobUrls.for_data_dir(settings.data_dir) if settings.binary_direct else None,
     )
     for service in SERVICES:
         gateway.handler_for(service)

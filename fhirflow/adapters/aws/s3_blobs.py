@@ -55,3 +55,31 @@ class S3BlobStore:
             "get_object", Params={"Bucket": self.bucket, "Key": self.prefix + key}, ExpiresIn=expires_in
         )
         return url
+
+
+class S3BlobUrls:
+    """``BlobUrls`` as S3 presigned URLs (SigV4 query strings signed with the function's role)."""
+
+    def __init__(self, store: S3BlobStore) -> None:
+        self.store = store
+
+    def upload_url(self, key: str, *, expires_in: int, origin: str) -> str:
+        url: str = self.store.client.generate_presigned_url(
+            "put_object", Params={"Bucket": self.store.bucket, "Key": self.store.prefix + key}, ExpiresIn=expires_in
+        )
+        return url
+
+    def download_url(self, key: str, *, content_type: str, expires_in: int, origin: str) -> str:
+        params = {"Bucket": self.store.bucket, "Key": self.store.prefix + key, "ResponseContentType": content_type}
+        url: str = self.store.client.generate_presigned_url("get_object", Params=params, ExpiresIn=expires_in)
+        return url
+
+    def exists(self, key: str) -> bool:
+        try:
+            with clients.translated("The blob store"):
+                self.store.client.head_object(Bucket=self.store.bucket, Key=self.store.prefix + key)
+        except ClientError as exc:
+            if clients.error_code(exc) in ("NoSuchKey", "404", "NotFound"):
+                return False
+            raise
+        return True

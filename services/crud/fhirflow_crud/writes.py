@@ -27,6 +27,7 @@ from fhirflow.model import FhirRequest, FhirResponse
 from fhirflow.ports import Change, Claim, ClaimTaken, Method, ResourceVersion, VersionConflict
 from fhirflow.runtime import Dependencies
 from fhirflow.validation import is_resource_type, validate_resource
+from fhirflow_crud import binary_urls
 
 if TYPE_CHECKING:
     from fhirflow_crud.conditional import Resolution
@@ -83,6 +84,7 @@ def resource_from_body(request: FhirRequest, deps: Dependencies, rtype: str) -> 
     the body is itself a Binary resource in FHIR JSON (binary.html#rest)."""
     if rtype == "Binary" and not _is_binary_resource(request):
         bodies.check_size(request, deps.settings.max_body_bytes)
+        binary_urls.check_inline_size(deps, len(request.body))
         binary: dict[str, Any] = {
             "resourceType": "Binary",
             "contentType": request.header("content-type") or "application/octet-stream",
@@ -93,7 +95,10 @@ def resource_from_body(request: FhirRequest, deps: Dependencies, rtype: str) -> 
         if request.body:
             binary["data"] = base64.b64encode(request.body).decode("ascii")
         return binary
-    return bodies.parse_resource(request, limit=deps.settings.max_body_bytes, expected_type=rtype)
+    resource = bodies.parse_resource(request, limit=deps.settings.max_body_bytes, expected_type=rtype)
+    if rtype == "Binary":
+        binary_urls.check_inline_size(deps, binary_urls.inline_size(resource))
+    return resource
 
 
 def _is_binary_resource(request: FhirRequest) -> bool:
@@ -236,7 +241,8 @@ def create(
     resource = {k: v for k, v in resource.items() if k != "id"}
     validated(resource, rtype)
     result = write(deps, request, rtype, new_id or new_resource_id(), resource, method="POST", must_not_exist=True)
-    return written_response(request, result, status=201)
+    response = written_response(request, result, status=201)
+    return binary_urls.with_upload_url(deps, request, response) if rtype == "Binary" else response
 
 
 def update(deps: Dependencies, request: FhirRequest) -> FhirResponse:
@@ -253,7 +259,8 @@ def update(deps: Dependencies, request: FhirRequest) -> FhirResponse:
             f"The resource id '{body_id}' does not match the id in the URL ('{id_}')", expression=f"{rtype}.id"
         )
     validated(resource, rtype)
-    return written_response(request, write(deps, request, rtype, id_, resource, method="PUT"))
+    response = written_response(request, write(deps, request, rtype, id_, resource, method="PUT"))
+    return binary_urls.with_upload_url(deps, request, response) if rtype == "Binary" else response
 
 
 def patch(deps: Dependencies, request: FhirRequest) -> FhirResponse:
