@@ -43,11 +43,11 @@ class SignedLocalBlobUrls:
         self._clock = clock
 
     @classmethod
-    def for_data_dir(cls, data_dir: Path) -> SignedLocalBlobUrls:
+    def for_data_dir(cls, data_dir: Path, *, clock: Callable[[], float] = time.time) -> SignedLocalBlobUrls:
         from fhirflow.secretfile import read_or_create
 
         secret = read_or_create(data_dir / "blob-url.key", lambda: secrets.token_bytes(32))
-        return cls(FileBlobStore(data_dir / "blobs"), secret)
+        return cls(FileBlobStore(data_dir / "blobs"), secret, clock=clock)
 
     def upload_url(self, key: str, *, expires_in: int, origin: str) -> str:
         return self._url(origin, key, "PUT", "", expires_in)
