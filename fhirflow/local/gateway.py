@@ -77,6 +77,10 @@ class LocalGateway:
         api_gateway: ApiGatewayRules | None = None,
     ) -> None:
         self.routes = routes
+        self.signed_urls = signed_urls
+        """Plays S3 for Binary content moved by signed URLs (fhirflow.binarycontent), when set."""
+        self.api_gateway = api_gateway
+        """API Gateway REST's limits and encodings (fhirflow.local.apigateway_rules), when set."""
         self.max_body_bytes = max_body_bytes
         self._load_handler = load_handler
         self._handlers: dict[str, LambdaHandler] = {}
@@ -84,10 +88,6 @@ class LocalGateway:
         self.cors_origins = cors_origins
         """Origins whose preflights this gateway answers (API Gateway's CORS in AWS; fhirflow.cors)."""
         self._writers: ThreadPoolExecutor | None = None
-        self.signed_urls = signed_urls
-        self.api_gateway = api_gateway
-        """API Gateway REST's limits and encodings (fhirflow.local.apigateway_rules), when set."""
-        """Plays S3 for Binary content moved by signed URLs (fhirflow.binarycontent), when set."""
 
     def handler_for(self, service: str) -> LambdaHandler:
         handler = self._handlers.get(service)
