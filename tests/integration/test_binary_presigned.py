@@ -74,3 +74,13 @@ def test_small_binaries_stay_inline_and_large_inline_content_is_a_413(crud, tena
     )
     assert large.status == 413
     assert "presignedPutUrl" in large.json()["issue"][0]["diagnostics"]
+
+
+def test_a_conditional_create_that_finds_a_match_hands_out_no_upload_url(crud, tenant: str) -> None:
+    body = {"resourceType": "Binary", "contentType": "text/plain"}
+    created = call(crud, "POST", f"/tenant/{tenant}/Binary", body)
+    assert "presignedPutUrl" in created.json()
+    id_ = created.json()["id"]
+    matched = call(crud, "POST", f"/tenant/{tenant}/Binary", body, headers={"if-none-exist": f"_id={id_}"})
+    assert matched.status == 200
+    assert "presignedPutUrl" not in matched.body.decode()

@@ -3,6 +3,7 @@ the download URL in a read's, each only after the use case's own authorization."
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fhirflow import jsonio
@@ -28,6 +29,31 @@ def check_inline_size(deps: Dependencies, size: int) -> None:
 def inline_size(resource: dict[str, Any]) -> int:
     data = resource.get("data")
     return len(data) * 3 // 4 if isinstance(data, str) else 0
+
+
+UseCase = Callable[[Dependencies, FhirRequest], FhirResponse]
+
+
+WROTE = {"create": (201,), "update": (200, 201)}
+"""The interactions that offer an upload URL, and the statuses by which they made a version: a
+conditional create that found a match (200) hands out nothing."""
+
+
+def offering_upload(use_case: UseCase, interaction: str) -> UseCase:
+    """``use_case`` as a direct request reaches it: for create and update, its answer for a Binary
+    written without data carries the upload URL. Bundle entries call the use cases themselves and
+    hand out none (a transaction's versions are not known to be committed when the entry answers)."""
+    wrote = WROTE.get(interaction)
+    if wrote is None:
+        return use_case
+
+    def write_then_offer(deps: Dependencies, request: FhirRequest) -> FhirResponse:
+        response = use_case(deps, request)
+        if request.resource_type == "Binary" and response.status in wrote:
+            return with_upload_url(deps, request, response)
+        return response
+
+    return write_then_offer
 
 
 def with_upload_url(deps: Dependencies, request: FhirRequest, response: FhirResponse) -> FhirResponse:

@@ -241,8 +241,7 @@ def create(
     resource = {k: v for k, v in resource.items() if k != "id"}
     validated(resource, rtype)
     result = write(deps, request, rtype, new_id or new_resource_id(), resource, method="POST", must_not_exist=True)
-    response = written_response(request, result, status=201)
-    return binary_urls.with_upload_url(deps, request, response) if rtype == "Binary" else response
+    return written_response(request, result, status=201)
 
 
 def update(deps: Dependencies, request: FhirRequest) -> FhirResponse:
@@ -259,8 +258,7 @@ def update(deps: Dependencies, request: FhirRequest) -> FhirResponse:
             f"The resource id '{body_id}' does not match the id in the URL ('{id_}')", expression=f"{rtype}.id"
         )
     validated(resource, rtype)
-    response = written_response(request, write(deps, request, rtype, id_, resource, method="PUT"))
-    return binary_urls.with_upload_url(deps, request, response) if rtype == "Binary" else response
+    return written_response(request, write(deps, request, rtype, id_, resource, method="PUT"))
 
 
 def patch(deps: Dependencies, request: FhirRequest) -> FhirResponse:
