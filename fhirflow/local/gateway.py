@@ -20,15 +20,16 @@ import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 from fhirflow import jsonio
-from fhirflow.adapters.filesystem.signed_urls import URL_PREFIX as SIGNED_URL_PREFIX
-from fhirflow.adapters.filesystem.signed_urls import SignedLocalBlobUrls
 from fhirflow.errors import FhirError, PayloadTooLarge, internal_error_outcome, outcome_for
 from fhirflow.local.apigateway_rules import REQUEST_BODY_LIMIT, ApiGatewayRules
 from fhirflow.routes import ROUTE_TABLE, RouteTable
+
+if TYPE_CHECKING:
+    from fhirflow.adapters.filesystem.signed_urls import SignedLocalBlobUrls
 
 logger = logging.getLogger("fhirflow.gateway")
 
@@ -101,7 +102,7 @@ class LocalGateway:
             return
         if scope["type"] != "http":
             return
-        if self.signed_urls is not None and scope["path"].startswith(SIGNED_URL_PREFIX):
+        if self.signed_urls is not None and scope["path"].startswith(self.signed_urls.url_prefix):
             from fhirflow.local.signed_transfers import serve_signed
 
             await serve_signed(self.signed_urls, scope, receive, send)
@@ -289,6 +290,7 @@ def serving_gateway() -> LocalGateway:
     """The ASGI app of one ``fhirflow serve`` process (uvicorn's factory with ``--workers``),
     configured from the environment ``serve`` prepared, its handlers built up front so that the
     first request does not pay for them. A worker process exits when its supervisor is gone."""
+    from fhirflow.adapters.filesystem.signed_urls import SignedLocalBlobUrls
     from fhirflow.settings import Settings
 
     supervisor = os.environ.get("FHIRFLOW_SERVE_SUPERVISOR")

@@ -37,6 +37,8 @@ class Grant:
 
 
 class SignedLocalBlobUrls:
+    url_prefix = URL_PREFIX
+
     def __init__(self, store: FileBlobStore, secret: bytes, *, clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self._secret = secret
