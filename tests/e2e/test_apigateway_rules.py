@@ -19,8 +19,9 @@ MB = 1024 * 1024
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
     data_dir = tmp_path_factory.mktemp("apigateway")
+    env = {"FHIRFLOW_BINARY_DIRECT": "true"}
     with (
-        LocalServer(data_dir=data_dir, extra_args=("--api-gateway-rules",)) as server,
+        LocalServer(data_dir=data_dir, extra_args=("--api-gateway-rules",), env=env) as server,
         httpx.Client(base_url=server.base_url, headers={"Content-Type": FHIR_JSON}, timeout=120) as http,
     ):
         yield http
@@ -61,6 +62,17 @@ def test_an_answer_over_six_megabytes_is_a_502(gateway: httpx.Client) -> None:
     history = gateway.get(f"/Binary/{id_}/_history")  # two 4 MB base64 datas: over Lambda's 6 MB
     assert history.status_code == 502
     assert history.json() == {"message": "Internal server error"}
+
+
+def test_a_fifty_megabyte_binary_goes_around_the_gateways_limits_by_signed_urls(gateway: httpx.Client) -> None:
+    content = os.urandom(50 * MB)
+    through_api = gateway.post("/Binary", content=content, headers={"Content-Type": "video/mp4"})
+    assert through_api.status_code == 413
+    created = gateway.post("/Binary", json={"resourceType": "Binary", "contentType": "video/mp4"})
+    assert httpx.put(created.json()["presignedPutUrl"], content=content, timeout=120).status_code == 200
+    read = gateway.get(f"/Binary/{created.json()['id']}", headers={"Accept": "video/mp4"}, follow_redirects=True)
+    assert read.status_code == 200
+    assert read.content == content
 
 
 @pytest.fixture(scope="module")
