@@ -28,6 +28,8 @@ def serve(args: argparse.Namespace) -> int:
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
     if args.max_body_bytes:
         os.environ["FHIRFLOW_MAX_BODY_BYTES"] = str(args.max_body_bytes)
+    if args.api_gateway_rules:
+        os.environ["FHIRFLOW_LOCAL_GATEWAY_MODE"] = "apigateway"  # fhirflow.local.apigateway_rules
     os.environ["FHIRFLOW_AUTH"] = args.auth
     if dev_issuer:
         os.environ["FHIRFLOW_AUTH_DEV_ISSUER"] = "true"
@@ -214,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     serve_parser.add_argument("--dynamodb-table", default=None, help="with --store dynamodb: the table name")
     serve_parser.add_argument("--max-body-bytes", type=int, default=None)
+    serve_parser.add_argument(
+        "--api-gateway-rules", action="store_true", help="apply API Gateway REST's and Lambda's limits and encodings"
+    )
     serve_parser.add_argument(
         "--workers",
         type=int,

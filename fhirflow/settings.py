@@ -88,6 +88,13 @@ class Settings:
     """Resource bodies larger than this live in the blob store, not in the database's records."""
     blob_bucket: str | None = None
     """S3 bucket for blobs; unset: files under ``data_dir/blobs``."""
+    binary_direct: bool = False
+    """Binary content moved by presigned URLs, not through the API (fhirflow.binarycontent)."""
+    binary_direct_bytes: int = 5 * 1024 * 1024
+    """With ``binary_direct``: Binary content larger than this sent through the API is a 413 that
+    points at the presigned upload."""
+    binary_url_seconds: int = 300
+    """How long a Binary's presigned URLs stay valid."""
     cors_origins: tuple[str, ...] = ()
     """Origins whose browser apps may call the API (``*`` for any); empty: no CORS (fhirflow.cors)."""
     search_index: str = "sqlite"
@@ -186,6 +193,9 @@ class Settings:
             aws_region=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None,
             blob_threshold_bytes=_int("FHIRFLOW_BLOB_THRESHOLD_BYTES", 64 * 1024),
             blob_bucket=os.environ.get("FHIRFLOW_BLOB_BUCKET") or None,
+            binary_direct=_flag("FHIRFLOW_BINARY_DIRECT", False),
+            binary_direct_bytes=_int("FHIRFLOW_BINARY_DIRECT_BYTES", 5 * 1024 * 1024),
+            binary_url_seconds=_int("FHIRFLOW_BINARY_URL_SECONDS", 300),
             search_index=os.environ.get("FHIRFLOW_SEARCH_INDEX", "sqlite"),
             opensearch_url=os.environ.get("FHIRFLOW_OPENSEARCH_URL") or None,
             opensearch_index=os.environ.get("FHIRFLOW_OPENSEARCH_INDEX", "fhirflow-resources"),

@@ -20,12 +20,16 @@ import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 from fhirflow import jsonio
 from fhirflow.errors import FhirError, PayloadTooLarge, internal_error_outcome, outcome_for
+from fhirflow.local.apigateway_rules import REQUEST_BODY_LIMIT, ApiGatewayRules
 from fhirflow.routes import ROUTE_TABLE, RouteTable
+
+if TYPE_CHECKING:
+    from fhirflow.adapters.filesystem.signed_urls import SignedLocalBlobUrls
 
 logger = logging.getLogger("fhirflow.gateway")
 
@@ -75,8 +79,14 @@ class LocalGateway:
         write_threads: int = WRITE_THREADS,
         read_threads: int = READ_THREADS,
         cors_origins: tuple[str, ...] = (),
+        signed_urls: SignedLocalBlobUrls | None = None,
+        api_gateway: ApiGatewayRules | None = None,
     ) -> None:
         self.routes = routes
+        self.signed_urls = signed_urls
+        """Plays S3 for Binary content moved by signed URLs (fhirflow.binarycontent), when set."""
+        self.api_gateway = api_gateway
+        """API Gateway REST's limits and encodings (fhirflow.local.apigateway_rules), when set."""
         self.max_body_bytes = max_body_bytes
         self._load_handler = load_handler
         self._handlers: dict[str, LambdaHandler] = {}
@@ -99,8 +109,16 @@ class LocalGateway:
             return
         if scope["type"] != "http":
             return
+        if self.signed_urls is not None and scope["path"].startswith(self.signed_urls.url_prefix):
+            from fhirflow.local.signed_transfers import serve_signed
+
+            await serve_signed(self.signed_urls, scope, receive, send)
+            return
         if scope["method"] == "OPTIONS" and self.cors_origins:
             await _send_result(send, _preflight(self.cors_origins, _header(scope, b"origin")))
+            return
+        if self.api_gateway is not None:
+            await _send_result(send, await self._as_api_gateway(self.api_gateway, scope, receive))
             return
         try:
             body = await self._read_body(scope, receive)
@@ -121,18 +139,34 @@ class LocalGateway:
             }
         await _send_result(send, result)
 
-    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+    async def _as_api_gateway(self, rules: ApiGatewayRules, scope: Scope, receive: Receive) -> dict[str, Any]:
+        try:
+            body = await self._read_body(scope, receive, limit=REQUEST_BODY_LIMIT)
+        except PayloadTooLarge:
+            return rules.request_too_long()
+        try:
+            route, params = self.routes.match(scope["method"], scope["path"])
+        except FhirError as error:
+            return _error_result(error)
+        event = build_event(scope, body, resource=route.pattern, path_params=params, base64_body=True)
+        context = LambdaContext(
+            function_name=f"fhirflow-{route.service}", aws_request_id=event["requestContext"]["requestId"]
+        )
+        return await rules.invoke(self.handler_for(route.service), event, context)
+
+    async def _read_body(self, scope: Scope, receive: Receive, *, limit: int | None = None) -> bytes:
+        limit = self.max_body_bytes if limit is None else limit
         declared = _header(scope, b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-            raise PayloadTooLarge(f"The body is {declared} bytes; the limit is {self.max_body_bytes}")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise PayloadTooLarge(f"The body is {declared} bytes; the limit is {limit}")
         chunks: list[bytes] = []
         size = 0
         while True:
             message = await receive()
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_body_bytes:
-                raise PayloadTooLarge(f"The body is over the limit of {self.max_body_bytes} bytes")
+            if size > limit:
+                raise PayloadTooLarge(f"The body is over the limit of {limit} bytes")
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
@@ -172,8 +206,11 @@ class LocalGateway:
         return self.handler_for(route.service)(event, context)
 
 
-def build_event(scope: Scope, body: bytes, *, resource: str, path_params: dict[str, str]) -> dict[str, Any]:
-    """An API Gateway REST proxy event (payload format 1.0) for one HTTP request."""
+def build_event(
+    scope: Scope, body: bytes, *, resource: str, path_params: dict[str, str], base64_body: bool = False
+) -> dict[str, Any]:
+    """An API Gateway REST proxy event (payload format 1.0) for one HTTP request; ``base64_body``
+    as API Gateway does for a body whose media type is a binary media type (the stack's ``*/*``)."""
     headers: dict[str, str] = {}
     multi_headers: dict[str, list[str]] = {}
     for raw_name, raw_value in scope.get("headers", []):
@@ -191,12 +228,13 @@ def build_event(scope: Scope, body: bytes, *, resource: str, path_params: dict[s
     query: dict[str, list[str]] = {}
     for key, value in pairs:
         query.setdefault(key, []).append(value)
-    try:
-        text = body.decode("utf-8")
-        encoded = False
-    except UnicodeDecodeError:
-        text = base64.b64encode(body).decode("ascii")
-        encoded = True
+    if base64_body and body:
+        text, encoded = base64.b64encode(body).decode("ascii"), True
+    else:
+        try:
+            text, encoded = body.decode("utf-8"), False
+        except UnicodeDecodeError:
+            text, encoded = base64.b64encode(body).decode("ascii"), True
     request_id = headers.get("x-request-id") or str(uuid.uuid4())
     return {
         "resource": resource,
@@ -279,6 +317,7 @@ def serving_gateway() -> LocalGateway:
     """The ASGI app of one ``fhirflow serve`` process (uvicorn's factory with ``--workers``),
     configured from the environment ``serve`` prepared, its handlers built up front so that the
     first request does not pay for them. A worker process exits when its supervisor is gone."""
+    from fhirflow.adapters.filesystem.signed_urls import SignedLocalBlobUrls
     from fhirflow.settings import Settings
 
     supervisor = os.environ.get("FHIRFLOW_SERVE_SUPERVISOR")
@@ -294,6 +333,8 @@ def serving_gateway() -> LocalGateway:
         max_body_bytes=settings.max_body_bytes,
         write_threads=int(threads) if threads.isdigit() else WRITE_THREADS,
         cors_origins=settings.cors_origins,
+        signed_urls=SignedLocalBlobUrls.for_data_dir(settings.data_dir) if settings.binary_direct else None,
+        api_gateway=ApiGatewayRules.from_env(),
     )
     for service in SERVICES:
         gateway.handler_for(service)

@@ -55,3 +55,47 @@ class S3BlobStore:
             "get_object", Params={"Bucket": self.bucket, "Key": self.prefix + key}, ExpiresIn=expires_in
         )
         return url
+
+
+class S3BlobUrls:
+    """``BlobUrls`` as S3 presigned URLs signed with the function's role.
+
+    Always SigV4: S3 refuses other signatures for objects encrypted with a KMS key (the blobs
+    bucket's), and boto3 may sign presigned URLs with SigV2 in us-east-1."""
+
+    def __init__(self, store: S3BlobStore, *, signer: Any = None) -> None:
+        self.store = store
+        self._signer = signer
+
+    @property
+    def signer(self) -> Any:
+        if self._signer is None:
+            import boto3
+            from botocore.config import Config
+
+            factory: Any = boto3.client
+            self._signer = factory(
+                "s3", region_name=self.store.client.meta.region_name, config=Config(signature_version="s3v4")
+            )
+        return self._signer
+
+    def upload_url(self, key: str, *, expires_in: int, origin: str) -> str:
+        url: str = self.signer.generate_presigned_url(
+            "put_object", Params={"Bucket": self.store.bucket, "Key": self.store.prefix + key}, ExpiresIn=expires_in
+        )
+        return url
+
+    def download_url(self, key: str, *, content_type: str, expires_in: int, origin: str) -> str:
+        params = {"Bucket": self.store.bucket, "Key": self.store.prefix + key, "ResponseContentType": content_type}
+        url: str = self.signer.generate_presigned_url("get_object", Params=params, ExpiresIn=expires_in)
+        return url
+
+    def exists(self, key: str) -> bool:
+        try:
+            with clients.translated("The blob store"):
+                self.store.client.head_object(Bucket=self.store.bucket, Key=self.store.prefix + key)
+        except ClientError as exc:
+            if clients.error_code(exc) in ("NoSuchKey", "404", "NotFound"):
+                return False
+            raise
+        return True

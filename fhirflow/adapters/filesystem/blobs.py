@@ -13,6 +13,10 @@ class FileBlobStore:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
 
+    def path_of(self, key: str) -> Path:
+        """The file that holds ``key`` (the local gateway streams signed-URL transfers to and from it)."""
+        return self._path(key)
+
     def _path(self, key: str) -> Path:
         parts = key.split("/")
         # Keys are ours, but a key must never name a file outside the root.

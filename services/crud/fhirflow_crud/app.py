@@ -47,10 +47,12 @@ def smart_configuration(deps: Dependencies, request: FhirRequest) -> FhirRespons
 
 
 def build_app(deps: Dependencies | None = None) -> Application:
+    from fhirflow_crud.binary_urls import offering_upload
+
     deps = deps or build_dependencies()
     handlers: dict[tuple[str, str], UseCase] = {}
     special = {"capabilities": metadata, "smart-configuration": smart_configuration}
     for route in ROUTE_TABLE.for_service("crud"):
-        use_case = special.get(route.interaction) or USE_CASES[route.interaction]
+        use_case = special.get(route.interaction) or offering_upload(USE_CASES[route.interaction], route.interaction)
         handlers[(route.method, route.pattern)] = partial(use_case, deps)
     return Application.for_service(handlers, deps)

@@ -28,8 +28,8 @@ def read(deps: Dependencies, request: FhirRequest) -> FhirResponse:
     if head.deleted or head.body is None:
         raise Gone(f"{rtype}/{id_} was deleted", headers=headers)
     _check_conditional_read(request, head, headers)
-    if rtype == "Binary" and wants_native_binary(request):
-        return native_binary(request, head, headers)
+    if rtype == "Binary":
+        return binary_read(deps, request, head, headers)
     return FhirResponse(status=200, raw_json=head.body, headers=headers, subsettable=True)
 
 
@@ -47,9 +47,32 @@ def vread(deps: Dependencies, request: FhirRequest) -> FhirResponse:
     deps.policy.check_read(request, stored)
     if stored.deleted or stored.body is None:
         raise Gone(f"Version {vid} of {rtype}/{id_} is a deletion", headers=headers)
-    if rtype == "Binary" and wants_native_binary(request):
+    if rtype == "Binary":
+        return binary_read(deps, request, stored, headers)
+    return FhirResponse(status=200, raw_json=stored.body, headers=headers, subsettable=True)
+
+
+def binary_read(
+    deps: Dependencies, request: FhirRequest, stored: ResourceVersion, headers: dict[str, str]
+) -> FhirResponse:
+    """A Binary's answer: by URL when its bytes were uploaded by URL, else inline as JSON or in its
+    own content type (binary.html#rest)."""
+    from fhirflow_crud.binary_urls import direct_read
+
+    native = wants_native_binary(request)
+    if native and not _accepts(request.header("accept") or "*/*", _content_type(stored)):
+        return native_binary(request, stored, headers)  # the 406, before any URL is made
+    by_url = direct_read(deps, request, stored, headers, native=native)
+    if by_url is not None:
+        return by_url
+    if native:
         return native_binary(request, stored, headers)
     return FhirResponse(status=200, raw_json=stored.body, headers=headers, subsettable=True)
+
+
+def _content_type(stored: ResourceVersion) -> str:
+    assert stored.body is not None
+    return str(jsonio.loads(stored.body).get("contentType") or "application/octet-stream")
 
 
 def _check_conditional_read(request: FhirRequest, head: ResourceVersion, headers: dict[str, str]) -> None:

@@ -29,6 +29,7 @@ from fhirflow.pathparams import is_dot_segment
 from fhirflow.ports import Change, Claim, ClaimTaken, Method, ResourceVersion, VersionConflict
 from fhirflow.runtime import Dependencies
 from fhirflow.validation import is_resource_type, validate_resource
+from fhirflow_crud import binary_urls
 
 if TYPE_CHECKING:
     from fhirflow_crud.conditional import Resolution
@@ -111,6 +112,7 @@ def resource_from_body(request: FhirRequest, deps: Dependencies, rtype: str) -> 
     the body is itself a Binary resource in FHIR JSON (binary.html#rest)."""
     if rtype == "Binary" and not _is_binary_resource(request):
         bodies.check_size(request, deps.settings.max_body_bytes)
+        binary_urls.check_inline_size(deps, len(request.body))
         binary: dict[str, Any] = {
             "resourceType": "Binary",
             "contentType": request.header("content-type") or "application/octet-stream",
@@ -121,7 +123,10 @@ def resource_from_body(request: FhirRequest, deps: Dependencies, rtype: str) -> 
         if request.body:
             binary["data"] = base64.b64encode(request.body).decode("ascii")
         return binary
-    return bodies.parse_resource(request, limit=deps.settings.max_body_bytes, expected_type=rtype)
+    resource = bodies.parse_resource(request, limit=deps.settings.max_body_bytes, expected_type=rtype)
+    if rtype == "Binary":
+        binary_urls.check_inline_size(deps, binary_urls.inline_size(resource))
+    return resource
 
 
 def _is_binary_resource(request: FhirRequest) -> bool:
