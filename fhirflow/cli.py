@@ -24,6 +24,7 @@ def serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    _check_port(args.host, args.port)
     data_dir = Path(args.data_dir).resolve()
     os.environ["FHIRFLOW_DATA_DIR"] = str(data_dir)
     os.environ["FHIRFLOW_STORE"] = args.store
@@ -95,6 +96,23 @@ def serve(args: argparse.Namespace) -> int:
         config = uvicorn.Config("fhirflow.local.gateway:serving_gateway", factory=True, workers=workers, **options)
         Balancer(config, on_listening=announce).run()
     return 0
+
+
+def _check_port(host: str, port: int) -> None:
+    """Say so in one line, before starting anything, when the port is taken (as uvicorn binds: SO_REUSEADDR)."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise UsageError(f"cannot listen on {host}: {exc.strerror}") from exc
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror} (choose another --port)") from exc
 
 
 def _use_dynamodb(args: argparse.Namespace) -> None:

@@ -102,6 +102,15 @@ def test_export_with_no_server_at_the_url(tmp_path: Path) -> None:
     _one_clear_line(done, "fhirflow export:", "no FHIR server at 127.0.0.1:8080")
 
 
+def test_serve_on_a_port_in_use(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = _fhirflow("serve", "--port", str(port), "--data-dir", str(tmp_path / "data"))
+    _one_clear_line(done, "fhirflow serve:", f"cannot listen on 127.0.0.1:{port}", "--port")
+
+
 @contextmanager
 def _serving(data_dir: Path, *args: str, cwd: Path) -> Iterator[tuple[subprocess.Popen[str], int, list[str]]]:
     """``fhirflow serve`` with its output on a pipe; yields once the banner is out, with its lines."""
