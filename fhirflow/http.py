@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from fhirflow import jsonio, subsetting
+from fhirflow import compression, jsonio, subsetting
 from fhirflow.budget import request_budget
 from fhirflow.cors import response_headers
 from fhirflow.errors import (
@@ -192,6 +192,10 @@ class Application:
             cors = response_headers(self.cors_origins, _event_header(event, "origin"))
             if cors:
                 result["headers"] = {**(result.get("headers") or {}), **cors}
+        # API Gateway compresses text answers for clients that accept it (minimumCompressionSize)
+        # but does not say so to caches; the answer does (fhirflow.compression).
+        if compression.varies(int(result.get("statusCode", 500)), result.get("headers") or {}):
+            result["headers"] = compression.with_vary(result.get("headers") or {})
         return result
 
     def _budget(self, request: FhirRequest, context: object) -> float:

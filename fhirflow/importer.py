@@ -25,6 +25,8 @@ from typing import Any
 
 import orjson
 
+from fhirflow.usage import UsageError
+
 Poster = Callable[[bytes], tuple[int, bytes]]
 
 
@@ -65,7 +67,7 @@ def discover(paths: list[Path]) -> list[Path]:
         elif path.is_file():
             found.append(path)
         else:
-            raise FileNotFoundError(path)
+            raise UsageError(f"{path}: no such file or directory")
     return found
 
 
@@ -74,7 +76,12 @@ def units(path: Path, *, batch_size: int) -> Iterator[Unit]:
         yield from _ndjson_units(path, batch_size)
         return
     raw = path.read_bytes()
-    document = orjson.loads(raw)
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise UsageError(
+            f"{path}: not JSON ({exc}); expected a transaction/batch Bundle, a resource or NDJSON"
+        ) from exc
     if (
         isinstance(document, dict)
         and document.get("resourceType") == "Bundle"
@@ -88,7 +95,7 @@ def units(path: Path, *, batch_size: int) -> Iterator[Unit]:
     elif isinstance(document, dict) and "resourceType" in document:
         yield Unit(path.name, _batch([document]), 1)
     else:
-        raise ValueError(f"{path}: not a transaction/batch Bundle, a resource or NDJSON")
+        raise UsageError(f"{path}: not a transaction/batch Bundle, a resource or NDJSON")
 
 
 def _ndjson_units(path: Path, batch_size: int) -> Iterator[Unit]:
@@ -97,7 +104,13 @@ def _ndjson_units(path: Path, batch_size: int) -> Iterator[Unit]:
         for number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
-            pending.append(orjson.loads(line))
+            try:
+                resource = orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                raise UsageError(f"{path}:{number}: not a JSON line ({exc})") from exc
+            if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
+                raise UsageError(f"{path}:{number}: not a FHIR resource (no resourceType)")
+            pending.append(resource)
             if len(pending) == batch_size:
                 yield Unit(f"{path.name}:{number}", _batch(pending), len(pending))
                 pending = []
@@ -269,6 +282,8 @@ def _run_phase(
             unit = in_flight.pop(future)
             try:
                 status, body = future.result()
+            except UsageError:
+                raise  # no server there: every other unit would fail the same way
             except Exception as exc:  # a crashed worker fails its unit, not the import
                 status, body = 599, orjson.dumps({"issue": [{"diagnostics": f"import worker failed: {exc!r}"}]})
             done(unit, status, body)
@@ -334,7 +349,10 @@ def http_poster(base_url: str, *, token: str | None = None, timeout: float = 600
     client = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout)
 
     def post(body: bytes) -> tuple[int, bytes]:
-        reply = client.post("/", content=body)
+        try:
+            reply = client.post("/", content=body)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.UnsupportedProtocol) as exc:
+            raise UsageError(f"no FHIR server at {base_url}: {exc}") from exc
         return reply.status_code, reply.content
 
     return post

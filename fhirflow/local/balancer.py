@@ -24,6 +24,7 @@ import selectors
 import signal
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.context import SpawnProcess
 from typing import Any
@@ -110,6 +111,8 @@ class Balancer:
     ``config.workers`` worker processes, fewest open connections first."""
 
     config: uvicorn.Config
+    on_listening: Callable[[], None] | None = None
+    """Called once the port listens (``fhirflow serve`` prints its banner then)."""
     workers: list[_Worker] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -119,6 +122,8 @@ class Balancer:
         listener = self.config.bind_socket()
         listener.listen(self.config.backlog)
         listener.setblocking(False)
+        if self.on_listening is not None:
+            self.on_listening()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: self._stop.set())
         with self._lock:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
-from fhirflow import jsonio
+from fhirflow import compression, jsonio
 from fhirflow.errors import FhirError, PayloadTooLarge, internal_error_outcome, outcome_for
 from fhirflow.local.apigateway_rules import REQUEST_BODY_LIMIT, ApiGatewayRules
 from fhirflow.routes import ROUTE_TABLE, RouteTable
@@ -137,7 +137,7 @@ class LocalGateway:
                 "headers": {"Content-Type": "application/fhir+json"},
                 "body": jsonio.dumps(internal_error_outcome()).decode(),
             }
-        await _send_result(send, result)
+        await _send_result(send, result, _header(scope, b"accept-encoding"))
 
     async def _as_api_gateway(self, rules: ApiGatewayRules, scope: Scope, receive: Receive) -> dict[str, Any]:
         try:
@@ -284,19 +284,45 @@ def _error_result(error: FhirError) -> dict[str, Any]:
     }
 
 
-async def _send_result(send: Send, result: dict[str, Any]) -> None:
+async def _send_result(send: Send, result: dict[str, Any], accept_encoding: str | None = None) -> None:
     body = result.get("body") or ""
     payload = base64.b64decode(body) if result.get("isBase64Encoded") else body.encode("utf-8")
-    headers = [
-        (k.lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in (result.get("headers") or {}).items()
-    ]
+    status = int(result.get("statusCode", 500))
+    single = {k: str(v) for k, v in (result.get("headers") or {}).items()}
+    payload, single = await _compressed(status, payload, single, accept_encoding)
+    headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in single.items()]
     for name, values in (result.get("multiValueHeaders") or {}).items():
         headers.extend((name.lower().encode("latin-1"), str(v).encode("latin-1")) for v in values)
-    status = int(result.get("statusCode", 500))
     if status not in (204, 304):
         headers.append((b"content-length", str(len(payload)).encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": payload if status not in (204, 304) else b""})
+
+
+GZIP_OFF_LOOP_BYTES = 64 * 1024
+"""Bodies at least this large are compressed on a thread (zlib releases the GIL), not on the event loop."""
+
+
+async def _compressed(
+    status: int, payload: bytes, headers: dict[str, str], accept_encoding: str | None
+) -> tuple[bytes, dict[str, str]]:
+    """What API Gateway does with ``minimumCompressionSize`` (fhirflow.compression): gzip when the
+    client accepts it, the type is text and the body is large enough; ``Vary`` on every such answer."""
+    if not compression.varies(status, headers):
+        return payload, headers
+    headers = compression.with_vary(headers)
+    if (
+        status == 304
+        or any(k.lower() == "content-encoding" for k in headers)
+        or len(payload) < compression.MIN_COMPRESSED_BYTES
+        or not compression.accepts_gzip(accept_encoding)
+    ):
+        return payload, headers
+    if len(payload) >= GZIP_OFF_LOOP_BYTES:
+        payload = await asyncio.get_running_loop().run_in_executor(None, compression.gzip_bytes, payload)
+    else:
+        payload = compression.gzip_bytes(payload)
+    return payload, {**headers, "Content-Encoding": "gzip"}
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:

@@ -12,14 +12,14 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import Duration, RemovalPolicy, Size, Stack
 from aws_cdk import aws_apigateway as apigateway
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from fhirflow import cors
+from fhirflow import compression, cors
 from fhirflow.routes import ROUTES, Route
 from fhirflow_infra.compliance import acknowledge
 
@@ -131,6 +131,9 @@ class FhirApi(Construct):
             # Binary resources travel as raw bytes; every body reaches the Lambdas base64-encoded,
             # which fhirflow.http decodes.
             binary_media_types=["*/*"],
+            # gzip/deflate when the client accepts it, from the same size up as the local gateway
+            # (fhirflow.compression): /metadata and search Bundles shrink about tenfold.
+            min_compression_size=Size.bytes(compression.MIN_COMPRESSED_BYTES),
             cloud_watch_role=True,
             cloud_watch_role_removal_policy=RemovalPolicy.RETAIN,
             deploy_options=apigateway.StageOptions(

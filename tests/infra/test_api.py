@@ -105,6 +105,14 @@ def test_stage_traces_and_logs_without_bodies(synthesized: Synthesized) -> None:
     assert not [v for v in fields.values() if "querystring" in v.lower() or "body" in v.lower()]
 
 
+def test_the_api_compresses_from_the_local_gateways_minimum_size(synthesized: Synthesized) -> None:
+    """API Gateway gzips answers for clients that accept it, from the size the local gateway uses."""
+    from fhirflow.compression import MIN_COMPRESSED_BYTES
+
+    _, api = synthesized.only("AWS::ApiGateway::RestApi")
+    assert api["Properties"]["MinimumCompressionSize"] == MIN_COMPRESSED_BYTES == 1024
+
+
 def test_unknown_paths_get_an_operation_outcome_404(synthesized: Synthesized) -> None:
     responses = {
         r["Properties"]["ResponseType"]: r["Properties"]
