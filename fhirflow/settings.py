@@ -35,6 +35,9 @@ class Settings:
     max_body_bytes: int = 16 * 1024 * 1024
     update_create: bool = True
     """Allow PUT to create a resource with a client-chosen id (http.html#upsert)."""
+    skip_unchanged_updates: bool = True
+    """An update or patch whose result equals the current version (``meta.versionId`` and
+    ``lastUpdated`` aside) writes no new version and answers the current one, as HAPI does."""
     conditional_delete_max: int = 1
     """How many resources one conditional delete (``DELETE [type]?criteria``) may remove: 1 is
     ``conditionalDelete: single``; more is ``multiple``, and more matches than this are a 412."""
@@ -125,6 +128,7 @@ class Settings:
             cors_origins=parse_origins(os.environ.get("FHIRFLOW_CORS_ORIGINS", "")),
             max_body_bytes=_int("FHIRFLOW_MAX_BODY_BYTES", 16 * 1024 * 1024),
             update_create=_flag("FHIRFLOW_UPDATE_CREATE", True),
+            skip_unchanged_updates=_flag("FHIRFLOW_SKIP_UNCHANGED_UPDATES", True),
             conditional_delete_max=max(1, _int("FHIRFLOW_CONDITIONAL_DELETE_MAX", 1)),
             history_default_count=_int("FHIRFLOW_HISTORY_DEFAULT_COUNT", 50),
             history_max_count=_int("FHIRFLOW_HISTORY_MAX_COUNT", 1000),
