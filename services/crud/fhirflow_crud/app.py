@@ -10,7 +10,7 @@ from fhirflow.http import Application, UseCase
 from fhirflow.model import FhirRequest, FhirResponse
 from fhirflow.routes import ROUTE_TABLE
 from fhirflow.runtime import Dependencies, build_dependencies
-from fhirflow_crud import conditional, history, reads, writes
+from fhirflow_crud import conditional, history, operations, reads, writes
 
 USE_CASES: dict[str, Callable[[Dependencies, FhirRequest], FhirResponse]] = {
     "create": writes.create,
@@ -25,6 +25,10 @@ USE_CASES: dict[str, Callable[[Dependencies, FhirRequest], FhirResponse]] = {
     "history-instance": history.history,
     "history-type": history.history,
     "history-system": history.history,
+    "validate": operations.validate,
+    "meta": operations.meta,
+    "meta-add": operations.meta_add,
+    "meta-delete": operations.meta_delete,
 }
 
 
