@@ -181,3 +181,23 @@ def test_unchanged_updates_version_when_configured(versioning_client: httpx.Clie
     original = create(versioning_client, patient(gender="male"))
     assert etag_version(put(versioning_client, original)) == 2
     assert etag_version(_merge_patch(versioning_client, original["id"], {"gender": "male"})) == 3
+
+
+def test_plain_json_partial_resource_is_a_merge_patch(client: httpx.Client) -> None:
+    """fhirpy's ``patch()`` sends the changed fields as ``application/json``; a FHIRPath Patch is
+    always a Parameters resource, so anything else in plain JSON is read as a merge patch."""
+    original = create(client, patient(gender="male", active=True))
+    reply = client.patch(
+        f"/Patient/{original['id']}",
+        content=b'{"gender": "female", "active": null}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert reply.status_code == 200, reply.text
+    current = read(client, "Patient", original["id"]).json()
+    assert current["gender"] == "female"
+    assert "active" not in current
+    # application/fhir+json stays FHIRPath Patch only: a partial resource there is a 400.
+    strict = client.patch(
+        f"/Patient/{original['id']}", content=b'{"gender": "male"}', headers={"Content-Type": FHIR_JSON}
+    )
+    assert_outcome(strict, 400)

@@ -330,6 +330,10 @@ def patch(deps: Dependencies, request: FhirRequest) -> FhirResponse:
     document = jsonio.loads(request.body) if request.body.strip() else None
     if document is None:
         raise BadRequest("PATCH needs a patch document in the body")
+    if request.content_type == "application/json" and not _is_parameters(document):
+        # Plain JSON that is not a FHIRPath Patch is a partial resource: fhirpy's patch() and others
+        # send one with this type meaning a merge patch (RFC 7386), as Aidbox reads it.
+        apply = apply_merge_patch
     for _ in range(MAX_RETRIES):
         head = within_reach(deps, request, deps.store.current(request.tenant, rtype, id_))
         if head is None or head.deleted or head.body is None:
@@ -362,6 +366,10 @@ def patch(deps: Dependencies, request: FhirRequest) -> FhirResponse:
     raise ServiceUnavailable(
         f"{rtype}/{id_} is being changed by many writers at once; retry", headers={"Retry-After": "1"}
     )
+
+
+def _is_parameters(document: object) -> bool:
+    return isinstance(document, dict) and document.get("resourceType") == "Parameters"
 
 
 def patch_missing(deps: Dependencies, request: FhirRequest, rtype: str, id_: str) -> FhirResponse:
