@@ -293,3 +293,15 @@ def test_capability_statement_declares_the_operations(client: httpx.Client) -> N
         assert patient_ops[name] == R4 + definition
         assert {o["name"] for o in by_type["Observation"]["operation"]} >= {name}
     assert "everything" not in {o["name"] for o in by_type["Observation"]["operation"]}
+
+
+def test_operations_are_not_bundle_entries(client: httpx.Client) -> None:
+    pid = create(client, patient())["id"]
+    parameters = {"resourceType": "Parameters", "parameter": [{"name": "meta", "valueMeta": {"tag": [{"code": "x"}]}}]}
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [{"resource": parameters, "request": {"method": "POST", "url": f"Patient/{pid}/$meta-add"}}],
+    }
+    assert_outcome(client.post("/", json=bundle), 400, expression="Bundle.entry[0].request")
+    assert etag_version(read(client, "Patient", pid)) == 1

@@ -25,6 +25,9 @@ USE_CASES: dict[str, Callable[[Dependencies, FhirRequest], FhirResponse]] = {
     "history-instance": history.history,
     "history-type": history.history,
     "history-system": history.history,
+}
+OPERATIONS: dict[str, Callable[[Dependencies, FhirRequest], FhirResponse]] = {
+    # Not in USE_CASES: bundles run those, and operations are not (yet) bundle entries.
     "validate": operations.validate,
     "meta": operations.meta,
     "meta-add": operations.meta_add,
@@ -53,7 +56,7 @@ def smart_configuration(deps: Dependencies, request: FhirRequest) -> FhirRespons
 def build_app(deps: Dependencies | None = None) -> Application:
     deps = deps or build_dependencies()
     handlers: dict[tuple[str, str], UseCase] = {}
-    special = {"capabilities": metadata, "smart-configuration": smart_configuration}
+    special = {"capabilities": metadata, "smart-configuration": smart_configuration, **OPERATIONS}
     for route in ROUTE_TABLE.for_service("crud"):
         use_case = special.get(route.interaction) or USE_CASES[route.interaction]
         handlers[(route.method, route.pattern)] = partial(use_case, deps)
