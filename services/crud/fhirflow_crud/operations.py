@@ -39,6 +39,7 @@ def validate(deps: Dependencies, request: FhirRequest) -> FhirResponse:
     a Parameters with ``resource``, ``mode`` and ``profile`` (the URL may carry ``mode`` too)."""
     rtype = writes.known_type(request)
     id_ = request.path_params.get("id")
+    bodies.check_size(request, deps.settings.max_body_bytes)
     resource, mode, profile = _validate_input(request, rtype)
     if mode is not None and mode not in MODES:
         raise BadRequest(
@@ -78,7 +79,6 @@ def validate(deps: Dependencies, request: FhirRequest) -> FhirResponse:
 
 
 def _validate_input(request: FhirRequest, rtype: str) -> tuple[dict[str, Any] | None, str | None, str | None]:
-    bodies.check_size(request, 16 * 1024 * 1024)
     mode = request.param("mode")
     profile = request.param("profile")
     if not request.body.strip():
