@@ -11,7 +11,15 @@ import pytest
 
 from tests.e2e import test_authz_write_leaks as leaks
 from tests.e2e.test_authz_as import AuthorizationServer
-from tests.e2e.test_authz_write_leaks import TOKEN_KINDS, World, assert_same, hidden_observations, token_for, unknown
+from tests.e2e.test_authz_write_leaks import (
+    TOKEN_KINDS,
+    World,
+    assert_same,
+    bearer,
+    hidden_observations,
+    token_for,
+    unknown,
+)
 
 # The leak suite's servers and world (a module's fixtures are used where they are named).
 idp, fhir, http, world = leaks.idp, leaks.fhir, leaks.http, leaks.world
@@ -91,3 +99,22 @@ def test_everything_of_another_patient_is_unknown(http: httpx.Client, idp: Autho
         if e["resource"]["resourceType"] == "Observation"
     }
     assert subjects == {f"Patient/{world.me}"}
+
+
+def test_validate_needs_the_scope_of_the_write_it_checks(
+    http: httpx.Client, idp: AuthorizationServer, world: World
+) -> None:
+    read_only = bearer(idp.realm("main").mint("patient/Observation.rs", patient=world.me))
+    body = {"resourceType": "Observation", "status": "final", "code": {"text": "x"}}
+    for mode in ("create", "update", "delete"):
+        target = "/Observation/$validate" if mode == "create" else f"/Observation/obs-me-{world.tag}/$validate"
+        reply = http.post(target, params={"mode": mode}, json=body, headers=read_only)
+        assert reply.status_code == 403, (mode, reply.text)
+    writer = bearer(idp.realm("main").mint("patient/Observation.cruds", patient=world.me))
+    mine = {**body, "subject": {"reference": f"Patient/{world.me}"}}
+    ok = http.post("/Observation/$validate", params={"mode": "create"}, json=mine, headers=writer)
+    assert ok.status_code == 200, ok.text
+
+
+def test_an_unknown_operation_still_needs_a_token(http: httpx.Client) -> None:
+    assert http.get("/Patient/$frobnicate").status_code == 401
