@@ -10,6 +10,7 @@ from fhirflow.http import JSON_TYPES, XML_TYPES
 from fhirflow.model import FhirRequest
 
 JSON_PATCH = "application/json-patch+json"
+MERGE_PATCH = "application/merge-patch+json"
 PARAMETERS_TYPES = ("application/fhir+json", "application/json", "application/json+fhir")
 CONTROL_PARAMETERS = frozenset({"_format", "_pretty"})
 """Query parameters that shape the answer, not an operation's input."""

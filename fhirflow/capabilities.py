@@ -163,13 +163,33 @@ def _subscription_topics(resources: list[dict[str, Any]], implemented: set[str])
             ]
 
 
+_RESOURCE_OPERATIONS = {
+    # interaction → (operation name, R4 OperationDefinition), on every resource type
+    "validate": ("validate", "http://hl7.org/fhir/OperationDefinition/Resource-validate"),
+    "meta": ("meta", "http://hl7.org/fhir/OperationDefinition/Resource-meta"),
+    "meta-add": ("meta-add", "http://hl7.org/fhir/OperationDefinition/Resource-meta-add"),
+    "meta-delete": ("meta-delete", "http://hl7.org/fhir/OperationDefinition/Resource-meta-delete"),
+}
+PATIENT_EVERYTHING = "http://hl7.org/fhir/OperationDefinition/Patient-everything"
+
+
 def _operations(implemented: set[str], rtype: str | None) -> list[dict[str, str]]:
-    """Bulk data export's operations (bulk data IG STU2) where the route table has them."""
-    return [
+    """Bulk data export's operations (bulk data IG STU2), and the R4 operations on resources
+    (Resource-validate, Resource-meta*, Patient-everything), where the route table has them."""
+    found = [
         {"name": "export", "definition": definition}
         for interaction, (on, definition) in _EXPORT_OPERATIONS.items()
         if on == rtype and interaction in implemented
     ]
+    if rtype is not None:
+        found += [
+            {"name": name, "definition": definition}
+            for interaction, (name, definition) in _RESOURCE_OPERATIONS.items()
+            if interaction in implemented
+        ]
+    if rtype == "Patient" and "everything" in implemented:
+        found.append({"name": "everything", "definition": PATIENT_EVERYTHING})
+    return found
 
 
 @lru_cache(maxsize=1)

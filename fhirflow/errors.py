@@ -56,6 +56,13 @@ class BadRequest(FhirError):
     status, code = 400, "invalid"
 
 
+class OperationNotSupported(FhirError):
+    """``$name`` that this server does not implement at that level (operations.html): 400 with
+    issue code ``not-supported`` naming the operation, not a 404 about a resource type or id."""
+
+    status, code = 400, "not-supported"
+
+
 class InvalidResource(FhirError):
     """The resource content fails validation (HTTP 400, or 422 where the spec asks for it)."""
 

@@ -25,6 +25,7 @@ from fhirflow.errors import (
     FhirError,
     NotAcceptable,
     NotModified,
+    OperationNotSupported,
     PayloadTooLarge,
     information,
     internal_error_outcome,
@@ -244,6 +245,7 @@ class Application:
                 raise FhirError(f"No handler for {request.method} {request.route}")
             if self.authenticator is not None:
                 request.principal = self.authenticator.authenticate(request)
+            _refuse_unknown_operation(request)
             with request_budget(self._budget(request, context)):
                 response = handler(request)
             if mime is None and response.binary is None:
@@ -256,6 +258,16 @@ class Application:
         except Exception:
             logger.exception("unhandled error", extra={"route": request.route, "request_id": request.request_id})
             return _event(500, {"Content-Type": f"{FHIR_JSON}; charset=utf-8"}, jsonio.dumps(internal_error_outcome()))
+
+
+def _refuse_unknown_operation(request: FhirRequest) -> None:
+    """A ``$name`` segment that reached a route by a path parameter (``/{type}``, ``/{type}/{id}``...)
+    is an operation the server does not have there: routes for the ones it has name them literally."""
+    for value in request.path_params.values():
+        if value.startswith("$"):
+            raise OperationNotSupported(
+                f"This server does not support the operation {value[:64]} on {request.method} {request.path[:200]}"
+            )
 
 
 def _negotiate_before_dispatch(request: FhirRequest) -> str | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
-from fhirflow.errors import MethodNotAllowed, NotFound
+from fhirflow.errors import MethodNotAllowed, NotFound, OperationNotSupported
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +74,20 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/Subscription/$status", "subscriptions", "subscription-status"),
     Route("GET", "/Subscription/{id}/$status", "subscriptions", "subscription-status"),
     Route("GET", "/Subscription/{id}/$events", "subscriptions", "subscription-events"),
+    # Operations on resources (operations.html): Resource-validate, Resource-meta(-add/-delete) and
+    # Patient-everything. A ``$name`` not listed here is answered 400 not-supported (fhirflow.http).
+    Route("POST", "/{type}/$validate", "crud", "validate"),
+    Route("POST", "/{type}/{id}/$validate", "crud", "validate"),
+    Route("GET", "/{type}/{id}/$meta", "crud", "meta"),
+    Route("POST", "/{type}/{id}/$meta", "crud", "meta"),
+    Route("GET", "/{type}/{id}/_history/{vid}/$meta", "crud", "meta"),
+    Route("POST", "/{type}/{id}/_history/{vid}/$meta", "crud", "meta"),
+    Route("POST", "/{type}/{id}/$meta-add", "crud", "meta-add"),
+    Route("POST", "/{type}/{id}/$meta-delete", "crud", "meta-delete"),
+    Route("GET", "/{type}/$everything", "search", "everything"),
+    Route("POST", "/{type}/$everything", "search", "everything"),
+    Route("GET", "/{type}/{id}/$everything", "search", "everything"),
+    Route("POST", "/{type}/{id}/$everything", "search", "everything"),
 )
 
 TENANT_PREFIX = "/tenant/{tenant}"
@@ -131,6 +145,11 @@ class RouteTable:
             path_matched = True
             if route.method == method:
                 return route, params
+        operation = next((s for s in segments if s.startswith("$")), None)
+        if operation is not None:
+            raise OperationNotSupported(
+                f"This server does not support the operation {operation[:64]} on {method} {path}"
+            )
         if path_matched:
             raise MethodNotAllowed(f"{method} is not supported on {path}")
         raise NotFound(f"No route for {method} {path}")

@@ -43,6 +43,9 @@ class Settings:
     Gateway's 502. 0: no limit (the embedded mode streams any size)."""
     update_create: bool = True
     """Allow PUT to create a resource with a client-chosen id (http.html#upsert)."""
+    skip_unchanged_updates: bool = True
+    """An update or patch whose result equals the current version (``meta.versionId`` and
+    ``lastUpdated`` aside) writes no new version and answers the current one, as HAPI does."""
     conditional_delete_max: int = 1
     """How many resources one conditional delete (``DELETE [type]?criteria``) may remove: 1 is
     ``conditionalDelete: single``; more is ``multiple``, and more matches than this are a 412."""
@@ -172,6 +175,7 @@ class Settings:
             request_timeout_seconds=float(os.environ.get("FHIRFLOW_REQUEST_TIMEOUT_SECONDS") or 10.0),
             max_response_bytes=_int("FHIRFLOW_MAX_RESPONSE_BYTES", 0),
             update_create=_flag("FHIRFLOW_UPDATE_CREATE", True),
+            skip_unchanged_updates=_flag("FHIRFLOW_SKIP_UNCHANGED_UPDATES", True),
             conditional_delete_max=max(1, _int("FHIRFLOW_CONDITIONAL_DELETE_MAX", 1)),
             history_default_count=_int("FHIRFLOW_HISTORY_DEFAULT_COUNT", 50),
             history_max_count=_int("FHIRFLOW_HISTORY_MAX_COUNT", 1000),

@@ -38,6 +38,19 @@ def stamp(resource: dict[str, Any], *, id_: str, version: int, last_updated: int
     return {"resourceType": resource["resourceType"], "id": id_, "meta": meta, **body}
 
 
+def same_content(resource: dict[str, Any], stored: dict[str, Any]) -> bool:
+    """Whether ``resource`` says what ``stored`` says, the server's ``meta.versionId`` and
+    ``meta.lastUpdated`` aside (an update that changes nothing needs no new version)."""
+    return _content(resource) == _content(stored)
+
+
+def _content(resource: dict[str, Any]) -> dict[str, Any]:
+    meta = resource.get("meta")
+    meta = {k: v for k, v in meta.items() if k not in ("versionId", "lastUpdated")} if isinstance(meta, dict) else {}
+    body = {k: v for k, v in resource.items() if k != "meta"}
+    return {**body, "meta": meta} if meta else body
+
+
 def version_headers(stored: ResourceVersion) -> dict[str, str]:
     return {"ETag": etag(stored.version), "Last-Modified": timefmt.http_date(stored.last_updated)}
 

@@ -93,6 +93,7 @@ def test_the_read_routes_are_all_covered() -> None:
     jobs |= {"export", "export-patient", "export-group", "export-status", "export-file"}  # test_an_export_is_...
     jobs |= {"reindex-status"}  # test_a_reindex_job_is_for_its_tenant_only
     jobs |= {"subscription-status", "subscription-events"}  # test_a_subscription_is_for_its_tenant_only
+    jobs |= {"everything", "meta"}  # test_operations_see_only_their_tenant
     assert readable <= {"read", "vread", "history-instance", "history-type", "history-system", *searches, *jobs}
 
 
@@ -274,3 +275,24 @@ def test_search_sees_only_its_tenant(http: httpx.Client, idp: AuthorizationServe
             seen.update(found_resources(reply.json()))
     assert seen <= tenants["b"]
     assert (("Patient", f"pb-{TAG}")) in seen
+
+
+def test_operations_see_only_their_tenant(
+    http: httpx.Client, idp: AuthorizationServer, tenants: dict[str, Any]
+) -> None:
+    """``$everything`` and ``$meta`` answer from the token's tenant; another tenant's paths are 403."""
+    token_b = idp.realm("b").mint("system/*.cruds")
+    seen: set[tuple[str, str]] = set()
+    for prefix in ("/tenant/b", ""):
+        for path in ("/Patient/$everything", f"/Patient/pb-{TAG}/$everything"):
+            reply = http.get(f"{prefix}{path}", params={"_count": "1000"}, headers=bearer(token_b))
+            assert reply.status_code == 200, (prefix, path, reply.text)
+            seen.update(found_resources(reply.json()))
+        assert http.get(f"{prefix}/Patient/pa-{TAG}/$everything", headers=bearer(token_b)).status_code == 404
+        assert http.get(f"{prefix}/Patient/pa-{TAG}/$meta", headers=bearer(token_b)).status_code == 404
+        own = http.get(f"{prefix}/Patient/pb-{TAG}/$meta", headers=bearer(token_b))
+        assert own.status_code == 200, own.text
+    assert seen == {r for r in tenants["b"] if r[0] != "Organization"}  # b's chart; the Organization is in none
+    for path in (f"/Patient/pa-{TAG}/$everything", "/Patient/$everything", f"/Patient/pa-{TAG}/$meta"):
+        reply = http.get(f"/tenant/a{path}", headers=bearer(token_b))
+        assert reply.status_code == 403, (path, reply.text)

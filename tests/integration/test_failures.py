@@ -109,7 +109,7 @@ def test_a_transaction_cancelled_by_throttling_is_503(world: World) -> None:
         crud,
         "PUT",
         f"/tenant/{tenant}/Patient/{created['id']}",
-        {**PATIENT, "id": created["id"]},
+        {**PATIENT, "id": created["id"], "gender": "other"},  # a change: an unchanged PUT writes nothing
         headers={"if-match": 'W/"1"'},
     )
     undo()

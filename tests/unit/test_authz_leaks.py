@@ -129,6 +129,7 @@ def test_the_leak_test_covers_every_read_route() -> None:
     covered |= {"export", "export-patient", "export-group", "export-status", "export-file"}  # the export test below
     covered |= {"reindex-status"}  # test_reindex_is_for_system_scopes_only below
     covered |= {"subscription-status", "subscription-events"}  # test_subscription_operations_... below
+    covered |= {"everything", "meta"}  # test_operations_never_return_another_patients_resources below
     readable = {r.interaction for r in ROUTE_TABLE.routes if r.method == "GET"} - {
         "capabilities",
         "smart-configuration",
@@ -229,6 +230,37 @@ def test_search_never_returns_another_patients_resources(world: dict[str, Any]) 
             if "total" in reply.body:
                 matches = [e for e in reply.body.get("entry", []) if e.get("search", {}).get("mode") != "include"]
                 assert reply.body["total"] == len(matches), (token_name, path)  # exact: the filter is in the query
+
+
+def test_operations_never_return_another_patients_resources(world: dict[str, Any]) -> None:
+    """``$everything`` (instance and type level) and ``$meta`` answer from what the token may read;
+    another patient's resources answer ``$meta`` exactly as missing ones do."""
+    client: InProcessClient = world["client"]
+    patient = world["patient"]
+    them = next(id_ for rtype, id_ in world["all"] if rtype == "Patient" and id_ != patient)
+    for token_name, mint in TOKENS.items():
+        token = mint(world["issuer"], patient)
+        own = client.get(f"/Patient/{patient}/$everything", token, query={"_count": "100"})
+        assert own.status == 200, (token_name, own.body)
+        assert set(found_resources(own.body)) == world["mine"], token_name
+        everyone = client.get("/Patient/$everything", token, query={"_count": "1000"})
+        assert everyone.status == 200, (token_name, everyone.body)
+        assert set(found_resources(everyone.body)) == world["mine"], token_name
+        hidden = client.get(f"/Patient/{them}/$everything", token)
+        missing = client.get("/Patient/does-not-exist/$everything", token)
+        assert hidden.status == missing.status == 404, (token_name, hidden.body)
+        assert found_resources(hidden.body) == []
+        for rtype, id_ in world["all"]:
+            for path in (f"/{rtype}/{id_}/$meta", f"/{rtype}/{id_}/_history/1/$meta"):
+                reply = client.get(path, token)
+                if (rtype, id_) in world["mine"]:
+                    assert reply.status == 200, (token_name, path, reply.body)
+                else:
+                    gone = client.get(path.replace(id_, "does-not-exist"), token)
+                    assert reply.status == gone.status == 404, (token_name, path, reply.body)
+                    assert reply.body["issue"][0]["diagnostics"].replace(id_, "X") == gone.body["issue"][0][
+                        "diagnostics"
+                    ].replace("does-not-exist", "X"), (token_name, path)
 
 
 def _exported(client: InProcessClient, token: str, path: str) -> tuple[Reply, list[Reply]]:

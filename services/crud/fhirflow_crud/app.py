@@ -10,7 +10,7 @@ from fhirflow.http import Application, UseCase
 from fhirflow.model import FhirRequest, FhirResponse
 from fhirflow.routes import ROUTE_TABLE
 from fhirflow.runtime import Dependencies, build_dependencies
-from fhirflow_crud import conditional, history, reads, writes
+from fhirflow_crud import conditional, history, operations, reads, writes
 
 USE_CASES: dict[str, Callable[[Dependencies, FhirRequest], FhirResponse]] = {
     "create": writes.create,
@@ -25,6 +25,13 @@ USE_CASES: dict[str, Callable[[Dependencies, FhirRequest], FhirResponse]] = {
     "history-instance": history.history,
     "history-type": history.history,
     "history-system": history.history,
+}
+OPERATIONS: dict[str, Callable[[Dependencies, FhirRequest], FhirResponse]] = {
+    # Not in USE_CASES: bundles run those, and operations are not (yet) bundle entries.
+    "validate": operations.validate,
+    "meta": operations.meta,
+    "meta-add": operations.meta_add,
+    "meta-delete": operations.meta_delete,
 }
 
 
@@ -51,7 +58,7 @@ def build_app(deps: Dependencies | None = None) -> Application:
 
     deps = deps or build_dependencies()
     handlers: dict[tuple[str, str], UseCase] = {}
-    special = {"capabilities": metadata, "smart-configuration": smart_configuration}
+    special = {"capabilities": metadata, "smart-configuration": smart_configuration, **OPERATIONS}
     for route in ROUTE_TABLE.for_service("crud"):
         use_case = special.get(route.interaction) or offering_upload(USE_CASES[route.interaction], route.interaction)
         handlers[(route.method, route.pattern)] = partial(use_case, deps)

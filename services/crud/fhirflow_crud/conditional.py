@@ -87,8 +87,18 @@ def url_criteria(request: FhirRequest) -> Criteria:
 
 
 def header_criteria(request: FhirRequest) -> Criteria:
-    raw = request.header("if-none-exist") or ""
-    return parse_query_string(request.resource_type, raw, where="If-None-Exist")
+    """A conditional create's criteria: ``If-None-Exist``, or the URL's query (``POST [type]?criteria``,
+    read the same way; :func:`fhirflow_crud.writes.url_search_criteria`); both at once is a 400."""
+    in_url = writes.url_search_criteria(request)
+    raw = request.header("if-none-exist")
+    if in_url and raw is not None:
+        raise BadRequest(
+            "A create takes its conditions either in If-None-Exist or in the URL's query, not both",
+            expression="If-None-Exist",
+        )
+    if in_url:
+        return parse_criteria(request.resource_type, in_url)
+    return parse_query_string(request.resource_type, raw or "", where="If-None-Exist")
 
 
 def _engine(deps: Dependencies) -> SearchEngine:

@@ -233,6 +233,9 @@ def write(
             # the caller gets what a read of that id gets (the one answer a client-chosen id implies).
             raise unknown_to_caller(deps, request, stored)
         deps.policy.check_write(request, rtype, id_, resource, head)
+        if method == "PUT" and resource is not None and unchanged(deps, head, resource):
+            assert head is not None
+            return WriteResult(head, None, created=False)
         try:
             expected = head.version if head else None
             stored = commit_version(
@@ -250,6 +253,14 @@ def write(
     raise ServiceUnavailable(
         f"{rtype}/{id_} is being changed by many writers at once; retry", headers={"Retry-After": "1"}
     )
+
+
+def unchanged(deps: Dependencies, head: ResourceVersion | None, resource: dict[str, Any]) -> bool:
+    """Whether writing ``resource`` over ``head`` would change nothing, and the settings say such a
+    write keeps the current version (``skip_unchanged_updates``, as HAPI does)."""
+    if not deps.settings.skip_unchanged_updates or head is None or head.deleted or head.body is None:
+        return False
+    return versioning.same_content(resource, jsonio.loads(head.body))
 
 
 def _nothing_to_delete(request: FhirRequest, rtype: str, id_: str) -> WriteResult:
@@ -275,7 +286,7 @@ def create(
 ) -> FhirResponse:
     """``new_id`` lets a transaction choose the id up front, so references to the entry can be rewritten.
     With ``If-None-Exist`` (or a bundle's pre-resolved ``resolution``) it is a conditional create."""
-    if resolution is not None or "if-none-exist" in request.headers:
+    if resolution is not None or "if-none-exist" in request.headers or url_search_criteria(request):
         from fhirflow_crud import conditional
 
         return conditional.create(deps, request, new_id=new_id, resolution=resolution)
@@ -286,6 +297,13 @@ def create(
     validated(resource, rtype)
     result = write(deps, request, rtype, new_id or new_resource_id(), resource, method="POST", must_not_exist=True)
     return written_response(request, revealed(deps, result), status=201)
+
+
+def url_search_criteria(request: FhirRequest) -> list[tuple[str, str]]:
+    """The search parameters of ``POST [type]?criteria`` (``_format``/``_pretty`` aside). R4 gives
+    them no meaning on a create; fhirpy's ``get_or_create`` sends them expecting a conditional
+    create, so this server reads them as ``If-None-Exist`` rather than create a duplicate."""
+    return [(name, value) for name, value in request.query if name not in bodies.CONTROL_PARAMETERS]
 
 
 def update(deps: Dependencies, request: FhirRequest) -> FhirResponse:
@@ -316,7 +334,7 @@ def revealed(deps: Dependencies, result: WriteResult) -> WriteResult:
 
 
 def patch(deps: Dependencies, request: FhirRequest) -> FhirResponse:
-    from fhirflow.patch import apply_fhirpath_patch, apply_json_patch
+    from fhirflow.patch import apply_fhirpath_patch, apply_json_patch, apply_merge_patch
 
     rtype = authorized_type(deps, request, "patch")
     id_ = check_id(request.resource_id)
@@ -324,20 +342,26 @@ def patch(deps: Dependencies, request: FhirRequest) -> FhirResponse:
     apply: Callable[[dict[str, Any], object], dict[str, Any]]
     if request.content_type == bodies.JSON_PATCH:
         apply = apply_json_patch
+    elif request.content_type == bodies.MERGE_PATCH:
+        apply = apply_merge_patch
     elif request.content_type in ("application/fhir+json", "application/json"):
         apply = apply_fhirpath_patch
     else:
         raise UnsupportedMediaType(
-            f"PATCH takes application/json-patch+json or a FHIRPath Patch Parameters resource in "
-            f"application/fhir+json, not '{request.content_type or 'no Content-Type'}'"
+            f"PATCH takes application/json-patch+json, application/merge-patch+json or a FHIRPath Patch "
+            f"Parameters resource in application/fhir+json, not '{request.content_type or 'no Content-Type'}'"
         )
     document = jsonio.loads(request.body) if request.body.strip() else None
     if document is None:
         raise BadRequest("PATCH needs a patch document in the body")
+    if request.content_type == "application/json" and not _is_parameters(document):
+        # Plain JSON that is not a FHIRPath Patch is a partial resource: fhirpy's patch() and others
+        # send one with this type meaning a merge patch (RFC 7386), as Aidbox reads it.
+        apply = apply_merge_patch
     for _ in range(MAX_RETRIES):
         head = within_reach(deps, request, deps.store.current(request.tenant, rtype, id_))
         if head is None or head.deleted or head.body is None:
-            return _patch_missing(deps, request, rtype, id_)
+            return patch_missing(deps, request, rtype, id_)
         # The target first (its compartment, the scopes): a patch must not be applied, tested or
         # validated against a resource the caller may not change, or its answers tell the values.
         deps.policy.check_write(request, rtype, id_, None, head)
@@ -352,6 +376,8 @@ def patch(deps: Dependencies, request: FhirRequest) -> FhirResponse:
                 f"If-Match {versioning.etag(wanted)} does not match the current version "
                 f"({versioning.etag(head.version)})"
             )
+        if unchanged(deps, head, patched):
+            return written_response(request, WriteResult(head, None, created=False))
         try:
             stored = commit_version(
                 deps, request, rtype, id_, patched, method="PATCH", expected=head.version, head=head
@@ -366,7 +392,11 @@ def patch(deps: Dependencies, request: FhirRequest) -> FhirResponse:
     )
 
 
-def _patch_missing(deps: Dependencies, request: FhirRequest, rtype: str, id_: str) -> FhirResponse:
+def _is_parameters(document: object) -> bool:
+    return isinstance(document, dict) and document.get("resourceType") == "Parameters"
+
+
+def patch_missing(deps: Dependencies, request: FhirRequest, rtype: str, id_: str) -> FhirResponse:
     """404 for an id that is not there or outside the caller's reach, 410 for a deletion it may know."""
     from fhirflow.errors import Gone
 

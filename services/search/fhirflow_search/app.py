@@ -19,6 +19,7 @@ from fhirflow.runtime import Dependencies, build_dependencies, search_param_cata
 from fhirflow.search_ports import ResourceMatcher, SearchEngine
 from fhirflow.settings import Settings
 from fhirflow_search import reindex
+from fhirflow_search.everything import everything
 from fhirflow_search.reindex import ReindexParts, ReindexRunner
 from fhirflow_search.settings import SearchSettings
 from fhirflow_search.usecase import SearchService
@@ -141,7 +142,9 @@ def build_app(
     use_case = service or service_for(deps.settings)
     handlers: dict[tuple[str, str], UseCase] = {}
     for route in ROUTE_TABLE.for_service("search"):
-        if route.interaction in ("reindex", "reindex-status"):
+        if route.interaction == "everything":
+            handlers[(route.method, route.pattern)] = partial(everything, use_case, deps)
+        elif route.interaction in ("reindex", "reindex-status"):
             handlers[(route.method, route.pattern)] = partial(_reindex_use_case(route.interaction, reindex_with), deps)
         else:
             handlers[(route.method, route.pattern)] = partial(use_case, deps)
