@@ -31,14 +31,15 @@ from fhirflow_infra.packaging import compile_bytecode
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO_ROOT / "infra" / "build" / "layer"
-EMBEDDED_ONLY = frozenset({"uvicorn", "rich"})
-"""The local gateway's server and the CLI's console output; no Lambda imports them."""
+EMBEDDED_ONLY = frozenset({"uvicorn", "rich", "httpx"})
+"""The local gateway's server, the CLI's console output and its HTTP client (``fhirflow import
+--url``); no Lambda imports them."""
 NEVER_IMPORTED = frozenset({"aws-xray-sdk", "wrapt", "opensearch-protobufs", "protobuf", "grpcio"})
 """In the requirements, or required by them, but imported by no Lambda: aws-xray-sdk (X-Ray
 tracing is Lambda's active tracing; nothing imports the SDK) and wrapt, its dependency;
 opensearch-py 3's gRPC transport (opensearch-protobufs, protobuf, grpcio: 30 MB), which the HTTP
 client it is used through never imports. tests/infra checks that everything else is imported."""
-IMPORT_NAMES = {"aws-lambda-powertools": "aws_lambda_powertools", "opensearch-py": "opensearchpy"}
+IMPORT_NAMES = {"aws-lambda-powertools": "aws_lambda_powertools", "opensearch-py": "opensearchpy", "google-re2": "re2"}
 """Import names that differ from the distribution's."""
 LOCK = REPO_ROOT / "infra" / "layer.lock"
 PLATFORMS = ("manylinux2014_aarch64", "manylinux_2_28_aarch64", "manylinux_2_34_aarch64")
