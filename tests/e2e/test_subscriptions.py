@@ -29,6 +29,7 @@ from tests.e2e.webhooks import Received, Receiver, unique, verify
 SECRET_EXT = "https://fhirflow.dev/fhir/StructureDefinition/subscription-signing-secret"
 BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition"
 TOPIC = "https://fhirflow.dev/fhir/SubscriptionTopic/"
+PRACTITIONERS = {"FHIRFLOW_AUTH_CONFIG": '{"admin_user_types": ["Practitioner"]}', "FHIRFLOW_AUTH_DEV_ISSUER": "true"}
 DEV_ENV = {
     "FHIRFLOW_SUBSCRIPTIONS_ALLOW_HTTP": "true",
     "FHIRFLOW_SUBSCRIPTIONS_ALLOW_PRIVATE": "true",
@@ -477,7 +478,9 @@ def test_a_patient_context_subscription_gets_only_its_compartment(tmp_path: Path
     code = unique_code()
     with (
         Receiver() as receiver,
-        LocalServer(data_dir=tmp_path, extra_args=("--auth", "smart"), env=DEV_ENV) as server,
+        # A Practitioner's user/ scopes reach beyond its compartment only where configured (issue 14,
+        # defect 9): this deployment lets practitioners manage Subscriptions.
+        LocalServer(data_dir=tmp_path, extra_args=("--auth", "smart"), env={**DEV_ENV, **PRACTITIONERS}) as server,
         httpx.Client(base_url=server.base_url, headers={"Content-Type": FHIR_JSON}, timeout=30) as http,
     ):
         admin = mint("--scope", "system/*.cruds")

@@ -22,7 +22,7 @@ PSEUDO = {
     "AWS::Partition": PARTITION,
     "AWS::URLSuffix": "amazonaws.com",
     "AWS::StackName": "fhirflow",
-    "AWS::StackId": f"arn:aws:cloudformation:{REGION}:{ACCOUNT}:stack/fhirflow/1",
+    "AWS::StackId": f"arn:aws:cloudformation:{REGION}:{ACCOUNT}:stack/fhirflow/5b1c3e40-1a2b-11ef-9c3d-0a1b2c3d4e5f",
     "AWS::NoValue": None,
 }
 _DYNAMIC = re.compile(r"\{\{resolve:secretsmanager:([^:}]+(?::[^:}]+)*?):SecretString:([^:}]*):([^:}]*):([^:}]*)\}\}")
@@ -59,46 +59,53 @@ class Cloud:
             kind, props = resource["Type"], resource.get("Properties", {})
             arn = f"arn:{PARTITION}"
             if kind == "AWS::DynamoDB::Table":
-                table = props.get("TableName") or _name(logical_id)
+                table = self._given(props, "TableName") or _name(logical_id)
                 self._set(logical_id, table, Arn=f"{arn}:dynamodb:{REGION}:{ACCOUNT}:table/{table}")
             elif kind == "AWS::S3::Bucket":
-                bucket = props.get("BucketName") or _name(logical_id)
+                bucket = self._given(props, "BucketName") or _name(logical_id)
                 self._set(logical_id, bucket, Arn=f"{arn}:s3:::{bucket}", DomainName=f"{bucket}.s3.amazonaws.com")
             elif kind == "AWS::SQS::Queue":
-                queue = props.get("QueueName") or _name(logical_id, 75) + (".fifo" if props.get("FifoQueue") else "")
+                queue = self._given(props, "QueueName") or _name(logical_id, 75) + (
+                    ".fifo" if props.get("FifoQueue") else ""
+                )
                 self._set(logical_id, "", Arn=f"{arn}:sqs:{REGION}:{ACCOUNT}:{queue}", QueueName=queue)
             elif kind == "AWS::Events::EventBus":
-                bus = props["Name"]
+                bus = self._given(props, "Name") or _name(logical_id)
                 self._set(logical_id, bus, Arn=f"{arn}:events:{REGION}:{ACCOUNT}:event-bus/{bus}", Name=bus)
             elif kind == "AWS::StepFunctions::StateMachine":
-                machine = props.get("StateMachineName") or _name(logical_id, 80)
+                machine = self._given(props, "StateMachineName") or _name(logical_id, 80)
                 machine_arn = f"{arn}:states:{REGION}:{ACCOUNT}:stateMachine:{machine}"
                 self._set(logical_id, machine_arn, Arn=machine_arn, Name=machine)
             elif kind == "AWS::KMS::Key":
                 key_id = f"{logical_id.lower():0<32}"[:32]
                 self._set(logical_id, key_id, Arn=f"{arn}:kms:{REGION}:{ACCOUNT}:key/{key_id}", KeyId=key_id)
             elif kind == "AWS::OpenSearchService::Domain":
-                domain = props.get("DomainName") or _name(logical_id, 28)
+                domain = self._given(props, "DomainName") or _name(logical_id, 28)
                 domain_arn = f"{arn}:es:{REGION}:{ACCOUNT}:domain/{domain}"
                 endpoint = f"search-{domain}.{REGION}.es.amazonaws.com"
                 self._set(logical_id, domain, Arn=domain_arn, DomainArn=domain_arn, DomainEndpoint=endpoint)
             elif kind == "AWS::IAM::Role":
-                role = props.get("RoleName") or _name(logical_id)
+                role = self._given(props, "RoleName") or _name(logical_id)
                 self._set(logical_id, role, Arn=f"{arn}:iam::{ACCOUNT}:role/{role}")
             elif kind == "AWS::Lambda::Function":
-                function = props.get("FunctionName") or _name(logical_id)
+                function = self._given(props, "FunctionName") or _name(logical_id)
                 self._set(logical_id, function, Arn=f"{arn}:lambda:{REGION}:{ACCOUNT}:function:{function}")
             elif kind == "AWS::Logs::LogGroup":
-                group = props.get("LogGroupName") or f"/aws/lambda/{_name(logical_id)}"
+                group = self._given(props, "LogGroupName") or f"/aws/lambda/{_name(logical_id)}"
                 self._set(logical_id, group, Arn=f"{arn}:logs:{REGION}:{ACCOUNT}:log-group:{group}:*")
             elif kind == "AWS::SNS::Topic":
-                topic = props.get("TopicName") or _name(logical_id)
+                topic = self._given(props, "TopicName") or _name(logical_id)
                 topic_arn = f"{arn}:sns:{REGION}:{ACCOUNT}:{topic}"
                 self._set(logical_id, topic_arn, TopicArn=topic_arn, TopicName=topic)
             elif kind == "AWS::SecretsManager::Secret":
                 self._set(logical_id, "")  # moto names it when it is created
             else:
                 self.refs.setdefault(logical_id, logical_id)
+
+    def _given(self, props: dict[str, Any], name: str) -> str | None:
+        """A name the template gives, resolved (it may be built from the stack's pseudo parameters)."""
+        value = props.get(name)
+        return None if value is None else str(self.resolve(value))
 
     def _set(self, logical_id: str, ref: str, **attributes: str) -> None:
         self.refs[logical_id] = ref
