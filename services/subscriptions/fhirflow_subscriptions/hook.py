@@ -51,6 +51,10 @@ def state_store(settings: Settings) -> SubscriptionStateStore:
     With the DynamoDB store nothing would match and deliver yet (the AWS matcher and deliverer are
     designed in docs/subscriptions.md, not built): a Subscription there is refused with 501 rather
     than accepted and left to never fire."""
+    if settings.store == "dynamodb" and settings.subscriptions_table:  # AWS (subs-aws)
+        from fhirflow_subscriptions.aws import dynamodb_state
+
+        return dynamodb_state(settings)
     if settings.store != "sqlite":
         from fhirflow.errors import NotImplementedFhir
 
