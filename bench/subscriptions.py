@@ -15,7 +15,9 @@ watched by identifier.
 Targets: at least 2,000 changes/s with 10,000 subscriptions, and within 2x of the rate with 10.
 Ten subscriptions cover only ten of the twenty types, so most changes meet no subscription at all
 and cost a dictionary lookup; the run with one subscription per type, where every change is
-extracted and matched, shows what the number of subscriptions itself costs.
+extracted and matched, shows what the number of subscriptions itself costs. The three runs take
+turns in five rounds and each reports its best round, so that the neighbours' load on a shared
+machine weighs on all three alike.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ EXAMPLES = SHARED / "fhir-r4" / "examples"
 EXTRA_TYPES = ("MedicationDispense", "ServiceRequest", "MedicationAdministration", "Task")
 CHANGES_PER_S = 2000.0
 MAX_SLOWDOWN = 2.0
+ROUNDS = 5
 CODES = ("code", "vaccine-code", "medication", "type", "class")
 SUBJECTS = ("subject", "patient", "beneficiary", "organization")
 DATES = ("date", "onset-date", "authoredon", "created", "whenhandedover", "effective-time", "period", "started")
@@ -213,9 +216,10 @@ def run(*, quick: bool = False) -> list[Row]:
     for resource in stream:
         pool.setdefault(resource["resourceType"], []).append(resource)
     stream = stream[:3000] if quick else stream
-    seconds = 2.0 if quick else 10.0
+    seconds = 3.0 if quick else 15.0
     rows, rates = [], {}
     types = len(pool)
+    runs = []
     for count in (10, types, 10_000):
         index = SubscriptionIndex()
         compiled = subscriptions(count, pool, rng)
@@ -224,10 +228,19 @@ def run(*, quick: bool = False) -> list[Row]:
                 key, tenant="default", resource_type=criteria.resource_type, interactions=ALL, criteria=[criteria]
             )
         measure(index, stream[:200], 0.0)  # warm the extraction plans
-        rate, done, notified = measure(index, stream, seconds)
+        runs.append((count, index, len({c.resource_type for c in compiled})))
+    # Rounds alternate between the three so that a neighbour's load on this shared machine hits all
+    # of them alike; each reports its best round.
+    best: dict[int, tuple[float, int, int]] = {}
+    for _ in range(ROUNDS):
+        for count, index, _covered in runs:
+            found = measure(index, stream, seconds / ROUNDS)
+            if count not in best or found[0] > best[count][0]:
+                best[count] = found
+    for count, _index, covered in runs:
+        rate, done, notified = best[count]
         rates[count] = rate
         target = at_least(rate, CHANGES_PER_S, "changes/s") if count == 10_000 else None
-        covered = len({c.resource_type for c in compiled})
         rows.append(
             Row(
                 bench="subscriptions",
@@ -235,7 +248,7 @@ def run(*, quick: bool = False) -> list[Row]:
                 throughput=rate,
                 samples=done,
                 target=target,
-                note=f"{notified / done:.2f} notifications per change",
+                note=f"{notified / done:.2f} notifications per change; best of {ROUNDS} rounds",
             )
         )
     slowdown = rates[10] / rates[10_000]

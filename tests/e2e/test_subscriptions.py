@@ -175,6 +175,16 @@ BAD = [
         "Subscription.channel.header[0]",
         "invalid",
     ),
+    ("end not a date", {"end": "tomorrow"}, "Subscription.end", None),
+    ("no endpoint", {"channel": {"type": "rest-hook"}}, "Subscription.channel.endpoint", None),
+    ("chained criteria", {"criteria": "Observation?subject.name=peter"}, "Subscription.criteria", None),
+    ("unknown type", {"criteria": "Nonsense?x=1"}, "Subscription.criteria", None),
+    (
+        "reserved header",
+        {"channel": {"type": "rest-hook", "endpoint": "https://example.org/hook", "header": ["webhook-id: mine"]}},
+        "Subscription.channel.header[0]",
+        "invalid",
+    ),
     (
         "bad signing secret",
         {
@@ -410,7 +420,7 @@ def test_kill_9_during_deliveries_and_restart_delivers_every_committed_change(tm
     patient_id = "k9"
     # A short request timeout makes the lease of the notification in flight at the kill short.
     env = {**DEV_ENV, "FHIRFLOW_SUBSCRIPTIONS_REQUEST_TIMEOUT_SECONDS": "2"}
-    with Receiver(delay=0.01) as receiver:
+    with Receiver(delay=0.03) as receiver:  # slower than the writes: deliveries are behind at the kill
         first = LocalServer(data_dir=tmp_path, env=env).start()
         try:
             with httpx.Client(base_url=first.base_url, headers={"Content-Type": FHIR_JSON}, timeout=30) as http:
@@ -592,3 +602,106 @@ def test_secrets_stay_out_of_reads_logs_and_audit_and_a_new_signing_secret_rotat
     for secret in ("k-123-very-secret", old, new):
         assert secret not in everything
         assert secret not in history
+
+
+def test_type_level_status_lists_the_tenants_subscriptions(http: httpx.Client, receiver: Receiver) -> None:
+    id_, _ = subscribe(http, r4_subscription(receiver.url, f"Observation?code={unique_code()}"))
+    wait_status(http, id_, "active")  # listed once the service has taken it up
+    listed = http.get("/Subscription/$status").json()
+    references = [
+        p["valueReference"]["reference"]
+        for e in listed["entry"]
+        for p in e["resource"]["parameter"]
+        if p["name"] == "subscription"
+    ]
+    assert any(r.endswith(f"/Subscription/{id_}") for r in references)
+    assert not validate_resource(listed)
+
+
+def test_end_turns_a_subscription_off(http: httpx.Client, receiver: Receiver) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    end = (datetime.now(UTC) + timedelta(seconds=2)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    body = {**r4_subscription(receiver.url, f"Observation?code={unique_code()}"), "end": end}
+    id_, _ = subscribe(http, body)
+    wait_status(http, id_, "active")
+    wait_status(http, id_, "off", timeout=15)
+
+
+def test_410_gone_turns_the_subscription_off(retry_http: httpx.Client) -> None:
+    code = unique_code()
+    with Receiver(fail_first=100, fail_status=410) as receiver:
+        id_, _ = subscribe(retry_http, r4_subscription(receiver.url, f"Observation?code={code}"))
+        wait_status(retry_http, id_, "active")
+        retry_http.post("/Observation", json=observation(code))
+        final = wait_status(retry_http, id_, "off", timeout=20)
+        assert "410" in final["error"]
+        retry_http.post("/Observation", json=observation(code))
+        time.sleep(1.0)
+        assert receiver.answered == 1  # one attempt, then nothing more: the subscription is off
+
+
+def test_a_deleted_subscription_is_notified_no_more(http: httpx.Client, receiver: Receiver) -> None:
+    code = unique_code()
+    id_, _ = subscribe(http, r4_subscription(receiver.url, f"Observation?code={code}"))
+    wait_status(http, id_, "active")
+    http.post("/Observation", json=observation(code))
+    receiver.wait_for(lambda seen: len(seen) >= 1)
+    assert http.delete(f"/Subscription/{id_}").status_code == 204
+    assert http.get(f"/Subscription/{id_}/$status").status_code in (404, 410)
+    time.sleep(0.5)  # the service takes up the deletion
+    http.post("/Observation", json=observation(code))
+    time.sleep(1.0)
+    assert len(receiver.snapshot()) == 1
+
+
+def test_odd_topic_extensions_are_refused_not_crashed_on(http: httpx.Client) -> None:
+    body = topic_subscription("https://example.org/hook", "Observation", [], "id-only")
+    body["channel"]["extension"] = [{"url": f"{BACKPORT}/backport-heartbeat-period", "valueString": "often"}]
+    reply = http.post("/Subscription", json=body)
+    assert reply.status_code == 400
+    assert reply.json()["issue"][0]["expression"] == ["Subscription.channel.extension[0]"]
+    body = topic_subscription("https://example.org/hook", "Observation", [], "everything")
+    reply = http.post("/Subscription", json=body)
+    assert reply.status_code == 400
+    assert reply.json()["issue"][0]["expression"] == ["Subscription.channel.payload.extension[0]"]
+    body = topic_subscription("https://example.org/hook", "Observation", ["Patient?name=x"], "id-only")
+    assert http.post("/Subscription", json=body).json()["issue"][0]["expression"] == [
+        "Subscription.criteria.extension[0]"
+    ]
+
+
+def test_the_signing_secret_is_shown_once_also_by_a_conditional_create(http: httpx.Client, receiver: Receiver) -> None:
+    tag = unique_code()
+    body = {**r4_subscription(receiver.url, f"Observation?code={tag}"), "reason": tag}
+    reply = http.post("/Subscription", json=body, headers={"If-None-Exist": f"_id={tag}"})
+    assert reply.status_code == 201, reply.text
+    shown = [e["valueString"] for e in reply.json()["channel"]["extension"] if e["url"] == SECRET_EXT]
+    assert shown[0].startswith("whsec_")
+    again = http.get(f"/Subscription/{reply.json()['id']}").json()
+    assert [e["valueString"] for e in again["channel"]["extension"] if e["url"] == SECRET_EXT] == ["*****"]
+
+
+def test_changes_made_by_a_transaction_bundle_are_notified(http: httpx.Client, receiver: Receiver) -> None:
+    code = unique_code()
+    id_, secret = subscribe(
+        http, r4_subscription(receiver.url + "/fhir", f"Observation?code={code}", payload="application/fhir+json")
+    )
+    wait_status(http, id_, "active")
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"resource": observation(code), "request": {"method": "POST", "url": "Observation"}},
+            {"resource": observation("other"), "request": {"method": "POST", "url": "Observation"}},
+            {"resource": observation(code), "request": {"method": "POST", "url": "Observation"}},
+        ],
+    }
+    reply = http.post("/", json=bundle)
+    assert reply.status_code == 200, reply.text
+    ids = [e["response"]["location"].split("Observation/")[1].split("/")[0] for e in reply.json()["entry"]]
+    got = receiver.wait_for(lambda seen: len(seen) >= 2)
+    time.sleep(0.5)
+    assert sorted(r.path for r in receiver.snapshot()) == sorted(f"/fhir/Observation/{i}" for i in (ids[0], ids[2]))
+    for request in got:
+        verify(secret, request)

@@ -92,6 +92,7 @@ def test_the_read_routes_are_all_covered() -> None:
     jobs = {"async-status"}  # test_an_async_status_is_for_its_tenant_and_principal_only
     jobs |= {"export", "export-patient", "export-group", "export-status", "export-file"}  # test_an_export_is_...
     jobs |= {"reindex-status"}  # test_a_reindex_job_is_for_its_tenant_only
+    jobs |= {"subscription-status", "subscription-events"}  # test_a_subscription_is_for_its_tenant_only
     assert readable <= {"read", "vread", "history-instance", "history-type", "history-system", *searches, *jobs}
 
 
@@ -131,6 +132,30 @@ def test_a_reindex_job_is_for_its_tenant_only(http: httpx.Client, idp: Authoriza
     assert http.get(f"/tenant/b/_reindex/{job}", headers=bearer(token_b)).status_code == 404
     assert http.post("/tenant/a/$reindex", headers=bearer(token_b)).status_code == 403
     assert http.get(status).status_code == 401
+
+
+def test_a_subscription_is_for_its_tenant_only(http: httpx.Client, idp: AuthorizationServer) -> None:
+    token_a = idp.realm("a").mint("system/*.cruds")
+    token_b = idp.realm("b").mint("system/*.cruds")
+    subscription = {
+        "resourceType": "Subscription",
+        "status": "requested",
+        "reason": "tenancy",
+        "criteria": "https://fhirflow.dev/fhir/SubscriptionTopic/Observation",
+        "channel": {"type": "rest-hook", "endpoint": "https://hooks.example.org/a", "payload": "application/fhir+json"},
+    }
+    created = http.post("/tenant/a/Subscription", json=subscription, headers=bearer(token_a))
+    assert created.status_code == 201, created.text
+    id_ = created.json()["id"]
+    for operation in ("$status", "$events"):
+        assert http.get(f"/tenant/a/Subscription/{id_}/{operation}", headers=bearer(token_a)).status_code == 200
+        assert http.get(f"/tenant/b/Subscription/{id_}/{operation}", headers=bearer(token_b)).status_code == 404
+        assert http.get(f"/tenant/a/Subscription/{id_}/{operation}", headers=bearer(token_b)).status_code == 403
+    listed = http.get("/tenant/b/Subscription/$status", headers=bearer(token_b)).json()
+    assert id_ not in json.dumps(listed)
+    assert (
+        http.delete(f"/tenant/a/Subscription/{id_}", headers=bearer(token_a)).status_code == 204
+    )  # the export test counts a's resources
 
 
 def test_an_export_is_for_its_tenant_and_principal_only(

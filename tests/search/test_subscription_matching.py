@@ -153,6 +153,8 @@ def test_matching_agrees_with_search(search_app: Application, case: Case) -> Non
 
 def test_rows_checked(capsys: pytest.CaptureFixture[str]) -> None:
     """How many rows the agreement test checks, and why the others are skipped."""
+    if not fixtures.EXAMPLES.exists() or not fixtures.SYNTHEA.exists():
+        pytest.skip(f"the HL7 examples and Synthea bundles are not under {fixtures.SHARED}")
     reasons: Counter[str] = Counter()
     nonempty = 0
     for case in CASES:

@@ -148,6 +148,9 @@ class InProcessClient:
 
         self.apps["search"] = build_search(deps)
         self.apps["export"] = build_export(deps)
+        from fhirflow_subscriptions.app import build_app as build_subscriptions
+
+        self.apps["subscriptions"] = build_subscriptions(deps)
 
     def drain_exports(self) -> int:
         """Run the queued export work now, as the embedded worker loop would in the background."""

@@ -128,6 +128,7 @@ def test_the_leak_test_covers_every_read_route() -> None:
     covered |= {"search-type", "search-system", "search-compartment"}  # the search test below
     covered |= {"export", "export-patient", "export-group", "export-status", "export-file"}  # the export test below
     covered |= {"reindex-status"}  # test_reindex_is_for_system_scopes_only below
+    covered |= {"subscription-status", "subscription-events"}  # test_subscription_operations_... below
     readable = {r.interaction for r in ROUTE_TABLE.routes if r.method == "GET"} - {
         "capabilities",
         "smart-configuration",
@@ -289,3 +290,55 @@ def test_reindex_is_for_system_scopes_only(world: dict[str, Any]) -> None:
     patient_level = client.request("POST", "/Patient/$reindex", token=issuer.token("system/Patient.u"))
     assert patient_level.status == 202, patient_level.body
     assert client.request("POST", "/Observation/$reindex", token=issuer.token("system/Patient.u")).status == 403
+
+
+def test_subscription_operations_leak_nothing_to_a_patient_token(world: dict[str, Any]) -> None:
+    """An administrator's topic subscription on every Observation, its events numbered by the
+    matcher: a patient token learns nothing from $status or $events (Subscription is in no
+    Patient compartment), and the type-level $status lists nothing it may not read."""
+    from fhirflow.adapters.sqlite.events import SqliteEventLog
+    from fhirflow.runtime import sqlite_database
+    from fhirflow_subscriptions.hook import state_store
+    from fhirflow_subscriptions.local import Matcher, delivery_queue
+    from fhirflow_subscriptions.service import SubscriptionService
+
+    client: InProcessClient = world["client"]
+    issuer = world["issuer"]
+    admin = issuer.token("system/*.cruds")
+    backport = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition"
+    subscription = {
+        "resourceType": "Subscription",
+        "status": "requested",
+        "reason": "leak test",
+        "criteria": "https://fhirflow.dev/fhir/SubscriptionTopic/Observation",
+        "channel": {
+            "type": "rest-hook",
+            "endpoint": "https://hooks.example.org/all",
+            "payload": "application/fhir+json",
+            "_payload": {"extension": [{"url": f"{backport}/backport-payload-content", "valueCode": "full-resource"}]},
+        },
+    }
+    created = client.request("POST", "/Subscription", token=admin, body=subscription)
+    assert created.status == 201, created.body
+    id_ = created.body["id"]
+    settings = client.deps.settings
+    service = SubscriptionService(client.deps, state_store(settings), delivery_queue(settings))
+    matcher = Matcher(service, SqliteEventLog(sqlite_database(settings)))
+    matcher.drain()
+    theirs = next(i for t, i in world["all"] if t == "Patient" and (t, i) not in world["mine"])
+    observation = {"resourceType": "Observation", "status": "final", "code": {"text": "x"}}
+    for subject in (theirs, world["patient"]):
+        body = {**observation, "subject": {"reference": f"Patient/{subject}"}}
+        assert client.request("POST", "/Observation", token=admin, body=body).status == 201
+    matcher.drain()
+    events = client.get(f"/Subscription/{id_}/$events", admin, query={"content": "full-resource"})
+    assert events.status == 200
+    assert any(found[0] == "Observation" for found in found_resources(events.body))  # the admin sees them
+
+    for name, mint in TOKENS.items():
+        token = mint(issuer, world["patient"])
+        for path in (f"/Subscription/{id_}/$status", f"/Subscription/{id_}/$events", "/Subscription/$status"):
+            reply = client.get(path, token, query={"content": "full-resource"})
+            assert reply.status < 500, (name, path, reply.body)
+            leaked = [f for f in found_resources(reply.body) if f[0] != "Parameters" and f not in world["mine"]]
+            assert not leaked, (name, path, leaked)

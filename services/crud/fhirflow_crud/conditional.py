@@ -187,7 +187,7 @@ def create(
             )
         except ClaimTaken:
             continue  # another create with these criteria won: the next look finds it
-        return writes.written_response(request, result, status=201)
+        return writes.written_response(request, writes.revealed(deps, result), status=201)
     raise _busy(criteria)
 
 
@@ -226,7 +226,7 @@ def update(
                 )
         except ClaimTaken:
             continue
-        return writes.written_response(request, result)
+        return writes.written_response(request, writes.revealed(deps, result))
     raise _busy(criteria)
 
 

@@ -241,7 +241,7 @@ def create(
     resource = {k: v for k, v in resource.items() if k != "id"}
     validated(resource, rtype)
     result = write(deps, request, rtype, new_id or new_resource_id(), resource, method="POST", must_not_exist=True)
-    return written_response(request, _revealed(deps, result), status=201)
+    return written_response(request, revealed(deps, result), status=201)
 
 
 def update(deps: Dependencies, request: FhirRequest) -> FhirResponse:
@@ -258,10 +258,10 @@ def update(deps: Dependencies, request: FhirRequest) -> FhirResponse:
             f"The resource id '{body_id}' does not match the id in the URL ('{id_}')", expression=f"{rtype}.id"
         )
     validated(resource, rtype)
-    return written_response(request, _revealed(deps, write(deps, request, rtype, id_, resource, method="PUT")))
+    return written_response(request, revealed(deps, write(deps, request, rtype, id_, resource, method="PUT")))
 
 
-def _revealed(deps: Dependencies, result: WriteResult) -> WriteResult:
+def revealed(deps: Dependencies, result: WriteResult) -> WriteResult:
     """A Subscription's signing secret is shown once, in the response that created it."""
     if result.stored.type != "Subscription" or not result.created or result.stored.body is None:
         return result

@@ -14,15 +14,14 @@ backends' rules are unified in :mod:`fhirflow.query` (branch ``search-semantics`
 both should read one definition.
 
 Refused with a 400 naming the parameter (``expression`` is the element the criteria came from):
-result parameters (``_include``, ``_sort``, ``_count``, ``_summary``...), which shape a result
-set, not a match; terminology modifiers (``:in``,
-``:not-in``, ``:above``, ``:below``) unless a :class:`~fhirflow.query.terminology.Terminology` is
-given, in which case they are expanded once, at compile time; chains, ``_has`` and ``_list``
-(membership in a List) unless the caller compiles with ``chains=True``, promising a
-:class:`Resolver` at match time. A chain is then evaluated on the referenced resources' current
-versions, ``_has`` on the resources that refer to the changed one and ``_list`` on the List, as
-the search would at that moment; a change to those other resources does not
-by itself notify (it is not a change of the subscribed type).
+result parameters (``_include``, ``_sort``, ``_count``, ``_summary``...), which shape a result set,
+not a match; terminology modifiers (``:in``, ``:not-in``, ``:above``, ``:below``) unless a
+:class:`~fhirflow.query.terminology.Terminology` is given, in which case they are expanded once,
+at compile time; chains, ``_has`` and ``_list`` (membership in a List) unless the caller compiles
+with ``chains=True``, promising a :class:`Resolver` at match time. A chain is then evaluated on the
+referenced resources' current versions, ``_has`` on the resources that refer to the changed one
+and ``_list`` on the List, as the search would at that moment; a change to those other resources
+does not by itself notify (it is not a change of the subscribed type).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """``$status`` and ``$events`` (Backport IG 1.1.0: OperationDefinition backport-subscription-status
 and backport-subscription-events).
 
-- ``GET [base]/Subscription/{id}/$status`` and ``GET [base]/Subscription/$status?id=a,b`` (type
-  level: every subscription the caller may read, or the ones named) answer a ``searchset`` Bundle
+- ``GET [base]/Subscription/{id}/$status`` and ``GET [base]/Subscription/$status[?id=a,b]`` (type
+  level: the ones named, or every subscription of the tenant the caller may read) answer a ``searchset`` Bundle
   of SubscriptionStatus ``Parameters`` (type ``query-status``), with the last error and the recent
   delivery attempts (time, HTTP status, latency, outcome; never bodies).
 - ``GET [base]/Subscription/{id}/$events?eventsSinceNumber=&eventsUntilNumber=&content=`` replays
@@ -26,6 +26,8 @@ from fhirflow_subscriptions.hook import spec_of, state_store
 from fhirflow_subscriptions.notifications import NotificationEvent, notification_bundle, status_parameters
 from fhirflow_subscriptions.spec import CONTENTS
 
+MAX_STATUS = 1000
+"""Subscriptions one type-level ``$status`` reports at most."""
 MAX_EVENTS = 1000
 """Events one ``$events`` call returns at most (ask again from the next number)."""
 
@@ -87,12 +89,15 @@ def status(deps: Dependencies, request: FhirRequest) -> FhirResponse:
     else:
         deps.policy.authorize(request, "read", "Subscription")
         wanted = [i for value in (v for k, v in request.query if k == "id") for i in value.split(",") if i]
-        if not wanted:
+        if not wanted:  # every subscription of the tenant that the caller may read
+            known = state_store(deps.settings).states()
+            wanted = sorted(s.id for s in known if s.tenant == request.tenant)
+        if len(wanted) > MAX_STATUS:
             raise BadRequest(
-                "Subscription/$status at the type level needs one or more 'id' parameters", expression="id"
+                f"$status answers for at most {MAX_STATUS} subscriptions; name them with id", expression="id"
             )
         resources = []
-        for id_ in wanted[:100]:
+        for id_ in wanted:
             try:
                 resources.append(_subscription(deps, request, id_))
             except NotFound:

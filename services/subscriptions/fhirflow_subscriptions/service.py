@@ -88,6 +88,8 @@ class SubscriptionService:
         self.specs: dict[tuple[str, str], SubscriptionSpec] = {}
         self._status_lock = threading.Lock()
         self.filtered = 0
+        self.skipped = 0
+        """Change events that could not be handled (logged; a metric)."""
         self.on_enqueued: Callable[[], None] = lambda: None
         """Called after jobs were queued (the embedded dispatcher's ``wake``: no polling delay)."""
         """Matches not notified because the owner may not read the resource (a metric)."""
@@ -110,27 +112,33 @@ class SubscriptionService:
         matches: list[_Match] = []
         activations: list[tuple[str, str]] = []
         for event in events:
-            detail = json.loads(event.detail)
-            rtype, id_ = detail.get("resourceType"), detail.get("id")
-            if rtype == "Subscription":
-                activated = self._load(event.tenant, id_)
-                if activated:
-                    activations.append((event.tenant, id_))
-                continue
-            matches.extend(self._matches(event, detail))
-        # Numbers first (one transaction; a replayed change keeps its number), then the jobs
-        # (idempotent on their ids), then the cursor: a crash between any two steps replays the
-        # batch into the same numbers and the same job ids, so nothing is lost or doubled.
+            try:
+                detail = json.loads(event.detail)
+                rtype, id_ = detail.get("resourceType"), detail.get("id")
+                if rtype == "Subscription":
+                    if self._load(event.tenant, id_):
+                        activations.append((event.tenant, id_))
+                    continue
+                matches.extend(self._matches(event, detail))
+            except (FhirError, ValueError, KeyError, TypeError):
+                # A change that can never be handled must not stop every later one (a poison
+                # message); storage errors (sqlite3.Error) propagate and the batch is retried.
+                self.skipped += 1
+                logger.exception("change event skipped by the subscriptions matcher", extra={"seq": event.seq})
+        # One transaction (the state store and the queue share the SQLite database and join it):
+        # the numbers, the jobs and the cursor commit together. Were they apart, a crash between
+        # them would still replay into the same numbers and job ids (both are keyed by the change).
         jobs = []
         with self.state_db_write():
             for match in matches:
                 job = self._record(match)
                 if job is not None:
                     jobs.append(job)
+            if jobs:
+                self.queue.enqueue(jobs)
+            self.state.advance(CURSOR, events[-1].seq)
         if jobs:
-            self.queue.enqueue(jobs)
             self.on_enqueued()
-        self.state.advance(CURSOR, events[-1].seq)
         for tenant, id_ in activations:
             self._activate(tenant, id_)
         return len(events)
@@ -203,11 +211,13 @@ class SubscriptionService:
                 "event", tenant, id_, method=method, url=url, body=body, content_type=spec.payload if body else None
             )
         base = self._base_url(tenant, id_)
+        state = self.state.state(tenant, id_)
         status = status_parameters(
             base_url=base,
             subscription_id=id_,
             topic=spec.topic,
-            status="active",
+            # The status as the notification is queued: "error" while earlier ones keep failing.
+            status="error" if state is not None and state.status == "error" else "active",
             kind="event-notification",
             events_since_start=event.number,
             events=[event],
