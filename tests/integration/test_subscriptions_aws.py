@@ -248,3 +248,23 @@ def test_a_failing_endpoint_keeps_its_group_in_order_and_waits_in_the_visibility
         flow.sync()
         flow.match()
         assert flow.read(f"/Subscription/{sub_id}")["status"] == "error"
+
+
+def test_the_ticker_sends_a_heartbeat_to_an_idle_topic_subscription(flow: Flow) -> None:
+    import time
+
+    with Receiver() as receiver:
+        body = _topic(receiver.url)
+        body["channel"]["extension"] = [{"url": f"{BACKPORT}/backport-heartbeat-period", "valueUnsignedInt": 1}]
+        created = flow.write("POST", "/Subscription", body)
+        flow.settle()
+        assert flow.read(f"/Subscription/{created['id']}")["status"] == "active"
+        time.sleep(1.1)  # idle for longer than the heartbeat period
+        assert aws.tick_handler({}, LambdaContext("fhirflow-subscriptions-tick", "it")) == {"subscriptions": 1}
+        records = flow.notifications()
+        assert len(records) == 1
+        assert records[0]["attributes"]["MessageGroupId"] == f"{flow.tenant}/{created['id']}"
+        assert flow.deliver(records) == []
+        heartbeat = json.loads(receiver.wait_for(2)[1].body)
+        status = heartbeat["entry"][0]["resource"]
+        assert [p.get("valueCode") for p in status["parameter"] if p["name"] == "type"] == ["heartbeat"]
