@@ -228,11 +228,20 @@ def test_a_bad_topic_filter_is_refused_naming_the_extension(http: httpx.Client) 
 
 
 def test_a_client_may_not_set_status_by_patch_either(http: httpx.Client, receiver: Receiver) -> None:
+    json_patch = {"Content-Type": "application/json-patch+json"}
     id_, _ = subscribe(http, r4_subscription(receiver.url, f"Observation?code={unique_code()}"))
-    patch = [{"op": "replace", "path": "/status", "value": "active"}]
-    reply = http.patch(f"/Subscription/{id_}", json=patch, headers={"Content-Type": "application/json-patch+json"})
+    wait_status(http, id_, "active")
+    patch = [{"op": "replace", "path": "/status", "value": "error"}]
+    reply = http.patch(f"/Subscription/{id_}", json=patch, headers=json_patch)
     assert reply.status_code == 400
     assert reply.json()["issue"][0]["expression"] == ["Subscription.status"]
+    # Patching another element leaves the server's status as it is; an error text is the server's too.
+    patch = [{"op": "replace", "path": "/reason", "value": "renamed"}, {"op": "add", "path": "/error", "value": "x"}]
+    reply = http.patch(f"/Subscription/{id_}", json=patch, headers=json_patch)
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["status"] == "active"
+    assert "error" not in reply.json()
+    assert reply.json()["reason"] == "renamed"
 
 
 # -- R4 rest-hook ------------------------------------------------------------------------------
@@ -705,3 +714,24 @@ def test_changes_made_by_a_transaction_bundle_are_notified(http: httpx.Client, r
     assert sorted(r.path for r in receiver.snapshot()) == sorted(f"/fhir/Observation/{i}" for i in (ids[0], ids[2]))
     for request in got:
         verify(secret, request)
+
+
+def test_an_endpoint_that_never_answers_delays_only_its_own_subscription(http: httpx.Client) -> None:
+    import socket
+
+    code = unique_code()
+    with socket.socket() as black_hole, Receiver() as good:
+        black_hole.bind(("127.0.0.1", 0))
+        black_hole.listen(64)  # connections complete, requests are never read or answered
+        stuck = f"http://127.0.0.1:{black_hole.getsockname()[1]}/hook"
+        stuck_id, _ = subscribe(http, r4_subscription(stuck, f"Observation?code={code}"))
+        good_id, _ = subscribe(http, r4_subscription(good.url, f"Observation?code={code}"))
+        wait_status(http, stuck_id, "active")
+        wait_status(http, good_id, "active")
+        sent = []
+        for _ in range(20):
+            sent.append(time.monotonic())
+            assert http.post("/Observation", json=observation(code)).status_code == 201
+        got = good.wait_for(lambda seen: len(seen) >= 20, timeout=8)  # the stuck one waits 10 s per attempt
+        latencies = sorted(r.at - s for r, s in zip(got, sent, strict=False))
+        assert latencies[-1] < 3.0, latencies

@@ -90,3 +90,22 @@ def test_a_change_that_cannot_be_handled_is_skipped_not_retried_forever(settings
     state = service.state.state(good.tenant, next(iter(service.specs))[1])
     assert state is not None
     assert state.events == 1
+
+
+def test_changes_before_the_subscription_are_not_its_events_even_after_a_restart(settings: Settings) -> None:
+    api = InProcessClient(build_dependencies(settings))
+    events = SqliteEventLog(sqlite_database(settings))
+    api.request("POST", "/Observation", body=_observation("z"))  # before the subscription
+    sub_id = api.request("POST", "/Subscription", body=_subscription("z")).body["id"]
+    api.request("POST", "/Observation", body=_observation("z"))  # after it
+    first = SubscriptionService(build_dependencies(settings), state_store(settings), delivery_queue(settings))
+    Matcher(first, events).drain()
+    first.state.advance("subscriptions", 0)  # the matcher restarts behind: everything is met again
+
+    second = SubscriptionService(build_dependencies(settings), state_store(settings), delivery_queue(settings))
+    second.load()
+    Matcher(second, events).drain()
+
+    state = second.state.state("default", sub_id)
+    assert state is not None
+    assert state.events == 1

@@ -25,7 +25,13 @@ from typing import TYPE_CHECKING, Any
 
 from fhirflow import jsonio, versioning
 from fhirflow.errors import BadRequest
-from fhirflow_subscriptions.spec import REDACTED, SIGNING_SECRET, SubscriptionSpec, read_subscription
+from fhirflow_subscriptions.spec import (
+    CLIENT_STATUSES,
+    REDACTED,
+    SIGNING_SECRET,
+    SubscriptionSpec,
+    read_subscription,
+)
 from fhirflow_subscriptions.state import Secrets
 
 if TYPE_CHECKING:
@@ -108,8 +114,10 @@ def on_write(
     from fhirflow.runtime import search_param_catalog
     from fhirflow_subscriptions.ssrf import check_endpoint
 
+    resource = _server_owned(resource, head)
+    kept = resource.get("status") in ("active", "error")  # unchanged (else _server_owned refused it)
     spec = read_subscription(
-        resource,
+        {**resource, "status": "requested"} if kept else resource,
         tenant=request.tenant,
         now_ms=deps.clock.now_ms(),
         catalog=search_param_catalog(deps.settings),
@@ -128,6 +136,26 @@ def on_write(
     channel["extension"] = extensions
     store.put_secrets(request.tenant, id_, Secrets(version, headers, signing, owner_context(request)))
     return {**resource, "channel": channel}
+
+
+def _server_owned(resource: dict[str, Any], head: ResourceVersion | None) -> dict[str, Any]:
+    """``status`` and ``error`` are the server's. A client writes ``requested`` or ``off`` (and the
+    error goes: a new request starts afresh), or sends back the status it read (``active``/``error``,
+    e.g. a read-modify-write or a PATCH of another element): then status and error stay as they are."""
+    current = jsonio.loads(head.body) if head is not None and not head.deleted and head.body else None
+    status = resource.get("status")
+    if status in ("active", "error") and isinstance(current, dict) and current.get("status") == status:
+        kept = {k: v for k, v in resource.items() if k != "error"}
+        if current.get("error"):
+            kept["error"] = current["error"]
+        return kept
+    if status in CLIENT_STATUSES:
+        return {k: v for k, v in resource.items() if k != "error"}
+    raise BadRequest(
+        f"A client may set Subscription.status only to 'requested' or 'off' (or leave it as it is), not "
+        f"'{status}': the server moves it to 'active' or 'error' (subscription.html#status)",
+        expression="Subscription.status",
+    )
 
 
 def _headers(values: object, previous: Secrets | None) -> tuple[tuple[tuple[str, str], ...], list[str]]:

@@ -89,6 +89,8 @@ class SubscriptionService:
         self._status_lock = threading.Lock()
         self.filtered = 0
         self.skipped = 0
+        self.since: dict[tuple[str, str], int] = {}
+        """Per subscription: the change event that created it; earlier changes are not its events."""
         """Change events that could not be handled (logged; a metric)."""
         self.on_enqueued: Callable[[], None] = lambda: None
         """Called after jobs were queued (the embedded dispatcher's ``wake``: no polling delay)."""
@@ -116,15 +118,19 @@ class SubscriptionService:
                 detail = json.loads(event.detail)
                 rtype, id_ = detail.get("resourceType"), detail.get("id")
                 if rtype == "Subscription":
-                    if self._load(event.tenant, id_):
+                    if self._load(event.tenant, id_, seq=event.seq):
                         activations.append((event.tenant, id_))
                     continue
                 matches.extend(self._matches(event, detail))
-            except (FhirError, ValueError, KeyError, TypeError):
+            except (FhirError, ValueError, KeyError, TypeError) as error:
                 # A change that can never be handled must not stop every later one (a poison
-                # message); storage errors (sqlite3.Error) propagate and the batch is retried.
+                # message); storage errors (sqlite3.Error) propagate and the batch is retried. The
+                # log names the event and the error's type, never its text (criteria may hold PHI).
                 self.skipped += 1
-                logger.exception("change event skipped by the subscriptions matcher", extra={"seq": event.seq})
+                logger.warning(
+                    "change event skipped by the subscriptions matcher",
+                    extra={"seq": event.seq, "error": type(error).__name__},
+                )
         # One transaction (the state store and the queue share the SQLite database and join it):
         # the numbers, the jobs and the cursor commit together. Were they apart, a crash between
         # them would still replay into the same numbers and job ids (both are keyed by the change).
@@ -161,6 +167,8 @@ class SubscriptionService:
         out: list[_Match] = []
         for key in keys:
             tenant, sub_id = cast("tuple[str, str]", key)
+            if event.seq <= self.since.get((tenant, sub_id), 0):
+                continue
             secrets = self.state.secrets(tenant, sub_id)
             owner = secrets.owner if secrets is not None else {}
             if not owner_may_read(self.deps.policy, owner, resource):
@@ -237,7 +245,7 @@ class SubscriptionService:
 
     # -- the subscriptions themselves ---------------------------------------------------------
 
-    def _load(self, tenant: str, id_: str, *, restarting: bool = False) -> bool:
+    def _load(self, tenant: str, id_: str, *, restarting: bool = False, seq: int = 0) -> bool:
         """(Re)load one subscription from its current version; True when a client asked for its
         activation (status ``requested``)."""
         head = self.deps.store.current(tenant, "Subscription", id_)
@@ -269,7 +277,12 @@ class SubscriptionService:
             for q in spec.queries
         ]
         previous = self.state.state(tenant, id_)
-        self.state.put_state(tenant, id_, version=head.version, spec=spec.to_json(), status=str(status))
+        # Changes committed before the subscription are not its events, even when the matcher meets
+        # them after a restart with the subscription already loaded.
+        since = int(previous.spec.get("since_seq", 0)) if previous is not None and previous.spec else seq
+        self.since[key] = since
+        stored = {**spec.to_json(), "since_seq": since}
+        self.state.put_state(tenant, id_, version=head.version, spec=stored, status=str(status))
         self.specs[key] = spec
         self.index.put(
             key, tenant=tenant, resource_type=spec.resource_type, interactions=spec.interactions, criteria=compiled
@@ -418,8 +431,10 @@ class SubscriptionService:
                     "the endpoint answered 410 Gone" if outcome == "gone" else "delivery failed until the retry horizon"
                 )
                 self._set_status(tenant, id_, "off", f"Turned off: {why} ({_reason(attempt)})")
-        except Exception:
-            logger.exception("could not record a delivery result", extra={"tenant": tenant, "id": id_})
+        except Exception as error:
+            logger.warning(
+                "could not record a delivery result", extra={"tenant": tenant, "id": id_, "error": type(error).__name__}
+            )
 
     # -- status: system writes ----------------------------------------------------------------
 
