@@ -209,14 +209,22 @@ def _logged_event(envelope: dict[str, Any]) -> Any:
     from fhirflow.adapters.sqlite.events import LoggedEvent
 
     detail = envelope["detail"]
+    # No log position in AWS: the change's commit time (ms) orders it against the commit of a
+    # subscription (the service skips changes committed before the subscription was).
     return LoggedEvent(
-        seq=0,
+        seq=_ms(str(detail["lastUpdated"])),
         event_id=str(detail["metadata"]["eventId"]),
         source=str(envelope.get("source", "fhirflow")),
         detail_type=str(envelope.get("detail-type", "ResourceChanged")),
         tenant=str(detail["tenant"]),
         detail=json.dumps(detail),
     )
+
+
+def _ms(instant: str) -> int:
+    from datetime import datetime
+
+    return int(datetime.fromisoformat(instant.replace("Z", "+00:00")).timestamp() * 1000)
 
 
 def match_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
