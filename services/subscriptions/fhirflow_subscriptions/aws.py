@@ -224,7 +224,7 @@ def _logged_event(envelope: dict[str, Any]) -> Any:
 def _ms(instant: str) -> int:
     from datetime import datetime
 
-    return int(datetime.fromisoformat(instant.replace("Z", "+00:00")).timestamp() * 1000)
+    return int(datetime.fromisoformat(instant).timestamp() * 1000)
 
 
 def match_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
