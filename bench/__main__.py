@@ -16,7 +16,17 @@ from bench.loadgen import AsyncioLoadGenerator, LoadGenerator
 from bench.report import Row, missed, render, write_json
 from bench.wrk import WrkLoadGenerator, wrk_path
 
-BENCHES = ("loadgen", "crud", "import", "coldstart", "authz", "search", "subscriptions", "subscriptions-delivery")
+BENCHES = (
+    "loadgen",
+    "crud",
+    "import",
+    "coldstart",
+    "authz",
+    "search",
+    "subscriptions",
+    "subscriptions-delivery",
+    "bombs",
+)
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -103,6 +113,10 @@ def run_one(
         from bench import search  # builds ~200k resources (a few minutes); --quick uses fewer
 
         return search.run(quick=quick)
+    if name == "bombs":
+        from bench import bombs  # /metadata while resource bombs go off (issue 14)
+
+        return bombs.run(quick=quick)
     return coldstart.run(quick=quick)
 
 

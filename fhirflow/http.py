@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from fhirflow import jsonio, subsetting
+from fhirflow.budget import request_budget
 from fhirflow.cors import response_headers
 from fhirflow.errors import (
     BadRequest,
@@ -144,8 +145,11 @@ class Application:
         authenticator: Authenticator | None = None,
         audit: AuditSink | None = None,
         cors_origins: Sequence[str] = (),
+        request_timeout: float = 0.0,
     ) -> None:
         self.handlers = dict(handlers)
+        self.request_timeout = request_timeout
+        """The time budget of a read-only request in seconds (fhirflow.budget); 0: none."""
         self.base_url = base_url
         self.authenticator = authenticator
         self.audit = audit
@@ -161,15 +165,16 @@ class Application:
             authenticator=deps.authenticator,
             audit=deps.audit,
             cors_origins=deps.settings.cors_origins,
+            request_timeout=deps.settings.request_timeout_seconds,
         )
 
     def resolve(self, event: Mapping[str, Any], context: object = None) -> dict[str, Any]:
         if self.audit is None:
-            result = self._resolve(event, None)
+            result = self._resolve(event, None, context)
         else:
             started = time.perf_counter()
             seen: list[FhirRequest] = []
-            result = self._resolve(event, seen)
+            result = self._resolve(event, seen, context)
             # One audit record per request, whatever its outcome (DESIGN.md §5; fhirflow.authz.audit).
             self.audit.record(seen[0] if seen else None, int(result.get("statusCode", 500)), started)
         if self.cors_origins:
@@ -178,7 +183,17 @@ class Application:
                 result["headers"] = {**(result.get("headers") or {}), **cors}
         return result
 
-    def _resolve(self, event: Mapping[str, Any], seen: list[FhirRequest] | None) -> dict[str, Any]:
+    def _budget(self, request: FhirRequest, context: object) -> float:
+        """The request's time budget: reads only (a write must not fail half-way for being slow),
+        and within what is left of the Lambda invocation, less a second to answer in."""
+        if self.request_timeout <= 0 or not (request.method in ("GET", "HEAD") or request.route.endswith("/_search")):
+            return 0.0
+        remaining = getattr(context, "get_remaining_time_in_millis", None)
+        if remaining is None:
+            return self.request_timeout
+        return max(0.5, min(self.request_timeout, float(remaining()) / 1000 - 1.0))
+
+    def _resolve(self, event: Mapping[str, Any], seen: list[FhirRequest] | None, context: object) -> dict[str, Any]:
         try:
             request = request_from_event(event, base_url=self.base_url)
         except FhirError as error:
@@ -193,7 +208,8 @@ class Application:
                 raise FhirError(f"No handler for {request.method} {request.route}")
             if self.authenticator is not None:
                 request.principal = self.authenticator.authenticate(request)
-            response = handler(request)
+            with request_budget(self._budget(request, context)):
+                response = handler(request)
             if mime is None and response.binary is None:
                 mime = negotiate(request)  # raises the 406 that was deferred for a Binary read
             return render(request, response, mime=mime or FHIR_JSON, pretty=pretty)

@@ -33,6 +33,10 @@ class Settings:
     base_url: str | None = None
     """The public FHIR base URL; derived from the request's Host header when unset."""
     max_body_bytes: int = 16 * 1024 * 1024
+    request_timeout_seconds: float = 10.0
+    """The time budget of one read (GET, ``_search``): past it the request answers 503 ``too-costly``
+    instead of holding its worker (fhirflow.budget); 0 turns it off. In Lambda the function's
+    remaining time caps it."""
     update_create: bool = True
     """Allow PUT to create a resource with a client-chosen id (http.html#upsert)."""
     conditional_delete_max: int = 1
@@ -152,6 +156,7 @@ class Settings:
             base_url=os.environ.get("FHIRFLOW_BASE_URL") or None,
             cors_origins=parse_origins(os.environ.get("FHIRFLOW_CORS_ORIGINS", "")),
             max_body_bytes=_int("FHIRFLOW_MAX_BODY_BYTES", 16 * 1024 * 1024),
+            request_timeout_seconds=float(os.environ.get("FHIRFLOW_REQUEST_TIMEOUT") or 10.0),
             update_create=_flag("FHIRFLOW_UPDATE_CREATE", True),
             conditional_delete_max=max(1, _int("FHIRFLOW_CONDITIONAL_DELETE_MAX", 1)),
             history_default_count=_int("FHIRFLOW_HISTORY_DEFAULT_COUNT", 50),

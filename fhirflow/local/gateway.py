@@ -59,6 +59,10 @@ def default_handler(service: str) -> LambdaHandler:
 WRITE_METHODS = frozenset(("POST", "PUT", "PATCH", "DELETE"))
 WRITE_THREADS = 8
 """Writes in progress at once per server process (each on its own thread and SQLite connection)."""
+READ_THREADS = 8
+"""Searches, history and operations in progress at once per server process."""
+QUICK_INTERACTIONS = frozenset(("read", "vread", "capabilities", "smart-configuration"))
+"""Interactions whose cost is small and bounded whatever the input: they run on the event loop."""
 
 
 class LocalGateway:
@@ -69,6 +73,7 @@ class LocalGateway:
         max_body_bytes: int = 16 * 1024 * 1024,
         load_handler: Callable[[str], LambdaHandler] = default_handler,
         write_threads: int = WRITE_THREADS,
+        read_threads: int = READ_THREADS,
         cors_origins: tuple[str, ...] = (),
     ) -> None:
         self.routes = routes
@@ -76,9 +81,11 @@ class LocalGateway:
         self._load_handler = load_handler
         self._handlers: dict[str, LambdaHandler] = {}
         self.write_threads = write_threads
+        self.read_threads = read_threads
         self.cors_origins = cors_origins
         """Origins whose preflights this gateway answers (API Gateway's CORS in AWS; fhirflow.cors)."""
         self._writers: ThreadPoolExecutor | None = None
+        self._readers: ThreadPoolExecutor | None = None
 
     def handler_for(self, service: str) -> LambdaHandler:
         handler = self._handlers.get(service)
@@ -97,16 +104,12 @@ class LocalGateway:
             return
         try:
             body = await self._read_body(scope, receive)
-            if scope["method"] in WRITE_METHODS and self.write_threads > 0:
-                # Writes run on threads, so that those arriving together share a SQLite commit
-                # (fhirflow.adapters.sqlite.group_commit) and SQLite's work, which releases the
-                # GIL, overlaps with the next request's Python; reads are quick and stay here.
-                if self._writers is None:
-                    self._writers = ThreadPoolExecutor(self.write_threads, thread_name_prefix="fhirflow-write")
-                loop = asyncio.get_running_loop()
-                result = await loop.run_in_executor(self._writers, self.dispatch, scope, body)
-            else:
+            pool = self._pool_for(scope)
+            if pool is None:
                 result = self.dispatch(scope, body)
+            else:
+                loop = asyncio.get_running_loop()
+                result = await loop.run_in_executor(pool, self.dispatch, scope, body)
         except FhirError as error:
             result = _error_result(error)
         except Exception:
@@ -133,6 +136,30 @@ class LocalGateway:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
+
+    def _pool_for(self, scope: Scope) -> ThreadPoolExecutor | None:
+        """Where a request runs: on the event loop only when its cost is small and bounded (a read
+        by id, the CapabilityStatement); writes on the writer threads, so that those arriving
+        together share a SQLite commit (fhirflow.adapters.sqlite.group_commit) and SQLite's work,
+        which releases the GIL, overlaps with the next request's Python; everything else (searches,
+        history, operations) on the reader threads, so that a slow one never stalls the loop and
+        with it every other request of this process."""
+        method = scope["method"]
+        if method in WRITE_METHODS:
+            if self.write_threads <= 0:
+                return None
+            if self._writers is None:
+                self._writers = ThreadPoolExecutor(self.write_threads, thread_name_prefix="fhirflow-write")
+            return self._writers
+        try:
+            route, _ = self.routes.match(method, scope["path"])
+        except FhirError:
+            return None  # answered at once by dispatch
+        if route.interaction in QUICK_INTERACTIONS or self.read_threads <= 0:
+            return None
+        if self._readers is None:
+            self._readers = ThreadPoolExecutor(self.read_threads, thread_name_prefix="fhirflow-read")
+        return self._readers
 
     def dispatch(self, scope: Scope, body: bytes) -> dict[str, Any]:
         method = scope["method"]

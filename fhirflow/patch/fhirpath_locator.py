@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from fhirflow.patch.r4model import R4Model, r4_model
+from fhirflow.searchparams.fhirpath import load_fhirpathpy
 
 # Function name -> number of arguments, for the functions allowed on the spine.
 _FUNCTIONS: Final = {
@@ -120,7 +121,7 @@ class Locator:
         self._resource = resource
         resource_type = resource.get("resourceType")
         self._type = resource_type if isinstance(resource_type, str) else "Resource"
-        self._fhirpath: Any = importlib.import_module("fhirpathpy")
+        self._fhirpath: Any = load_fhirpathpy()
 
     def root(self) -> Location:
         return Location(None, "", None, self._type, self._type, None, self._resource, self._type)

@@ -23,15 +23,18 @@ exclusion from a whole code system, a value set or code system this server does 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
+from fhirflow import budget
 from fhirflow.errors import BadRequest, Issue
 from fhirflow.query.ast import Criterion, Filter, Query, QueryValue, TokenQuery, UriQuery
 
 MODIFIERS = frozenset(("in", "not-in", "above", "below"))
 MAX_CODES = 1000
 """Codes one parameter may expand to; past that the search is refused as too costly."""
+MAX_VALUE_SETS = 64
+"""Value sets one parameter may read (nested includes counted once each)."""
 _MAX_NESTING = 16
 
 
@@ -75,17 +78,16 @@ def expand(criterion: Criterion, terminology: Terminology) -> Criterion:
     if not uses_terminology(criterion):
         return criterion
     name = f"{criterion.param.code}:{criterion.modifier}"
+    expansion = _Expansion(terminology, name)
     codes: dict[tuple[str | None, str | None], None] = {}  # ordered, without repeats
     for value in criterion.values:
         try:
-            found = list(_codes(criterion.modifier, value, terminology, name))
+            found = expansion.codes(criterion.modifier, value)
         except Ambiguous as ambiguous:
             raise BadRequest(f"'{name}': {ambiguous}", expression=name) from ambiguous
         for code in found:
             codes[(code.system, code.code)] = None
-            if len(codes) > MAX_CODES:
-                message = f"'{name}' stands for more than {MAX_CODES} codes; search with fewer"
-                raise BadRequest(message, issues=[Issue("too-costly", message, (name,))])
+            expansion.limit(len(codes))
     values: tuple[QueryValue, ...] = tuple(TokenQuery(system, code) for system, code in codes)
     return Filter(criterion.param, "not" if criterion.modifier == "not-in" else None, values)
 
@@ -97,74 +99,113 @@ def expand_query(query: Query, terminology: Terminology) -> Query:
     return dataclasses.replace(query, criteria=tuple(expand(c, terminology) for c in query.criteria))
 
 
-def _codes(modifier: str | None, value: QueryValue, terminology: Terminology, name: str) -> Iterator[TokenQuery]:
-    if modifier in ("in", "not-in"):
-        reference = value.value if isinstance(value, UriQuery) else None
-        if not reference:
-            raise BadRequest(f"'{name}' takes a value set: its url, or ValueSet/[id]", expression=name)
-        value_set = terminology.value_set(reference)
+class _Expansion:
+    """One parameter's expansion, with its cost bounded before the work is done: each value set
+    is expanded once however often it is included (a diamond of nested value sets would
+    otherwise double the work at every level), a cycle is refused, at most
+    :data:`MAX_VALUE_SETS` value sets are read, and no list of codes grows past
+    :data:`MAX_CODES` (the walk stops there instead of finishing and then refusing)."""
+
+    def __init__(self, terminology: Terminology, name: str) -> None:
+        self.terminology = terminology
+        self.name = name
+        self._expanded: dict[str, list[TokenQuery]] = {}
+        self._open: set[str] = set()
+        self._read = 0
+
+    def limit(self, count: int) -> None:
+        if count > MAX_CODES:
+            message = f"'{self.name}' stands for more than {MAX_CODES} codes; search with fewer"
+            raise BadRequest(message, issues=[Issue("too-costly", message, (self.name,))])
+
+    def codes(self, modifier: str | None, value: QueryValue) -> list[TokenQuery]:
+        name = self.name
+        if modifier in ("in", "not-in"):
+            reference = value.value if isinstance(value, UriQuery) else None
+            if not reference:
+                raise BadRequest(f"'{name}' takes a value set: its url, or ValueSet/[id]", expression=name)
+            return self._value_set(reference, depth=0)
+        if not isinstance(value, TokenQuery) or not value.system or not value.code:
+            raise BadRequest(f"'{name}' takes a coding: system|code", expression=name)
+        code_system = self.terminology.code_system(value.system)
+        if code_system is None:
+            raise NeedsTerminology(name, f"the code system '{value.system[:200]}' is not on this server")
+        related = _related(code_system.get("concept"), value.code, above=modifier == "above", limit=self.limit)
+        return [TokenQuery(value.system, code) for code in related]
+
+    def _value_set(self, reference: str, depth: int) -> list[TokenQuery]:
+        if reference in self._expanded:
+            return self._expanded[reference]
+        if reference in self._open:
+            raise BadRequest(f"'{self.name}': the value set '{reference[:200]}' includes itself", expression=self.name)
+        if depth > _MAX_NESTING:
+            raise NeedsTerminology(self.name, "the value set includes other value sets too deeply")
+        self._read += 1
+        if self._read > MAX_VALUE_SETS:
+            message = f"'{self.name}' needs more than {MAX_VALUE_SETS} value sets; search with fewer"
+            raise BadRequest(message, issues=[Issue("too-costly", message, (self.name,))])
+        budget.check()
+        value_set = self.terminology.value_set(reference)
         if value_set is None:  # another server's value set, which a terminology service would know
-            raise NeedsTerminology(name, f"the value set '{reference[:200]}' is not on this server")
-        yield from _value_set_codes(value_set, terminology, name, depth=0)
-        return
-    if not isinstance(value, TokenQuery) or not value.system or not value.code:
-        raise BadRequest(f"'{name}' takes a coding: system|code", expression=name)
-    code_system = terminology.code_system(value.system)
-    if code_system is None:
-        raise NeedsTerminology(name, f"the code system '{value.system[:200]}' is not on this server")
-    parents, children = _hierarchy(code_system.get("concept"))
-    related = parents if modifier == "above" else children
-    seen = [value.code]
-    for code in seen:  # breadth first; the list grows as it is walked
-        seen.extend(c for c in related.get(code, ()) if c not in seen)
-    yield from (TokenQuery(value.system, code) for code in seen)
+            raise NeedsTerminology(self.name, f"the value set '{reference[:200]}' is not on this server")
+        self._open.add(reference)
+        try:
+            codes = self._value_set_codes(value_set, depth)
+        finally:
+            self._open.discard(reference)
+        self._expanded[reference] = codes
+        return codes
 
+    def _value_set_codes(self, value_set: dict[str, Any], depth: int) -> list[TokenQuery]:
+        label = str(value_set.get("url") or f"ValueSet/{value_set.get('id')}")[:200]
+        expansion = value_set.get("expansion")
+        if isinstance(expansion, dict) and expansion.get("contains"):
+            listed: list[TokenQuery] = []
+            for code in _contained(expansion["contains"]):
+                listed.append(code)
+                self.limit(len(listed))
+            return listed
+        compose = value_set.get("compose")
+        if not isinstance(compose, dict):
+            return []
+        codes: dict[tuple[str, str | None], None] = {}
+        for include in _list(compose.get("include")):
+            for code in self._set_codes(include, depth, label):
+                codes[(code.system or "", code.code)] = None
+            self.limit(len(codes))
+        for exclude in _list(compose.get("exclude")):
+            for code in self._set_codes(exclude, depth, label):
+                if code.code is None or (code.system or "", None) in codes:
+                    raise NeedsTerminology(
+                        self.name, f"the value set '{label}' excludes codes from a whole code system"
+                    )
+                codes.pop((code.system or "", code.code), None)
+        return [TokenQuery(system, code) for system, code in codes]
 
-def _value_set_codes(value_set: dict[str, Any], terminology: Terminology, name: str, depth: int) -> list[TokenQuery]:
-    if depth > _MAX_NESTING:
-        raise NeedsTerminology(name, "the value set includes other value sets too deeply")
-    label = str(value_set.get("url") or f"ValueSet/{value_set.get('id')}")[:200]
-    expansion = value_set.get("expansion")
-    if isinstance(expansion, dict) and expansion.get("contains"):
-        return list(_contained(expansion["contains"]))
-    compose = value_set.get("compose")
-    if not isinstance(compose, dict):
-        return []
-    codes: dict[tuple[str, str | None], None] = {}
-    for include in _list(compose.get("include")):
-        for code in _set_codes(include, terminology, name, depth, label):
-            codes[(code.system or "", code.code)] = None
-    for exclude in _list(compose.get("exclude")):
-        for code in _set_codes(exclude, terminology, name, depth, label):
-            if code.code is None or (code.system or "", None) in codes:
-                raise NeedsTerminology(name, f"the value set '{label}' excludes codes from a whole code system")
-            codes.pop((code.system or "", code.code), None)
-    return [TokenQuery(system, code) for system, code in codes]
-
-
-def _set_codes(part: dict[str, Any], terminology: Terminology, name: str, depth: int, label: str) -> list[TokenQuery]:
-    """The codes of one ``compose.include`` or ``compose.exclude``."""
-    if part.get("filter"):
-        raise NeedsTerminology(name, f"the value set '{label}' selects codes by filter")
-    system, concepts, others = part.get("system"), _list(part.get("concept")), _list(part.get("valueSet"))
-    if others and system:
-        raise NeedsTerminology(name, f"the value set '{label}' intersects a code system with value sets")
-    if others:
-        found: list[TokenQuery] = []
-        for index, reference in enumerate(others):
-            nested = terminology.value_set(str(reference))
-            if nested is None:
-                raise NeedsTerminology(
-                    name, f"the value set '{label}' includes '{str(reference)[:200]}', which is not on this server"
-                )
-            codes = _value_set_codes(nested, terminology, name, depth + 1)
-            found = codes if index == 0 else [c for c in found if c in codes]  # several: the intersection
-        return found
-    if not isinstance(system, str):
-        return []
-    if not concepts:
-        return [TokenQuery(system, None)]  # every code of the system
-    return [TokenQuery(system, str(c["code"])) for c in concepts if isinstance(c, dict) and c.get("code")]
+    def _set_codes(self, part: dict[str, Any], depth: int, label: str) -> list[TokenQuery]:
+        """The codes of one ``compose.include`` or ``compose.exclude``."""
+        name = self.name
+        if part.get("filter"):
+            raise NeedsTerminology(name, f"the value set '{label}' selects codes by filter")
+        system, concepts, others = part.get("system"), _list(part.get("concept")), _list(part.get("valueSet"))
+        if others and system:
+            raise NeedsTerminology(name, f"the value set '{label}' intersects a code system with value sets")
+        if others:
+            found: list[TokenQuery] = []
+            for index, reference in enumerate(others):
+                codes = self._value_set(str(reference), depth + 1)
+                if index == 0:
+                    found = codes
+                else:  # several: the intersection
+                    kept = set(codes)
+                    found = [c for c in found if c in kept]
+            return found
+        if not isinstance(system, str):
+            return []
+        if not concepts:
+            return [TokenQuery(system, None)]  # every code of the system
+        self.limit(len(concepts))  # before building the list, not after
+        return [TokenQuery(system, str(c["code"])) for c in concepts if isinstance(c, dict) and c.get("code")]
 
 
 def _contained(items: Any) -> Iterator[TokenQuery]:
@@ -177,16 +218,37 @@ def _contained(items: Any) -> Iterator[TokenQuery]:
         yield from _contained(item.get("contains"))
 
 
+def _related(concepts: Any, code: str, *, above: bool, limit: Callable[[int], None]) -> list[str]:
+    """``code`` and its descendants (or, ``above``, its ancestors) in the nested ``concept``
+    lists (a code may sit under several parents); linear in the code system's size, and
+    ``limit`` sees the count as it grows, so a large answer is refused before it is all built."""
+    parents, children = _hierarchy(concepts)
+    related = parents if above else children
+    found: dict[str, None] = {code: None}  # ordered: breadth first
+    queue = [code]
+    for current in queue:  # the queue grows as it is walked
+        for other in related.get(current, ()):
+            if other not in found:
+                found[other] = None
+                queue.append(other)
+        limit(len(found))
+    return list(found)
+
+
 def _hierarchy(concepts: Any) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
     """(code → its parents, code → its children) from nested ``concept`` lists."""
     parents: dict[str, list[str]] = {}
     children: dict[str, list[str]] = {}
     stack: list[tuple[str | None, Any]] = [(None, concepts)]
+    steps = 0
     while stack:
         parent, items = stack.pop()
         for item in _list(items):
             if not isinstance(item, dict) or not item.get("code"):
                 continue
+            steps += 1
+            if steps % 10_000 == 0:
+                budget.check()
             code = str(item["code"])
             if parent is not None:
                 parents.setdefault(code, []).append(parent)

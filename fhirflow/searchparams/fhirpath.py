@@ -18,7 +18,7 @@ evaluate as servers read them:
 from __future__ import annotations
 
 import re
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 from fhirflow.searchparams.paths import reference_type, split_union
@@ -50,8 +50,69 @@ def _resolve(inputs: list[Any]) -> list[Any]:
 
 
 @cache
+def load_fhirpathpy() -> Any:
+    """fhirpathpy, with ``matches()`` and ``replaceMatches()`` run by RE2 instead of Python's
+    ``re``: a backtracking engine takes exponential time on patterns such as ``^(a+)+$``, and
+    the pattern comes from the client (a FHIRPath Patch path, a SearchParameter expression that
+    then runs on every write). RE2 runs in time linear in the input, with bounded memory; the
+    constructs it lacks (backreferences, lookaround) make the expression fail to evaluate, which
+    the callers report as a 4xx. Every use of fhirpathpy goes through here."""
+    import fhirpathpy  # heavy, only when an expression runs
+
+    table: dict[str, Any] = _strings().__dict__["invocation_registry"]  # the engine's own dict
+    table["matches"] = {**table["matches"], "fn": _matches}
+    table["replaceMatches"] = {**table["replaceMatches"], "fn": _replace_matches}
+    return fhirpathpy
+
+
+_MAX_PATTERN = 1000
+"""Characters of one FHIRPath regular expression."""
+
+
+@lru_cache(maxsize=256)
+def _regex(pattern: str) -> Any:
+    import re2  # google-re2: linear-time matching
+
+    if len(pattern) > _MAX_PATTERN:
+        raise ValueError(f"a regular expression of more than {_MAX_PATTERN} characters")
+    options = re2.Options()
+    options.dot_nl = True  # FHIRPath: "single line" mode
+    options.log_errors = False
+    options.max_mem = 8 << 20
+    return re2.compile(pattern, options)
+
+
+def _strings() -> Any:
+    """fhirpathpy's invocation package (its function table), untyped."""
+    import importlib
+
+    return importlib.import_module("fhirpathpy.engine.invocations")
+
+
+def _single_string(coll: Any) -> str:
+    """fhirpathpy's own check that the input is one string (it raises otherwise)."""
+    return str(_strings().strings.ensure_string_singleton(coll))
+
+
+def _matches(ctx: Any, coll: Any, regex: Any) -> Any:
+    if not regex or not coll:
+        return []
+    return _regex(str(regex)).search(_single_string(coll)) is not None
+
+
+def _replace_matches(ctx: Any, coll: Any, regex: Any, repl: Any) -> Any:
+    string = _single_string(coll)
+    if isinstance(regex, list) or isinstance(repl, list):
+        return []
+    return _regex(str(regex)).sub(_GROUP.sub(r"\\\1", str(repl)), string)
+
+
+_GROUP = re.compile(r"\$(\d+)")  # FHIRPath's $1 is \1 in the replacement
+
+
+@cache
 def _engine() -> tuple[Any, Any, Any, dict[str, Any]]:
-    import fhirpathpy  # heavy, only when a fallback expression runs
+    fhirpathpy = load_fhirpathpy()
     from fhirpathpy.engine.nodes import ResourceNode
     from fhirpathpy.models import models
 

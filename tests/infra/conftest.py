@@ -138,3 +138,7 @@ def synthesized(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
         # Context the app asked the account for (lookups); read from the file, as jsii can't map the manifest.
         missing_context=json.loads((assembly_dir / "manifest.json").read_text()).get("missing", []),
     )
+
+
+# DynamoDB Local for the executed-stack tests (test_stack_executed.py).
+from tests.support.dynamodb_local import dynamodb_local  # noqa: E402, F401

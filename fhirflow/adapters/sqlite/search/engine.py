@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from fhirflow import budget
 from fhirflow.adapters.sqlite.database import SqliteDatabase
 from fhirflow.adapters.sqlite.index import SCHEMA as INDEX_SCHEMA
 from fhirflow.adapters.sqlite.search.compiler import (
@@ -274,7 +275,8 @@ class SqliteSearchEngine:
             self._memo.connection = conn
         conn.execute("BEGIN")
         try:
-            yield conn
+            with budget.interrupt_when_late(conn):  # a search the client made too costly stops at its deadline
+                yield conn
         finally:
             conn.execute("COMMIT")
 

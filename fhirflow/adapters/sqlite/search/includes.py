@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from fhirflow import budget
 from fhirflow.adapters.sqlite.search.conditions import local_reference
 from fhirflow.adapters.sqlite.search.criteria import Context
 from fhirflow.adapters.sqlite.search.sql import TRUE, Sql, all_of, in_list, sql
@@ -54,6 +55,7 @@ class IncludeWalker:
             active = [(i, False) for i in includes if i.iterate or depth == 0]
             active += [(i, True) for i in revincludes if i.iterate or depth == 0]
             for include, reverse in active:
+                budget.check()  # _include:iterate over a dense graph is bounded by the request's deadline
                 candidates = self.revinclude(include, sources) if reverse else self.include(include, sources)
                 for row in candidates:
                     if (row[1], row[2]) in seen:
