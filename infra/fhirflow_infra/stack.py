@@ -10,8 +10,9 @@ Where later capabilities plug in (each is a construct of its own, like the ones 
 - **export** (``services/export``) is the :class:`~fhirflow_infra.export.BulkExport` construct: the
   kick-off/status routes' function is in :data:`API_SERVICES`; the construct adds the SQS work queue
   with its dead-letter queue, the worker function, and the grants on job items, queue and export bucket.
-- **subscriptions** (``services/subscriptions``): a rule on ``change_events.bus`` with
-  ``change_events.pattern`` → SQS → matcher → SQS → rest-hook deliverer, each queue with a DLQ.
+- **subscriptions** (``services/subscriptions``) is the :class:`~fhirflow_infra.subscriptions.Subscriptions`
+  construct: a rule on ``change_events.bus`` with ``change_events.pattern`` → SQS → matcher → SQS FIFO
+  → rest-hook deliverer, each queue with a DLQ; a ticker on a schedule; a state table.
 
 The bundle workflow (multi-batch transactions, ``Prefer: respond-async``) is the
 :class:`~fhirflow_infra.transactions.Transactions` construct: Express and Standard state machines
@@ -50,6 +51,7 @@ from fhirflow_infra.monitoring import Alarms
 from fhirflow_infra.packaging import ServicePackage, require_layer, service_packages
 from fhirflow_infra.search import SearchDomain
 from fhirflow_infra.storage import ObjectBuckets, ResourceTables
+from fhirflow_infra.subscriptions import Subscriptions
 from fhirflow_infra.transactions import Transactions
 
 
@@ -68,7 +70,7 @@ API_SERVICES: dict[str, ApiService] = {
     "search": ApiService("fhirflow search: type, system and compartment search", writes_resources=False),
     # Writes export jobs, never resources: BulkExport grants the job items alone (fhirflow_infra.export).
     "export": ApiService("fhirflow export: bulk data kick-off, status, cancel and files", writes_resources=False),
-    # $status and $events; the matcher and deliverer are not deployed yet (docs/subscriptions.md).
+    # $status and $events; the matcher, deliverer and ticker are the Subscriptions construct's.
     "subscriptions": ApiService("fhirflow subscriptions: $status and $events", writes_resources=False),
 }
 """The services behind the API; every service the route table names must be here."""
@@ -110,6 +112,15 @@ class FhirflowStack(Stack):
             self, "Search", key=self.data_key, index=settings.opensearch_index, removal_policy=removal_policy
         )
         self.cursor_key = self._cursor_key()
+        self.subscriptions = Subscriptions(
+            self,
+            "Subscriptions",
+            key=self.data_key,
+            bus=self.change_events.bus,
+            pattern=self.change_events.pattern,
+            tables=self.tables,
+            removal_policy=removal_policy,
+        )
 
         self.settings = replace(
             settings,
@@ -130,6 +141,8 @@ class FhirflowStack(Stack):
             max_response_bytes=LAMBDA_PAYLOAD_BYTES,
             # The secret's ARN only: each function reads the key itself, once per container.
             cursor_secret_arn=self.cursor_key.secret_arn,
+            subscriptions_table=self.subscriptions.table.table_name,
+            subscriptions_queue_url=self.subscriptions.notifications.queue_url,
         )
         environment = lambda_environment(self.settings)
         self.code = lambda_.Code.from_asset(str(code_dir))
@@ -194,6 +207,20 @@ class FhirflowStack(Stack):
             reserved_concurrency=reserved_concurrency or stream_concurrency or None,
         )
         self.search.grant_index_write(self.index_sync.handler)
+        self.subscriptions.add_functions(
+            package=packages["subscriptions"],
+            code=self.code,
+            layers=[self.layer],
+            environment=environment,
+            tables=self.tables,
+            buckets=self.buckets,
+            reserved_concurrency=reserved_concurrency,
+        )
+        # The Subscription write hook keeps secrets in the state table (crud, bundle); $status and
+        # $events read it; runtime SearchParameters compile into criteria.
+        for writer in ("crud", "bundle"):
+            self.subscriptions.grant_state(self.api_functions[writer], write=True)
+        self.subscriptions.grant_state(self.api_functions["subscriptions"], write=False)
         # Runtime SearchParameters (docs/dynamodb.md, "Search parameters"): index-sync records them;
         # the search service reads them and runs $reindex steps (jobs, marks, bulk rewrites).
         self.tables.grant_search_params(self.index_sync.handler, reindex=False)
@@ -228,12 +255,14 @@ class FhirflowStack(Stack):
                 "index-sync": self.index_sync.function,
                 "export-worker": self.export.worker.function,
                 **{f"transaction-{name}": f.function for name, f in self.transactions.functions.items()},
+                **self.subscriptions.functions,
             },
             stream_consumers={"index-sync": self.index_sync.function},
             dead_letter_queues={
                 "index-sync": self.index_sync.dead_letter_queue,
                 "export": self.export.dead_letter_queue,
                 "integration": self.change_events.integration_dlq,
+                **self.subscriptions.dead_letter_queues,
             },
             api=self.api.rest_api,
             email=alarm_email,

@@ -63,7 +63,7 @@ def test_only_version_inserts_reach_index_sync(synthesized: Synthesized) -> None
 
 def test_the_integration_rule_matches_the_contract_and_has_a_dead_letter_queue(synthesized: Synthesized) -> None:
     events = synthesized.stack.change_events
-    _, rule = synthesized.only("AWS::Events::Rule")
+    rule = synthesized.resources("AWS::Events::Rule")[synthesized.logical_id(events.integration_rule)]
     props = rule["Properties"]
     assert props["EventBusName"] == {"Ref": synthesized.logical_id(events.bus)}
     assert props["EventPattern"] == {"source": [EVENT_SOURCE], "detail-type": [ResourceChanged.DETAIL_TYPE]}
@@ -82,7 +82,9 @@ def test_queues_are_encrypted_with_the_data_key_and_tls_only(synthesized: Synthe
         for p in synthesized.resources("AWS::SQS::QueuePolicy").values()
     }
     queues = synthesized.resources("AWS::SQS::Queue")
-    assert len(queues) == 5  # index-sync DLQ, integration queue + DLQ, export work queue + DLQ
+    # index-sync DLQ, integration queue + DLQ, export work queue + DLQ, subscriptions' changes + DLQ and
+    # FIFO notifications + DLQ
+    assert len(queues) == 9
     for name, queue in queues.items():
         assert queue["Properties"]["KmsMasterKeyId"] == {"Fn::GetAtt": [key, "Arn"]}, name
         assert any(

@@ -13,10 +13,11 @@ _TABLE_WRITES = ("dynamodb:Put", "dynamodb:Update", "dynamodb:Delete", "dynamodb
 
 
 def _sqs_mapping(synthesized: Synthesized) -> dict[str, Any]:
+    worker = synthesized.logical_id(synthesized.stack.export.worker.function)
     [mapping] = [
         m["Properties"]
         for m in synthesized.resources("AWS::Lambda::EventSourceMapping").values()
-        if "StartingPosition" not in m["Properties"]
+        if "StartingPosition" not in m["Properties"] and m["Properties"]["FunctionName"] == {"Ref": worker}
     ]
     return mapping
 

@@ -46,6 +46,8 @@ def test_one_function_per_routed_service_and_one_for_index_sync(synthesized: Syn
     # ... and one per task step of the bundle workflow, plus its sweeper (tests/infra/test_transactions.py).
     expected = [packages[service].handler for service in deployed] + list(step_handlers().values())
     expected.append("fhirflow_export.handler.worker_handler")  # the SQS export worker (tests/infra/test_export.py)
+    # The subscriptions matcher, deliverer and ticker (tests/infra/test_subscriptions.py).
+    expected += [f"fhirflow_subscriptions.aws.{e}" for e in ("match_handler", "deliver_handler", "tick_handler")]
     assert handlers == sorted(expected)
 
 

@@ -169,6 +169,9 @@ def executed(
             "POWERTOOLS_TRACE_DISABLED": "true",
             # StartSyncExecution goes to sync-states.<region>...: a prefix a local endpoint cannot take.
             "AWS_DISABLE_HOST_PREFIX_INJECTION": "true",
+            # Webhook receivers of the tests listen on 127.0.0.1 (plain http): development settings.
+            "FHIRFLOW_SUBSCRIPTIONS_ALLOW_PRIVATE": "true",
+            "FHIRFLOW_SUBSCRIPTIONS_ALLOW_HTTP": "true",
             **CREDENTIALS,
             **search_env,
         }
@@ -347,3 +350,124 @@ def _export_work(stack: ExecutedStack) -> None:
         for message in messages:
             if message["MessageId"] not in failed:
                 sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+
+def _sqs_records(sqs: Any, queue_url: str) -> list[dict[str, Any]]:
+    """The queue's messages as the event source mapping hands them to a function."""
+    got = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, AttributeNames=["All"]).get("Messages", [])
+    return [
+        {
+            "messageId": m["MessageId"],
+            "receiptHandle": m["ReceiptHandle"],
+            "body": m["Body"],
+            "attributes": m.get("Attributes", {}),
+            "messageAttributes": {},
+            "eventSource": "aws:sqs",
+            "eventSourceARN": f"arn:aws:sqs:{REGION}:123456789012:{queue_url.rsplit('/', 1)[-1]}",
+            "awsRegion": REGION,
+        }
+        for m in got
+    ]
+
+
+def _run_sqs_function(stack: ExecutedStack, function: str, sqs: Any, queue_url: str) -> int:
+    records = _sqs_records(sqs, queue_url)
+    if not records:
+        return 0
+    answer = stack.invoke(function, {"Records": records})
+    assert "errorType" not in answer, answer.get("trace")
+    assert answer["result"].get("batchItemFailures") == []
+    for record in records:
+        sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=record["receiptHandle"])
+    return len(records)
+
+
+def test_subscriptions_matcher_deliverer_and_ticker_stay_within_their_policies(
+    executed: tuple[ExecutedStack, Api], dynamodb_local: DynamoDbLocal
+) -> None:
+    """A Subscription written through the API, its activation and a matching change through the
+    template's bus rule → changes queue → matcher → FIFO queue → deliverer → a receiver on 127.0.0.1,
+    and the ticker's scheduled event: every call within each function's policy."""
+    import boto3
+
+    from fhirflow.adapters.aws.dynamodb_streams import DynamoDbStreamReader
+    from tests.support.webhook_receiver import Receiver
+
+    stack, api = executed
+    cloud = stack.cloud
+    tables = [r for k, r in cloud.refs.items() if k in cloud.of_type("AWS::DynamoDB::Table")]
+    table = next(t for t in tables if "ledger" not in t.lower() and "subscriptions" not in t.lower())
+    reader = DynamoDbStreamReader(
+        table, client=dynamodb_local.client("dynamodbstreams"), dynamodb_client=dynamodb_local.client()
+    )
+    matcher = stack.function_id("fhirflow_subscriptions.aws.match_handler")
+    deliverer = stack.function_id("fhirflow_subscriptions.aws.deliver_handler")
+    ticker = stack.function_id("fhirflow_subscriptions.aws.tick_handler")
+    fifo_url = stack.environment(deliverer)["FHIRFLOW_SUBSCRIPTIONS_QUEUE_URL"]
+    sqs = boto3.client("sqs", endpoint_url=stack.base_env["AWS_ENDPOINT_URL"], region_name=REGION, **_keys())
+    events = boto3.client("events", endpoint_url=stack.base_env["AWS_ENDPOINT_URL"], region_name=REGION, **_keys())
+    # The template's rule from the bus to the matcher's queue (stand_up makes queues and buses, not rules).
+    [(rule_id, rule)] = [(k, r) for k, r in cloud.of_type("AWS::Events::Rule").items() if "Subscriptions" in k]
+    [target] = rule["Properties"]["Targets"]
+    changes_id = target["Arn"]["Fn::GetAtt"][0]
+    changes_url = cloud.refs[changes_id]
+    changes_arn = sqs.get_queue_attributes(QueueUrl=changes_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    bus = cloud.resolve(rule["Properties"]["EventBusName"])
+    events.put_rule(Name=rule_id, EventBusName=bus, EventPattern=json.dumps(rule["Properties"]["EventPattern"]))
+    events.put_targets(Rule=rule_id, EventBusName=bus, Targets=[{"Id": "changes", "Arn": changes_arn}])
+
+    with Receiver() as receiver:
+        subscription = {
+            "resourceType": "Subscription",
+            "status": "requested",
+            "reason": "executed stack",
+            "criteria": "Observation?code=http://loinc.org|1234-5",
+            "channel": {"type": "rest-hook", "endpoint": receiver.url + "/hook"},
+        }
+        status, created, _ = api.call("POST", "/Subscription", body=subscription)
+        assert status == 201, created
+        # Activation: its change → matcher → status write. The stream may still hold what earlier
+        # tests wrote (a fresh reader starts at the oldest record), so a few rounds.
+        for _ in range(40):
+            index_sync(stack, reader)
+            _run_sqs_function(stack, matcher, sqs, changes_url)
+            status, current, _ = api.call("GET", f"/Subscription/{created['id']}")
+            if current["status"] == "active":
+                break
+        assert current["status"] == "active", current
+        for _ in range(40):  # the rest of the stream, and the status write's own change
+            index_sync(stack, reader)
+            if not _run_sqs_function(stack, matcher, sqs, changes_url):
+                break
+        observation = {
+            "resourceType": "Observation",
+            "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "1234-5"}]},
+        }
+        assert api.call("POST", "/Observation", body=observation)[0] == 201
+        index_sync(stack, reader)
+        assert _run_sqs_function(stack, matcher, sqs, changes_url) >= 1
+        assert _run_sqs_function(stack, deliverer, sqs, fifo_url) == 1
+        [request] = receiver.wait_for(1)
+        assert request.method == "POST"
+        assert request.path == "/hook"
+        assert request.body == b""  # R4 without a payload
+        assert request.headers["webhook-id"]
+        status, _, _ = api.call("GET", f"/Subscription/{created['id']}/$status")
+        assert status == 200
+    tick = stack.invoke(ticker, {"version": "0", "detail-type": "Scheduled Event", "source": "aws.scheduler"})
+    assert "errorType" not in tick, tick.get("trace")
+
+    # These functions' calls, and the API functions' that touch subscriptions (the write hook's
+    # secrets, $status): the other functions are the first test's.
+    mine = {
+        matcher,
+        deliverer,
+        ticker,
+        stack.function_id("fhirflow_crud.handler.lambda_handler"),
+        stack.function_id("fhirflow_subscriptions.handler.lambda_handler"),
+    }
+    violations = [v for v in stack.violations() if v.function in mine]
+    assert not violations, "\n".join(map(str, violations))
+    used = {logical_id for logical_id, _ in stack.calls}
+    assert {matcher, deliverer, ticker} <= used

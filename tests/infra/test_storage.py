@@ -54,7 +54,7 @@ def test_tables_are_encrypted_recoverable_and_protected(synthesized: Synthesized
         },
     )
     tables = synthesized.resources("AWS::DynamoDB::Table")
-    assert len(tables) == 2
+    assert len(tables) == 3  # resources, ledger, subscriptions' state
     for name, table in tables.items():
         props = table["Properties"]
         assert props["SSESpecification"] == {
@@ -68,8 +68,8 @@ def test_tables_are_encrypted_recoverable_and_protected(synthesized: Synthesized
 
 
 def test_the_resource_table_is_in_a_backup_plan(synthesized: Synthesized) -> None:
-    _, selection = synthesized.only("AWS::Backup::BackupSelection")
-    resources = str(selection["Properties"]["BackupSelection"]["Resources"])
+    selections = synthesized.resources("AWS::Backup::BackupSelection").values()
+    resources = str([s["Properties"]["BackupSelection"]["Resources"] for s in selections])
     assert synthesized.logical_id(synthesized.stack.tables.table) in resources
     _, vault = synthesized.only("AWS::Backup::BackupVault")
     assert vault["Properties"]["EncryptionKeyArn"] == {
@@ -119,7 +119,7 @@ def test_buckets_are_private_versioned_encrypted_and_tls_only(synthesized: Synth
 
 STATEFUL = {
     "AWS::KMS::Key": {"DataKey2A0DE9E6"},
-    "AWS::DynamoDB::Table": {"TablesResourcesF2CE5B22", "TablesLedgerF9806C8B"},
+    "AWS::DynamoDB::Table": {"TablesResourcesF2CE5B22", "TablesLedgerF9806C8B", "SubscriptionsState75F3E325"},
     "AWS::Backup::BackupVault": {"TablesBackupsVaultF7A4E24B"},
     "AWS::S3::Bucket": {"BucketsAccessLogsA5F88218", "BucketsBlobsF94FAD01", "BucketsExportsEFF3E371"},
 }

@@ -118,7 +118,9 @@ def test_step_functions_reach_the_table_and_blobs(synthesized: Synthesized) -> N
 
 def test_the_sweeper_runs_on_a_schedule(synthesized: Synthesized) -> None:
     sweeper = synthesized.logical_id(synthesized.stack.transactions.functions["sweep"].function)
-    [(_, schedule)] = synthesized.resources("AWS::Scheduler::Schedule").items()
+    schedule = synthesized.resources("AWS::Scheduler::Schedule")[
+        synthesized.logical_id(synthesized.stack.transactions.sweep_schedule)
+    ]
     props = schedule["Properties"]
     assert props["ScheduleExpression"] == f"rate({SWEEP_INTERVAL.to_minutes():.0f} minute)"
     assert props["State"] == "ENABLED"

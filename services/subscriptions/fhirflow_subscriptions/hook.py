@@ -54,9 +54,14 @@ _stores: dict[str, SubscriptionStateStore] = {}
 def state_store(settings: Settings) -> SubscriptionStateStore:
     """The settings' state store (SQLite in the embedded mode), one per database per process.
 
-    With the DynamoDB store nothing would match and deliver yet (the AWS matcher and deliverer are
-    designed in docs/subscriptions.md, not built): a Subscription there is refused with 501 rather
-    than accepted and left to never fire."""
+    With the DynamoDB store: the DynamoDB table where ``FHIRFLOW_SUBSCRIPTIONS_TABLE`` is set (the
+    deployed stack, whose matcher and deliverer Lambdas use it: fhirflow_subscriptions.aws); without
+    it nothing would match and deliver, so a Subscription is refused with 501 rather than accepted
+    and left to never fire."""
+    if settings.store == "dynamodb" and settings.subscriptions_table:  # AWS (subs-aws)
+        from fhirflow_subscriptions.aws import dynamodb_state
+
+        return dynamodb_state(settings)
     if settings.store != "sqlite":
         from fhirflow.errors import NotImplementedFhir
 

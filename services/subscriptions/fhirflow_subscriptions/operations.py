@@ -51,7 +51,12 @@ def _status_of(deps: Dependencies, request: FhirRequest, resource: dict[str, Any
     id_ = str(resource["id"])
     state = state_store(deps.settings).state(request.tenant, id_)
     topic = resource.get("criteria") if str(resource.get("criteria", "")).startswith("http") else None
-    attempts = delivery_queue(deps.settings).attempts(group_of(request.tenant, id_), limit=20)
+    if deps.settings.store == "dynamodb":  # AWS: the deliverer's log in DynamoDB (subs-aws)
+        from fhirflow_subscriptions.aws import delivery_log
+
+        attempts = delivery_log(deps.settings).attempts(group_of(request.tenant, id_), limit=20)
+    else:
+        attempts = delivery_queue(deps.settings).attempts(group_of(request.tenant, id_), limit=20)
     extra = [
         {
             "name": "delivery-attempt",
