@@ -12,8 +12,9 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from aws_cdk import Duration, RemovalPolicy, Size, Stack
+from aws_cdk import Aws, Duration, RemovalPolicy, Size, Stack
 from aws_cdk import aws_apigateway as apigateway
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
@@ -151,10 +152,17 @@ class FhirApi(Construct):
                 ),
             ),
         )
-        integrations = {
-            service: apigateway.LambdaIntegration(function, allow_test_invoke=False)
-            for service, function in functions.items()
-        }
+        integrations = {service: _proxy_integration(function) for service, function in functions.items()}
+        for service, function in functions.items():
+            # One permission per function, for this API's deployed methods (no test-invoke). A
+            # LambdaIntegration adds one per method: with every route also under /tenant/{tenant},
+            # that took the stack past CloudFormation's 500 resources. Which function a method
+            # reaches is the method's integration, set above from the route table.
+            function.add_permission(
+                f"InvokeFrom{service.title().replace('-', '')}Api",
+                principal=iam.ServicePrincipal("apigateway.amazonaws.com"),
+                source_arn=self.rest_api.arn_for_execute_api("*", "/*", self.rest_api.deployment_stage.stage_name),
+            )
         self.methods: dict[tuple[str, str], apigateway.Method] = {}
         for route in routes:
             resource = self._resource(route.segments)
@@ -243,3 +251,11 @@ class FhirApi(Construct):
                 "AmazonAPIGatewayPushToCloudWatchLogs]",
                 "API Gateway's account-wide logging role uses the service's own managed policy, made for it.",
             )
+
+
+def _proxy_integration(function: lambda_.IFunction) -> apigateway.Integration:
+    """A Lambda proxy integration (the event format fhirflow.http reads) that adds no permission:
+    the API grants one per function."""
+    path = f"lambda:path/2015-03-31/functions/{function.function_arn}/invocations"
+    uri = f"arn:{Aws.PARTITION}:apigateway:{Aws.REGION}:{path}"
+    return apigateway.Integration(type=apigateway.IntegrationType.AWS_PROXY, integration_http_method="POST", uri=uri)

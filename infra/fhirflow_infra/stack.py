@@ -278,6 +278,9 @@ class FhirflowStack(Stack):
             *self.transactions.functions.values(),
             self.export.worker,
             self.index_sync.handler,
+            self.subscriptions.matcher,
+            self.subscriptions.deliverer,
+            self.subscriptions.ticker,
         ]
 
     def _api_function(

@@ -36,7 +36,7 @@ from constructs import Construct
 from fhirflow.adapters.aws.dynamodb_subscriptions import TTL_ATTRIBUTE, subscriptions_table
 from fhirflow_infra.compliance import acknowledge, acknowledge_grant_wildcards, arn_reference
 from fhirflow_infra.events import DEAD_LETTER_RETENTION, dead_letter_queue, encrypted_queue
-from fhirflow_infra.function import FhirFunction
+from fhirflow_infra.function import INVOKED_BY_QUEUE, FhirFunction
 from fhirflow_infra.packaging import ServicePackage
 from fhirflow_infra.storage import (
     KMS_GRANT_ACTIONS,
@@ -68,6 +68,13 @@ class EntryPackage(ServicePackage):
     @property
     def handler(self) -> str:
         return f"{self.package}.aws.{self.entry}"
+
+
+TICKER_INVOCATION = (
+    "Invoked asynchronously by EventBridge Scheduler every minute, with no retries: a missed tick's "
+    "heartbeats and end dates are handled by the next one, so a dead-letter queue would only collect "
+    "duplicates of that work; failures raise the function's error alarm."
+)
 
 
 class Subscriptions(Construct):
@@ -148,10 +155,6 @@ class Subscriptions(Construct):
             dead_letter_queue=sqs.DeadLetterQueue(max_receive_count=MAX_RECEIVES, queue=self.notifications_dlq),
             removal_policy=RemovalPolicy.DESTROY,
         )
-        for queue in (self.changes_dlq, self.notifications_dlq):
-            acknowledge(
-                queue, "AwsSolutions-SQS3", "This queue is a dead-letter queue: where subscription work goes last."
-            )
 
     @property
     def dead_letter_queues(self) -> dict[str, sqs.IQueue]:
@@ -168,7 +171,7 @@ class Subscriptions(Construct):
         buckets: ObjectBuckets,
         reserved_concurrency: int | None = None,
     ) -> None:
-        def function(name: str, entry: str, description: str, timeout: Duration) -> FhirFunction:
+        def function(name: str, entry: str, description: str, timeout: Duration, invoked_by: str) -> FhirFunction:
             made = FhirFunction(
                 self,
                 name,
@@ -180,6 +183,7 @@ class Subscriptions(Construct):
                 description=description,
                 timeout=timeout,
                 reserved_concurrency=reserved_concurrency,
+                invoked_by=invoked_by,
             )
             # Every one of them reads the subscription (and the focus resources) and writes its
             # status as a system write of a new version (docs/subscriptions.md).
@@ -193,6 +197,7 @@ class Subscriptions(Construct):
             "match_handler",
             "fhirflow subscriptions matcher: ResourceChanged → notifications",
             MATCHER_TIMEOUT,
+            INVOKED_BY_QUEUE,
         )
         self.matcher.function.add_event_source(
             sources.SqsEventSource(self.changes, batch_size=10, report_batch_item_failures=True)
@@ -200,13 +205,21 @@ class Subscriptions(Construct):
         self.notifications.grant_send_messages(self.matcher.function)
 
         self.deliverer = function(
-            "Deliverer", "deliver_handler", "fhirflow subscriptions deliverer: signed rest-hooks", DELIVERER_TIMEOUT
+            "Deliverer",
+            "deliver_handler",
+            "fhirflow subscriptions deliverer: signed rest-hooks",
+            DELIVERER_TIMEOUT,
+            INVOKED_BY_QUEUE,
         )
         self.deliverer.function.add_event_source(
             sources.SqsEventSource(self.notifications, batch_size=10, report_batch_item_failures=True)
         )  # grants receive, delete and ChangeMessageVisibility (the retry wait)
 
-        self.ticker = function("Ticker", "tick_handler", "fhirflow subscriptions: heartbeats and end", TICKER_TIMEOUT)
+        self.ticker = function(
+            "Ticker", "tick_handler", "fhirflow subscriptions: heartbeats and end", TICKER_TIMEOUT, TICKER_INVOCATION
+        )
+        # EventBridge Scheduler invokes asynchronously: no Lambda retries (the next tick does the same).
+        self.ticker.function.configure_async_invoke(retry_attempts=0, max_event_age=TICK_INTERVAL)
         self.notifications.grant_send_messages(self.ticker.function)
         self.schedule_role = iam.Role(
             self,
