@@ -260,6 +260,8 @@ def unchanged(deps: Dependencies, head: ResourceVersion | None, resource: dict[s
     write keeps the current version (``skip_unchanged_updates``, as HAPI does)."""
     if not deps.settings.skip_unchanged_updates or head is None or head.deleted or head.body is None:
         return False
+    if deps.settings.binary_direct and resource.get("resourceType") == "Binary" and "data" not in resource:
+        return False  # a new upload (its URL names the new version): never over an older version's bytes
     return versioning.same_content(resource, jsonio.loads(head.body))
 
 
