@@ -2,7 +2,7 @@
 
 Standard Webhooks ("Retry schedule") suggests: immediately, then after 5 s, 5 min, 30 min, 2 h,
 5 h, 10 h, 14 h, 20 h and 24 h, about three days in all. Peers that give up after a minute lose
-notifications whenever a receiver restarts (the HAPI complaint in ../shared/subscriptions.md); this
+notifications whenever a receiver restarts (HAPI issue #6002); this
 schedule rides out a weekend's outage. Jitter (±20 %) spreads the retries of many subscriptions
 that failed together, so a recovering receiver is not hit by all of them in the same second.
 """
