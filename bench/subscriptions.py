@@ -33,6 +33,7 @@ from typing import Any
 from bench.report import Row, Target, at_least
 from fhirflow.searchparams.extract import extract_index_values
 from fhirflow.searchparams.values import DateValue, ReferenceValue, TokenValue
+from fhirflow_bundle.references import rewrite
 from fhirflow_subscriptions.criteria import CompiledCriteria, compile_criteria
 from fhirflow_subscriptions.index import SubscriptionIndex
 
@@ -54,18 +55,6 @@ OWN_PATIENT = 0.1
 """How often a patient-specific subscription names the patient of the resource it was drawn from."""
 
 
-def _rewrite(node: Any, mapping: dict[str, str]) -> Any:
-    if isinstance(node, dict):
-        out = {k: _rewrite(v, mapping) for k, v in node.items()}
-        ref = out.get("reference")
-        if isinstance(ref, str) and ref in mapping:
-            out["reference"] = mapping[ref]
-        return out
-    if isinstance(node, list):
-        return [_rewrite(v, mapping) for v in node]
-    return node
-
-
 def changes() -> list[dict[str, Any]]:
     """The Synthea resources (``urn:uuid`` references made ``Type/id``) and the extra types'
     examples, copied under new ids and pointed at Synthea patients, about 200 of each."""
@@ -78,7 +67,7 @@ def changes() -> list[dict[str, Any]]:
         uuid = entry["fullUrl"].removeprefix("urn:uuid:")
         entry["resource"]["id"] = uuid
         mapping[entry["fullUrl"]] = f"{entry['resource']['resourceType']}/{uuid}"
-    out = [_rewrite(entry["resource"], mapping) for entry in entries]
+    out = [rewrite(entry["resource"], mapping, where="Bundle.entry") for entry in entries]
     patients = [f"Patient/{r['id']}" for r in out if r["resourceType"] == "Patient"]
     rng = random.Random(12)
     for rtype in EXTRA_TYPES:
