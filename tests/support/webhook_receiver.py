@@ -7,6 +7,7 @@ stops), which is how a dead endpoint looks to a sender with a timeout.
 
 from __future__ import annotations
 
+import json
 import socket
 import ssl
 import struct
@@ -15,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,9 @@ class Received:
     body: bytes
     at: float
     """time.monotonic() when the request had been read."""
+
+    def json(self) -> Any:
+        return json.loads(self.body)
 
 
 @dataclass(frozen=True)
