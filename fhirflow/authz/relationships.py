@@ -114,29 +114,21 @@ class RelationshipPolicy:
             raise self._denied(version.type, version.id)
 
     def visible(self, request: FhirRequest, version: ResourceVersion) -> bool:
-        if not self.inner.visible(request, version):
-            return False
-        subject = self._subject(request)
-        if subject is None:
-            return True
-        resource = resource_of(version)
-        if resource is None:
-            return False  # a deletion cannot be placed in a patient's compartment
-        return self._allowed(subject, VIEW, resource, request.base_url)
+        return self.inner.visible(request, version) and self._related(request, version, (VIEW,))
 
     def knows(self, request: FhirRequest, version: ResourceVersion) -> bool:
-        if not self.inner.knows(request, version):
-            return False
+        relations = (VIEW,) if request.method in ("GET", "HEAD") else (VIEW, EDIT)
+        return self.inner.knows(request, version) and self._related(request, version, relations)
+
+    def _related(self, request: FhirRequest, version: ResourceVersion, relations: tuple[str, ...]) -> bool:
+        """Whether the request's subject holds one of ``relations`` to the version (no subject: yes)."""
         subject = self._subject(request)
         if subject is None:
             return True
         resource = resource_of(version)
         if resource is None:
             return False  # a deletion cannot be placed in a patient's compartment
-        relation = VIEW if request.method in ("GET", "HEAD") else EDIT
-        return self._allowed(subject, VIEW, resource, request.base_url) or self._allowed(
-            subject, relation, resource, request.base_url
-        )
+        return any(self._allowed(subject, relation, resource, request.base_url) for relation in relations)
 
     def check_write(
         self,
