@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fhirflow import timefmt
+from fhirflow_subscriptions.state import LoggedNotificationEvent
 
 STATUS_PROFILE = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-subscription-status-r4"
 NOTIFICATION_PROFILE = (
@@ -26,13 +27,9 @@ _METHODS = {"create": ("POST", "201"), "update": ("PUT", "200"), "delete": ("DEL
 
 
 @dataclass(frozen=True, slots=True)
-class NotificationEvent:
-    number: int
-    at_ms: int
-    resource_type: str
-    resource_id: str
-    version: int
-    operation: str
+class NotificationEvent(LoggedNotificationEvent):
+    """One event of a notification: what the event log keeps, with the focus resource."""
+
     resource: Mapping[str, Any] | None = None
     """The focus as it was at that version (``full-resource``); None otherwise or for a delete."""
 
