@@ -138,6 +138,11 @@ class SubscriptionIndex:
     def __len__(self) -> int:
         return len(self._where)
 
+    def covers(self, tenant: str, resource_type: str) -> bool:
+        """Whether any subscription of ``tenant`` is about ``resource_type`` (one dict lookup): a
+        change no subscription is about needs no body read."""
+        return (tenant, resource_type) in self._buckets
+
     def match(
         self,
         *,

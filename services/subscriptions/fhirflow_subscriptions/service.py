@@ -152,8 +152,8 @@ class SubscriptionService:
     def _matches(self, event: LoggedEvent, detail: dict[str, Any]) -> list[_Match]:
         rtype, id_ = str(detail["resourceType"]), str(detail["id"])
         version, operation = int(detail["versionId"]), str(detail["operation"])
-        if not self.specs:
-            return []
+        if not self.index.covers(event.tenant, rtype):
+            return []  # no subscription is about this type: no body to read
         store = self.deps.store
         current = store.version(event.tenant, rtype, id_, version)
         resource = _parsed(current)
