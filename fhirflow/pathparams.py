@@ -25,6 +25,8 @@ from fhirflow.errors import BadRequest
 
 MAX_SEGMENT = 64
 TENANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+"""What a tenant id may look like, wherever one comes from (a path, a token's tenant claim): it
+becomes part of every store key. The one definition; :func:`is_tenant` applies it."""
 DOT_SEGMENTS = frozenset({".", ".."})
 
 
@@ -41,10 +43,15 @@ def check_path_params(params: Mapping[str, str]) -> None:
             raise BadRequest(f"The path segment '{value}' ({name}) is a dot-segment, which cannot name a {name}")
         if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
             raise BadRequest(f"The path segment '{shown}' ({name}) holds a control character")
-        if name == "tenant" and not TENANT.fullmatch(value):
+        if name == "tenant" and not is_tenant(value):
             raise BadRequest(
                 f"'{shown}' is not a valid tenant: a letter or digit, then letters, digits, '.', '_' or '-'"
             )
+
+
+def is_tenant(value: str) -> bool:
+    """Whether ``value`` can name a tenant (:data:`TENANT`)."""
+    return TENANT.fullmatch(value) is not None
 
 
 def is_dot_segment(value: str) -> bool:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 import threading
 import time
 from collections import OrderedDict
@@ -30,6 +29,7 @@ from fhirflow.authz.principal import Principal, parse_fhir_user, parse_patient
 from fhirflow.authz.scopes import parse_scopes
 from fhirflow.authz.tokens import JwtVerifier, TokenRejected, peek
 from fhirflow.model import DEFAULT_TENANT, FhirRequest
+from fhirflow.pathparams import is_tenant
 from fhirflow.routes import ROUTE_TABLE, TENANT_PREFIX, RouteTable
 
 logger = logging.getLogger("fhirflow.authz")
@@ -37,8 +37,6 @@ logger = logging.getLogger("fhirflow.authz")
 PUBLIC_INTERACTIONS = frozenset({"capabilities", "smart-configuration"})
 """Served without a token: clients discover how to authorize from these (SMART conformance)."""
 NEGATIVE_CACHE_SECONDS = 10.0
-_TENANT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-"""What a tenant id may look like: it becomes part of every store key."""
 
 
 class _Cache:
@@ -170,7 +168,7 @@ class BearerAuthenticator:
         tenant = issuer.tenant
         claimed = claims.get(config.tenant_claim) if config.tenant_claim else None
         if claimed is not None:
-            if not isinstance(claimed, str) or not _TENANT_ID.fullmatch(claimed):
+            if not isinstance(claimed, str) or not is_tenant(claimed):
                 raise TokenRejected("tenant-claim-malformed")
             if tenant is not None and claimed != tenant:
                 raise TokenRejected("tenant-claim-disagrees")

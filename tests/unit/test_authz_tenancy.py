@@ -129,3 +129,20 @@ def test_a_malformed_tenant_claim_makes_the_token_invalid(client: InProcessClien
     reply = client.get("/Patient/x", SHARED.token("system/*.rs", tenant=claimed))
 
     assert reply.status == 401
+
+
+def test_the_tenant_claim_is_checked_by_the_one_tenant_rule_paths_use(
+    client: InProcessClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One definition of what a tenant id looks like (``fhirflow.pathparams.TENANT``): tightening it
+    tightens the tenant claim too; the authenticator keeps no pattern of its own to drift apart."""
+    import re
+
+    from fhirflow import pathparams
+    from fhirflow.authz import authenticator
+
+    assert not [name for name, value in vars(authenticator).items() if isinstance(value, re.Pattern)]
+    assert client.get("/tenant/b/Patient/x", SHARED.token("system/*.rs", tenant="b")).status == 404
+    monkeypatch.setattr(pathparams, "TENANT", re.compile(r"[a-z]{2,63}"))  # now "b" is no tenant anywhere
+    assert client.get("/tenant/b/Patient/x", SHARED.token("system/*.rs")).status == 400  # the path check
+    assert client.get("/Patient/x", SHARED.token("system/*.rs", tenant="b")).status == 401  # the claim check
