@@ -10,7 +10,7 @@ other port (and so every handler's cold start) can do without.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -18,6 +18,9 @@ from fhirflow.query.ast import Criterion, Include, Query, SortKey
 
 SortValue = Any
 """One key of a keyset position: a string, a number or None (JSON-representable)."""
+
+Admits = Callable[[dict[str, Any]], bool]
+"""Whether the principal may read one resource (the access policy's ``admits_resource``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,9 +117,15 @@ class SearchEngine(Protocol):
         *,
         max_depth: int,
         limit: int,
+        admits: Admits | None = None,
     ) -> Included:
         """``_include``/``_revinclude`` (``:iterate`` up to ``max_depth`` rounds) of a page of
-        matches: the resources they add, without duplicates and without the matches."""
+        matches: the resources they add, without duplicates and without the matches.
+
+        With ``admits``, only resources it admits are added, and only they are walked from: each
+        ``:iterate`` round starts from what the principal may read, so which resources appear never
+        depends on a link through one it may not (search.html#revinclude; DESIGN.md §5). Resources
+        it refuses do not count towards ``limit``."""
         ...
 
 

@@ -594,3 +594,55 @@ def test_list_membership_answers_only_from_lists_the_token_may_read(
     if kind != "granular":  # (no List scope)
         own = http.get(f"/Observation?_list=list-{world.me}", headers=token)
         assert [e["resource"]["id"] for e in own.json()["entry"]] == [f"obs-me-{tag}"]
+
+
+# -- _include:iterate walks on only from what the token may read ----------------------------------
+
+
+@pytest.fixture(scope="module")
+def linked_through_theirs(http_module: httpx.Client, world: World) -> dict[str, str]:
+    """My Observation ``start`` has a member of theirs (hidden), whose member is mine again (``end``):
+    the only path from ``start`` to ``end`` goes through their Observation. ``direct`` is mine with
+    ``end`` as its own member, the control."""
+    tag = world.tag
+    ids = {"start": f"chain-start-{tag}", "middle": f"chain-theirs-{tag}", "end": f"chain-end-{tag}"}
+    ids["direct"] = f"chain-direct-{tag}"
+
+    def member(id_: str) -> dict[str, Any]:
+        return {"hasMember": [{"reference": f"Observation/{id_}"}]}
+
+    resources = [
+        mine(world, ids["end"]),
+        observation(ids["middle"], world.them, category="laboratory", code="2951-2", value=1, **member(ids["end"])),
+        mine(world, ids["start"], **member(ids["middle"])),
+        mine(world, ids["direct"], **member(ids["end"])),
+    ]
+    for resource in resources:
+        reply = http_module.put(f"/Observation/{resource['id']}", json=resource, headers=world.admin)
+        assert reply.status_code == 201, reply.text
+    return ids
+
+
+@pytest.mark.parametrize("kind", TOKEN_KINDS)
+def test_include_iterate_never_walks_through_a_resource_the_token_may_not_read(
+    http: httpx.Client, idp: AuthorizationServer, world: World, linked_through_theirs: dict[str, str], kind: str
+) -> None:
+    ids = linked_through_theirs
+    token = token_for(kind, world, idp)
+
+    def found(search: str) -> set[str]:
+        reply = http.get(f"/Observation?{search}", headers=token)
+        assert reply.status_code == 200, reply.text
+        return {entry["resource"]["id"] for entry in reply.json().get("entry", [])}
+
+    # Forwards: start -> (theirs) -> end; end is mine, but reached only through theirs.
+    assert found(f"_id={ids['start']}&_include:iterate=Observation:has-member") == {ids["start"]}
+    assert found(f"_id={ids['direct']}&_include:iterate=Observation:has-member") == {ids["direct"], ids["end"]}
+    # Backwards: end <- (theirs) <- start.
+    reverse = found(f"_id={ids['end']}&_revinclude:iterate=Observation:has-member")
+    assert reverse == {ids["end"], ids["direct"]}
+    # The same searches with a token that may read everything walk the whole graph.
+    everything = http.get(
+        f"/Observation?_id={ids['start']}&_include:iterate=Observation:has-member", headers=world.admin
+    )
+    assert {e["resource"]["id"] for e in everything.json()["entry"]} == {ids["start"], ids["middle"], ids["end"]}

@@ -151,6 +151,27 @@ def test_includes_follow_the_matches_references(engine: OpenSearchSearchEngine) 
     assert keys(no_iterate.hits) == ["Patient/p1"]
 
 
+def test_iterate_walks_on_only_from_resources_the_principal_may_read(engine: OpenSearchSearchEngine) -> None:
+    """Organization/o1 is reached only through Patient/p1: with p1 hidden, o1 is not included either,
+    though it is readable itself (which resources appear must not depend on a hidden link)."""
+    where = scope(("Observation",))
+    q = query("Observation", "_id=obs1&_include=Observation:subject&_include:iterate=Patient:organization")
+    page = engine.page(where, q, PageRequest(10))
+
+    def include(admits: Any) -> list[str]:
+        return keys(
+            engine.include(where, page.hits, q.includes, q.revincludes, max_depth=3, limit=100, admits=admits).hits
+        )
+
+    assert include(lambda resource: True) == ["Patient/p1", "Organization/o1"]
+    assert include(lambda resource: resource["resourceType"] != "Patient") == []
+    # A hidden resource does not take a place under the limit either.
+    hidden_p1 = engine.include(
+        where, page.hits, q.includes, q.revincludes, max_depth=0, limit=1, admits=lambda r: r["id"] != "p1"
+    )
+    assert (hidden_p1.hits, hidden_p1.truncated) == ([], False)
+
+
 def test_revincludes_stop_at_the_limit(engine: OpenSearchSearchEngine) -> None:
     where = scope(("Patient",))
     q = query("Patient", "_id=p1&_revinclude=Observation:subject")

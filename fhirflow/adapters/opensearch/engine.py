@@ -30,7 +30,7 @@ from fhirflow.adapters.opensearch.plan import CompileOptions, SearchPlan
 from fhirflow.adapters.opensearch.search import OpenSearchSearchIndex
 from fhirflow.errors import BadRequest
 from fhirflow.query.ast import Criterion, Filter, Include, Query, SortKey
-from fhirflow.search_ports import Hit, Included, Page, PageRequest, SearchScope, SortValue
+from fhirflow.search_ports import Admits, Hit, Included, Page, PageRequest, SearchScope, SortValue
 
 Clock = Callable[[], int]
 
@@ -122,6 +122,7 @@ class OpenSearchSearchEngine:
         *,
         max_depth: int,
         limit: int,
+        admits: Admits | None = None,
     ) -> Included:
         if not matches or not (includes or revincludes):
             return Included([], truncated=False)
@@ -129,7 +130,7 @@ class OpenSearchSearchEngine:
         stub = Query(resource_type=None, includes=tuple(includes), revincludes=tuple(revincludes))
         plan = compile_query(stub, tenant=scope.tenant, page_size=len(matches), search_after=None, options=options)
         frontier = self.index.references_of(scope.tenant, [f"{hit.type}/{hit.id}" for hit in matches])
-        found, truncated = self.index.includes(plan, frontier)
+        found, truncated = self.index.includes(plan, frontier, admits)
         hits = [Hit(r.type, r.id, orjson.dumps(r.resource)) for r in found if r.resource is not None]
         return Included(hits, truncated)
 

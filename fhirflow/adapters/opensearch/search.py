@@ -28,6 +28,7 @@ from fhirflow.adapters.opensearch.plan import INCLUDE_KEYS, CompileOptions, Incl
 from fhirflow.errors import BadRequest, Issue, ServiceUnavailable
 from fhirflow.ports import IndexWrite, IndexWriteSkipped
 from fhirflow.query.ast import Query
+from fhirflow.search_ports import Admits
 from fhirflow.searchparams.registry import Registry
 
 
@@ -400,9 +401,12 @@ class OpenSearchSearchIndex:
 
     # -- includes ---------------------------------------------------------------------------
 
-    def includes(self, plan: SearchPlan, page: list[IndexedResource]) -> tuple[list[IndexedResource], bool]:
+    def includes(
+        self, plan: SearchPlan, page: list[IndexedResource], admits: Admits | None = None
+    ) -> tuple[list[IndexedResource], bool]:
         """``_include``/``_revinclude`` on the page, then ``:iterate`` rules on what they
-        added, round after round (search.html#revinclude)."""
+        added, round after round (search.html#revinclude). With ``admits``, only resources the
+        principal may read are added and walked from (SearchEngine.include)."""
         seen = {hit.key for hit in page}
         included: list[IndexedResource] = []
         frontier = page
@@ -414,12 +418,12 @@ class OpenSearchSearchIndex:
             for step in steps:
                 for hit in self._include(step, frontier, seen, plan.include_limit):
                     found.setdefault(hit.key, hit)
+            seen.update(found)
+            new = [hit for hit in found.values() if admits is None or _readable(hit, admits)]
             room = plan.include_limit - len(included)
-            new = list(found.values())
             if len(new) > room:
                 return included + new[:room], True
             included.extend(new)
-            seen.update(found)
             frontier = new
         return included, False
 
@@ -442,6 +446,10 @@ class OpenSearchSearchIndex:
             return []
         hits = self._search(substitute(step.body, {INCLUDE_KEYS: keys}))["hits"]["hits"]
         return [hit for hit in map(_hit, hits) if hit.key not in seen]
+
+
+def _readable(hit: IndexedResource, admits: Admits) -> bool:
+    return hit.resource is not None and admits(hit.resource)
 
 
 def _hit_references(hit: dict[str, Any]) -> list[tuple[str, str]]:

@@ -5,12 +5,13 @@ returns None (no constraint) or an AccessConstraint: alternatives of a compartme
 search parameters, and optionally the patients the principal may see. Each becomes an
 :class:`~fhirflow.search_ports.AccessRule` whose parameters are parsed like any search's, so
 the backend filters in the query itself and totals and paging stay exact. Included resources
-are checked one by one with the policy's ``admits_resource`` when it has one.
+are checked one by one with the policy's ``admits_resource`` when it has one, by the backend as it
+walks (:func:`include_admission`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -21,7 +22,7 @@ from fhirflow.ports import AccessPolicy
 from fhirflow.query.ast import Query
 from fhirflow.query.limits import limit_hops
 from fhirflow.query.parser import parse
-from fhirflow.search_ports import AccessRule, Admission, Hit
+from fhirflow.search_ports import AccessRule, Admission, Admits
 
 
 def access_rules(policy: AccessPolicy, request: FhirRequest, types: Sequence[str]) -> tuple[AccessRule, ...] | None:
@@ -86,11 +87,12 @@ def _rule(rtype: str | None, constraint: Any) -> AccessRule:
     return AccessRule(rtype, tuple(admissions), frozenset(patients) if patients is not None else None)
 
 
-def admitted_includes(policy: AccessPolicy, request: FhirRequest, hits: list[Hit]) -> list[Hit]:
-    """Included resources the policy lets this principal read."""
+def include_admission(policy: AccessPolicy, request: FhirRequest) -> Admits | None:
+    """Whether the principal may read a resource a search would ``_include``/``_revinclude``
+    (None: the policy has no such check, everything is admitted). The backends apply it round by
+    round, so an ``:iterate`` never walks on from a resource the principal may not read."""
     admits = getattr(policy, "admits_resource", None)
     if admits is None:
-        return hits
-    from fhirflow import jsonio
-
-    return [hit for hit in hits if admits(request, jsonio.loads(hit.body))]
+        return None
+    check: Callable[[FhirRequest, dict[str, Any]], bool] = admits
+    return lambda resource: check(request, resource)

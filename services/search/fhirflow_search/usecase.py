@@ -30,7 +30,7 @@ from fhirflow.runtime import Dependencies
 from fhirflow.search_ports import Hit, Page, PageRequest, SearchEngine, SearchScope
 from fhirflow.searchparams.registry import Registry, default_registry
 from fhirflow_search import paging
-from fhirflow_search.access import access_rules, admitted_includes, limit_chains
+from fhirflow_search.access import access_rules, include_admission, limit_chains
 from fhirflow_search.bundle import Links, SearchResult, searchset
 from fhirflow_search.settings import SearchSettings
 from fhirflow_search.target import SearchTarget, search_params, search_target
@@ -231,8 +231,9 @@ class SearchService:
                 query.revincludes,
                 max_depth=self.settings.include_depth,
                 limit=self.settings.max_includes,
+                admits=include_admission(deps.policy, request),
             )
-            included = admitted_includes(deps.policy, request, found.hits)
+            included = found.hits
             if found.truncated:
                 issues.append(
                     Issue(

@@ -36,7 +36,7 @@ from fhirflow.adapters.sqlite.search.criteria import TERMINOLOGY_MODIFIERS, Cont
 from fhirflow.adapters.sqlite.search.includes import IncludeWalker
 from fhirflow.adapters.sqlite.search.schema import ensure_schema, load_statistics
 from fhirflow.query.ast import Criterion, Filter, Include, Query, SortKey
-from fhirflow.search_ports import Hit, Included, Page, PageRequest, SearchScope
+from fhirflow.search_ports import Admits, Hit, Included, Page, PageRequest, SearchScope
 from fhirflow.searchparams.registry import Registry, default_registry
 
 Clock = Callable[[], int]
@@ -247,14 +247,15 @@ class SqliteSearchEngine:
         *,
         max_depth: int,
         limit: int,
+        admits: Admits | None = None,
     ) -> Included:
         if not matches or not (includes or revincludes):
             return Included([], truncated=False)
         with self._snapshot() as conn:
-            walker = IncludeWalker(conn, self.context(scope), self.registry)
-            found, truncated = walker.walk(matches, includes, revincludes, max_depth=max_depth, limit=limit)
-            bodies = self._bodies(conn, [rid for rid, _, _ in found])
-        hits = [Hit(rtype, id_, bodies[rid]) for rid, rtype, id_ in found if rid in bodies]
+            walker = IncludeWalker(
+                conn, self.context(scope), self.registry, lambda rids: self._bodies(conn, rids), admits
+            )
+            hits, truncated = walker.walk(matches, includes, revincludes, max_depth=max_depth, limit=limit)
         return Included(hits, truncated)
 
     # -- helpers ----------------------------------------------------------------------------

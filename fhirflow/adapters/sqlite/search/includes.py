@@ -4,13 +4,15 @@ Round 0 applies every include to the matches; each later round applies the ``:it
 what the round before added, up to ``max_depth`` rounds. ``_include`` follows the sources'
 reference rows to the resources they name (local references; canonical references through the
 target's ``url``), ``_revinclude`` finds the resources whose reference rows name a source. A
-resource appears once, matches never again as includes, and the walk stops at ``limit``.
+resource appears once, matches never again as includes, and the walk stops at ``limit``. Only
+resources the principal may read (``admits``) are added and walked from: a round never goes on
+from a resource it may not see.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import orjson
@@ -20,7 +22,7 @@ from fhirflow.adapters.sqlite.search.conditions import local_reference
 from fhirflow.adapters.sqlite.search.criteria import Context
 from fhirflow.adapters.sqlite.search.sql import TRUE, Sql, all_of, in_list, sql
 from fhirflow.query.ast import Include
-from fhirflow.search_ports import Hit
+from fhirflow.search_ports import Admits, Hit
 from fhirflow.searchparams.registry import Registry
 
 Found = tuple[int, str, str]
@@ -31,11 +33,25 @@ def _json(values: Iterable[object]) -> str:
     return orjson.dumps(list(values)).decode()
 
 
+Bodies = Callable[[Sequence[int]], dict[int, bytes]]
+"""The bodies of live resources by rid (a resource without one is gone from the index)."""
+
+
 class IncludeWalker:
-    def __init__(self, conn: sqlite3.Connection, ctx: Context, registry: Registry) -> None:
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        ctx: Context,
+        registry: Registry,
+        bodies: Bodies,
+        admits: Admits | None = None,
+    ) -> None:
         self.conn = conn
         self.ctx = ctx
         self.registry = registry
+        self.bodies = bodies
+        self.admits = admits
+        """Resources it refuses are neither returned nor walked from (SearchEngine.include)."""
 
     def walk(
         self,
@@ -45,29 +61,44 @@ class IncludeWalker:
         *,
         max_depth: int,
         limit: int,
-    ) -> tuple[list[Found], bool]:
+    ) -> tuple[list[Hit], bool]:
         seen = {(h.type, h.id) for h in matches}
         sources = self._rows((h.type, h.id) for h in matches)
-        found: list[Found] = []
+        found: list[Hit] = []
         depth = 0
         while sources and depth <= max_depth:
-            fresh: list[Found] = []
+            fresh: list[Hit] = []
+            next_sources: list[Found] = []
             active = [(i, False) for i in includes if i.iterate or depth == 0]
             active += [(i, True) for i in revincludes if i.iterate or depth == 0]
             for include, reverse in active:
                 budget.check()  # _include:iterate over a dense graph is bounded by the request's deadline
                 candidates = self.revinclude(include, sources) if reverse else self.include(include, sources)
-                for row in candidates:
-                    if (row[1], row[2]) in seen:
-                        continue
-                    seen.add((row[1], row[2]))
-                    fresh.append(row)
+                new: list[Found] = []
+                for row in candidates:  # (an include's canonical and local targets can name one twice)
+                    if (row[1], row[2]) not in seen:
+                        seen.add((row[1], row[2]))
+                        new.append(row)
+                for row, hit in self._readable(new):
+                    fresh.append(hit)
+                    next_sources.append(row)
                     if len(found) + len(fresh) >= limit:
                         return found + fresh, True
             found.extend(fresh)
-            sources = fresh
+            sources = next_sources
             depth += 1
         return found, False
+
+    def _readable(self, rows: Sequence[Found]) -> list[tuple[Found, Hit]]:
+        """The live ones among ``rows`` that the principal may read, with their bodies, in order."""
+        bodies = self.bodies([rid for rid, _, _ in rows])
+        out: list[tuple[Found, Hit]] = []
+        for row in rows:
+            body = bodies.get(row[0])
+            if body is None or (self.admits is not None and not self.admits(orjson.loads(body))):
+                continue
+            out.append((row, Hit(row[1], row[2], body)))
+        return out
 
     # -- one include over a set of sources ---------------------------------------------------
 
