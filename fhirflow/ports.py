@@ -190,6 +190,14 @@ class AccessPolicy(Protocol):
         """Before a write commits: the current version and the new one (None for delete) must be allowed."""
         ...
 
+    def knows_holder(self, request: FhirRequest, resource_type: str, id_: str) -> bool:
+        """Whether the principal would know whatever resource held ``resource_type/id_``, whatever its
+        content (may read it, or do to it what the request does): then that id is never held by a
+        resource hidden from it. Only then is update-as-create of that id open to it by default
+        (``Settings.update_create_limited``): otherwise an id a hidden resource holds would answer
+        differently from an unused one."""
+        ...
+
 
 class AllowAll:
     """The policy when authorization is off (the embedded mode on loopback)."""
@@ -215,6 +223,9 @@ class AllowAll:
         current: ResourceVersion | None,
     ) -> None:
         return None
+
+    def knows_holder(self, request: FhirRequest, resource_type: str, id_: str) -> bool:
+        return True
 
 
 class Clock(Protocol):

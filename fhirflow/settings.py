@@ -43,6 +43,11 @@ class Settings:
     Gateway's 502. 0: no limit (the embedded mode streams any size)."""
     update_create: bool = True
     """Allow PUT to create a resource with a client-chosen id (http.html#upsert)."""
+    update_create_limited: bool = False
+    """Open update-as-create also to tokens confined to part of a type (patient/user compartments,
+    granular scopes, relationships). Off: such a token's PUT to an id it cannot see answers 405
+    whether the id is unused or held by a resource hidden from it, so a PUT cannot probe which ids
+    exist; on: an unused id is created (201) and a hidden one answers 404, which tells them apart."""
     skip_unchanged_updates: bool = True
     """An update or patch whose result equals the current version (``meta.versionId`` and
     ``lastUpdated`` aside) writes no new version and answers the current one, as HAPI does."""
@@ -180,6 +185,7 @@ class Settings:
             request_timeout_seconds=float(os.environ.get("FHIRFLOW_REQUEST_TIMEOUT_SECONDS") or 10.0),
             max_response_bytes=_int("FHIRFLOW_MAX_RESPONSE_BYTES", 0),
             update_create=_flag("FHIRFLOW_UPDATE_CREATE", True),
+            update_create_limited=_flag("FHIRFLOW_UPDATE_CREATE_LIMITED", False),
             skip_unchanged_updates=_flag("FHIRFLOW_SKIP_UNCHANGED_UPDATES", True),
             conditional_delete_max=max(1, _int("FHIRFLOW_CONDITIONAL_DELETE_MAX", 1)),
             history_default_count=_int("FHIRFLOW_HISTORY_DEFAULT_COUNT", 50),

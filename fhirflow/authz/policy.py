@@ -180,6 +180,20 @@ class SmartPolicy:
             return any(a.unrestricted for p in permissions for a in self.admissions(principal, p, version.type))
         return any(self.admits(principal, p, version.type, resource, request.base_url) for p in permissions)
 
+    def knows_holder(self, request: FhirRequest, resource_type: str, id_: str) -> bool:
+        """A scope to read the type or to do to it what the request does (see ``knows``) that admits
+        any resource: unrestricted (system, or a user of an admin type), or the compartment that
+        ``resource_type/id_`` itself is (``Patient/p1`` to the token of patient p1) without filters."""
+        principal = principal_of(request)
+        permissions = ["r"]
+        if request.method in WRITE_PERMISSIONS:
+            permissions.append(WRITE_PERMISSIONS[request.method])
+        return any(
+            not a.filters and a.compartment in (None, (resource_type, id_))
+            for p in permissions
+            for a in self.admissions(principal, p, resource_type)
+        )
+
     def check_write(
         self,
         request: FhirRequest,

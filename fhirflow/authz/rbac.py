@@ -145,6 +145,9 @@ class GroupPolicy:
     def knows(self, request: FhirRequest, version: ResourceVersion) -> bool:
         return True  # authorize() checked the type; groups have no compartments
 
+    def knows_holder(self, request: FhirRequest, resource_type: str, id_: str) -> bool:
+        return True  # groups have no compartments: nothing of a type it may use is hidden from it
+
     def check_write(
         self,
         request: FhirRequest,

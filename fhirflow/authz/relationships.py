@@ -120,6 +120,11 @@ class RelationshipPolicy:
         relations = (VIEW,) if request.method in ("GET", "HEAD") else (VIEW, EDIT)
         return self.inner.knows(request, version) and self._related(request, version, relations)
 
+    def knows_holder(self, request: FhirRequest, resource_type: str, id_: str) -> bool:
+        """The inner policy's answer, for a patient-context token; anyone the relationship service
+        confines to some patients may have resources hidden from it."""
+        return self.inner.knows_holder(request, resource_type, id_) and self._subject(request) is None
+
     def _related(self, request: FhirRequest, version: ResourceVersion, relations: tuple[str, ...]) -> bool:
         """Whether the request's subject holds one of ``relations`` to the version (no subject: yes)."""
         subject = self._subject(request)

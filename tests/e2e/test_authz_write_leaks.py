@@ -340,6 +340,7 @@ def test_put_delete_and_if_match_answer_a_hidden_resource_as_one_that_does_not_e
         theirs = observation("x", world.them, category="laboratory", code="2951-2", value=1)
         probes: list[tuple[str, dict[str, Any]]] = [
             ("PUT", {"json": {**theirs, "id": "{id}"}}),  # a body outside the reach: 403 either way
+            ("PUT", {"json": {**mine(world), "id": "{id}"}}),  # update-as-create: 405 either way
             ("PUT", {"json": {**mine(world), "id": "{id}"}, "headers": {"If-Match": 'W/"1"'}}),
             ("PUT", {"json": {**mine(world), "id": "{id}"}, "headers": {"If-Match": 'W/"3"'}}),
             ("DELETE", {}),
@@ -357,9 +358,26 @@ def test_put_delete_and_if_match_answer_a_hidden_resource_as_one_that_does_not_e
                 answers.append(http.request(method, f"/Observation/{id_}", headers=headers, **sent))
             assert_same(answers[0], answers[1], hidden_id, nobody)
             assert "ETag" not in answers[0].headers, (method, options)
+            assert answers[0].status_code != 201, answers[0].text
     still = http.get(f"/Observation/{world.their_obs}", headers=world.admin)
     assert still.json()["meta"]["versionId"] == "1"
     assert http.get(f"/Observation/{deleted_theirs}", headers=world.admin).status_code == 410
+
+
+def test_update_as_create_is_open_to_a_token_that_may_see_the_whole_type(
+    http: httpx.Client, idp: AuthorizationServer, world: World
+) -> None:
+    """A confined token may not choose ids (405, as for any id it cannot see, next test); one that
+    reads every Observation still may, and it creates with POST as before."""
+    id_ = unknown("chosen")
+    mine_ = observation(id_, world.me, category="laboratory", code="2345-7", value=5.5)
+    patient = bearer(idp.realm("main").mint("patient/*.cruds", patient=world.me))
+    refused = http.put(f"/Observation/{id_}", json=mine_, headers=patient)
+    assert refused.status_code == 405, refused.text
+    assert "POST" in refused.json()["issue"][0]["diagnostics"]
+    assert http.post("/Observation", json=mine_, headers=patient).status_code == 201
+    system = bearer(idp.realm("main").mint("system/Observation.cruds"))
+    assert http.put(f"/Observation/{id_}", json=mine_, headers=system).status_code == 201
 
 
 def created_shape(reply: httpx.Response) -> tuple[Any, ...]:
@@ -430,6 +448,7 @@ def test_bundle_entries_answer_a_hidden_resource_as_one_that_does_not_exist(
                     "request": {"method": "PUT", "url": f"Observation/{id_}", "ifMatch": 'W/"3"'},
                     "resource": {**mine(world), "id": id_},
                 },
+                {"request": {"method": "PUT", "url": f"Observation/{id_}"}, "resource": {**mine(world), "id": id_}},
                 {
                     "request": {"method": "POST", "url": "Observation"},
                     "resource": {**mine(world), "hasMember": [{"reference": reference}]},

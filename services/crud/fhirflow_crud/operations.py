@@ -72,6 +72,8 @@ def validate(deps: Dependencies, request: FhirRequest) -> FhirResponse:
             issues.append(Issue("invalid", f"An update of {rtype}/{id_} must carry id '{id_}'", (f"{rtype}.id",)))
         if (head is None or head.deleted) and not deps.settings.update_create:
             raise NotFound(f"{rtype}/{id_} is not known, and this server does not allow update-as-create")
+        if head is None and not writes.update_create_open(deps, request, rtype, id_):
+            raise NotFound(f"{rtype}/{id_} is not known, and this access token may not create it with this id")
     if mode in ("create", "update") and not issues:
         target = id_ if mode == "update" and id_ is not None else "validate"
         deps.policy.check_write(request, rtype, target, resource, head if mode == "update" else None)

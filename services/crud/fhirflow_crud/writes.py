@@ -226,11 +226,11 @@ def write(
             )
         if resource is None and (head is None or head.deleted):
             return WriteResult(head, None, created=False) if head else _nothing_to_delete(request, rtype, id_)
-        if head is None and method == "PUT" and not deps.settings.update_create:
-            raise MethodNotAllowed(f"{rtype}/{id_} does not exist and this server does not allow update-as-create")
+        if head is None and method == "PUT":
+            check_update_create(deps, request, rtype, id_)
         if head is None and stored is not None:
-            # Update as create of an id that a hidden resource holds: it cannot be created, and
-            # the caller gets what a read of that id gets (the one answer a client-chosen id implies).
+            # Update as create of an id that a hidden resource holds, by a token that may choose ids
+            # (update_create_limited): it cannot be created, and the caller gets what a read gets.
             raise unknown_to_caller(deps, request, stored)
         deps.policy.check_write(request, rtype, id_, resource, head)
         if method == "PUT" and resource is not None and unchanged(deps, head, resource):
@@ -252,6 +252,28 @@ def write(
         return WriteResult(stored, resource, created=head is None or head.deleted)
     raise ServiceUnavailable(
         f"{rtype}/{id_} is being changed by many writers at once; retry", headers={"Retry-After": "1"}
+    )
+
+
+def update_create_open(deps: Dependencies, request: FhirRequest, rtype: str, id_: str) -> bool:
+    """Whether this caller's PUT may create ``rtype/id_``, an id it chose (http.html#upsert)."""
+    if not deps.settings.update_create:
+        return False
+    return deps.settings.update_create_limited or deps.policy.knows_holder(request, rtype, id_)
+
+
+def check_update_create(deps: Dependencies, request: FhirRequest, rtype: str, id_: str) -> None:
+    """405 for an update-as-create this caller may not make (R4 http.html#update: "the resource did
+    not exist prior to the update, and the server does not allow client defined ids"). A token
+    confined to part of the type gets it for every id it cannot see, used or not: had unused ids
+    been created, the ids it is refused would be exactly those of resources hidden from it."""
+    if update_create_open(deps, request, rtype, id_):
+        return
+    if not deps.settings.update_create:
+        raise MethodNotAllowed(f"{rtype}/{id_} does not exist and this server does not allow update-as-create")
+    raise MethodNotAllowed(
+        f"{rtype}/{id_} is not known, and this access token may not create a {rtype} with an id of its "
+        "choosing (update-as-create); create it with POST, and the server assigns the id"
     )
 
 
