@@ -1,12 +1,12 @@
 """The standing leak suite for writes, chains and ``_has`` (issue 14): the real embedded server with
 SMART on, a real authorization server on 127.0.0.1, driven over HTTP with httpx.
 
-For patient-, user- and granular-scoped tokens, every write route (PATCH, PUT, DELETE, their
-conditional forms, bundle entries) and every chain and ``_has`` is aimed at data outside the
-token's reach, and the answer is compared with the answer for an id (or a value) that does not
-exist at all: the same status, the same body once the ids are blanked out, the same version
-headers. A caller that may not read a resource learns nothing about it: no value, no existence,
-no version (DESIGN.md §5, COMMON.md "Authorization comes before any work on a resource").
+For patient-, user- (a Patient's and a Practitioner's) and granular-scoped tokens, every write
+route (PATCH, PUT, DELETE, their conditional forms, bundle entries) and every chain and ``_has`` is
+aimed at data outside the token's reach, and the answer is compared with the answer for an id (or a
+value) that does not exist at all: the same status, the same body once the ids are blanked out, the
+same version headers. A caller that may not read a resource learns nothing about it: no value, no
+existence, no version (DESIGN.md §5, COMMON.md "Authorization comes before any work on a resource").
 """
 
 from __future__ import annotations
@@ -67,6 +67,11 @@ class World:
     admin: dict[str, str]
 
     @property
+    def practitioner(self) -> str:
+        """The user of the ``practitioner`` token: my GP, my Encounter's participant, my results' performer."""
+        return f"dr-{self.tag}"
+
+    @property
     def their_obs(self) -> str:
         return f"obs-them-{self.tag}"
 
@@ -103,9 +108,17 @@ def world(fhir: LocalServer, idp: AuthorizationServer) -> World:
     me, them = f"me-{tag}", f"them-{tag}"
     admin = bearer(idp.realm("main").mint("system/*.cruds"))
     org = {"resourceType": "Organization", "id": f"org-{tag}", "name": "General Hospital"}
+    doctor = {"reference": f"Practitioner/dr-{tag}"}
     resources: list[dict[str, Any]] = [
         org,
-        {"resourceType": "Patient", "id": me, "name": [{"family": f"Mine{tag}"}], "birthDate": "1970-01-01"},
+        {"resourceType": "Practitioner", "id": f"dr-{tag}", "name": [{"family": f"Doctor{tag}"}]},
+        {
+            "resourceType": "Patient",
+            "id": me,
+            "name": [{"family": f"Mine{tag}"}],
+            "birthDate": "1970-01-01",
+            "generalPractitioner": [doctor],
+        },
         {"resourceType": "Patient", "id": them, "name": [{"family": f"Welch{tag}"}], "birthDate": "1961-07-23"},
         {
             "resourceType": "Encounter",
@@ -113,6 +126,7 @@ def world(fhir: LocalServer, idp: AuthorizationServer) -> World:
             "status": "finished",
             "class": {"code": "AMB"},
             "subject": {"reference": f"Patient/{me}"},
+            "participant": [{"individual": doctor}],
             "serviceProvider": {"reference": f"Organization/{org['id']}"},
         },
         {
@@ -123,7 +137,7 @@ def world(fhir: LocalServer, idp: AuthorizationServer) -> World:
             "subject": {"reference": f"Patient/{them}"},
             "serviceProvider": {"reference": f"Organization/{org['id']}"},
         },
-        observation(f"obs-me-{tag}", me, category="laboratory", code="2345-7", value=5.4),
+        observation(f"obs-me-{tag}", me, category="laboratory", code="2345-7", value=5.4, performer=[doctor]),
         observation(
             f"vitals-me-{tag}",
             me,
@@ -131,6 +145,7 @@ def world(fhir: LocalServer, idp: AuthorizationServer) -> World:
             code="8867-4",
             value=61,
             encounter={"reference": f"Encounter/enc-me-{tag}"},
+            performer=[doctor],
         ),
         observation(f"obs-them-{tag}", them, category="laboratory", code="2951-2", value=137.25),
     ]
@@ -151,19 +166,36 @@ def world(fhir: LocalServer, idp: AuthorizationServer) -> World:
     return World(tag, me, them, admin)
 
 
-TOKEN_KINDS = ("patient", "user", "granular")
+TOKEN_KINDS = ("patient", "user", "practitioner", "granular")
+USER_KINDS = ("patient", "user", "practitioner")
+"""The kinds whose reach is a whole compartment."""
 
 
 def token_for(kind: str, world: World, idp: AuthorizationServer) -> dict[str, str]:
-    """A token of each kind, confined to my record (the granular one: to my laboratory results)."""
+    """A token of each kind, confined to my record (the granular one: to my laboratory results; the
+    practitioner's to its own compartment, with ``admin_user_types`` left empty as by default)."""
     realm = idp.realm("main")
     if kind == "patient":
         return bearer(realm.mint("patient/*.cruds", patient=world.me))
     if kind == "user":
         return bearer(realm.mint("user/*.cruds", fhirUser=f"Patient/{world.me}"))
+    if kind == "practitioner":
+        return bearer(realm.mint("user/*.cruds", fhirUser=f"Practitioner/{world.practitioner}"))
     lab = f"{CATEGORY}|laboratory"
     scopes = f"patient/Observation.cruds?category={lab} patient/Patient.rs patient/Encounter.rs"
     return bearer(realm.mint(scopes, patient=world.me))
+
+
+def test_each_token_kind_reads_my_record_and_not_theirs(
+    http: httpx.Client, idp: AuthorizationServer, world: World
+) -> None:
+    """The suite's premise: every kind is confined (the practitioner's user token too: no
+    ``admin_user_types``), so what follows compares hidden resources with missing ones."""
+    for kind in TOKEN_KINDS:
+        token = token_for(kind, world, idp)
+        assert http.get(f"/Observation/obs-me-{world.tag}", headers=token).status_code == 200, kind
+        assert http.get(f"/Observation/{world.their_obs}", headers=token).status_code == 404, kind
+        assert http.get(f"/Patient/{world.them}", headers=token).status_code in (403, 404), kind
 
 
 def hidden_observations(kind: str, world: World) -> list[str]:
@@ -326,8 +358,9 @@ def http_module(fhir: LocalServer) -> Iterator[httpx.Client]:
 
 
 def mine(world: World, id_: str = "x", **extra: Any) -> dict[str, Any]:
-    """An Observation every token kind may write: my laboratory result."""
-    return observation(id_, world.me, category="laboratory", code="2345-7", value=5.5, **extra)
+    """An Observation every token kind may write: my laboratory result, performed by my doctor."""
+    performer = [{"reference": f"Practitioner/{world.practitioner}"}]
+    return observation(id_, world.me, category="laboratory", code="2345-7", value=5.5, performer=performer, **extra)
 
 
 @pytest.mark.parametrize("kind", TOKEN_KINDS)
@@ -519,7 +552,7 @@ def test_chains_and_has_answer_from_what_the_token_may_read(
             assert f"enc-me-{world.tag}" not in answers[0].text  # each probe matches nothing once limited
 
 
-@pytest.mark.parametrize("kind", ["patient", "user"])
+@pytest.mark.parametrize("kind", USER_KINDS)
 def test_a_conditional_write_with_a_chain_does_not_reach_other_patients_facts(
     http: httpx.Client, idp: AuthorizationServer, world: World, kind: str
 ) -> None:
@@ -533,7 +566,7 @@ def test_a_conditional_write_with_a_chain_does_not_reach_other_patients_facts(
     assert shape(answers[0], world.their_family, "Nobody") == shape(answers[1], world.their_family, "Nobody")
 
 
-@pytest.mark.parametrize("kind", ["patient", "user"])
+@pytest.mark.parametrize("kind", USER_KINDS)
 def test_chains_and_has_still_find_what_the_token_may_read(
     http: httpx.Client, idp: AuthorizationServer, world: World, kind: str
 ) -> None:
@@ -571,7 +604,7 @@ def exported_ids(http: httpx.Client, token: dict[str, str], **params: str) -> se
     return ids
 
 
-@pytest.mark.parametrize("kind", ["patient", "user"])
+@pytest.mark.parametrize("kind", USER_KINDS)
 def test_an_export_type_filter_with_a_chain_does_not_reach_other_patients_facts(
     http: httpx.Client, idp: AuthorizationServer, world: World, kind: str
 ) -> None:
@@ -600,6 +633,8 @@ def test_list_membership_answers_only_from_lists_the_token_may_read(
             "mode": "working",
             "subject": {"reference": f"Patient/{owner}"},
             "entry": [{"item": {"reference": f"Observation/obs-me-{tag}"}}],
+            # my doctor keeps my List (the Practitioner compartment's link to a List)
+            **({"source": {"reference": f"Practitioner/{world.practitioner}"}} if owner == world.me else {}),
         }
         assert http.put(f"/List/list-{owner}", json=listed, headers=world.admin).status_code in (200, 201)
     token = token_for(kind, world, idp)
