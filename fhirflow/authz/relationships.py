@@ -15,7 +15,7 @@ Subjects are ``user:<fhirUser reference>`` when the token has ``fhirUser``, else
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
 from fhirflow.authz import challenges
@@ -153,6 +153,15 @@ class RelationshipPolicy:
         after = {**new, "id": id_} if new is not None else None
         if after is not None and not self._allowed(subject, EDIT, after, request.base_url):
             raise challenges.insufficient_scope("Writing this resource is not granted for its patient")
+
+    def admits_resource(self, request: FhirRequest, resource: Mapping[str, Any], permission: str = "r") -> bool:
+        """For resources a search adds by ``_include``/``_revinclude``: the inner policy's check (when
+        it has one), then the relationship to the resource's patients, as for a read."""
+        inner = getattr(self.inner, "admits_resource", None)
+        if inner is not None and not inner(request, resource, permission):
+            return False
+        subject = self._subject(request)
+        return subject is None or self._allowed(subject, VIEW, dict(resource), request.base_url)
 
     def search_constraint(
         self, request: FhirRequest, resource_type: str | None, permission: str = "s"

@@ -184,3 +184,37 @@ def test_relationships_give_search_its_patient_list(tmp_path: Any) -> None:
     )
 
     assert policy.search_constraint(request, "Observation") == AccessConstraint((Admission(None),), frozenset({"pa"}))
+
+
+def test_relationships_limit_included_resources_too(tmp_path: Any, issuer: TestIssuer) -> None:
+    """``_revinclude`` from a shared Organization reaches every patient it manages: only the ones the
+    user may view are included (the relationship policy checks included resources, as the inner
+    SMART policy does), and an ``:iterate`` does not go on from the others."""
+    settings = auth_settings(tmp_path, issuer, admin_user_types=["Practitioner"])
+    seeding = InProcessClient(build_dependencies(settings))
+    admin = issuer.token("system/*.cruds")
+    org = {"resourceType": "Organization", "id": "o"}
+    assert seeding.request("PUT", "/Organization/o", token=admin, body=org).status == 201
+    for id_ in ("pa", "pb"):
+        patient = {"resourceType": "Patient", "id": id_, "managingOrganization": {"reference": "Organization/o"}}
+        assert seeding.request("PUT", f"/Patient/{id_}", token=admin, body=patient).status == 201
+        obs = {"resourceType": "Observation", "id": f"obs-{id_}", "status": "final", "code": {"text": "x"}}
+        obs["subject"] = {"reference": f"Patient/{id_}"}
+        assert seeding.request("PUT", f"/Observation/obs-{id_}", token=admin, body=obs).status == 201
+    deps = build_dependencies(settings)
+    assert isinstance(deps.policy, SmartPolicy)
+    deps.policy = RelationshipPolicy(
+        deps.policy, InMemoryRelationshipService([("user:Practitioner/dr", "can_view", "Patient/pa")])
+    )
+    client = InProcessClient(deps)
+    doctor = issuer.token("user/*.cruds", fhirUser="Practitioner/dr")
+
+    query = {"_id": "o", "_revinclude": "Patient:organization", "_revinclude:iterate": "Observation:subject"}
+    reply = client.get("/Organization", doctor, query=query)
+
+    assert reply.status == 200, reply.body
+    assert {(e["resource"]["resourceType"], e["resource"]["id"]) for e in reply.body["entry"]} == {
+        ("Organization", "o"),
+        ("Patient", "pa"),
+        ("Observation", "obs-pa"),
+    }
