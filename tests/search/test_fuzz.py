@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 from fhirflow.adapters.sqlite.database import SqliteDatabase
 from fhirflow.adapters.sqlite.search.engine import SqliteSearchEngine
 from fhirflow.http import Application
+from tests.e2e.fuzzing import SEARCH_NAMES, WORDS
+from tests.e2e.fuzzing import _search_values as search_values
 from tests.search.client import get
 from tests.search.conftest import SHAPES, app_for
 
@@ -188,3 +190,87 @@ def test_no_query_string_is_a_server_error(
     else:
         assert body["resourceType"] == "OperationOutcome"
         assert body["issue"][0]["diagnostics"]
+
+
+# -- the same shapes, and the e2e fuzzer's search shapes, on the OpenSearch backend ------------------
+#
+# Through the search service on OpenSearchSearchEngine over the fake OpenSearch, which refuses what a
+# cluster would (more than 1,024 clauses, huge `terms`, wildcard patterns too long to build): a
+# query string must never make the compiled query one the cluster refuses (a 5xx) or one of
+# unbounded size. Long values, many words for _content/_text and long OR lists are the shapes that
+# grow a query.
+
+HEAVY_VALUES = [
+    "x" * 5000,  # a :contains / :text wildcard too long to build into an automaton
+    " ".join(f"w{i}" for i in range(1100)),  # _content/_text: one prefix clause per word
+    ",".join(" ".join(f"w{i}" for i in range(j, j + 3)) for j in range(0, 1500, 3)),  # OR of several words
+    ",".join(f"ge20{i % 100:02d}" for i in range(600)),  # dates: several range clauses per value
+    ",".join(f"http://s|c{i}" for i in range(1000)),
+    "a*b?c\\d",
+    'x" OR 1=1 OR "',
+    "name:* OR _exists_:id",
+    "/.*/",
+    "(a+)+$",
+]
+OPENSEARCH_NAMES = sorted({*PARAMS, *(n for names in SEARCH_NAMES.values() for n in names)})
+os_name = st.builds(lambda p, m: p + m, st.sampled_from(OPENSEARCH_NAMES), st.sampled_from(MODIFIERS))
+os_value = value | st.sampled_from(HEAVY_VALUES) | st.sampled_from(WORDS) | search_values
+os_queries = st.lists(st.tuples(os_name, os_value), min_size=0, max_size=4)
+
+
+@settings(
+    max_examples=int(__import__("os").environ.get("FUZZ_EXAMPLES", "250")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(path=paths, pairs=os_queries, strict=st.booleans())
+def test_no_query_string_is_a_server_error_or_an_unbounded_query_on_opensearch(
+    opensearch_app: Application, path: str, pairs: list[tuple[str, str]], strict: bool
+) -> None:
+    query = "&".join(f"{quote(k, safe=':.|$*,')}={quote(v, safe=':.|$*,')}" for k, v in pairs)
+    headers = {"prefer": "handling=strict"} if strict else {}
+    reply = get(opensearch_app, f"{path}?{query}", headers=headers)
+    assert reply.status < 500, (path, query[:300], reply.body[:300])
+    body = reply.json()
+    if reply.status == 200:
+        assert body["resourceType"] == "Bundle"
+    else:
+        assert body["resourceType"] == "OperationOutcome"
+        assert body["issue"][0]["diagnostics"]
+
+
+HEAVY_SEARCHES = [
+    ("/Patient?_content=" + quote(" ".join(f"w{i}" for i in range(1100))), "_content"),
+    ("/Patient?_text=" + quote(",".join(f"w{i} v{i}" for i in range(600))), "_text"),
+    ("/Patient?name:contains=" + "x" * 5000, "name:contains"),
+    ("/Observation?code:text=" + "y" * 3000, "code:text"),
+    ("/Patient?birthdate=" + quote(",".join(f"ge20{i % 100:02d}" for i in range(600))), "birthdate"),
+    ("/Encounter?subject:Patient.birthdate=" + quote(",".join(f"ge19{i % 100:02d}" for i in range(600))), None),
+]
+
+
+@pytest.mark.parametrize(("url", "named"), HEAVY_SEARCHES, ids=[n or "chain" for _, n in HEAVY_SEARCHES])
+def test_a_query_that_would_grow_past_the_index_limits_is_a_named_client_error_on_opensearch(
+    opensearch_app: Application, url: str, named: str | None
+) -> None:
+    """More than 1,024 clauses (OpenSearch's max_clause_count) or a wildcard pattern too long to
+    build: refused before the index sees it, naming the parameter, instead of the cluster's refusal
+    surfacing as a 500."""
+    reply = get(opensearch_app, url)
+    assert reply.status == 400, reply.body[:300]
+    [issue] = reply.json()["issue"]
+    assert issue["code"] == "too-costly"
+    assert issue["expression"] == [named or "subject:Patient.birthdate"]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/Observation?code=" + quote(",".join(f"http://s|c{i}" for i in range(1000))),
+        "/Patient?name:contains=" + "x" * 256,
+        "/Patient?_content=" + quote(" ".join(f"w{i}" for i in range(50))),
+    ],
+)
+def test_large_but_bounded_queries_still_run_on_opensearch(opensearch_app: Application, url: str) -> None:
+    reply = get(opensearch_app, url)
+    assert reply.status == 200, reply.body[:300]

@@ -23,6 +23,14 @@ makes chosen documents fail with a status, and ``down`` fails whole requests);
 ``indices.exists``/``create`` (400 ``resource_already_exists_exception`` for an existing index).
 ``tests/unit/test_opensearch_fake.py`` pins the evaluator itself.
 
+It refuses, as a cluster does, a query it would not run: more than :data:`MAX_CLAUSE_COUNT` leaf
+clauses in the whole query (``indices.query.bool.max_clause_count``; Lucene 9 counts the leaves of
+the entire tree, nested queries included), a ``terms`` query over :data:`MAX_TERMS_COUNT` values
+(``index.max_terms_count``), and a ``wildcard`` pattern longer than :data:`MAX_WILDCARD_LENGTH`
+(Lucene builds an automaton of the pattern; past a size it is ``TooComplexToDeterminize``, and the
+time to build it grows with the pattern). Each is the 400 ``search_phase_execution_exception`` the
+client raises as ``RequestError``: a plan that trips one is a server error waiting to happen.
+
 Not modelled, because the compiler does not emit them: scoring (``_score`` is constant),
 aggregations, scripts, ``query_string``, and analysers other than the one ``mappings.py`` defines.
 """
@@ -43,6 +51,13 @@ from opensearchpy.exceptions import ConnectionError as OpenSearchConnectionError
 # The standard tokenizer (UAX #29) approximated: letters and digits, joined across ``.`` and
 # apostrophes between them ("u.s.a", "don't", "3.5"); then lowercase and asciifolding.
 _TOKEN = re.compile(r"[^\W_]+(?:[.'\u2019][^\W_]+)*")
+
+
+MAX_CLAUSE_COUNT = 1024
+MAX_TERMS_COUNT = 65_536
+MAX_WILDCARD_LENGTH = 1000
+"""Not a cluster setting (``index.max_regex_length`` is 1000 for ``regexp``): the length past which
+this fake calls a wildcard pattern too costly to build into an automaton."""
 
 
 def _fold(text: str) -> list[str]:
@@ -221,6 +236,32 @@ def matches(query: dict[str, Any], scope: Scope) -> bool:
     raise AssertionError(f"query kind {kind} is not modelled")
 
 
+def leaf_clauses(query: dict[str, Any]) -> int:
+    """How many leaf queries ``query`` holds (what ``max_clause_count`` limits), after checking the
+    per-query limits of ``terms`` and ``wildcard``."""
+    [(kind, spec)] = query.items()
+    if kind == "bool":
+        parts = [q for key in ("filter", "must", "should", "must_not") for q in spec.get(key, [])]
+        return sum(leaf_clauses(q) for q in parts)
+    if kind == "nested":
+        return leaf_clauses(spec["query"])
+    if kind == "terms":
+        [(field, values)] = spec.items()
+        if isinstance(values, list) and len(values) > MAX_TERMS_COUNT:
+            raise _refused(
+                f"the number of terms [{len(values)}] used in the Terms Query request has exceeded the limit"
+            )
+    if kind == "wildcard":
+        [(field, arg)] = spec.items()
+        if len(arg["value"]) > MAX_WILDCARD_LENGTH:
+            raise _refused(f"too_complex_to_determinize_exception: wildcard on [{field}] is too complex")
+    return 1
+
+
+def _refused(reason: str) -> RequestError:
+    return RequestError(400, "search_phase_execution_exception", {"error": {"reason": reason}})
+
+
 def _sort_value(doc: dict[str, Any], field: str, spec: dict[str, Any], mapping: Mapping) -> Any:
     nested_spec = spec.get("nested")
     if nested_spec is None:
@@ -346,6 +387,9 @@ class FakeOpenSearch:
         self.requests.append(copy.deepcopy(body))
         docs = enumerate(self.docs.items())
         query = body["query"]
+        clauses = leaf_clauses(query)
+        if clauses > MAX_CLAUSE_COUNT:
+            raise _refused(f"too_many_clauses: maxClauseCount is set to {MAX_CLAUSE_COUNT} ({clauses} clauses)")
         found = [(i, doc_id, doc) for i, (doc_id, doc) in docs if matches(query, Scope(doc, None, self.mapping))]
         keyed = [(self._sort_key(body.get("sort", []), doc, i, self.mapping), doc_id, doc) for i, doc_id, doc in found]
         keyed.sort(key=lambda item: item[0])

@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 import pytest
-from opensearchpy.exceptions import ConflictError
+from opensearchpy.exceptions import ConflictError, RequestError
 
 from tests.support.opensearch_fake import FakeOpenSearch, Mapping, Scope, matches
 
@@ -88,3 +88,25 @@ def test_a_keyword_longer_than_ignore_above_is_not_indexed() -> None:
 
 def test_an_unmapped_field_matches_nothing() -> None:
     assert not matches({"term": {"nowhere": "x"}}, Scope({"nowhere": "x"}))
+
+
+@pytest.mark.parametrize(
+    ("query", "refused"),
+    [
+        ({"bool": {"filter": [{"term": {"tenant": str(i)}} for i in range(1024)]}}, False),
+        ({"bool": {"filter": [{"term": {"tenant": str(i)}} for i in range(1025)]}}, True),
+        # Lucene 9 counts the leaves of the whole tree, through bools and nested queries
+        ({"bool": {"filter": [nested_token("a", str(i)) for i in range(513)]}}, True),
+        ({"terms": {"tenant": [str(i) for i in range(65_536)]}}, False),
+        ({"terms": {"tenant": [str(i) for i in range(65_537)]}}, True),
+        ({"wildcard": {"tenant": {"value": "*" + "x" * 1000 + "*"}}}, True),
+    ],
+)
+def test_the_fake_refuses_what_a_cluster_would_not_run(query: dict[str, Any], refused: bool) -> None:
+    fake = FakeOpenSearch()
+    fake.docs["d"] = DOC
+    if refused:
+        with pytest.raises(RequestError):
+            fake.search(index="i", body={"query": query})
+    else:
+        fake.search(index="i", body={"query": query})

@@ -32,6 +32,15 @@ from fhirflow.query.uris import uri_ancestors
 
 Clause = dict[str, Any]
 
+MAX_CLAUSES = 1024
+"""Leaf queries one request may hold: OpenSearch's ``indices.query.bool.max_clause_count`` default,
+which Lucene 9 applies to the leaves of the whole query tree (nested queries included). A request
+past it is refused by the cluster, so the compiler refuses the search first (:func:`leaf_count`)."""
+MAX_PATTERN = 256
+"""Characters of a ``:contains`` or token ``:text`` value: each becomes a ``wildcard`` pattern, which
+Lucene builds into an automaton whose cost grows with the pattern (and past a size is refused as
+too complex to determinize). Longer values are refused before anything is sent."""
+
 # UCUM distance units `near` accepts (search.html#special) → OpenSearch distance units
 _DISTANCE_UNITS = {"km": "km", "m": "m", "[mi_i]": "mi", "mi": "mi", "[nmi_i]": "nmi", "cm": "cm"}
 
@@ -84,6 +93,17 @@ def number(value: Decimal) -> float:
 # Strings and tokens
 
 
+def leaf_count(clause: Clause) -> int:
+    """The leaf queries of ``clause`` as ``max_clause_count`` counts them: a ``bool`` and a
+    ``nested`` count what they hold; ``terms`` is one query whatever its number of values."""
+    [(kind, spec)] = clause.items()
+    if kind == "bool":
+        return sum(leaf_count(c) for key in ("filter", "must", "should", "must_not") for c in spec.get(key, ()))
+    if kind == "nested":
+        return leaf_count(spec["query"])
+    return 1
+
+
 def escape_wildcard(text: str) -> str:
     return "".join("\\" + ch if ch in "*?\\" else ch for ch in text)
 
@@ -94,7 +114,7 @@ def string_clause(value: StringQuery, modifier: str | None, at: str) -> Clause:
     if modifier == "exact":
         return term(f"{at}.exact", value.text)
     if modifier == "contains":
-        return {"wildcard": {f"{at}.norm": {"value": f"*{escape_wildcard(value.normalized)}*"}}}
+        return {"wildcard": {f"{at}.norm": {"value": f"*{escape_wildcard(_pattern(value))}*"}}}
     return prefix(f"{at}.norm", value.normalized)
 
 
@@ -104,8 +124,18 @@ def token_text_clause(value: StringQuery, at: str) -> Clause:
     the text starts with it, or holds it right after a space."""
     if not value.normalized:
         return exists(f"{at}.text")
-    inner = {"wildcard": {f"{at}.text": {"value": f"* {escape_wildcard(value.normalized)}*"}}}
+    inner = {"wildcard": {f"{at}.text": {"value": f"* {escape_wildcard(_pattern(value))}*"}}}
     return any_of(prefix(f"{at}.text", value.normalized), inner)
+
+
+class PatternTooLong(ValueError):
+    """A value too long for a ``wildcard`` pattern (:data:`MAX_PATTERN`); the compiler names the parameter."""
+
+
+def _pattern(value: StringQuery) -> str:
+    if len(value.normalized) > MAX_PATTERN:
+        raise PatternTooLong(len(value.normalized))
+    return value.normalized
 
 
 def token_clause(value: TokenQuery, at: str) -> Clause:

@@ -20,12 +20,16 @@ from collections.abc import Sequence
 from typing import Any
 
 from fhirflow.adapters.opensearch.clauses import (
+    MAX_CLAUSES,
+    MAX_PATTERN,
     Clause,
+    PatternTooLong,
     all_of,
     any_of,
     date_clause,
     exists,
     identifier_clause,
+    leaf_count,
     near_clause,
     nested,
     none_of,
@@ -92,6 +96,24 @@ def not_supported(message: str, name: str) -> BadRequest:
     return BadRequest(message, expression=name, issues=[Issue("not-supported", message, (name,))])
 
 
+def too_complex(message: str, name: str) -> BadRequest:
+    return BadRequest(message, expression=name, issues=[Issue("too-costly", message, (name,))])
+
+
+def check_size(query: Clause, sizes: dict[str, int]) -> None:
+    """Refuse a request the search index would refuse (more than MAX_CLAUSES leaf queries), naming
+    the parameter that brings the most of them (``sizes``: clauses per parameter)."""
+    total = leaf_count(query)
+    if total <= MAX_CLAUSES:
+        return
+    name = max(sizes, key=lambda n: sizes[n]) if sizes else "_query"
+    message = (
+        f"This search needs {total} conditions in the search index, which takes at most {MAX_CLAUSES} per "
+        f"query ('{name}' brings {sizes.get(name, 0)}): use fewer values or words"
+    )
+    raise too_complex(message, name)
+
+
 def describe(criterion: Criterion) -> str:
     """The parameter name as the client wrote it (normalised), for error messages."""
     if isinstance(criterion, Filter):
@@ -125,6 +147,7 @@ class Compiler:
         self.now = options.now if options.now is not None else int(time.time() * 1000)
         self.lookups: list[Lookup] = []
         self.current = ""  # the top-level parameter being compiled: what a too-costly lookup names
+        self.sizes: dict[str, int] = {}  # leaf clauses of the page query per parameter (check_size)
 
     # -- the plan ----------------------------------------------------------------------------
 
@@ -149,9 +172,11 @@ class Compiler:
             self.current = describe(criterion)
             clause, is_scored = self.criterion(criterion, types)
             (scored if is_scored else filters).append(clause)
+            self.sizes[self.current] = self.sizes.get(self.current, 0) + leaf_count(clause)
         count_only = query.summary == "count" or page_size == 0
         total = self.total_mode(query, count_only=count_only)
         body = self.page_body(query, filters, scored, count_only, page_size, search_after, total)
+        check_size(body["query"], self.sizes)
         includes = () if count_only else self.include_steps(query)
         return SearchPlan(
             resource_types=types,
@@ -250,6 +275,14 @@ class Compiler:
         return self.filter(criterion), False
 
     def filter(self, criterion: Filter) -> Clause:
+        try:
+            return self._filter(criterion)
+        except PatternTooLong as long:
+            name = describe(criterion)
+            message = f"'{name}': a value of {long.args[0]} characters is too long here (at most {MAX_PATTERN})"
+            raise too_complex(message, name) from long
+
+    def _filter(self, criterion: Filter) -> Clause:
         param, modifier, name = criterion.param, criterion.modifier, describe(criterion)
         if param.type == "token" and modifier in TERMINOLOGY_MODIFIERS:
             message = f"'{name}': :{modifier} needs a terminology service, which this server does not have"
@@ -376,8 +409,10 @@ class Compiler:
             targets = any_of(*(prefix(f"{REFERENCES}.ref", f"{t}/") for t in to))
             filters.append(nested(REFERENCES, term(f"{REFERENCES}.p", reference), targets))
         limit = self.options.lookup_limit
+        query: Clause = {"bool": {"filter": filters}}
+        check_size(query, {self.current: leaf_count(clause)})
         body = {
-            "query": {"bool": {"filter": filters}},
+            "query": query,
             "sort": ["_doc"],
             "size": limit + 1,
             "track_total_hits": False,
