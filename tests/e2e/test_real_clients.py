@@ -1,12 +1,13 @@
-"""Four real FHIR clients drive the server through every everyday interaction (issue 15, first must-show):
-fhirpy and fhirclient (PyPI), fhir-kit-client and @medplum/core (npm, run by node).
+"""Real FHIR clients drive the server through every everyday interaction (issue 15, first must-show):
+fhirpy (its sync client on requests and its asyncio client on aiohttp) and fhirclient (PyPI), and
+fhir-kit-client and @medplum/core (npm, run by node).
 
 Each plays the same scenario (tests/e2e/clients/scenario.py) with its own API: create, read, update,
 conditional create and update, patch in its own form, delete, search paging over 300+ results to the
 last ``next`` link, ``_include``, history, batch and transaction, ``Patient/{id}/$everything`` and
 ``/metadata``; the test checks the ids, versions, statuses and counts it saw. An operation a client
-does not offer is reported with its reason (a ``ClientLimitation`` warning in pytest's summary) and the same state is
-reached with what the client does offer.
+does not offer is reported with its reason (a ``ClientLimitation`` warning in pytest's summary) and the
+same state is reached with what the client does offer.
 """
 
 from __future__ import annotations
@@ -56,6 +57,13 @@ def test_fhirpy(server: LocalServer, population: Population) -> None:
 
     given = scenario_input(server.base_url, "fhirpy", population)
     _check(given, fhirpy_driver.play(given))
+
+
+def test_fhirpy_async(server: LocalServer, population: Population) -> None:
+    from tests.e2e.clients import fhirpy_async_driver
+
+    given = scenario_input(server.base_url, "fhirpy-async", population)
+    _check(given, fhirpy_async_driver.play(given))
 
 
 def test_fhirclient(server: LocalServer, population: Population) -> None:

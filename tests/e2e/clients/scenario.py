@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -206,6 +206,17 @@ def bundle_summary(bundle: dict[str, Any]) -> Outcome:
 def everything_summary(bundle: dict[str, Any]) -> Outcome:
     resources = sorted(f"{e['resource']['resourceType']}/{e['resource']['id']}" for e in bundle.get("entry", []))
     return {"type": bundle["type"], "resources": resources}
+
+
+async def run_steps_async(*steps: tuple[str, Callable[[], Awaitable[Outcome]]]) -> dict[str, Outcome]:
+    """``run_steps`` for an asyncio client."""
+    report: dict[str, Outcome] = {}
+    for name, action in steps:
+        try:
+            report[name] = await action()
+        except Exception as exc:  # the report names what the client raised
+            report[name] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
+    return report
 
 
 def _mismatches(outcome: dict[str, Any], expected: dict[str, Any]) -> list[str]:
