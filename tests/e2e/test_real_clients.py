@@ -16,6 +16,7 @@ import json
 import shutil
 import subprocess
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +41,22 @@ CLIENTS_DIR = Path(__file__).parent / "clients"
 NODE_MODULES = Path(__file__).parents[2] / "node_modules"
 
 
+@pytest.fixture(scope="module", params=["serve", "api-gateway-rules"])
+def base_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The e2e server, then one in API Gateway rules mode (``serve --api-gateway-rules``: requests and
+    answers encoded and limited as API Gateway REST and Lambda do), so the clients meet what a deployed
+    stack answers too."""
+    if request.param == "serve":
+        yield request.getfixturevalue("server").base_url
+        return
+    data_dir = tmp_path_factory.mktemp("clients-apigateway")
+    with LocalServer(data_dir=data_dir, extra_args=("--api-gateway-rules",)) as gateway:
+        yield gateway.base_url
+
+
 @pytest.fixture(scope="module")
-def population(server: LocalServer) -> Population:
-    return load_population(server.base_url)
+def population(base_url: str) -> Population:
+    return load_population(base_url)
 
 
 def _check(given: ScenarioInput, report: dict[str, Any]) -> None:
@@ -52,24 +66,24 @@ def _check(given: ScenarioInput, report: dict[str, Any]) -> None:
     assert not problems, f"{given.client}:\n" + "\n".join(problems)
 
 
-def test_fhirpy(server: LocalServer, population: Population) -> None:
+def test_fhirpy(base_url: str, population: Population) -> None:
     from tests.e2e.clients import fhirpy_driver
 
-    given = scenario_input(server.base_url, "fhirpy", population)
+    given = scenario_input(base_url, "fhirpy", population)
     _check(given, fhirpy_driver.play(given))
 
 
-def test_fhirpy_async(server: LocalServer, population: Population) -> None:
+def test_fhirpy_async(base_url: str, population: Population) -> None:
     from tests.e2e.clients import fhirpy_async_driver
 
-    given = scenario_input(server.base_url, "fhirpy-async", population)
+    given = scenario_input(base_url, "fhirpy-async", population)
     _check(given, fhirpy_async_driver.play(given))
 
 
-def test_fhirclient(server: LocalServer, population: Population) -> None:
+def test_fhirclient(base_url: str, population: Population) -> None:
     from tests.e2e.clients import fhirclient_driver
 
-    given = scenario_input(server.base_url, "fhirclient", population)
+    given = scenario_input(base_url, "fhirclient", population)
     _check(given, fhirclient_driver.play(given))
 
 
@@ -90,21 +104,21 @@ def _node_driver(script: str, package: str, given: ScenarioInput) -> dict[str, A
     return report
 
 
-def test_fhir_kit_client(server: LocalServer, population: Population) -> None:
-    given = scenario_input(server.base_url, "fhir-kit-client", population)
+def test_fhir_kit_client(base_url: str, population: Population) -> None:
+    given = scenario_input(base_url, "fhir-kit-client", population)
     _check(given, _node_driver("fhir_kit_client.mjs", "fhir-kit-client", given))
 
 
-def test_medplum_core(server: LocalServer, population: Population) -> None:
-    given = scenario_input(server.base_url, "medplum", population)
+def test_medplum_core(base_url: str, population: Population) -> None:
+    given = scenario_input(base_url, "medplum", population)
     _check(given, _node_driver("medplum_core.mjs", "@medplum/core", given))
 
 
-def test_the_checks_name_every_wrong_outcome(server: LocalServer, population: Population) -> None:
+def test_the_checks_name_every_wrong_outcome(base_url: str, population: Population) -> None:
     """The checks above can fail: a report whose values are all wrong for one operation is caught there."""
     from tests.e2e.clients import fhirpy_driver
 
-    given = scenario_input(server.base_url, "fhirpy", population)
+    given = scenario_input(base_url, "fhirpy", population)
     report = fhirpy_driver.play(given)
     assert failures(given, report) == []
     for operation, outcome in report.items():
