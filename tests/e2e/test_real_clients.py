@@ -100,6 +100,7 @@ def _node_driver(script: str, package: str, given: ScenarioInput) -> dict[str, A
         check=False,
     )
     assert done.returncode == 0, done.stderr[-4000:]
+    assert done.stdout.strip(), f"{script} printed no report: {done.stderr[-4000:]}"
     report: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return report
 
