@@ -45,13 +45,15 @@ NODE_MODULES = Path(__file__).parents[2] / "node_modules"
 def base_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The e2e server, then one in API Gateway rules mode (``serve --api-gateway-rules``: requests and
     answers encoded and limited as API Gateway REST and Lambda do), so the clients meet what a deployed
-    stack answers too."""
+    stack answers too. That one is addressed with a path in its base (a tenant, ``/tenant/{id}``), as a
+    deployed base has one (the stage, a tenant): each client must keep it in every URL it builds and
+    the server in every link and Location it answers."""
     if request.param == "serve":
         yield request.getfixturevalue("server").base_url
         return
     data_dir = tmp_path_factory.mktemp("clients-apigateway")
     with LocalServer(data_dir=data_dir, extra_args=("--api-gateway-rules",)) as gateway:
-        yield gateway.base_url
+        yield f"{gateway.base_url}/tenant/clients"
 
 
 @pytest.fixture(scope="module")
