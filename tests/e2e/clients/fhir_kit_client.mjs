@@ -88,6 +88,20 @@ await runSteps([
       matches: await count(criteria),
     };
   }],
+  ['conditional_create_ambiguous', async () => {
+    const population = input.populationSystem;
+    try {
+      await client.create({
+        resourceType: 'Patient',
+        body: { resourceType: 'Patient', identifier: [{ system: population, value: 'ambiguous' }] },
+        options: { headers: { 'If-None-Exist': `identifier=${population}|` } },
+      });
+    } catch (err) {
+      const outcome = typeof err.response.data === 'string' ? JSON.parse(err.response.data) : err.response.data;
+      return { status: err.response.status, issueCode: outcome.issue[0].code };
+    }
+    return { error: 'created although the criteria match the whole population' };
+  }],
   ['search_paging', async () => {
     let bundle = await client.search({
       resourceType: 'Patient', searchParams: { identifier: `${input.populationSystem}|`, _count: input.pageSize },

@@ -114,6 +114,19 @@ def play(given: ScenarioInput) -> dict[str, Outcome]:
             "matches": _count(f"identifier={system}|conditional-update"),
         }
 
+    def conditional_create_ambiguous() -> Outcome:
+        population = given.population.system
+        entry = {
+            "resource": {"resourceType": "Patient", "identifier": [{"system": population, "value": "ambiguous"}]},
+            "request": {"method": "POST", "url": "Patient", "ifNoneExist": f"identifier={population}|"},
+        }
+        answer = Bundle({"resourceType": "Bundle", "type": "batch", "entry": [entry]}).create(server)
+        response = answer["entry"][0]["response"]
+        return {
+            "status": int(response["status"].split()[0]),
+            "issueCode": response["outcome"]["issue"][0]["code"],
+        }
+
     def _count(criteria: str) -> int:
         total: int = Bundle.read_from(f"Patient?{criteria}&_summary=count", server).total
         return total
@@ -157,6 +170,7 @@ def play(given: ScenarioInput) -> dict[str, Outcome]:
         ("delete", delete),
         ("conditional_create", conditional_create),
         ("conditional_update", conditional_update),
+        ("conditional_create_ambiguous", conditional_create_ambiguous),
         ("search_paging", search_paging),
         ("include", include),
         ("batch", batch),

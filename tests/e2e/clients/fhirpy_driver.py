@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from fhirpy import SyncFHIRClient
-from fhirpy.base.exceptions import ResourceNotFound
+from fhirpy.base.exceptions import MultipleResourcesFound, ResourceNotFound
 
 from tests.e2e.clients.scenario import (
     Outcome,
@@ -91,6 +91,15 @@ def play(given: ScenarioInput) -> dict[str, Outcome]:
             "matches": search.count(),
         }
 
+    def conditional_create_ambiguous() -> Outcome:
+        population = given.population.system
+        search = fhir.resources("Patient").search(identifier=f"{population}|")
+        try:
+            search.get_or_create(fhir.resource("Patient", identifier=[{"system": population, "value": "ambiguous"}]))
+        except MultipleResourcesFound as several:  # fhirpy raises this for a 412, with the body
+            return {"status": 412, "issueCode": json.loads(str(several))["issue"][0]["code"]}
+        return {"error": "created although the criteria match the whole population"}
+
     def search_paging() -> Outcome:
         # Iterating a search set follows the Bundle's next links to the end.
         search = fhir.resources("Patient").search(identifier=f"{given.population.system}|").limit(given.page_size)
@@ -133,6 +142,7 @@ def play(given: ScenarioInput) -> dict[str, Outcome]:
         ("delete", delete),
         ("conditional_create", conditional_create),
         ("conditional_update", conditional_update),
+        ("conditional_create_ambiguous", conditional_create_ambiguous),
         ("search_paging", search_paging),
         ("include", include),
         ("batch", batch),

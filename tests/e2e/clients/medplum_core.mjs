@@ -75,6 +75,18 @@ await runSteps([
       matches: await count(criteria),
     };
   }],
+  ['conditional_create_ambiguous', async () => {
+    const population = input.populationSystem;
+    try {
+      await medplum.createResourceIfNoneExist(
+        { resourceType: 'Patient', identifier: [{ system: population, value: 'ambiguous' }] },
+        `identifier=${population}|`,
+      );
+    } catch (err) {
+      return { issueCode: normalizeOperationOutcome(err).issue[0].code };
+    }
+    return { error: 'created although the criteria match the whole population' };
+  }],
   ['search_paging', async () => {
     const ids = [];
     let pages = 0;

@@ -33,6 +33,7 @@ OPERATIONS = (
     "delete",
     "conditional_create",
     "conditional_update",
+    "conditional_create_ambiguous",
     "search_paging",
     "include",
     "batch",
@@ -273,6 +274,15 @@ def _conditional_update(_given: ScenarioInput, _report: dict[str, Any], out: dic
     return _mismatches(out, expected) + ([] if first else ["no id"])
 
 
+def _conditional_create_ambiguous(_given: ScenarioInput, _report: dict[str, Any], out: dict[str, Any]) -> list[str]:
+    """Criteria matching the whole population: 412, issue code ``multiple-matches``, nothing created (the
+    paging count, taken after, would be one more)."""
+    expected: dict[str, Any] = {"issueCode": "multiple-matches"}
+    if "status" in out:
+        expected["status"] = 412
+    return _mismatches(out, expected)
+
+
 def _search_paging(given: ScenarioInput, _report: dict[str, Any], out: dict[str, Any]) -> list[str]:
     ids = out.get("ids", [])
     wrong = _mismatches(
@@ -325,6 +335,7 @@ _EXPECT = {
     "delete": _delete,
     "conditional_create": _conditional_create,
     "conditional_update": _conditional_update,
+    "conditional_create_ambiguous": _conditional_create_ambiguous,
     "search_paging": _search_paging,
     "include": _include,
     "batch": _batch,
