@@ -105,6 +105,15 @@ class PreconditionFailed(FhirError):
     status, code = 412, "conflict"
 
 
+class MultipleMatches(PreconditionFailed):
+    """A conditional interaction whose criteria select several resources (http.html#cond-update: 412).
+    Issue code ``multiple-matches`` (valueset-issue-type.html: "multiple matching records were found when
+    the operation required only one match"): a client that reads only the OperationOutcome, as
+    @medplum/core's errors do, can tell it from a version conflict."""
+
+    code = "multiple-matches"
+
+
 class PayloadTooLarge(FhirError):
     status, code = 413, "too-costly"
 

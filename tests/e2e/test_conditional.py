@@ -147,7 +147,7 @@ def test_conditional_create_outcomes(client: httpx.Client) -> None:
     assert_outcome(
         client.post("/Patient", json=patient(value), headers={"If-None-Exist": by_identifier(value)}),
         412,
-        code="conflict",
+        code="multiple-matches",
     )
     assert len(matching(client, value)) == 2
 

@@ -38,7 +38,7 @@ from typing import Any
 
 from fhirflow import bodies, jsonio
 from fhirflow.conditional import Criteria, parse_criteria, parse_query_string
-from fhirflow.errors import BadRequest, NotFound, PreconditionFailed, ServiceUnavailable
+from fhirflow.errors import BadRequest, MultipleMatches, NotFound, PreconditionFailed, ServiceUnavailable
 from fhirflow.ids import new_resource_id
 from fhirflow.model import FhirRequest, FhirResponse
 from fhirflow.ports import Claim, ClaimTaken, ResourceVersion, VersionConflict
@@ -70,7 +70,7 @@ class Resolution:
     def single(self, *, action: str) -> ResourceVersion | None:
         """The one match, None for none, 412 for several (http.html: the criteria are not selective)."""
         if len(self.matches) > 1:
-            raise PreconditionFailed(
+            raise MultipleMatches(
                 f"The criteria '{self.criteria.text}' match more than one {self.criteria.resource_type}; "
                 f"{action} needs criteria that select at most one",
                 expression=self.criteria.resource_type,
