@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from fhirflow import compression, jsonio, subsetting
+from fhirflow import compression, jsonio, subsetting, webpage
 from fhirflow.budget import request_budget
 from fhirflow.cors import response_headers
 from fhirflow.errors import (
@@ -237,6 +237,8 @@ class Application:
             return _error_event(error, pretty=False)
         if seen is not None:
             seen.append(request)
+        if webpage.wanted(request):
+            return webpage.page_event()  # a browser opening the base URL: the page for people
         pretty = (request.param("_pretty") or "").lower() == "true"
         try:
             mime = _negotiate_before_dispatch(request)
