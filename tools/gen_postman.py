@@ -156,7 +156,7 @@ def capabilities() -> list[Step]:
                 status(200, 404),
                 "if (pm.response.code === 200) {",
                 "  " + JSON_BODY,
-                "  " + check("it names a token endpoint", "typeof body.token_endpoint === 'string'"),
+                "  " + check("it lists capabilities", "Array.isArray(body.capabilities)"),
                 "}",
             ],
         ),
