@@ -252,7 +252,7 @@ class Application:
                 response = handler(request)
             if mime is None and response.binary is None:
                 mime = negotiate(request)  # raises the 406 that was deferred for a Binary read
-            return render(request, response, mime=mime or FHIR_JSON, pretty=pretty)
+            return webpage.vary_on_accept(request, render(request, response, mime=mime or FHIR_JSON, pretty=pretty))
         except NotModified as not_modified:
             return {"statusCode": 304, "headers": not_modified.headers, "body": ""}
         except FhirError as error:

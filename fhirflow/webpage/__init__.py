@@ -42,6 +42,19 @@ def wanted(request: FhirRequest) -> bool:
     return _html_first(request.headers.get("accept", ""))
 
 
+def vary_on_accept(request: FhirRequest, result: dict[str, Any]) -> dict[str, Any]:
+    """The FHIR answer of a URL that also has the page: ``Vary: Accept``, so that a shared cache
+    never hands the Bundle to a browser or the page to a FHIR client (RFC 9110 §12.5.5)."""
+    if request.method != "GET" or request.route not in _BASE_ROUTES or request.query:
+        return result
+    headers = dict(result.get("headers") or {})
+    name = next((k for k in headers if k.lower() == "vary"), "Vary")
+    fields = [f.strip() for f in headers.get(name, "").split(",") if f.strip()]
+    if not any(f.lower() in ("accept", "*") for f in fields):
+        headers[name] = ", ".join([*fields, "Accept"])
+    return {**result, "headers": headers}
+
+
 def _html_first(accept: str) -> bool:
     """True when some HTML type has a higher quality than every JSON type (ties go to JSON,
     and so does a list with neither)."""

@@ -104,6 +104,8 @@ def test_fhir_clients_keep_getting_fhir(http: httpx.Client, accept: str | None, 
     assert _media_type(reply) in (FHIR_JSON, "application/json")
     assert reply.json()["resourceType"] == "Bundle"
     assert "content-security-policy" not in reply.headers
+    if not params:  # the same URL is the page for a browser: caches must tell the two apart
+        assert "Accept" in [f.strip() for f in reply.headers["vary"].split(",")]
 
 
 def test_html_on_other_urls_is_still_refused(http: httpx.Client) -> None:
