@@ -302,6 +302,7 @@
   byId("subscriptions-refresh").addEventListener("click", refreshSubscriptions);
 
   function start() {
+    delete byId("types").dataset.loaded;
     byId("types").tBodies[0].replaceChildren();
     byId("search-type").replaceChildren();
     loadTypes().catch((error) => say(String(error)));

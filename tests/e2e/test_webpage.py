@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -24,6 +25,7 @@ import pytest
 
 from fhirflow.local.launcher import LocalServer
 from tests.e2e.support import FHIR_JSON
+from tests.e2e.test_authz_as import AuthorizationServer
 from tests.e2e.webhooks import Receiver
 
 BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8"
@@ -248,3 +250,40 @@ def test_the_page_in_a_browser(http: httpx.Client, web_server: LocalServer, brow
         page.screenshot(path=str(screenshot), full_page=True)
         assert problems == []
         context.close()
+
+
+def test_with_smart_on_the_page_shows_what_the_token_may_read(
+    browser: Any, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The page holds no data and is served to anyone; what it shows comes from the API with the
+    token pasted into it, so a patient-scoped token sees that patient only."""
+    from playwright.sync_api import expect
+
+    with AuthorizationServer() as idp:
+        realm = idp.realm("web")
+        env = {"FHIRFLOW_AUTH_CONFIG": json.dumps({"issuers": [idp.issuer_config("web")]})}
+        data_dir = tmp_path_factory.mktemp("webpage-smart")
+        with (
+            LocalServer(data_dir=data_dir, extra_args=("--auth", "smart"), env=env) as server,
+            httpx.Client(base_url=server.base_url, timeout=60) as api,
+        ):
+            admin = {"Authorization": f"Bearer {realm.mint('system/*.cruds')}"}
+            for id_ in ("me", "someone-else"):
+                body = {"resourceType": "Patient", "id": id_, "name": [{"family": id_}]}
+                assert api.put(f"/Patient/{id_}", json=body, headers=admin).status_code == 201
+            context = browser.new_context()
+            page = context.new_page()
+            page.goto(server.base_url + "/")
+            page.wait_for_selector("#types[data-loaded=true]", timeout=60_000)
+            assert page.text_content("#types tr[data-type=Patient] td:nth-child(2)") == "(401)"
+
+            page.fill("#token", realm.mint("patient/*.rs", patient="me"))
+            page.locator("#token").blur()  # the change event: the page loads again with the token
+            page.wait_for_selector("#types[data-loaded=true]", timeout=60_000)
+            expect(page.locator("#types tr[data-type=Patient] td:nth-child(2)")).to_have_text("1")
+            page.select_option("#search-type", "Patient")
+            page.fill("#search-query", "")
+            page.click("#search-go")
+            expect(page.locator("#results tbody tr")).to_have_count(1)
+            assert page.locator("#results tbody tr td:nth-child(3)").text_content() == "me"
+            context.close()
