@@ -237,8 +237,9 @@ class Application:
             return _error_event(error, pretty=False)
         if seen is not None:
             seen.append(request)
-        if webpage.wanted(request):
-            return webpage.page_event()  # a browser opening the base URL: the page for people
+        page_depth = webpage.wanted(request)
+        if page_depth is not None:
+            return webpage.page_event(page_depth)  # a browser's navigation: the page for people
         pretty = (request.param("_pretty") or "").lower() == "true"
         try:
             mime = _negotiate_before_dispatch(request)

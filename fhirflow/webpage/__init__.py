@@ -6,10 +6,12 @@ build step, nothing from a CDN) and holds no data: its script calls the FHIR API
 API's. That is also why it is served before authentication: a browser's navigation carries no
 bearer token, and there is nothing in the page to protect.
 
-Only a browser's navigation gets it: ``GET`` of the base URL with no query at all (so no
-``_format``) whose Accept ranks ``text/html`` above every JSON type (http.html#mime-type leaves
-HTML to the server). FHIR clients send ``application/fhir+json``, ``application/json`` or
-``*/*`` first and keep getting the system search Bundle they always got.
+Only a browser's navigation gets it: a ``GET`` whose Accept ranks ``text/html`` above every JSON
+type (http.html#mime-type leaves HTML to the server), with no ``_format``, of the base URL (with
+no query), a type search, a read, a vread or a history; the page then runs that search or shows
+that resource. A Binary and operations keep their own answers. FHIR clients send
+``application/fhir+json``, ``application/json`` or ``*/*`` first and keep getting what they
+always got.
 
 The Content-Security-Policy allows only this page's own script and style (by hash) and
 ``fetch`` to its own origin: even if resource text reached the DOM as markup, inline handlers
@@ -26,26 +28,52 @@ from importlib import resources
 from typing import Any
 
 from fhirflow.model import FhirRequest
+from fhirflow.routes import TENANT_PREFIX
 
 _HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 _JSON_TYPES = frozenset(
     {"application/fhir+json", "application/json", "application/json+fhir", "text/json", "*/*", "application/*"}
 )
-_BASE_ROUTES = frozenset({"/", "/tenant/{tenant}"})
-"""The base URL's routes (fhirflow.routes: system search, also under a tenant's prefix)."""
+_PAGE_ROUTES = {
+    "/": 0,  # the base URL, with no query (with one it is a system search)
+    "/{type}": 1,  # a type search: the page runs it
+    "/{type}/_history": 2,
+    "/{type}/{id}": 2,  # a read: the page shows the resource and its history
+    "/{type}/{id}/_history": 3,
+    "/{type}/{id}/_history/{vid}": 4,
+}
+"""The routes (fhirflow.routes, also under a tenant's prefix) a browser's navigation gets the page
+for, each with the number of path segments after the base URL, from which the page finds the base."""
 
 
-def wanted(request: FhirRequest) -> bool:
-    """Whether this request is a browser opening the base URL (see the module docstring)."""
-    if request.method != "GET" or request.route not in _BASE_ROUTES or request.query:
-        return False
-    return _html_first(request.headers.get("accept", ""))
+def _depth(request: FhirRequest) -> int | None:
+    """The depth of this request's route when the page could answer it (whatever its Accept)."""
+    if request.method != "GET" or request.param("_format") is not None:
+        return None
+    route = request.route
+    if route.startswith(TENANT_PREFIX):
+        route = route[len(TENANT_PREFIX) :] or "/"
+    depth = _PAGE_ROUTES.get(route)
+    if depth is None or (depth == 0 and request.query):
+        return None
+    if request.resource_type == "Binary" or any(v.startswith("$") for v in request.path_params.values()):
+        return None  # a Binary answers in its own type (binary.html#rest); $name is an operation
+    return depth
+
+
+def wanted(request: FhirRequest) -> int | None:
+    """When this request is a browser's navigation that the page answers (see the module
+    docstring): the number of path segments after the base URL; otherwise None."""
+    depth = _depth(request)
+    if depth is None or not _html_first(request.headers.get("accept", "")):
+        return None
+    return depth
 
 
 def vary_on_accept(request: FhirRequest, result: dict[str, Any]) -> dict[str, Any]:
     """The FHIR answer of a URL that also has the page: ``Vary: Accept``, so that a shared cache
-    never hands the Bundle to a browser or the page to a FHIR client (RFC 9110 §12.5.5)."""
-    if request.method != "GET" or request.route not in _BASE_ROUTES or request.query:
+    never hands the FHIR answer to a browser or the page to a FHIR client (RFC 9110 §12.5.5)."""
+    if _depth(request) is None:
         return result
     headers = dict(result.get("headers") or {})
     name = next((k for k in headers if k.lower() == "vary"), "Vary")
@@ -106,9 +134,11 @@ def page() -> tuple[str, str]:
     return html, policy
 
 
-def page_event() -> dict[str, Any]:
-    """The page as an API Gateway proxy response."""
+def page_event(depth: int) -> dict[str, Any]:
+    """The page as an API Gateway proxy response, told how many of its URL's path segments follow
+    the base URL (a number: nothing from the request reaches the page's text)."""
     html, policy = page()
+    html = html.replace('content="0" data-depth', f'content="{int(depth)}" data-depth', 1)
     return {
         "statusCode": 200,
         "headers": {

@@ -2,7 +2,11 @@
 // The page's whole behaviour. Every value that comes from the server is put into the page with
 // textContent (never as markup): resource content is data, and stored markup must stay text.
 (() => {
-  const base = location.origin + location.pathname.replace(/\/+$/, "");
+  // The server says how many path segments of this URL follow the FHIR base (0 at the base itself).
+  const depth = Number(document.querySelector('meta[name="fhirflow-depth"]').content) || 0;
+  const segments = location.pathname.replace(/\/+$/, "").split("/");
+  const opened = depth ? segments.slice(-depth).map(decodeURIComponent) : [];
+  const base = location.origin + (depth ? segments.slice(0, -depth) : segments).join("/");
   const exportsKey = "fhirflow.exports " + base;
   const byId = (id) => document.getElementById(id);
 
@@ -85,6 +89,7 @@
       body.appendChild(tr);
       rows.set(type, { tr, count });
     }
+    if (opened.length) select.value = opened[0];
     applyHideEmpty();
     // A few counts at a time: the server answers each from its index.
     const queue = types.slice();
@@ -159,11 +164,11 @@
   }
 
   // ---- one resource and its history -----------------------------------------------------------
-  async function showResource(type, id) {
+  async function showResource(type, id, vid) {
     const path = `/${encodeURIComponent(type)}/${encodeURIComponent(id)}`;
-    const reply = await api(path);
+    const reply = await api(vid ? `${path}/_history/${encodeURIComponent(vid)}` : path);
     byId("resource-section").hidden = false;
-    byId("resource-title").textContent = `${type}/${id}`;
+    byId("resource-title").textContent = `${type}/${id}${vid ? " version " + vid : ""}`;
     byId("resource-json").textContent = reply.json ? JSON.stringify(reply.json, null, 2) : "";
     if (reply.status !== 200) say(problem(reply, `Read ${type}/${id}`));
     else say("");
@@ -308,6 +313,16 @@
     loadTypes().catch((error) => say(String(error)));
     refreshExports().catch((error) => say(String(error)));
     refreshSubscriptions().catch((error) => say(String(error)));
+    openFromUrl().catch((error) => say(String(error)));
+  }
+
+  // Opened at a FHIR URL (a search, a resource, a version, a history): show what it names.
+  async function openFromUrl() {
+    const [type, second, third, fourth] = opened;
+    if (!type) return;
+    if (opened.length === 1) await runSearch(type, location.search.slice(1));
+    else if (second === "_history") await runSearch(type, "", `/${encodeURIComponent(type)}/_history${location.search}`);
+    else await showResource(type, second, third === "_history" ? fourth : undefined);
   }
   start();
 })();

@@ -110,13 +110,43 @@ def test_fhir_clients_keep_getting_fhir(http: httpx.Client, accept: str | None, 
         assert "Accept" in [f.strip() for f in reply.headers["vary"].split(",")]
 
 
-def test_html_on_other_urls_is_still_refused(http: httpx.Client) -> None:
+@pytest.mark.parametrize(
+    ("path", "depth"),
+    [
+        ("/Patient", 1),
+        ("/Patient?family=x", 1),
+        ("/Patient/_history", 2),
+        ("/Patient/{id}", 2),
+        ("/Patient/{id}/_history", 3),
+        ("/Patient/{id}/_history/1", 4),
+        ("/tenant/acme/Patient/{id}", 2),
+    ],
+)
+def test_a_browser_opening_a_fhir_url_gets_the_page_for_it(http: httpx.Client, path: str, depth: int) -> None:
     created = http.post("/Patient", json={"resourceType": "Patient"}).json()
 
-    reply = http.get(f"/Patient/{created['id']}", headers={"Accept": "text/html"})
+    reply = http.get(path.replace("{id}", created["id"]), headers={"Accept": BROWSER_ACCEPT})
 
-    assert reply.status_code == 406
-    assert reply.json()["resourceType"] == "OperationOutcome"
+    assert reply.status_code == 200
+    assert _media_type(reply) == "text/html"
+    # The page finds the FHIR base from its own URL with this number (and from nothing else the request said).
+    assert f'<meta name="fhirflow-depth" content="{depth}" data-depth>' in reply.text
+    assert "content-security-policy" in reply.headers
+
+
+def test_binaries_and_operations_keep_their_own_answers(http: httpx.Client) -> None:
+    created = http.post("/Patient", json={"resourceType": "Patient"}).json()
+    binary = http.post("/Binary", content=b"plain words", headers={"Content-Type": "text/plain"})
+    assert binary.status_code == 201, binary.text
+
+    meta = http.get(f"/Patient/{created['id']}/$meta", headers={"Accept": "text/html"})
+    raw = http.get(binary.headers["Location"].split("/_history")[0], headers={"Accept": BROWSER_ACCEPT})
+    as_json = http.get(f"/Patient/{created['id']}", headers={"Accept": BROWSER_ACCEPT}, params={"_format": "json"})
+
+    assert meta.status_code == 406
+    assert "fhirflow-depth" not in raw.text
+    assert as_json.json() == created
+    assert "Accept" in as_json.headers["vary"]
 
 
 def _chromium() -> str:
@@ -206,6 +236,12 @@ def test_the_page_in_a_browser(http: httpx.Client, web_server: LocalServer, brow
         assert summaries == ["Ada Webpage0", "Ada Webpage1", "Ada Webpage2"]
         assert page.text_content("#search-summary").startswith("3 found")
 
+        # A FHIR URL opened in the browser: the page runs that search.
+        page.goto(f"{web_server.base_url}/Patient?family=Webpage&_sort=-family")
+        expect(page.locator("#results tbody tr")).to_have_count(3)
+        assert page.locator("#results tbody tr td:nth-child(3)").all_text_contents()[0] == "Ada Webpage2"
+        assert page.input_value("#search-query") == "family=Webpage&_sort=-family"
+
         # A resource and its history.
         page.click(f"#results button:text-is('Patient/{seeded['patient']['id']}')")
         page.wait_for_selector(f"#history[data-loaded='Patient/{seeded['patient']['id']}']")
@@ -214,6 +250,16 @@ def test_the_page_in_a_browser(http: httpx.Client, web_server: LocalServer, brow
         assert page.locator("#history tbody tr").count() == 2
         page.click("#history tbody tr:has(td:text-is('1')) button")
         assert '"gender"' not in page.text_content("#resource-json")
+
+        # The same resource opened by its URL, and a version by its vread URL.
+        page.goto(f"{web_server.base_url}/Patient/{seeded['patient']['id']}")
+        page.wait_for_selector(f"#history[data-loaded='Patient/{seeded['patient']['id']}']")
+        assert '"gender": "female"' in page.text_content("#resource-json")
+        page.goto(f"{web_server.base_url}/Patient/{seeded['patient']['id']}/_history/1")
+        page.wait_for_selector(f"#history[data-loaded='Patient/{seeded['patient']['id']}']")
+        assert '"versionId": "1"' in page.text_content("#resource-json")
+        page.goto(web_server.base_url + "/")
+        page.select_option("#search-type", "Patient")
 
         # A resource whose text is markup: shown as text, nothing run.
         page.fill("#search-query", f"_id={seeded['markup']['id']}")
