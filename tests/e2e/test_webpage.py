@@ -332,4 +332,20 @@ def test_with_smart_on_the_page_shows_what_the_token_may_read(
             page.click("#search-go")
             expect(page.locator("#results tbody tr")).to_have_count(1)
             assert page.locator("#results tbody tr td:nth-child(3)").text_content() == "me"
+
+            # Export jobs are their owner's (issue 14): one started with Alice's token shows its
+            # status to her, and to Bob's token (same browser) exactly what an unknown job shows.
+            def use_token(token: str) -> None:
+                page.fill("#token", token)
+                page.locator("#token").blur()
+                page.wait_for_selector("#types[data-loaded=true]", timeout=60_000)
+
+            use_token(realm.mint("system/*.rs", sub="alice", client_id="app-1"))
+            page.click("#export-start")
+            row = page.locator("#exports tbody tr")
+            expect(row).to_have_count(1)
+            expect(row).to_have_attribute("data-status", re.compile("^(in progress|complete)"))
+            use_token(realm.mint("system/*.rs", sub="bob", client_id="app-1"))
+            page.click("#exports-refresh")
+            expect(row).to_have_attribute("data-status", re.compile("^status: HTTP 404"))
             context.close()
