@@ -7,7 +7,8 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8080
 PYTEST_ARGS ?=
 
-.PHONY: serve test lint typecheck bench setup clean generate layer synth deploy dynamodb-local fuzz
+# (chromium: the system browser for the web page's test, installed with apt when missing)
+.PHONY: chromium serve test lint typecheck bench setup clean generate layer synth deploy dynamodb-local fuzz
 
 RUNTIME := $(VENV)/.runtime
 
@@ -30,7 +31,13 @@ $(STAMP): $(RUNTIME) package-lock.json
 serve: $(RUNTIME)
 	$(VENV)/bin/fhirflow serve --host $(HOST) --port $(PORT)
 
-test: $(STAMP)
+# Debian's chromium for the web page's browser test (tests/e2e/test_webpage.py, driven by Playwright with
+# the system browser: nothing is downloaded), installed with apt only when it is not on PATH.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
+	  || echo "chromium could not be installed: tests/e2e/test_webpage.py will skip its browser test"
+
+test: $(STAMP) chromium
 	scripts/in-netns $(PY) -m pytest -n 2 $(PYTEST_ARGS)
 
 # A long fuzz run over HTTP (tests/e2e/fuzz_run.py): counts 5xx answers and stored changes on rejected

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from fhirflow import compression, jsonio, subsetting
+from fhirflow import compression, jsonio, subsetting, webpage
 from fhirflow.budget import request_budget
 from fhirflow.cors import response_headers
 from fhirflow.errors import (
@@ -237,6 +237,9 @@ class Application:
             return _error_event(error, pretty=False)
         if seen is not None:
             seen.append(request)
+        page_depth = webpage.wanted(request)
+        if page_depth is not None:
+            return webpage.page_event(page_depth)  # a browser's navigation: the page for people
         pretty = (request.param("_pretty") or "").lower() == "true"
         try:
             mime = _negotiate_before_dispatch(request)
@@ -250,7 +253,7 @@ class Application:
                 response = handler(request)
             if mime is None and response.binary is None:
                 mime = negotiate(request)  # raises the 406 that was deferred for a Binary read
-            return render(request, response, mime=mime or FHIR_JSON, pretty=pretty)
+            return webpage.vary_on_accept(request, render(request, response, mime=mime or FHIR_JSON, pretty=pretty))
         except NotModified as not_modified:
             return {"statusCode": 304, "headers": not_modified.headers, "body": ""}
         except FhirError as error:
