@@ -132,7 +132,7 @@ def test_one_audit_record_per_request_without_bodies_or_values(tmp_path: Path) -
     assert read["source_ip"] == "192.0.2.10"
     assert read["tenant"] == "default"
     assert read["request_id"]
-    assert denied["outcome"] == {"status": 401, "result": "failure"}
+    assert denied["outcome"] == {"status": 401, "result": "failure", "reason": "no-token"}
     assert denied["who"] == {}
     assert bundle["what"]["interaction"] == "transaction"
     for secret in ("Zebedee", "MRN-777", 'name"', "Bearer", "eyJ"):
