@@ -141,6 +141,8 @@ def _scopes(config: AuthConfig, *, authorize: bool, token: bool) -> list[str]:
     scopes: list[str] = []
     if authorize:
         scopes += [*LAUNCH_SCOPES, *USER_SCOPES, *USER_SCOPES_V1]
+    elif config.dev_issuer:  # `fhirflow token` mints patient/ and user/ tokens too, without a launch
+        scopes += [*USER_SCOPES, *USER_SCOPES_V1]
     if token or not authorize:  # tokens minted elsewhere (the development issuer) are backend tokens too
         scopes += SYSTEM_SCOPES
     return scopes
