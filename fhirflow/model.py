@@ -31,6 +31,9 @@ class FhirRequest:
     source_ip: str = ""
     principal: object | None = None
     """Who is calling, as the Authenticator found it (None when authorization is off)."""
+    auth_failure: str | None = None
+    """Why the Authenticator refused the request (``expired``, ``algorithm-not-allowed``...): for
+    the log and the audit record, never for the client."""
     parsed_body: Any = None
     """``body`` already parsed as JSON, when the caller has it (a bundle entry's resource): equal
     to ``body``, read-only; None means "parse ``body``"."""

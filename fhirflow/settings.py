@@ -130,6 +130,10 @@ class Settings:
     auth_jwks_uri: str | None = None
     auth_introspection_url: str | None = None
     """RFC 7662 endpoint for opaque tokens of ``auth_issuer``."""
+    auth_token_url: str | None = None
+    """The IdP's token endpoint, published in the SMART discovery document (README: SMART discovery)."""
+    auth_authorize_url: str | None = None
+    """The IdP's authorization endpoint (the SMART launch flows), published likewise."""
     auth_config: str | None = None
     """JSON (inline or a file path): issuers per tenant, claim names, RBAC rules, SMART endpoints."""
     auth_dev_issuer: bool = False
@@ -224,6 +228,8 @@ class Settings:
             auth_audience=os.environ.get("FHIRFLOW_AUTH_AUDIENCE") or None,
             auth_jwks_uri=os.environ.get("FHIRFLOW_AUTH_JWKS_URI") or None,
             auth_introspection_url=os.environ.get("FHIRFLOW_AUTH_INTROSPECTION_URL") or None,
+            auth_token_url=os.environ.get("FHIRFLOW_AUTH_TOKEN_URL") or None,
+            auth_authorize_url=os.environ.get("FHIRFLOW_AUTH_AUTHORIZE_URL") or None,
             auth_config=os.environ.get("FHIRFLOW_AUTH_CONFIG") or None,
             auth_dev_issuer=_flag("FHIRFLOW_AUTH_DEV_ISSUER", False),
             audit=os.environ.get("FHIRFLOW_AUDIT", "log"),

@@ -171,6 +171,12 @@ class ExportJob(_Model):
     base_url: str = Field(alias="baseUrl", description="The FHIR base the client used (for file URLs).")
     transaction_time: AwareDatetime = Field(alias="transactionTime")
     types: list[str]
+    referenced_types: list[str] = Field(
+        default_factory=list,
+        alias="referencedTypes",
+        description="Patient/Group level: types outside the Patient compartment exported only as the "
+        "resources the exported ones reference (Bulk Data IG 2.0 _type: Organization, Practitioner...).",
+    )
     since: AwareDatetime | None = None
     type_filters: list[TypeFilter] = Field(default_factory=list, alias="typeFilters")
     output_format: str = Field(default="application/fhir+ndjson", alias="outputFormat")

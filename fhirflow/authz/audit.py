@@ -4,7 +4,8 @@
 - what: the interaction, resource type, id and version from the URL, and the *names* of the
   query parameters (their values can hold names or identifiers of patients);
 - when: the time and the duration; where: source IP and request id; the tenant;
-- outcome: the HTTP status and success/failure.
+- outcome: the HTTP status and success/failure, and for a refused token the reason
+  (``expired``, ``bad-signature``, ``algorithm-not-allowed``...), which the client is never told.
 
 Never a resource body, a query value, a token or a patient identifier. Sinks: the
 ``fhirflow.audit`` logger as one JSON line (CloudWatch in AWS), a JSON-lines file (the embedded
@@ -60,6 +61,8 @@ def audit_record(
     }
     if request is None:
         return record
+    if request.auth_failure:
+        record["outcome"]["reason"] = request.auth_failure  # why the token was refused (never told to the client)
     record["request_id"] = request.request_id
     record["source_ip"] = request.source_ip
     record["tenant"] = request.tenant

@@ -28,6 +28,7 @@ from fhirflow.authz.introspection import Introspector, PostForm
 from fhirflow.authz.principal import Principal, parse_fhir_user, parse_patient
 from fhirflow.authz.scopes import parse_scopes
 from fhirflow.authz.tokens import JwtVerifier, TokenRejected, peek
+from fhirflow.errors import FhirError
 from fhirflow.model import DEFAULT_TENANT, FhirRequest
 from fhirflow.pathparams import is_tenant
 from fhirflow.routes import ROUTE_TABLE, TENANT_PREFIX, RouteTable
@@ -96,14 +97,26 @@ class BearerAuthenticator:
         header = request.headers.get("authorization")
         if request.route in self.public_routes:
             return None  # a token, valid or not, changes nothing on a public route
-        if not header:
-            raise challenges.missing_token()
-        scheme, _, token = header.strip().partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token or " " in token:
-            raise challenges.invalid_request()
-        principal = self.principal_for(token, path_tenant=self._path_tenant(request))
-        bind_tenant(request, principal)
+        try:
+            if not header:
+                raise challenges.missing_token()
+            scheme, _, token = header.strip().partition(" ")
+            token = token.strip()
+            if scheme.lower() != "bearer" or not token or " " in token:
+                raise challenges.invalid_request()
+            principal = self.principal_for(token, path_tenant=self._path_tenant(request))
+            bind_tenant(request, principal)
+        except FhirError as refused:
+            # Why, for the server log and the audit record only: the client gets the generic answer.
+            request.auth_failure = _failure_reason(refused, has_header=bool(header))
+            if request.auth_failure not in ("no-token", "tenant-mismatch"):
+                logger.warning(
+                    "access token rejected: %s (request %s)",
+                    request.auth_failure,
+                    request.request_id,
+                    extra={"reason": request.auth_failure, "request_id": request.request_id},
+                )
+            raise
         return principal
 
     # -- tokens ---------------------------------------------------------------------------------
@@ -116,13 +129,13 @@ class BearerAuthenticator:
         if cached is not None:
             principal: Principal = cached
             return principal
-        if self._rejected.get(digest, now) is not None:
-            raise challenges.invalid_token()
+        reason = self._rejected.get(digest, now)
+        if reason is not None:
+            raise challenges.invalid_token() from TokenRejected(reason)
         try:
             claims, issuer, valid_until = self._validate(token, path_tenant)
             principal = self._build(claims, issuer)
         except TokenRejected as rejected:
-            logger.info("access token rejected", extra={"reason": rejected.reason})
             self._rejected.put(digest, rejected.reason, now + NEGATIVE_CACHE_SECONDS)
             raise challenges.invalid_token() from rejected
         except FetchError as unreachable:
@@ -194,6 +207,19 @@ class BearerAuthenticator:
     @staticmethod
     def _path_tenant(request: FhirRequest) -> str | None:
         return request.tenant if request.route.startswith(TENANT_PREFIX) else None
+
+
+def _failure_reason(error: FhirError, *, has_header: bool) -> str:
+    """A short, value-free reason for a refused request (the TokenRejected reasons of
+    :mod:`fhirflow.authz.tokens` and :mod:`fhirflow.authz.introspection`)."""
+    cause = error.__cause__
+    if isinstance(cause, TokenRejected):
+        return cause.reason
+    if isinstance(cause, FetchError):
+        return "identity-provider-unreachable"
+    if error.status == 403:
+        return "tenant-mismatch"
+    return "malformed-authorization-header" if has_header else "no-token"
 
 
 class StoredPrincipalAuthenticator:

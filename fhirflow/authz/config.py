@@ -15,7 +15,8 @@ from ``FHIRFLOW_AUTH_CONFIG`` (inline JSON, or the path of a JSON file), for exa
       "tenant_claim": "custom:tenantId",
       "denied_read_status": 404,
       "admin_user_types": ["Practitioner"],
-      "smart": {"token_endpoint": "https://idp.example.org/a/token", "capabilities": ["launch-standalone"]}
+      "smart": {"token_endpoint": "https://idp.example.org/a/token",
+                "authorization_endpoint": "https://idp.example.org/a/authorize"}
     }
 
 Errors are raised at build time (cold start), never per request.
@@ -36,7 +37,10 @@ if TYPE_CHECKING:
 ASYMMETRIC_ALGORITHMS = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
 )
-DEFAULT_ALGORITHMS = ("RS256", "ES256")
+DEFAULT_ALGORITHMS = tuple(sorted(ASYMMETRIC_ALGORITHMS))
+"""Every asymmetric JWS algorithm: IdPs sign access tokens with RS384, PS256, ES384... (SMART
+Backend Services names RS384 and ES384); the key's type and curve must fit the algorithm
+(:func:`fhirflow.authz.jwks.key_fits`), and an issuer may pin fewer with ``"algorithms"``."""
 # RFC 9068 §2.1 ("at+jwt"), plus the plain "JWT" most IdPs (Cognito, Entra, Okta) still put in access tokens.
 DEFAULT_TOKEN_TYPES = ("JWT", "at+jwt", "application/at+jwt")
 
@@ -222,6 +226,11 @@ def auth_config(settings: Settings, *, dev_jwks: Mapping[str, Any] | None = None
     smart = data.get("smart") or {}
     if not isinstance(smart, dict):
         raise ValueError("auth configuration: 'smart' must be an object")
+    flat = {"token_endpoint": settings.auth_token_url, "authorization_endpoint": settings.auth_authorize_url}
+    smart = {**{k: v for k, v in flat.items() if v}, **smart}
+    from fhirflow.authz.discovery import check_smart
+
+    check_smart(smart)
     return AuthConfig(
         mode=settings.auth,
         issuers=tuple(issuers),

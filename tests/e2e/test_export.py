@@ -6,12 +6,15 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
+from fhirflow.local.launcher import LocalServer
 from tests.e2e.support import after_earlier_writes, assert_outcome
+from tests.unit.test_authz_kit import TestIssuer
 
 ASYNC = {"Prefer": "respond-async"}
 
@@ -31,9 +34,9 @@ def _path(client: httpx.Client, url: str) -> str:
     return url.split(str(client.base_url).rstrip("/"), 1)[1]
 
 
-def export(client: httpx.Client, path: str, **params: str) -> dict[str, Any]:
+def export(client: httpx.Client, path: str, headers: dict[str, str] | None = None, **params: str) -> dict[str, Any]:
     """Kick off, poll until done (X-Progress while running), return the manifest."""
-    accepted = client.get(path, params=params, headers=ASYNC)
+    accepted = client.get(path, params=params, headers=headers or ASYNC)
     assert accepted.status_code == 202, accepted.text
     status = _path(client, accepted.headers["content-location"])
     for _ in range(1200):  # a guard against a hang, not a timing assertion
@@ -195,3 +198,156 @@ def test_the_cli_downloads_the_files(client: httpx.Client, base: str, tmp_path: 
     assert report.resources == 2
     assert [p.name for p in report.files] == ["Observation-1.ndjson"]
     assert json.loads((tmp_path / "manifest.json").read_text())["output"][0]["count"] == 2
+
+
+# -- Bulk Data IG 2.0: Group membership, referenced resources, _type outside the compartment ---------
+
+
+def _group(members: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"resourceType": "Group", "id": "cohort", "type": "person", "actual": True, "member": members}
+
+
+def test_group_export_honours_member_period_and_inactive(client: httpx.Client, base: str) -> None:
+    _put_all(client, base, [*chart("current", 1), *chart("ended", 1), *chart("gone", 1), *chart("later", 1)])
+    _put_all(client, base, [*chart("open", 1)])
+    group = _group(
+        [
+            {"entity": {"reference": "Patient/current"}, "period": {"start": "2020-01-01", "end": "2999-12-31"}},
+            {"entity": {"reference": "Patient/ended"}, "period": {"start": "2020-01-01", "end": "2021-06-30"}},
+            {"entity": {"reference": "Patient/gone"}, "inactive": True},
+            {"entity": {"reference": "Patient/later"}, "period": {"start": "2999-01-01"}},
+            {"entity": {"reference": "Patient/open"}, "period": {"start": "2020-01-01"}},
+        ]
+    )
+    _put_all(client, base, [group])
+
+    files = download(client, export(client, f"{base}/Group/cohort/$export", _type="Patient,Observation"))
+
+    assert sorted(r["id"] for r in files["Patient"]) == ["current", "open"]
+    assert sorted(r["id"] for r in files["Observation"]) == ["current-obs0", "open-obs0"]
+
+
+def _with_references(patient: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "resourceType": "Patient",
+            "id": patient,
+            "managingOrganization": {"reference": f"Organization/org-{patient}"},
+        },
+        {
+            "resourceType": "MedicationRequest",
+            "id": f"{patient}-rx",
+            "status": "active",
+            "intent": "order",
+            "subject": {"reference": f"Patient/{patient}"},
+            "medicationReference": {"reference": f"Medication/med-{patient}"},
+            "requester": {"reference": f"Practitioner/dr-{patient}"},
+        },
+        {
+            "resourceType": "Encounter",
+            "id": f"{patient}-enc",
+            "status": "finished",
+            "class": {"code": "AMB"},
+            "subject": {"reference": f"Patient/{patient}"},
+            "location": [{"location": {"reference": f"Location/loc-{patient}"}}],
+        },
+    ]
+
+
+def _referenced_world(client: httpx.Client, base: str) -> None:
+    outside = [
+        {"resourceType": rtype, "id": f"{prefix}-{p}"}
+        for p in ("in", "out")
+        for rtype, prefix in (
+            ("Organization", "org"),
+            ("Medication", "med"),
+            ("Practitioner", "dr"),
+            ("Location", "loc"),
+        )
+    ]
+    _put_all(client, base, [*outside, {"resourceType": "Organization", "id": "unrelated"}])
+    _put_all(client, base, [*_with_references("in"), *_with_references("out")])
+    _put_all(client, base, [_group([{"entity": {"reference": "Patient/in"}}])])
+
+
+def test_group_export_includes_the_resources_its_resources_reference(client: httpx.Client, base: str) -> None:
+    _referenced_world(client, base)
+
+    files = download(client, export(client, f"{base}/Group/cohort/$export"))
+
+    assert {t: sorted(r["id"] for r in rs) for t, rs in files.items()} == {
+        "Patient": ["in"],
+        "Group": ["cohort"],  # in the Patient compartment (Group.member)
+        "MedicationRequest": ["in-rx"],
+        "Encounter": ["in-enc"],
+        "Organization": ["org-in"],
+        "Medication": ["med-in"],
+        "Practitioner": ["dr-in"],
+        "Location": ["loc-in"],
+    }
+
+
+def test_type_outside_the_compartment_is_an_error_only_when_alone(client: httpx.Client, base: str) -> None:
+    _referenced_world(client, base)
+
+    mixed = download(client, export(client, f"{base}/Group/cohort/$export", _type="MedicationRequest,Practitioner"))
+    alone = client.get(f"{base}/Group/cohort/$export", params={"_type": "Practitioner,Organization"}, headers=ASYNC)
+    lenient = export(
+        client,
+        f"{base}/Group/cohort/$export",
+        _type="Practitioner",
+        headers={"Prefer": "respond-async, handling=lenient"},
+    )
+
+    assert {t: sorted(r["id"] for r in rs) for t, rs in mixed.items()} == {
+        "MedicationRequest": ["in-rx"],
+        "Practitioner": ["dr-in"],
+    }
+    outcome = assert_outcome(alone, 400)
+    assert "outside the Patient compartment" in outcome["issue"][0]["diagnostics"]
+    assert lenient["output"] == []
+    [error_file] = lenient["error"]
+    reply = client.get(_path(client, error_file["url"]))
+    [issue] = json.loads(reply.text.splitlines()[0])["issue"]
+    assert issue["severity"] == "warning"
+    assert issue["expression"] == ["_type"]
+    assert "Practitioner" in issue["diagnostics"]
+
+
+@pytest.fixture(scope="module")
+def smart_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalServer, TestIssuer]]:
+    issuer = TestIssuer()
+    config = {"issuers": [{"issuer": issuer.issuer, "audience": [issuer.audience], "jwks": issuer.jwks()}]}
+    env = {"FHIRFLOW_AUTH_CONFIG": json.dumps(config)}
+    data_dir = tmp_path_factory.mktemp("export-smart")
+    with LocalServer(data_dir=data_dir, extra_args=("--auth", "smart"), env=env) as server:
+        yield server, issuer
+
+
+def test_a_group_the_token_may_not_read_is_a_clear_403_and_hidden_ones_stay_unknown(
+    smart_server: tuple[LocalServer, TestIssuer],
+) -> None:
+    server, issuer = smart_server
+    admin = {"Authorization": f"Bearer {issuer.token('system/*.cruds')}"}
+    no_groups = {**ASYNC, "Authorization": f"Bearer {issuer.token('system/Patient.rs system/Observation.rs')}"}
+    patient_a = {**ASYNC, "Authorization": f"Bearer {issuer.token('patient/*.rs', patient='a')}"}
+    with httpx.Client(base_url=server.base_url, headers={"Content-Type": "application/fhir+json"}, timeout=30) as http:
+        for resource in [*chart("a", 1), *chart("b", 1)]:
+            http.put(f"/{resource['resourceType']}/{resource['id']}", json=resource, headers=admin)
+        assert http.put(
+            "/Group/of-b", json={**_group([{"entity": {"reference": "Patient/b"}}]), "id": "of-b"}, headers=admin
+        ).is_success
+
+        forbidden = http.get("/Group/of-b/$export", headers=no_groups)
+        missing_forbidden = http.get("/Group/nope/$export", headers=no_groups)
+        hidden = http.get("/Group/of-b/$export", headers=patient_a)
+        missing = http.get("/Group/nope/$export", headers=patient_a)
+
+    outcome = assert_outcome(forbidden, 403, code="forbidden")
+    assert "may not read Group resources" in outcome["issue"][0]["diagnostics"]
+    assert missing_forbidden.json()["issue"][0]["diagnostics"] == outcome["issue"][0]["diagnostics"].replace(
+        "of-b", "nope"
+    )
+    # A token that may read some Groups learns nothing of one outside its reach: as for a missing one.
+    assert_outcome(hidden, 404)
+    assert hidden.json()["issue"][0]["diagnostics"] == missing.json()["issue"][0]["diagnostics"].replace("nope", "of-b")

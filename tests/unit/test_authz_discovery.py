@@ -132,7 +132,7 @@ def test_one_audit_record_per_request_without_bodies_or_values(tmp_path: Path) -
     assert read["source_ip"] == "192.0.2.10"
     assert read["tenant"] == "default"
     assert read["request_id"]
-    assert denied["outcome"] == {"status": 401, "result": "failure"}
+    assert denied["outcome"] == {"status": 401, "result": "failure", "reason": "no-token"}
     assert denied["who"] == {}
     assert bundle["what"]["interaction"] == "transaction"
     for secret in ("Zebedee", "MRN-777", 'name"', "Bearer", "eyJ"):
@@ -185,6 +185,8 @@ def test_dev_issuer_tokens_are_accepted_by_a_server_that_trusts_it(tmp_path: Pat
     assert (tmp_path / "dev-issuer.jwk.json").stat().st_mode & 0o077 == 0
     doc = client.get("/.well-known/smart-configuration").body
     assert doc["issuer"] == DEV_ISSUER
+    assert {"patient/*.rs", "user/*.rs", "system/*.rs"} <= set(doc["scopes_supported"])
+    assert "token_endpoint" not in doc  # tokens come from `fhirflow token`, not an endpoint
 
 
 @pytest.mark.parametrize(

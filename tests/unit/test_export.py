@@ -31,9 +31,16 @@ class _NoEngine:
         return None
 
 
-def params(pairs: list[tuple[str, str]], *, strict: bool = False, patient_level: bool = False) -> Any:
+def params(
+    pairs: list[tuple[str, str]], *, strict: bool = False, patient_level: bool = False, lenient: bool = False
+) -> Any:
     return parse_parameters(
-        pairs, strict=strict, registry=default_registry(), engine=_NoEngine(), patient_level=patient_level
+        pairs,
+        strict=strict,
+        registry=default_registry(),
+        engine=_NoEngine(),
+        patient_level=patient_level,
+        lenient=lenient,
     )
 
 
@@ -73,10 +80,15 @@ def test_types_may_repeat_and_be_comma_separated_without_duplicates() -> None:
     assert params([]).types is None
 
 
-def test_patient_level_refuses_types_outside_the_patient_compartment() -> None:
+def test_patient_level_refuses_only_types_outside_the_patient_compartment() -> None:
     assert params([("_type", "Organization")]).types == ("Organization",)
-    with pytest.raises(BadRequest, match="not in the Patient compartment"):
+    with pytest.raises(BadRequest, match="only types outside the Patient compartment"):
         params([("_type", "Organization")], patient_level=True)
+    mixed = params([("_type", "Observation,Organization")], patient_level=True)
+    assert (mixed.types, mixed.referenced) == (("Observation",), ("Organization",))
+    lenient = params([("_type", "Organization")], patient_level=True, lenient=True)
+    assert (lenient.types, lenient.referenced) == ((), ())
+    assert [i.expression for i in lenient.issues] == [("_type",)]
 
 
 def test_since_is_an_instant_in_milliseconds() -> None:

@@ -35,6 +35,8 @@ def readable_types(
     """
     from fhirflow_contracts import ExportAdmission, TypeAccess
 
+    if not types:
+        return [], None  # nothing asked for (lenient handling ignored every type named)
     hook = getattr(policy, "search_constraint", None)
     readable: list[str] = []
     accesses: list[TypeAccess] = []

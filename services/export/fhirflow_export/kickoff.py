@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlencode
 
 from fhirflow.authz import ownership
-from fhirflow.errors import BadRequest, Issue, NotFound
+from fhirflow.errors import BadRequest, Forbidden, Issue, NotFound
 from fhirflow.http import prefer_handling
 from fhirflow.model import FhirRequest, FhirResponse
 from fhirflow.runtime import Dependencies
@@ -33,6 +33,10 @@ if TYPE_CHECKING:
 Level = Literal["system", "patient", "group"]
 LEVELS: dict[str, Level] = {"export": "system", "export-patient": "patient", "export-group": "group"}
 STATUS_PATH = "_export"
+REFERENCED_TYPES = ("Location", "Medication", "Organization", "Practitioner")
+"""Outside the Patient compartment, exported at Patient and Group level when the exported resources
+reference them and ``_type`` is not given (export.html ``_type``: "other resources outside of the
+Patient Compartment that are referenced by the resources being returned ... MAY also be returned")."""
 
 
 @dataclass
@@ -79,6 +83,7 @@ def kick_off(deps: Dependencies, parts: ExportParts, request: FhirRequest, level
         registry=registry,
         engine=parts.engine,
         patient_level=level != "system",
+        lenient=_asks_lenient(request),
     )
     if level == "group":
         _check_group(deps, request)
@@ -88,7 +93,19 @@ def kick_off(deps: Dependencies, parts: ExportParts, request: FhirRequest, level
         candidates = sorted(registry.resource_types)
     else:
         candidates = list(patient_compartment_types(registry))
+    # No candidates: lenient handling ignored every type named (reported in the manifest).
     types, access = readable_types(deps.policy, request, candidates, explicit=params.types is not None)
+    referenced: list[str] = []
+    if level != "system" and types:
+        wanted = list(params.referenced) if params.types is not None else list(REFERENCED_TYPES)
+        if wanted:
+            try:
+                referenced, more = readable_types(deps.policy, request, wanted, explicit=params.types is not None)
+            except Forbidden:
+                if params.types is not None:
+                    raise
+                referenced, more = [], None  # by default only what the token may read comes along
+            access = [*(access or ()), *(more or ())] or access
     access = _with_hop_access(deps, request, params.type_filters, types, access)
     now = deps.clock.now_ms()
     job_id = uuid.uuid4().hex
@@ -104,6 +121,7 @@ def kick_off(deps: Dependencies, parts: ExportParts, request: FhirRequest, level
         base_url=request.base_url,
         transaction_time=instant_of(now),
         types=types,
+        referenced_types=referenced,
         since=instant_of(params.since_ms) if params.since_ms is not None else None,
         type_filters=[
             TypeFilter(resource_type=rtype, params=list(pairs))
@@ -155,6 +173,16 @@ def _with_hop_access(
     return [*(access or ()), *(hop_access or ())] or access
 
 
+def _asks_lenient(request: FhirRequest) -> bool:
+    """``Prefer: handling=lenient`` said explicitly (this server's default is lenient already, but
+    the IG makes ignoring some errors conditional on the client asking for it)."""
+    for token in request.headers.get("prefer", "").split(","):
+        key, _, value = token.strip().partition("=")
+        if key.strip().lower() == "handling" and value.strip().lower() == "lenient":
+            return True
+    return False
+
+
 def _check_target(request: FhirRequest, level: Level) -> None:
     wanted = {"patient": "Patient", "group": "Group"}.get(level)
     if wanted is not None and request.resource_type != wanted:
@@ -165,7 +193,19 @@ def _check_target(request: FhirRequest, level: Level) -> None:
 
 
 def _check_group(deps: Dependencies, request: FhirRequest) -> None:
-    """The Group must exist and be readable by the token, as a read of it would be."""
+    """The Group must exist and be readable by the token, as a read of it would be.
+
+    A token that may read no Group at all gets a 403 that says so, before the Group is looked up
+    (it tells nothing about this Group). A token that may read some Groups but not this one gets
+    what a read of it gets (404 "not known" by default, ``denied_read_status``), so that whether
+    the Group exists stays unknown to it."""
+    try:
+        deps.policy.authorize(request, "read", "Group")
+    except Forbidden as refused:
+        raise Forbidden(
+            f"The access token may not read Group resources, so it cannot export Group/{request.resource_id[:64]}",
+            headers=refused.headers,
+        ) from refused
     head = deps.store.current(request.tenant, "Group", request.resource_id)
     if head is None or head.deleted:
         raise NotFound(f"Group/{request.resource_id[:64]} is not known")

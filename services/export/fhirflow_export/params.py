@@ -3,8 +3,12 @@
 - ``_outputFormat``: ``application/fhir+ndjson`` (the default), ``application/ndjson`` or ``ndjson``;
   anything else is a 400 (this server writes NDJSON only).
 - ``_since``: a FHIR instant; resources last updated at or after it (as ``_since`` in history).
-- ``_type``: comma-separated and/or repeated resource types; an unknown type is a 400, and so is a
-  type outside the Patient compartment in a Patient- or Group-level export.
+- ``_type``: comma-separated and/or repeated resource types; an unknown type is a 400. In a Patient-
+  or Group-level export, types outside the Patient compartment are exported as the resources the
+  exported ones reference (Organization, Practitioner...: the IG's "MAY also be returned"); naming
+  *only* such types is a 400 (export.html: "asks for only resource types that are outside the
+  Patient Compartment"), or with ``Prefer: handling=lenient`` they are ignored and reported in the
+  manifest's error file.
 - ``_typeFilter``: FHIR search queries (``Observation?category=laboratory``), comma-separated and/or
   repeated; a resource of a type that has filters is exported when it matches any of them.
 - Anything else the IG defines but this server does not do (``_elements``, ``patient``,
@@ -55,6 +59,8 @@ class ExportParameters:
     since_ms: int | None = None
     types: tuple[str, ...] | None = None
     """None: ``_type`` was not given (every type the level and the token allow)."""
+    referenced: tuple[str, ...] = ()
+    """Patient/Group level: the named types outside the Patient compartment (exported as referenced)."""
     type_filters: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
     issues: list[Issue] = field(default_factory=list)
     """What lenient handling ignored."""
@@ -72,8 +78,11 @@ def parse_parameters(
     registry: Registry,
     engine: SearchEngine,
     patient_level: bool,
+    lenient: bool = False,
 ) -> ExportParameters:
-    """Check every parameter; 400 for what is wrong, and (strict) for what is not supported."""
+    """Check every parameter; 400 for what is wrong, and (strict) for what is not supported.
+    ``lenient``: the request said ``Prefer: handling=lenient`` (the IG's condition for ignoring
+    a ``_type`` of only types outside the Patient compartment)."""
     issues: list[Issue] = []
 
     def refuse(name: str, message: str) -> None:
@@ -99,7 +108,7 @@ def parse_parameters(
         elif name == "_since":
             since_ms = _since(value)
         elif name == "_type":
-            types = [*(types or []), *_types(value, registry, patient_level=patient_level)]
+            types = [*(types or []), *_types(value, registry)]
         elif name == "_typeFilter":
             filters += _type_filters(value, registry, patient_level=patient_level)
         elif name in NOT_SUPPORTED:
@@ -107,6 +116,22 @@ def parse_parameters(
         else:
             refuse(name, f"'{name[:64]}' is not a bulk data export parameter")
     chosen = tuple(dict.fromkeys(types)) if types is not None else None
+    referenced: tuple[str, ...] = ()
+    if patient_level and chosen is not None:
+        inside = tuple(t for t in chosen if in_patient_compartment(registry, t))
+        referenced = tuple(t for t in chosen if t not in inside)
+        if referenced and not inside:
+            message = (
+                f"_type names only types outside the Patient compartment ({', '.join(referenced)}), "
+                "so a Patient- or Group-level export has nothing to start from"
+            )
+            if not lenient:
+                raise BadRequest(message, expression="_type")
+            issues.append(
+                Issue("not-supported", f"{message}; ignored (Prefer: handling=lenient)", ("_type",), "warning")
+            )
+            referenced = ()
+        chosen = inside
     admitted: list[tuple[str, tuple[tuple[str, str], ...]]] = []
     for rtype, params in filters:
         if chosen is not None and rtype not in chosen:
@@ -114,14 +139,16 @@ def parse_parameters(
             continue
         if _check_filter(rtype, params, strict=strict, engine=engine, refuse=refuse, issues=issues):
             admitted.append((rtype, params))
-    return ExportParameters(output_format, since_ms, chosen, tuple(admitted), issues)
+    return ExportParameters(output_format, since_ms, chosen, referenced, tuple(admitted), issues)
+
+
+def in_patient_compartment(registry: Registry, rtype: str) -> bool:
+    return rtype == "Patient" or bool(registry.compartment_params("Patient", rtype))
 
 
 def patient_compartment_types(registry: Registry) -> tuple[str, ...]:
     """The types a Patient- or Group-level export covers: those of the Patient compartment."""
-    return tuple(
-        sorted(t for t in registry.resource_types if t == "Patient" or registry.compartment_params("Patient", t))
-    )
+    return tuple(sorted(t for t in registry.resource_types if in_patient_compartment(registry, t)))
 
 
 def _since(value: str) -> int:
@@ -132,13 +159,13 @@ def _since(value: str) -> int:
     return timefmt.datetime_range(value, name="_since")[0]
 
 
-def _types(value: str, registry: Registry, *, patient_level: bool) -> list[str]:
+def _types(value: str, registry: Registry) -> list[str]:
     out: list[str] = []
     for raw in value.split(","):
         rtype = raw.strip()
         if not rtype:
             continue
-        _check_type(rtype, registry, patient_level=patient_level, name="_type")
+        _check_type(rtype, registry, patient_level=False, name="_type")
         out.append(rtype)
     return out
 
@@ -146,7 +173,7 @@ def _types(value: str, registry: Registry, *, patient_level: bool) -> list[str]:
 def _check_type(rtype: str, registry: Registry, *, patient_level: bool, name: str) -> None:
     if not registry.is_resource_type(rtype):
         raise BadRequest(f"{name}: '{rtype[:64]}' is not a FHIR R4 resource type this server knows", expression=name)
-    if patient_level and rtype != "Patient" and not registry.compartment_params("Patient", rtype):
+    if patient_level and not in_patient_compartment(registry, rtype):
         raise BadRequest(
             f"{name}: {rtype} is not in the Patient compartment, so a Patient- or Group-level export has none",
             expression=name,

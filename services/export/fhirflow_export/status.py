@@ -66,7 +66,7 @@ def owned_job(deps: Dependencies, parts: ExportParts, request: FhirRequest) -> E
 def _check_reach(deps: Dependencies, request: FhirRequest, job: ExportJob) -> None:
     """The current token may export every type of the job (else the policy's 403), each at least
     as widely as the job does: unconstrained now, or with the very constraint the job keeps."""
-    _, access = readable_types(deps.policy, request, job.types, explicit=True)
+    _, access = readable_types(deps.policy, request, [*job.types, *job.referenced_types], explicit=True)
     granted = {a.resource_type: a for a in job.access or ()}
     for current in access or ():
         if granted.get(current.resource_type) != current:

@@ -5,8 +5,11 @@ search service uses), keyset-paged without a window limit:
 
 - system level: one segment per type, or per ``_typeFilter`` query of a type that has filters;
 - Patient level: the same, keeping only resources in some Patient compartment;
-- Group level: per member patient (from ``Group.member.entity``), a search of that patient's
-  compartment over the types without filters, and one per filter query of the others.
+- Group level: per member patient (from ``Group.member.entity``, without ``inactive`` members and
+  those whose ``member.period`` does not cover the transaction time), a search of that patient's
+  compartment over the types without filters, and one per filter query of the others;
+- Patient and Group level, at the end: the resources of ``referenced_types`` (Organization,
+  Practitioner, Location, Medication) that the exported resources reference.
 
 Every search carries the tenant, ``_since`` (``_lastUpdated=ge``), the filter's criteria and the
 token's access constraint (:mod:`fhirflow_export.access`), so a resource the token may not read
@@ -102,13 +105,17 @@ def plan_for(job: ExportJob, members: list[str] | None = None) -> Plan:
     return Plan(segments, filters, list(members or []))
 
 
-def group_members(group: dict[str, Any], base_url: str) -> list[str]:
-    """The ids of the Patients a Group lists as active members (``member.entity``, not ``inactive``),
+def group_members(group: dict[str, Any], base_url: str, at_ms: int | None = None) -> list[str]:
+    """The ids of the Patients a Group lists as members at ``at_ms`` (the export's transaction
+    time): ``member.entity`` not ``inactive``, whose ``member.period`` (if any) has begun and not
+    ended then (group.html#Group.member.period: "the period over which the patient was a member");
     by relative reference or absolute under this server's base; sorted, without duplicates."""
     prefix = base_url.rstrip("/") + "/"
     found: set[str] = set()
     for member in group.get("member") or []:
         if not isinstance(member, dict) or member.get("inactive") is True:
+            continue
+        if at_ms is not None and not _member_at(member.get("period"), at_ms):
             continue
         reference = (member.get("entity") or {}).get("reference")
         if not isinstance(reference, str):
@@ -118,6 +125,44 @@ def group_members(group: dict[str, Any], base_url: str) -> list[str]:
         if len(parts) == 2 and parts[0] == "Patient" and parts[1]:
             found.add(parts[1])
     return sorted(found)
+
+
+def _member_at(period: Any, at_ms: int) -> bool:
+    """Whether a membership period covers ``at_ms``; a bound that cannot be read does not exclude
+    (the Group was validated when stored)."""
+    from fhirflow.errors import BadRequest
+    from fhirflow.timefmt import datetime_range
+
+    if not isinstance(period, dict):
+        return True
+    try:
+        if isinstance(period.get("end"), str) and datetime_range(period["end"], name="period.end")[1] <= at_ms:
+            return False  # ended: the end's whole precision interval lies before the transaction time
+        if isinstance(period.get("start"), str) and datetime_range(period["start"], name="period.start")[0] > at_ms:
+            return False  # not begun yet
+    except BadRequest:
+        return True
+    return True
+
+
+def references_to(resource: Any, types: frozenset[str], base_url: str) -> set[tuple[str, str]]:
+    """The ``(type, id)`` of every literal reference in ``resource`` to one of ``types`` (relative,
+    or absolute under this server's base)."""
+    prefix = base_url.rstrip("/") + "/"
+    found: set[tuple[str, str]] = set()
+    stack = [resource]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            reference = node.get("reference")
+            if isinstance(reference, str):
+                parts = reference.removeprefix(prefix).split("/")
+                if len(parts) == 2 and parts[0] in types and parts[1]:
+                    found.add((parts[0], parts[1]))
+            stack.extend(v for v in node.values() if isinstance(v, dict | list))
+        elif isinstance(node, list):
+            stack.extend(v for v in node if isinstance(v, dict | list))
+    return found
 
 
 @dataclass
@@ -323,7 +368,10 @@ class ExportWorker:
         if head is None or head.deleted or head.body is None:
             raise NotFound(f"Group/{job.group_id} no longer exists")
         group = jsonio.loads(head.body)
-        return group_members(group if isinstance(group, dict) else {}, job.base_url), head.version
+        from fhirflow_contracts import ms_of
+
+        at = ms_of(job.transaction_time)
+        return group_members(group if isinstance(group, dict) else {}, job.base_url, at), head.version
 
     # -- files and the job record ---------------------------------------------------------------
 
@@ -376,9 +424,40 @@ class ExportWorker:
         self.queue.send(command.to_json())
         self._checkpoint(run, segment, position, step=step)
 
+    def _referenced(self, run: _Run) -> None:
+        """Patient/Group level: the resources of ``job.referenced_types`` that the exported ones
+        reference, read back from this job's files, fetched by id under the token's access rules
+        (``_since`` does not apply: export.html lets referenced resources come whatever their age)."""
+        job = run.job
+        types = frozenset(job.referenced_types)
+        if not types:
+            return
+        self._flush(run)
+        wanted: set[tuple[str, str]] = set()
+        for entry in run.written:
+            if entry.type in types:
+                continue
+            for line in self.files.get(file_key(job.id, entry.file)).splitlines():
+                if line.strip():
+                    wanted |= references_to(jsonio.loads(line), types, job.base_url)
+        for rtype in sorted(types):
+            ids = sorted(i for t, i in wanted if t == rtype)
+            scope = SearchScope(
+                tenant=job.tenant, base_url=job.base_url, types=(rtype,), access=access_rules(job, (rtype,))
+            )
+            for start in range(0, len(ids), 100):
+                query = parse(rtype, [("_id", ",".join(ids[start : start + 100]))], strict=False)
+                for hit in self.engine.page(scope, query, PageRequest(100)).hits:
+                    lines = run.buffers.setdefault(hit.type, [])
+                    lines.append(_line(hit.body))
+                    run.exported += 1
+                    if len(lines) >= self.file_resources:
+                        self._write_part(run, hit.type)
+
     def _finish(self, run: _Run) -> None:
         from fhirflow_contracts import ExportFile
 
+        self._referenced(run)
         self._flush(run)
         issues = [*run.job.issues, *run.issues]
         errors: list[ExportFile] = []
