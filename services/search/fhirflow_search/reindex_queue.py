@@ -211,6 +211,13 @@ class ReindexRecords:
 
 
 _chunks: dict[str, ReindexChunks] = {}
+_chosen: ReindexChunks | None = None
+
+
+def use(chosen: ReindexChunks | None) -> None:
+    """Install the chunk runner the Lambda handler uses (tests); None builds it from settings."""
+    global _chosen
+    _chosen = chosen
 
 
 def worker_records(context: Any, settings: Settings | None = None) -> ReindexRecords:
@@ -218,6 +225,8 @@ def worker_records(context: Any, settings: Settings | None = None) -> ReindexRec
     from fhirflow.settings import Settings as SettingsClass
     from fhirflow_search.app import reindex_parts
 
+    if _chosen is not None:
+        return ReindexRecords(_chosen, context)
     settings = settings or SettingsClass.from_env()
     key = f"{settings.reindex_queue_url}:{settings.dynamodb_table}:{settings.opensearch_index}"
     if key not in _chunks:
