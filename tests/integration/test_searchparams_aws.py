@@ -147,6 +147,27 @@ def test_jobs_are_leased_and_saved_by_revision(shared_tables: Any, tenant: str) 
     assert claim("c", 10_000) is None  # finished jobs are out of the GSI
 
 
+def test_a_queued_chunk_leases_its_job_only_at_its_revision_and_when_the_lease_is_free(
+    shared_tables: Any, tenant: str
+) -> None:
+    store = DynamoDbReindexJobStore(shared_tables.resources, client=shared_tables.client)
+    job = ReindexJob(tenant=tenant, id=f"chunk{tenant[2:]}", types=(), url=None, created_ms=1)
+    store.create(job)
+
+    assert not store.claim_job(tenant, job.id, 1, "a", 10, 1_000)  # a message from a later revision
+    assert not store.claim_job(tenant, "missing", 0, "a", 10, 1_000)
+    assert store.claim_job(tenant, job.id, 0, "a", 10, 1_000)
+    assert not store.claim_job(tenant, job.id, 0, "b", 500, 1_000)  # a's until 1010
+    assert store.claim_job(tenant, job.id, 0, "a", 500, 1_000)  # a redelivery to the same worker
+    saved = store.save(job, "a", 0)  # the chunk's end gives the lease up
+    assert saved is not None
+    assert not store.claim_job(tenant, job.id, 0, "b", 600, 1_000)  # its message is stale now
+    assert store.claim_job(tenant, job.id, 1, "b", 600, 1_000)  # the successor's
+    done = store.save(ReindexJob.from_json({**saved.to_json(), "status": "completed"}), "b", 0)
+    assert done is not None
+    assert not store.claim_job(tenant, job.id, 2, "c", 10_000, 1_000)  # finished
+
+
 # -- the whole flow ---------------------------------------------------------------------------
 
 
