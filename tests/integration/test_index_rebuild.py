@@ -251,3 +251,70 @@ def test_the_command_rebuilds_one_tenant_with_a_progress_bar_and_refuses_another
     assert "done:" in capsys.readouterr().out
     with pytest.raises(RebuildError, match="another rebuild"):
         rebuild_command(argparse.Namespace(**{**vars(args), "tenant": None}), client=fake)
+
+
+_KILLABLE = """
+import argparse, os, sys
+from fhirflow.index_rebuild import rebuild_command
+from tests.support.stack import opensearch
+proxy = opensearch.connect(os.environ[opensearch.ADDRESS_ENV], os.environ[opensearch.AUTHKEY_ENV])
+client = opensearch.RecordingClient(proxy, lambda method, path: None)
+args = argparse.Namespace(**{k: (None if v == "" else v) for k, v in (a.split("=", 1) for a in sys.argv[1:])})
+args.segments, args.page_size, args.no_progress = int(args.segments), int(args.page_size), True
+sys.exit(rebuild_command(args, client=client))
+"""
+
+
+def test_the_command_killed_with_sigkill_resumes_from_its_checkpoint(loaded: dict[str, Any], tmp_path: Path) -> None:
+    """``fhirflow rebuild-index`` in a process of its own, killed (SIGKILL: nothing runs after it)
+    once its checkpoint shows progress, then run again: the same index as an uninterrupted rebuild."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.support.stack import opensearch
+
+    tables = loaded["tables"]
+    env, fake = opensearch.serve()
+    checkpoint = tmp_path / "killed.json"
+    options = {
+        "store": "dynamodb",
+        "table": tables.resources,
+        "dynamodb_endpoint": tables.endpoint,
+        "opensearch_url": "https://search.invalid",
+        "index": "",
+        "blob_bucket": "",
+        "tenant": fixtures.OTHER_TENANT,
+        "segments": "2",
+        "page_size": "10",
+        "checkpoint": str(checkpoint),
+    }
+    argv = [sys.executable, "-c", _KILLABLE, *(f"{k}={v}" for k, v in options.items())]
+    process_env = {**os.environ, **env, "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}
+    process = subprocess.Popen(argv, env=process_env, cwd=Path(__file__).resolve().parents[2])
+    try:
+        for _ in range(2000):  # a guard against hanging, not a timing assertion
+            saved = FileCheckpoints(checkpoint).load() if checkpoint.exists() else None
+            if (saved is not None and saved.total("pages") >= 3) or process.poll() is not None:
+                break
+            time.sleep(0.01)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait(30)
+    killed = FileCheckpoints(checkpoint).load()
+    assert killed is not None
+    assert not killed.done, "the rebuild finished before it could be killed"
+
+    args = argparse.Namespace(**{**options, "index": None, "blob_bucket": None, "segments": 2, "page_size": 10})
+    args.no_progress = True
+    assert rebuild_command(args, client=fake) == 0
+
+    expected = FakeOpenSearch()
+    expected.docs = {k: v for k, v in loaded["reference"].docs.items() if v["tenant"] == fixtures.OTHER_TENANT}
+    _same_documents(fake, expected)
+    final = FileCheckpoints(checkpoint).load()
+    assert final is not None
+    assert final.done
+    assert final.total("indexed") + final.total("unchanged") == len(expected.docs)
