@@ -482,7 +482,9 @@ def test_reindex_runs_on_its_queue_through_the_worker_within_its_policy(
     older data, and every call of the search function and the worker is within its policy."""
     import boto3
 
+    from fhirflow.adapters.aws.dynamodb_searchparams import DynamoDbSearchParamCatalog
     from fhirflow.adapters.aws.dynamodb_streams import DynamoDbStreamReader
+    from fhirflow.model import DEFAULT_TENANT
 
     stack, api = executed
     cloud = stack.cloud
@@ -507,11 +509,12 @@ def test_reindex_runs_on_its_queue_through_the_worker_within_its_policy(
         "expression": f"Patient.extension.where(url = '{eye}').value",
     }
     assert api.call("POST", "/SearchParameter", body=definition)[0] == 201
-    for _ in range(40):  # the stream may hold what earlier tests wrote
-        before = len(stack.calls)
+    catalog = DynamoDbSearchParamCatalog(table, client=dynamodb_local.client())
+    for _ in range(100):  # the stream may hold what earlier tests wrote: until index-sync recorded it
         index_sync(stack, reader)
-        if len(stack.calls) == before:
+        if any(p.code == "executed-eye" for p in catalog.custom_params(DEFAULT_TENANT)):
             break
+    assert any(p.code == "executed-eye" for p in catalog.custom_params(DEFAULT_TENANT))
 
     status, _, headers = api.call("POST", "/Patient/$reindex")
     assert status == 202
