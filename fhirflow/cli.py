@@ -348,7 +348,30 @@ def build_parser() -> argparse.ArgumentParser:
     token_parser.add_argument("--group", action="append", help="a group for --auth rbac (repeatable)")
     token_parser.add_argument("--lifetime", type=int, default=3600, help="seconds until the token expires")
     token_parser.set_defaults(func=token_command)
+    rebuild_parser = commands.add_parser(
+        "rebuild-index", help="fill the OpenSearch index from the DynamoDB table (resumable; fhirflow/index_rebuild.py)"
+    )
+    rebuild_parser.add_argument("--store", choices=["dynamodb"], default="dynamodb", help="the system of record")
+    rebuild_parser.add_argument("--table", help="the resource table (default: $FHIRFLOW_DYNAMODB_TABLE)")
+    rebuild_parser.add_argument("--dynamodb-endpoint", help="e.g. DynamoDB Local's URL (default: AWS)")
+    rebuild_parser.add_argument("--opensearch-url", help="the domain's endpoint (default: $FHIRFLOW_OPENSEARCH_URL)")
+    rebuild_parser.add_argument("--index", help="the index to fill (default: $FHIRFLOW_OPENSEARCH_INDEX)")
+    rebuild_parser.add_argument("--blob-bucket", help="where large bodies are (default: $FHIRFLOW_BLOB_BUCKET)")
+    rebuild_parser.add_argument("--tenant", help="rebuild this tenant's resources only")
+    rebuild_parser.add_argument("--segments", type=int, default=4, help="parallel Scan segments (default: 4)")
+    rebuild_parser.add_argument("--page-size", type=int, default=500, help="items per Scan page (default: 500)")
+    rebuild_parser.add_argument(
+        "--checkpoint", help="the checkpoint file; an existing one resumes (default: rebuild-<table>-<index>.json)"
+    )
+    rebuild_parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    rebuild_parser.set_defaults(func=_rebuild_index)
     return parser
+
+
+def _rebuild_index(args: argparse.Namespace) -> int:
+    from fhirflow.index_rebuild import rebuild_command
+
+    return rebuild_command(args)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,6 +36,7 @@ class JobQueue(Protocol):
     """Messages for a background worker (at least once): SQS in AWS, a table in the embedded
     mode's SQLite database that the local worker loop drains."""
 
-    def send(self, body: str) -> None:
-        """Enqueue one message; durable when it returns."""
+    def send(self, body: str, *, delay_seconds: int = 0) -> None:
+        """Enqueue one message, delivered no sooner than ``delay_seconds`` from now (SQS allows up
+        to 900); durable when it returns."""
         ...

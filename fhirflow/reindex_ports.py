@@ -85,6 +85,8 @@ class ReindexJob:
     """Steps that failed in a row (the job fails after a few)."""
     owner: tuple[str | None, str | None, str | None] | None = None
     """Who started it: issuer, subject, client (:mod:`fhirflow.authz.ownership`); None: authorization off."""
+    updated_ms: int | None = None
+    """When a worker last saved it (a queued chunk whose successor was never queued shows as stalled)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -106,6 +108,7 @@ class ReindexJob:
             "finished": self.finished_ms,
             "attempts": self.attempts,
             "owner": list(self.owner) if self.owner is not None else None,
+            "updated": self.updated_ms,
         }
 
     @classmethod
@@ -131,6 +134,7 @@ class ReindexJob:
             finished_ms=data.get("finished"),
             attempts=int(data.get("attempts", 0)),
             owner=(owner[0], owner[1], owner[2]) if isinstance(owner, list) and len(owner) == 3 else None,
+            updated_ms=data.get("updated"),
         )
 
     def advanced(self, batch: ReindexBatch) -> ReindexJob:
@@ -158,6 +162,12 @@ class ReindexJobStore(Protocol):
     def claim(self, worker: str, now_ms: int, lease_ms: int) -> ReindexJob | None:
         """A queued or running job whose lease is free (or already this worker's), now leased
         to ``worker`` until ``now_ms + lease_ms``; None when there is nothing to do."""
+        ...
+
+    def claim_job(self, tenant: str, job_id: str, revision: int, worker: str, now_ms: int, lease_ms: int) -> bool:
+        """Lease this job to ``worker`` until ``now_ms + lease_ms`` if it is open, still at
+        ``revision`` and its lease is free (or already the worker's): how a queued chunk takes the
+        job its message names. False: the job moved on, finished, or another worker holds it."""
         ...
 
     def save(self, job: ReindexJob, worker: str, lease_until_ms: int) -> ReindexJob | None:

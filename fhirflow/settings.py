@@ -143,6 +143,9 @@ class Settings:
     export_queue_url: str | None = None
     """The SQS queue that carries bulk export work to the export workers; unset: a queue table in the
     embedded database, drained by the local worker loop."""
+    reindex_queue_url: str | None = None
+    """The SQS queue that carries ``$reindex`` chunks to the reindex worker; unset: a queue table in
+    the embedded database, drained by the local worker loop."""
     export_bucket: str | None = None
     """S3 bucket for bulk export files; unset: the blob store (files under ``data_dir/blobs``)."""
     export_file_resources: int = 10_000
@@ -234,6 +237,7 @@ class Settings:
             auth_dev_issuer=_flag("FHIRFLOW_AUTH_DEV_ISSUER", False),
             audit=os.environ.get("FHIRFLOW_AUDIT", "log"),
             export_queue_url=os.environ.get("FHIRFLOW_EXPORT_QUEUE_URL") or None,
+            reindex_queue_url=os.environ.get("FHIRFLOW_REINDEX_QUEUE_URL") or None,
             export_bucket=os.environ.get("FHIRFLOW_EXPORT_BUCKET") or None,
             export_file_resources=_int("FHIRFLOW_EXPORT_FILE_RESOURCES", 10_000),
             export_url_seconds=_int("FHIRFLOW_EXPORT_URL_SECONDS", 3600),

@@ -27,10 +27,12 @@ from fhirflow_contracts.export import (
     instant_of,
     ms_of,
 )
+from fhirflow_contracts.reindex import AdvanceReindex
 
 __all__ = [
     "CONTRACTS",
     "EVENT_SOURCE",
+    "AdvanceReindex",
     "ChangeOperation",
     "EventMetadata",
     "ExportAdmission",
@@ -48,5 +50,5 @@ __all__ = [
     "ms_of",
 ]
 
-CONTRACTS = (ResourceChanged, StartExport, ExportJob)
+CONTRACTS = (ResourceChanged, StartExport, ExportJob, AdvanceReindex)
 """Every published contract model (each has a committed JSON Schema snapshot)."""

@@ -10,6 +10,8 @@ Where later capabilities plug in (each is a construct of its own, like the ones 
 - **export** (``services/export``) is the :class:`~fhirflow_infra.export.BulkExport` construct: the
   kick-off/status routes' function is in :data:`API_SERVICES`; the construct adds the SQS work queue
   with its dead-letter queue, the worker function, and the grants on job items, queue and export bucket.
+- **reindex** (``$reindex``, ``services/search``) is the :class:`~fhirflow_infra.reindex.Reindexing`
+  construct: an SQS queue of job chunks with its dead-letter queue and the worker that runs them.
 - **subscriptions** (``services/subscriptions``) is the :class:`~fhirflow_infra.subscriptions.Subscriptions`
   construct: a rule on ``change_events.bus`` with ``change_events.pattern`` → SQS → matcher → SQS FIFO
   → rest-hook deliverer, each queue with a DLQ; a ticker on a schedule; a state table.
@@ -49,6 +51,7 @@ from fhirflow_infra.function import (
 from fhirflow_infra.index_sync import IndexSync
 from fhirflow_infra.monitoring import Alarms
 from fhirflow_infra.packaging import ServicePackage, require_layer, service_packages
+from fhirflow_infra.reindex import Reindexing
 from fhirflow_infra.search import SearchDomain
 from fhirflow_infra.storage import ObjectBuckets, ResourceTables
 from fhirflow_infra.subscriptions import Subscriptions
@@ -222,10 +225,22 @@ class FhirflowStack(Stack):
             self.subscriptions.grant_state(self.api_functions[writer], write=True)
         self.subscriptions.grant_state(self.api_functions["subscriptions"], write=False)
         # Runtime SearchParameters (docs/dynamodb.md, "Search parameters"): index-sync records them;
-        # the search service reads them and runs $reindex steps (jobs, marks, bulk rewrites).
-        self.tables.grant_search_params(self.index_sync.handler, reindex=False)
-        self.tables.grant_search_params(self.api_functions["search"], reindex=True)
-        self.search.grant_reindex(self.api_functions["search"])
+        # the search service reads them and starts $reindex jobs, which a queue's worker runs
+        # (jobs, marks, bulk rewrites: the Reindexing construct).
+        self.tables.grant_search_params(self.index_sync.handler)
+        self.reindexing = Reindexing(
+            self,
+            "Reindex",
+            package=packages["search"],
+            api_function=self.api_functions["search"],
+            code=self.code,
+            layers=[self.layer],
+            environment=environment,
+            key=self.data_key,
+            tables=self.tables,
+            search=self.search,
+            reserved_concurrency=reserved_concurrency,
+        )
         # Everything that runs searches: search; crud and bundle (conditional interactions and
         # references resolve by search; bundles run search entries); the transaction workflow's
         # Prepare step (it runs a ``Prefer: respond-async`` bundle, searches included); the export
@@ -254,6 +269,7 @@ class FhirflowStack(Stack):
                 **{name: f.function for name, f in self.api_functions.items()},
                 "index-sync": self.index_sync.function,
                 "export-worker": self.export.worker.function,
+                "reindex-worker": self.reindexing.worker.function,
                 **{f"transaction-{name}": f.function for name, f in self.transactions.functions.items()},
                 **self.subscriptions.functions,
             },
@@ -261,6 +277,7 @@ class FhirflowStack(Stack):
             dead_letter_queues={
                 "index-sync": self.index_sync.dead_letter_queue,
                 "export": self.export.dead_letter_queue,
+                "reindex": self.reindexing.dead_letter_queue,
                 "integration": self.change_events.integration_dlq,
                 **self.subscriptions.dead_letter_queues,
             },
@@ -277,6 +294,7 @@ class FhirflowStack(Stack):
             *self.api_functions.values(),
             *self.transactions.functions.values(),
             self.export.worker,
+            self.reindexing.worker,
             self.index_sync.handler,
             self.subscriptions.matcher,
             self.subscriptions.deliverer,

@@ -6,7 +6,7 @@ one definition the adapters, DynamoDB Local and this stack share: no key name is
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aws_cdk import Duration, RemovalPolicy
@@ -38,7 +38,6 @@ actions it holds; BatchWriteItem removes a failed transaction's staged versions.
 LEDGER_ACTIONS = ("dynamodb:BatchGetItem", "dynamodb:BatchWriteItem")
 SEARCH_PARAM_ACTIONS = ("dynamodb:GetItem", "dynamodb:Query", "dynamodb:PutItem", "dynamodb:DeleteItem")
 """The runtime search parameter items (``sp#``, docs/dynamodb.md): read the partition, write in transactions."""
-REINDEX_JOB_ACTIONS = ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem")
 """index-sync's event ledger (fhirflow.adapters.aws.dynamodb_ledger): batch reads and writes only."""
 S3_READ_ACTIONS = ("s3:GetBucket*", "s3:GetObject*", "s3:List*")
 S3_WRITE_ACTIONS = ("s3:Abort*", "s3:DeleteObject*")
@@ -175,22 +174,15 @@ class ResourceTables(Construct):
             reason="Reads of the resource table include its history GSIs (and nothing else under it).",
         )
 
-    def grant_search_params(self, function: FhirFunction, *, reindex: bool) -> None:
+    def grant_search_params(self, function: FhirFunction, *, job_actions: Sequence[str] = ()) -> None:
         """The runtime search parameter items (``sp#…``) and nothing else of the table for writing;
-        with ``reindex`` also the reindex job items (``rj#…``) and the Query of the sparse GSI where
-        open jobs are found (keys and a status only)."""
+        with ``job_actions`` also those actions on the reindex job items (``rj#…``)."""
         from fhirflow.adapters.aws.dynamodb_reindex_jobs import JOB_PREFIX
         from fhirflow.adapters.aws.dynamodb_searchparams import PREFIX
-        from fhirflow.adapters.aws.items import OPEN_INDEX
 
         grants: list[tuple[tuple[str, ...], str]] = [(SEARCH_PARAM_ACTIONS, PREFIX)]
-        if reindex:
-            grants.append((REINDEX_JOB_ACTIONS, JOB_PREFIX))
-            iam.Grant.add_to_principal(
-                grantee=function.function,
-                actions=["dynamodb:Query"],
-                resource_arns=[f"{self.table.table_arn}/index/{OPEN_INDEX}"],
-            )
+        if job_actions:
+            grants.append((tuple(job_actions), JOB_PREFIX))
         for actions, prefix in grants:
             function.role.add_to_principal_policy(
                 iam.PolicyStatement(

@@ -189,3 +189,51 @@ def test_bad_reindex_requests_are_400(tenant: tuple[str, httpx.Client]) -> None:
     assert_outcome(http.post("/$reindex", params={"_type": "NotAType"}), 400, expression="_type")
     assert_outcome(http.post("/$reindex", params={"url": "http://example.org/unknown"}), 400, expression="url")
     assert_outcome(http.get("/_reindex/0123456789abcdef"), 404)
+
+
+def _worker_state(server: LocalServer, tenant_name: str, job: str) -> tuple[str | None, int]:
+    """(the job's status, the reindex messages still queued), read from the server's database file:
+    what the background worker did, seen without asking the server."""
+    import sqlite3
+
+    connection = sqlite3.connect(f"file:{server.data_dir / 'fhirflow.sqlite3'}?mode=ro", uri=True, timeout=30)
+    try:
+        row = connection.execute(
+            "SELECT status FROM reindex_jobs WHERE tenant = ? AND id = ?", (tenant_name, job)
+        ).fetchone()
+        [queued] = connection.execute("SELECT COUNT(*) FROM job_queue WHERE queue = 'reindex'").fetchone()
+    finally:
+        connection.close()
+    return (row[0] if row else None), int(queued)
+
+
+def test_a_reindex_job_finishes_on_the_queue_with_no_one_polling(
+    server: LocalServer, tenant: tuple[str, httpx.Client]
+) -> None:
+    """The kick-off queues the job's first chunk; the worker loop runs chunk after chunk (each
+    queues the next) until the job is done. The status URL is read once, at the end."""
+    base, http = tenant
+    tenant_name = base.rsplit("/", 1)[1]
+    green = {created(http, patient("green")) for _ in range(3)}
+    created(http, patient("grey"))
+    created(http, PARAMETERS[0])
+
+    accepted = http.post("/Patient/$reindex")
+    assert accepted.status_code == 202, accepted.text
+    status_url = accepted.headers["Content-Location"]
+    job = status_url.rsplit("/", 1)[1]
+    state: tuple[str | None, int] = (None, -1)
+    for _ in range(600):  # a guard against hanging, not a timing assertion
+        state = _worker_state(server, tenant_name, job)
+        if state[0] == "completed" and state[1] == 0:
+            break
+        time.sleep(0.05)
+    assert state == ("completed", 0)
+
+    reply = http.get(status_url)
+    assert reply.status_code == 200, reply.text
+    final = {p["name"]: next(v for k, v in p.items() if k.startswith("value")) for p in reply.json()["parameter"]}
+    assert final["status"] == "completed"
+    assert final["processed"] == final["total"] == 4
+    assert final["searchable"] == "Patient.eye-colour"
+    assert matches(base, "/Patient", **{"eye-colour": "green"}) == green

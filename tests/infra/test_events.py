@@ -82,9 +82,9 @@ def test_queues_are_encrypted_with_the_data_key_and_tls_only(synthesized: Synthe
         for p in synthesized.resources("AWS::SQS::QueuePolicy").values()
     }
     queues = synthesized.resources("AWS::SQS::Queue")
-    # index-sync DLQ, integration queue + DLQ, export work queue + DLQ, subscriptions' changes + DLQ and
-    # FIFO notifications + DLQ
-    assert len(queues) == 9
+    # index-sync DLQ, integration queue + DLQ, export work queue + DLQ, reindex chunks + DLQ,
+    # subscriptions' changes + DLQ and FIFO notifications + DLQ
+    assert len(queues) == 11
     for name, queue in queues.items():
         assert queue["Properties"]["KmsMasterKeyId"] == {"Fn::GetAtt": [key, "Arn"]}, name
         assert any(

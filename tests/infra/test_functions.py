@@ -46,6 +46,7 @@ def test_one_function_per_routed_service_and_one_for_index_sync(synthesized: Syn
     # ... and one per task step of the bundle workflow, plus its sweeper (tests/infra/test_transactions.py).
     expected = [packages[service].handler for service in deployed] + list(step_handlers().values())
     expected.append("fhirflow_export.handler.worker_handler")  # the SQS export worker (tests/infra/test_export.py)
+    expected.append("fhirflow_search.reindex_handler.lambda_handler")  # the SQS $reindex worker (test_reindex.py)
     # The subscriptions matcher, deliverer and ticker (tests/infra/test_subscriptions.py).
     expected += [f"fhirflow_subscriptions.aws.{e}" for e in ("match_handler", "deliver_handler", "tick_handler")]
     assert handlers == sorted(expected)
@@ -161,7 +162,7 @@ def test_search_only_reads_resources_and_writes_search_parameter_and_reindex_ite
     assert "dynamodb:Query" in on_table
     assert _writes(statements, synthesized.logical_id(stack.tables.table)) == {
         "sp#*": {"dynamodb:PutItem", "dynamodb:DeleteItem"},
-        "rj#*": {"dynamodb:PutItem", "dynamodb:UpdateItem"},
+        "rj#*": {"dynamodb:PutItem"},  # a kick-off creates a job; the reindex worker advances it
     }
     on_blobs = _grants_on(statements, synthesized.logical_id(stack.buckets.blobs))
     assert on_blobs

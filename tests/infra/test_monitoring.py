@@ -53,7 +53,8 @@ def test_every_alarm_notifies_the_encrypted_topic(synthesized: Synthesized) -> N
         "Fn::GetAtt": [synthesized.logical_id(synthesized.stack.data_key), "Arn"]
     }
     alarms = _alarms(synthesized)
-    functions, dead_letter_queues = len(synthesized.resources("AWS::Lambda::Function")), 5  # + export, subscriptions x2
+    # dead-letter queues beyond the two above: export, reindex, subscriptions x2
+    functions, dead_letter_queues = len(synthesized.resources("AWS::Lambda::Function")), 6
     assert len(alarms) == 2 * functions + 1 + dead_letter_queues + 1  # + stream lag, + API 5xx
     assert all(a["AlarmActions"] == [{"Ref": topic_id}] for a in alarms)
     _, subscription = synthesized.only("AWS::SNS::Subscription")

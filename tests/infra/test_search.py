@@ -115,15 +115,18 @@ def test_the_resource_policy_names_only_the_writer_and_the_searchers(synthesized
         principal = statement["Principal"]["AWS"]["Fn::GetAtt"][0]  # a role of this stack, never "*"
         for action in _actions(statement):
             granted.setdefault(principal, set()).add((action, _path(statement["Resource"], _domain_name(synthesized))))
+    reindex_worker = _role(synthesized, stack.reindexing.worker)
     index = stack.search.index
     assert granted.pop(index_sync) == {
         ("es:ESHttpHead", index),
         ("es:ESHttpPut", index),
         ("es:ESHttpPost", f"{index}/_bulk"),
     }
-    search = granted.pop(search_role)
-    assert search == {("es:ESHttpPost", f"{index}/_search"), ("es:ESHttpPost", f"{index}/_bulk")}  # $reindex
-    assert granted == {role: {("es:ESHttpPost", f"{index}/_search")} for role in searchers - {search_role}}
+    # $reindex chunks walk the index and rewrite documents in bulk: the worker's, not the API's
+    worker = granted.pop(reindex_worker)
+    assert worker == {("es:ESHttpPost", f"{index}/_search"), ("es:ESHttpPost", f"{index}/_bulk")}
+    assert granted == {role: {("es:ESHttpPost", f"{index}/_search")} for role in searchers}
+    assert search_role in searchers
 
 
 def test_only_the_writer_and_the_searchers_have_opensearch_http_permissions(synthesized: Synthesized) -> None:
@@ -156,8 +159,9 @@ def test_only_the_writer_and_the_searchers_have_opensearch_http_permissions(synt
                 stack.export.worker,
             )
         },
-        # search also runs $reindex steps, which rewrite documents in bulk
-        _role(synthesized, stack.api_functions["search"]): {
+        _role(synthesized, stack.api_functions["search"]): {("es:ESHttpPost", f"/{index}/_search")},
+        # the $reindex worker walks the index and rewrites documents in bulk; the search API no longer does
+        _role(synthesized, stack.reindexing.worker): {
             ("es:ESHttpPost", f"/{index}/_search"),
             ("es:ESHttpPost", f"/{index}/_bulk"),
         },

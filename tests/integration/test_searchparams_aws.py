@@ -147,6 +147,27 @@ def test_jobs_are_leased_and_saved_by_revision(shared_tables: Any, tenant: str) 
     assert claim("c", 10_000) is None  # finished jobs are out of the GSI
 
 
+def test_a_queued_chunk_leases_its_job_only_at_its_revision_and_when_the_lease_is_free(
+    shared_tables: Any, tenant: str
+) -> None:
+    store = DynamoDbReindexJobStore(shared_tables.resources, client=shared_tables.client)
+    job = ReindexJob(tenant=tenant, id=f"chunk{tenant[2:]}", types=(), url=None, created_ms=1)
+    store.create(job)
+
+    assert not store.claim_job(tenant, job.id, 1, "a", 10, 1_000)  # a message from a later revision
+    assert not store.claim_job(tenant, "missing", 0, "a", 10, 1_000)
+    assert store.claim_job(tenant, job.id, 0, "a", 10, 1_000)
+    assert not store.claim_job(tenant, job.id, 0, "b", 500, 1_000)  # a's until 1010
+    assert store.claim_job(tenant, job.id, 0, "a", 500, 1_000)  # a redelivery to the same worker
+    saved = store.save(job, "a", 0)  # the chunk's end gives the lease up
+    assert saved is not None
+    assert not store.claim_job(tenant, job.id, 0, "b", 600, 1_000)  # its message is stale now
+    assert store.claim_job(tenant, job.id, 1, "b", 600, 1_000)  # the successor's
+    done = store.save(ReindexJob.from_json({**saved.to_json(), "status": "completed"}), "b", 0)
+    assert done is not None
+    assert not store.claim_job(tenant, job.id, 2, "c", 10_000, 1_000)  # finished
+
+
 # -- the whole flow ---------------------------------------------------------------------------
 
 
@@ -158,6 +179,7 @@ class World:
     crud: Any
     search: Any
     parts: ReindexParts
+    service: SearchService
 
     def write(self, method: str, path: str, body: dict[str, Any]) -> Reply:
         reply = call(self.crud, method, f"/tenant/{self.tenant}{path}", body)
@@ -202,7 +224,7 @@ def world(fresh_tables: Any, tmp_path: Any, tenant: str) -> Any:
     )
     deps = build_dependencies(settings)
     service = SearchService(OpenSearchSearchEngine(index), SearchSettings(), catalog=catalog)
-    yield World(settings, tenant, fake, build_crud(deps), build_search(deps, service, parts), parts)
+    yield World(settings, tenant, fake, build_crud(deps), build_search(deps, service, parts), parts, service)
     index_sync.use(None)
 
 
@@ -249,13 +271,77 @@ def test_a_searchparameter_becomes_searchable_on_older_data_after_reindex(world:
     assert ids(world.find("eye-colour=brown")) == ["p2"]
 
 
-def test_a_status_poll_advances_the_job_in_aws(world: World) -> None:
-    world.write("PUT", "/Patient/p1", patient("p1", "green"))
+def _sqs_records(sqs: Any, queue_url: str) -> list[dict[str, Any]]:
+    """The queue's messages as Lambda's event source mapping hands them over."""
+    got = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, AttributeNames=["All"])
+    return [
+        {
+            "messageId": m["MessageId"],
+            "receiptHandle": m["ReceiptHandle"],
+            "body": m["Body"],
+            "attributes": m.get("Attributes", {}),
+            "messageAttributes": {},
+            "eventSource": "aws:sqs",
+            "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:reindex",
+            "awsRegion": "us-east-1",
+        }
+        for m in got.get("Messages", [])
+    ]
+
+
+def test_the_worker_lambda_finishes_a_job_from_the_queue_and_polling_only_reads(world: World, moto: Any) -> None:
+    """Kick-off → SQS (moto) → the worker Lambda's handler, chunk after chunk, each queueing the
+    next, with the job store on DynamoDB Local: the job completes with no status request, and a
+    redelivered message changes nothing."""
+    import boto3
+
+    from fhirflow.adapters.aws.sqs_queue import SqsJobQueue
+    from fhirflow_search import reindex_queue
+    from fhirflow_search.reindex_handler import lambda_handler as worker_handler
+
+    for n in range(5):
+        world.write("PUT", f"/Patient/p{n}", patient(f"p{n}", "green" if n % 2 else "grey"))
     world.write("PUT", "/SearchParameter/eye", {**eye_colour(), "id": "eye"})
     world.sync()
-    kick = call(world.search, "POST", f"/tenant/{world.tenant}/$reindex", query="_type=Patient")
-    assert kick.status == 202, kick.body
-    status_path = kick.headers["content-location"].split("fhir.test", 1)[1]
-    replies = [call(world.search, "GET", status_path) for _ in range(3)]
-    assert replies[-1].status == 200, [r.status for r in replies]
-    assert ids(world.find("eye-colour=green")) == ["p1"]
+    sqs = boto3.client("sqs", region_name="us-east-1")
+    queue_url = sqs.create_queue(QueueName="reindex")["QueueUrl"]
+    queue = SqsJobQueue(queue_url, client=sqs)
+    parts = ReindexParts(world.parts.jobs, world.parts.reindexer, world.parts.catalog, queue)
+    search = build_search(build_dependencies(world.settings), world.service, parts)
+    runner = ReindexRunner(parts, batch_size=2, max_batches=1)
+    reindex_queue.use(reindex_queue.ReindexChunks(parts, queue, runner=runner))
+    try:
+        kick = call(search, "POST", f"/tenant/{world.tenant}/$reindex", query="_type=Patient")
+        assert kick.status == 202, kick.body
+        status_path = kick.headers["content-location"].split("fhir.test", 1)[1]
+        for _ in range(3):  # polling does not advance it
+            reply = call(search, "GET", status_path)
+            assert reply.status == 202
+            assert reply.headers["x-progress"] == "queued"
+
+        delivered: list[list[dict[str, Any]]] = []
+        for _ in range(20):
+            records = _sqs_records(sqs, queue_url)
+            if not records:
+                break
+            delivered.append(records)
+            answer = worker_handler({"Records": records}, LambdaContext("fhirflow-reindex", "it"))
+            assert answer["batchItemFailures"] == []
+            for record in records:
+                sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=record["receiptHandle"])
+        assert len(delivered) >= 4  # pin, then batches of two: one chunk per message
+
+        for records in delivered:  # every message delivered again (at least once): nothing moves
+            assert (
+                worker_handler({"Records": records}, LambdaContext("fhirflow-reindex", "it"))["batchItemFailures"] == []
+            )
+        assert _sqs_records(sqs, queue_url) == []
+    finally:
+        reindex_queue.use(None)
+
+    status = call(search, "GET", status_path)
+    assert status.status == 200, status.body
+    final = {p["name"]: next(v for k, v in p.items() if k.startswith("value")) for p in status.json()["parameter"]}
+    assert final["status"] == "completed"
+    assert final["processed"] == final["total"] == 5
+    assert ids(world.find("eye-colour=green")) == ["p1", "p3"]

@@ -105,6 +105,30 @@ class DynamoDbReindexJobStore:
             return _job(updated["Attributes"])
         return None
 
+    def claim_job(self, tenant: str, job_id: str, revision: int, worker: str, now_ms: int, lease_ms: int) -> bool:
+        try:
+            with clients.translated("The reindex job store"):
+                self.client.update_item(
+                    TableName=self.table,
+                    Key=job_key(tenant, job_id),
+                    UpdateExpression="SET #w = :w, #lu = :until",
+                    ConditionExpression="#rev = :rev AND #st IN (:queued, :running) AND (#lu < :now OR #w = :w)",
+                    ExpressionAttributeNames={"#w": WORKER, "#lu": LEASE, "#st": STATUS, "#rev": REVISION},
+                    ExpressionAttributeValues={
+                        ":w": {"S": worker},
+                        ":until": {"N": str(now_ms + lease_ms)},
+                        ":now": {"N": str(now_ms)},
+                        ":rev": {"N": str(revision)},
+                        ":queued": {"S": _OPEN[0]},
+                        ":running": {"S": _OPEN[1]},
+                    },
+                )
+        except ClientError as exc:
+            if clients.error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
     def save(self, job: ReindexJob, worker: str, lease_until_ms: int) -> ReindexJob | None:
         stored = ReindexJob.from_json({**job.to_json(), "revision": job.revision + 1})
         names = {"#doc": DOC, "#rev": REVISION, "#st": STATUS, "#lu": LEASE, "#w": WORKER}

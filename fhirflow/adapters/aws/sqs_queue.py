@@ -1,4 +1,5 @@
-"""``SqsJobQueue``: the export queue in AWS (an SQS queue with a dead-letter queue, infra/export.py)."""
+"""``SqsJobQueue``: the export and reindex queues in AWS (SQS queues with dead-letter queues,
+infra/export.py and infra/reindex.py)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ class SqsJobQueue:
         self.queue_url = queue_url
         self.client = client or clients.client("sqs", endpoint_url=endpoint_url, region=region)
 
-    def send(self, body: str) -> None:
+    def send(self, body: str, *, delay_seconds: int = 0) -> None:
+        extra = {"DelaySeconds": min(max(delay_seconds, 0), 900)} if delay_seconds else {}
         with clients.translated("The job queue"):
-            self.client.send_message(QueueUrl=self.queue_url, MessageBody=body)
+            self.client.send_message(QueueUrl=self.queue_url, MessageBody=body, **extra)

@@ -89,10 +89,11 @@ class SqliteJobQueue:
         self.visibility_ms = visibility_ms
         db.ensure_schema(SCHEMA)
 
-    def send(self, body: str) -> None:
+    def send(self, body: str, *, delay_seconds: int = 0) -> None:
+        visible_at = _now_ms() + max(delay_seconds, 0) * 1000
         with self.db.write() as conn:
             conn.execute(
-                "INSERT INTO job_queue (queue, body, visible_at) VALUES (?, ?, ?)", (self.queue, body, _now_ms())
+                "INSERT INTO job_queue (queue, body, visible_at) VALUES (?, ?, ?)", (self.queue, body, visible_at)
             )
 
     def receive(self, limit: int = 1) -> list[QueuedMessage]:

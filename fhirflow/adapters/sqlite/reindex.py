@@ -68,6 +68,15 @@ class SqliteReindexJobStore:
             )
         return ReindexJob.from_json(orjson.loads(row[2]))
 
+    def claim_job(self, tenant: str, job_id: str, revision: int, worker: str, now_ms: int, lease_ms: int) -> bool:
+        with self.db.write() as conn:
+            cursor = conn.execute(
+                "UPDATE reindex_jobs SET worker = ?, lease_until = ? WHERE tenant = ? AND id = ? AND revision = ? "
+                "AND status IN (?, ?) AND (lease_until < ? OR worker = ?)",
+                (worker, now_ms + lease_ms, tenant, job_id, revision, *_OPEN, now_ms, worker),
+            )
+            return cursor.rowcount == 1
+
     def save(self, job: ReindexJob, worker: str, lease_until_ms: int) -> ReindexJob | None:
         stored = ReindexJob.from_json({**job.to_json(), "revision": job.revision + 1})
         with self.db.write() as conn:

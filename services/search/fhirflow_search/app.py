@@ -20,7 +20,7 @@ from fhirflow.search_ports import ResourceMatcher, SearchEngine
 from fhirflow.settings import Settings
 from fhirflow_search import reindex
 from fhirflow_search.everything import everything
-from fhirflow_search.reindex import ReindexParts, ReindexRunner
+from fhirflow_search.reindex import ReindexParts
 from fhirflow_search.settings import SearchSettings
 from fhirflow_search.usecase import SearchService
 
@@ -89,10 +89,12 @@ def reindex_parts(settings: Settings) -> ReindexParts:
             from fhirflow.adapters.sqlite.index import SqliteSearchIndex
             from fhirflow.adapters.sqlite.reindex import SqliteReindexer, SqliteReindexJobStore
             from fhirflow.runtime import sqlite_database
+            from fhirflow_search.reindex_queue import build_queue
 
             db = sqlite_database(settings)
             index = SqliteSearchIndex(db, bodies_from_store=settings.store == "sqlite")
-            _reindex_parts[key] = ReindexParts(SqliteReindexJobStore(db), SqliteReindexer(index), index.catalog)
+            jobs = SqliteReindexJobStore(db)
+            _reindex_parts[key] = ReindexParts(jobs, SqliteReindexer(index), index.catalog, build_queue(settings))
         return _reindex_parts[key]
 
 
@@ -108,13 +110,11 @@ def _aws_reindex_parts(settings: Settings) -> ReindexParts:
             jobs = DynamoDbReindexJobStore(
                 settings.dynamodb_table, endpoint_url=settings.dynamodb_endpoint, region=settings.aws_region
             )
+            from fhirflow_search.reindex_queue import build_queue
+
             reindexer = OpenSearchReindexer(opensearch_index(settings), catalog)
-            _reindex_parts[key] = ReindexParts(jobs, reindexer, catalog)
+            _reindex_parts[key] = ReindexParts(jobs, reindexer, catalog, build_queue(settings))
         return _reindex_parts[key]
-
-
-POLL_BATCHES = 5
-"""Batches a status request advances the oldest open job by, in AWS (see ``_reindex_use_case``)."""
 
 
 def _reindex_use_case(
@@ -123,12 +123,7 @@ def _reindex_use_case(
     def run(deps: Dependencies, request: FhirRequest) -> FhirResponse:
         parts = chosen or reindex_parts(deps.settings)
         if interaction == "reindex-status":
-            if deps.settings.search_index == "opensearch":
-                # AWS has no worker loop: each status poll advances the oldest open job by a few
-                # batches (bounded, well inside API Gateway's 29 s) under the job's lease, gives the
-                # lease up and answers. A crashed poll leaves the lease to expire (a minute).
-                ReindexRunner(parts, max_batches=POLL_BATCHES, clock=deps.clock.now_ms).drain(release=True)
-            return reindex.status(deps, parts, request)
+            return reindex.status(deps, parts, request)  # read only: the queue's worker advances jobs
         return reindex.kick_off(deps, parts, request, clock=deps.clock.now_ms)
 
     return run

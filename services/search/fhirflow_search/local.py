@@ -1,5 +1,6 @@
-"""The embedded mode's reindex worker: the local worker loop advances ``$reindex`` jobs in the
-background (DESIGN.md §6), off the request path, a few batches per turn."""
+"""The embedded mode's reindex worker: the local worker loop drains the ``reindex`` queue of the
+embedded database (DESIGN.md §6), one chunk of a ``$reindex`` job per message, off the request
+path (:mod:`fhirflow_search.reindex_queue`)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,10 @@ if TYPE_CHECKING:
 
 
 def start_reindex_worker(settings: Settings, *, interval: float = 0.5) -> Worker | None:
-    """The background reindex worker ``fhirflow serve`` runs; none without the embedded index."""
-    if settings.search_index != "sqlite":
+    """The background reindex worker ``fhirflow serve`` runs; none where ``$reindex`` cannot run
+    (OpenSearch fed by the SQLite store) or an SQS queue carries the work."""
+    if settings.search_index != "sqlite" and settings.store != "dynamodb":
         return None
-    from fhirflow.local.worker import Worker
-    from fhirflow_search.app import reindex_parts
-    from fhirflow_search.reindex import ReindexRunner
+    from fhirflow_search.reindex_queue import start_reindex_worker as start
 
-    return Worker(ReindexRunner(reindex_parts(settings)), interval=interval).start()
+    return start(settings, interval=interval)

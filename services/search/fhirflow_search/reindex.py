@@ -19,7 +19,8 @@ Reindexing is an administrative action (interaction ``reindex``): with SMART it 
 to the principal that started them (issuer, subject and client: :mod:`fhirflow.authz.ownership`);
 for anyone else a job's status is the 404 of an unknown job.
 
-The job runs in the background (:class:`ReindexRunner`, on the embedded worker loop): it pins the
+The job runs in the background (:class:`ReindexRunner`, driven by a queue: the kick-off queues its
+first chunk and every chunk queues the next, :mod:`fhirflow_search.reindex_queue`): it pins the
 catalog state, walks every current resource of the types in keyset order, a batch per short write
 transaction, recomputing its search rows with the tenant's current parameters, saves its position
 after each batch, and at the end marks searchable the parameters defined before it started. A
@@ -42,6 +43,7 @@ from typing import Any
 from fhirflow.authz import ownership
 from fhirflow.bodies import operation_parameters
 from fhirflow.errors import BadRequest, NotFound
+from fhirflow.job_ports import JobQueue
 from fhirflow.model import FhirRequest, FhirResponse
 from fhirflow.reindex_ports import Reindexer, ReindexJob, ReindexJobStore, SearchParamCatalog
 from fhirflow.runtime import Dependencies
@@ -61,6 +63,9 @@ class ReindexParts:
     jobs: ReindexJobStore
     reindexer: Reindexer
     catalog: SearchParamCatalog
+    queue: JobQueue | None = None
+    """Where a kick-off queues the job's first chunk (:mod:`fhirflow_search.reindex_queue`): SQS in
+    AWS, the embedded database's queue otherwise; None: a worker finds jobs by :meth:`ReindexRunner.drain`."""
 
 
 # -- kick-off ---------------------------------------------------------------------------------------
@@ -109,6 +114,10 @@ def kick_off(
     types, url = _job_scope(parts, request)
     job = ReindexJob(tenant=request.tenant, id=uuid.uuid4().hex, types=types, url=url, created_ms=clock(), owner=owner)
     parts.jobs.create(job)
+    if parts.queue is not None:
+        from fhirflow_contracts import AdvanceReindex
+
+        parts.queue.send(AdvanceReindex.of(tenant=job.tenant, job_id=job.id, revision=0, now_ms=clock()).to_json())
     logger.info("reindex job queued", extra={"tenant": job.tenant, "job": job.id, "types": len(types)})
     location = f"{request.base_url}/{STATUS_PATH}/{job.id}"
     outcome = {
@@ -199,13 +208,31 @@ class ReindexRunner:
         while job is not None and job.status in ("queued", "running") and batches < self.max_batches:
             job = self._step(job)
             batches += 1
+            if job is not None and job.attempts:
+                break  # a failed step: the next call retries it
         if release and job is not None and job.status in ("queued", "running"):
             self.parts.jobs.save(job, self.worker, 0)
         return batches
 
+    def run_chunk(self, job: ReindexJob, *, should_yield: Callable[[], bool] = lambda: False) -> ReindexJob | None:
+        """Up to ``max_batches`` steps of ``job``, which this worker has claimed (fewer when
+        ``should_yield`` says time is up, or a step failed), then the lease given up: the job as
+        saved, or None when the lease was lost (whoever took it goes on)."""
+        current: ReindexJob | None = job
+        batches = 0
+        while current is not None and current.status in ("queued", "running") and batches < self.max_batches:
+            if batches and (current.attempts or should_yield()):
+                break
+            current = self._step(current)
+            batches += 1
+        if current is not None and current.status in ("queued", "running"):
+            current = self.parts.jobs.save(current, self.worker, 0)
+        return current
+
     def _step(self, job: ReindexJob) -> ReindexJob | None:
         """One step of ``job`` (the first pins the catalog state and counts; then a batch each);
-        the saved job, or None when the lease was lost (another worker has it)."""
+        the saved job (``attempts`` > 0 when the step failed), or None when the lease was lost
+        (another worker has it)."""
         reindexer = self.parts.reindexer
         try:
             if job.since is None:
@@ -232,6 +259,5 @@ class ReindexRunner:
                 status="failed" if attempts >= MAX_ATTEMPTS else job.status,
                 finished_ms=self.clock() if attempts >= MAX_ATTEMPTS else None,
             )
-            saved = self.parts.jobs.save(job, self.worker, self.clock() + self.lease_ms)
-            return None if saved is None or saved.status != "failed" else saved
+        job = dataclasses.replace(job, updated_ms=self.clock())
         return self.parts.jobs.save(job, self.worker, self.clock() + self.lease_ms)
