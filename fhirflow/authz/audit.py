@@ -88,16 +88,28 @@ class LoggingAuditSink:
 
     The logger's own level is set to INFO, so that the records reach the root handlers (CloudWatch
     in Lambda) whatever level the application logs at; silence them with ``FHIRFLOW_AUDIT=off``.
+
+    In Lambda (``structured``, the default there) the record's fields are the log line's own
+    top-level keys beside Powertools' correlation keys (fhirflow.observability): the audit archive
+    selects those lines with ``{ $.audit = "fhir-request" }`` and Athena reads the fields as
+    columns (infra/fhirflow_infra/audit.py). Elsewhere the message is the record as JSON.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, structured: bool | None = None) -> None:
+        from fhirflow.observability import in_lambda
+
         logger.setLevel(logging.INFO)
+        self.structured = in_lambda() if structured is None else structured
 
     def record(self, request: FhirRequest | None, status: int, started: float) -> None:
         if not logger.isEnabledFor(logging.INFO):
             return
         try:
-            logger.info(orjson.dumps(audit_record(request, status, started)).decode())
+            record = audit_record(request, status, started)
+            if self.structured:
+                logger.info(record["audit"], extra=record)
+            else:
+                logger.info(orjson.dumps(record).decode())
         except Exception:  # auditing must never turn a served request into an error
             logger.exception("audit record failed")
 

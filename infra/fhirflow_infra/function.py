@@ -105,7 +105,8 @@ class FhirFunction(Construct):
             log_group=self.log_group,
             environment={
                 **environment,
-                "POWERTOOLS_SERVICE_NAME": package.service,
+                # One name per function in its log lines, metrics and traces (fhirflow.observability).
+                "POWERTOOLS_SERVICE_NAME": package.function_service,
                 "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
                 # Responses carry resources (PHI): never copy them into traces.
                 "POWERTOOLS_TRACER_CAPTURE_RESPONSE": "false",

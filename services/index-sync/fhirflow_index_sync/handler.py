@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 
-logger = Logger(service="index-sync")
+from fhirflow.observability import service_logger
+
+logger = service_logger("index-sync")
 processor = BatchProcessor(event_type=EventType.DynamoDBStreams)
 
 

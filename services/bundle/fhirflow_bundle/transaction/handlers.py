@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger
-
+from fhirflow.observability import service_logger
 from fhirflow_bundle.transaction.steps import TransactionSteps
 
-logger = Logger(service="bundle-transaction")
+logger = service_logger("bundle-transaction")
 _steps: TransactionSteps | None = None
 
 

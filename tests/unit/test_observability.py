@@ -1,0 +1,105 @@
+"""The Lambdas' logs, metrics and traces (fhirflow.observability), as a function's stdout shows them.
+
+Each test runs a real handler in a fresh interpreter that looks like a Lambda execution
+environment (``AWS_LAMBDA_FUNCTION_NAME`` and ``_X_AMZN_TRACE_ID`` set), over the embedded
+adapters in a temporary directory, and reads the JSON lines the invocation printed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+TRACE_ID = "1-67a1b2c3-0123456789abcdef01234567"
+REQUEST_ID = "c6af9ac6-7b61-11e6-9a41-93e8deadbeef"
+SECRET_NAME = "Zebediah-Quuxworth"
+TOKEN = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.c2VjcmV0LXNpZ25hdHVyZQ"
+
+_INVOKE = """
+import json, sys
+from pathlib import Path
+from fhirflow.local.gateway import LambdaContext, build_event
+from fhirflow.runtime import build_dependencies
+from fhirflow.settings import Settings
+import {module} as handler
+from {app_module} import build_app
+
+handler.app._app = build_app(build_dependencies(Settings(data_dir=Path(sys.argv[1]), audit="log")))
+for number, (method, path, route, params, body) in enumerate(json.loads(sys.argv[2])):
+    scope = {{"method": method, "path": path, "query_string": b"", "scheme": "https", "client": ("10.1.2.3", 1),
+              "headers": [(b"host", b"fhir.test"), (b"content-type", b"application/fhir+json"),
+                          (b"authorization", b"Bearer {token}")]}}
+    event = build_event(scope, body.encode(), resource=route, path_params=params)
+    event["requestContext"]["requestId"] = "{request_id}" if number == 0 else "second-request"
+    result = handler.lambda_handler(event, LambdaContext("fhirflow-crud", f"invocation-{{number}}"))
+    print(json.dumps({{"test-result": result["statusCode"]}}), flush=True)
+"""
+
+
+def invoke(
+    tmp_path: Path,
+    requests: list[tuple[str, str, str, dict[str, str], str]],
+    *,
+    module: str = "fhirflow_crud.handler",
+    app_module: str = "fhirflow_crud.app",
+    env: dict[str, str] | None = None,
+    expect: list[int] | None = None,
+) -> list[dict[str, Any]]:
+    """Run the handler on ``requests`` in a Lambda-like process; every JSON line of its stdout."""
+    script = _INVOKE.format(module=module, app_module=app_module, token=TOKEN, request_id=REQUEST_ID)
+    environment = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("POWERTOOLS_", "AWS_", "FHIRFLOW_"))},
+        "AWS_LAMBDA_FUNCTION_NAME": "fhirflow-crud",
+        "_X_AMZN_TRACE_ID": f"Root={TRACE_ID};Parent=53995c3f42cd8ad8;Sampled=1",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        **(env or {}),
+    }
+    completed = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path), json.dumps(requests)],
+        env=environment,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    lines = [json.loads(line) for line in completed.stdout.splitlines() if line.startswith("{")]
+    assert [line["test-result"] for line in lines if "test-result" in line] == (expect or [201] * len(requests))
+    return [line for line in lines if "test-result" not in line]
+
+
+def patient_create() -> tuple[str, str, str, dict[str, str], str]:
+    body = {"resourceType": "Patient", "name": [{"family": SECRET_NAME, "given": ["Ann"]}], "birthDate": "1970-01-01"}
+    return ("POST", "/Patient", "/{type}", {"type": "Patient"}, json.dumps(body))
+
+
+def test_application_logs_carry_the_correlation_ids_and_never_the_body_or_the_token(tmp_path: Path) -> None:
+    lines = invoke(tmp_path, [patient_create(), patient_create()])
+    audit = [line for line in lines if line.get("audit") == "fhir-request"]
+    assert len(audit) == 2, lines
+    first, second = audit
+    # Powertools' keys on an application logger's line (fhirflow.audit): which request, which trace.
+    assert first["correlation_id"] == REQUEST_ID
+    assert second["correlation_id"] == "second-request"
+    assert first["xray_trace_id"] == TRACE_ID
+    assert first["service"] == "crud"
+    assert first["cold_start"] is True
+    assert second["cold_start"] is False
+    assert first["function_request_id"] == "invocation-0"
+    assert first["what"]["interaction"] == "create"
+    assert first["what"]["type"] == "Patient"
+    everything = json.dumps(lines)
+    assert SECRET_NAME not in everything
+    assert "1970-01-01" not in everything
+    assert TOKEN not in everything
+
+
+def test_the_function_service_name_comes_from_its_environment(tmp_path: Path) -> None:
+    lines = invoke(tmp_path, [patient_create()], env={"POWERTOOLS_SERVICE_NAME": "crud-blue"})
+    assert {line["service"] for line in lines if "service" in line} == {"crud-blue"}
