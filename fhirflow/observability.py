@@ -19,15 +19,23 @@ version, tenant, request id) and the audit record (``fhirflow.authz.audit``), ne
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aws_lambda_powertools import Logger
 
+if TYPE_CHECKING:
+    from aws_lambda_powertools import Metrics
+
 APPLICATION_LOGGER = "fhirflow"
 """The parent of every application logger (``fhirflow.audit``, ``fhirflow.http``...)."""
+F = TypeVar("F", bound=Callable[..., Any])
 _service = "fhirflow"
-"""The function's service name (:func:`service_logger`)."""
+"""The function's service name (:func:`service_logger`), its metrics' ``service`` dimension too."""
 
 
 def in_lambda() -> bool:
@@ -57,3 +65,95 @@ def route_application_logs(logger: Logger) -> None:
         application.handlers = [handler]
     application.setLevel(logger.log_level)
     application.propagate = False
+
+
+# -- metrics ----------------------------------------------------------------------------------
+
+DEFAULT_NAMESPACE = "fhirflow"
+"""The CloudWatch namespace when ``POWERTOOLS_METRICS_NAMESPACE`` is unset (the stack sets it from
+its context flag ``fhirflow:metricsNamespace``)."""
+_metrics: Metrics | None = None
+_wrapped: dict[Callable[..., Any], Callable[..., Any]] = {}
+
+
+def metrics() -> Metrics:
+    """The process's Powertools Metrics, imported on the first invocation (not at import time)."""
+    global _metrics
+    if _metrics is None:
+        from aws_lambda_powertools import Metrics
+
+        _metrics = Metrics(
+            namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or DEFAULT_NAMESPACE, service=_service
+        )
+    return _metrics
+
+
+def api_handler(function: F) -> F:
+    """An API Gateway proxy handler, measured: ``Requests`` and ``Latency`` per interaction,
+    resource type and status class, ``ColdStart``; one EMF line per invocation. Outside Lambda
+    (the local gateway calls the same handlers) it is the handler itself."""
+    return _instrument(function, api=True)
+
+
+def event_handler(function: F) -> F:
+    """A stream, queue, schedule or Step Functions handler, measured: ``ColdStart`` and, for a
+    batch, ``Records`` (its size); one EMF line per invocation, in Lambda only."""
+    return _instrument(function, api=False)
+
+
+def _instrument(function: F, *, api: bool) -> F:
+    @functools.wraps(function)
+    def wrapper(event: Any, context: Any) -> Any:
+        if not in_lambda():
+            return function(event, context)
+        instrumented = _wrapped.get(function)
+        if instrumented is None:
+            measured = _measured(function, api=api)
+            instrumented = _wrapped[function] = metrics().log_metrics(capture_cold_start_metric=True)(measured)
+        return instrumented(event, context)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _measured(function: Callable[..., Any], *, api: bool) -> Callable[..., Any]:
+    def measured(event: Any, context: Any) -> Any:
+        started = time.perf_counter()
+        status = 500  # what the client gets when the handler raises (API Gateway's 502 aside)
+        try:
+            result = function(event, context)
+            if api and isinstance(result, Mapping):
+                status = int(result.get("statusCode", 500))
+            return result
+        finally:
+            if api:
+                record_request(metrics(), event, status, (time.perf_counter() - started) * 1000)
+            elif isinstance(event, Mapping) and isinstance(event.get("Records"), list):
+                metrics().add_metric(name="Records", unit="Count", value=len(event["Records"]))
+
+    return measured
+
+
+def record_request(sink: Metrics, event: Mapping[str, Any], status: int, latency_ms: float) -> None:
+    """``Requests`` (count) and ``Latency`` (ms) for one API request.
+
+    Two dimension sets keep the number of custom metrics (what CloudWatch bills) small: service,
+    interaction and status class (``2xx``...); service and resource type. The resource type is a
+    dimension only when it is an R4 type (anything else is ``other``: a client must not be able to
+    create metrics by requesting ``/Anything``); ``none`` for requests without one (``/metadata``).
+    The request id is a property of the EMF line, searchable in Logs Insights, not a dimension.
+    """
+    from fhirflow.authz.audit import interaction_of
+    from fhirflow.validation import is_resource_type
+
+    method = str(event.get("httpMethod", "")).upper()
+    interaction = interaction_of(method, str(event.get("resource", "")))
+    requested = str((event.get("pathParameters") or {}).get("type") or "")
+    resource_type = "none" if not requested else requested if is_resource_type(requested) else "other"
+    sink.add_dimension(name="interaction", value=interaction)
+    sink.add_dimension(name="status_class", value=f"{status // 100}xx")
+    sink.add_dimensions(service=_service, resource_type=resource_type)
+    sink.add_metric(name="Requests", unit="Count", value=1)
+    sink.add_metric(name="Latency", unit="Milliseconds", value=round(latency_ms, 3))
+    request_id = (event.get("requestContext") or {}).get("requestId")
+    if request_id:
+        sink.add_metadata(key="request_id", value=str(request_id))

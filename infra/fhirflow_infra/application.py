@@ -8,7 +8,8 @@ Context (``cdk.json`` or ``cdk deploy -c key=value``):
   ``fhirflow:reservedConcurrency`` (per function), ``fhirflow:layerDir`` (default ``infra/build/layer``);
 - ``fhirflow:throttle`` — ``{"rateLimit": 100, "burstLimit": 200}``, the stage's default throttling;
 - ``fhirflow:apiKeys`` — ``true``: every route needs an API key, under a usage plan with that throttle per key;
-- ``fhirflow:streamConcurrency`` — index-sync's reserved concurrency (default 10; ``0``: none).
+- ``fhirflow:streamConcurrency`` — index-sync's reserved concurrency (default 10; ``0``: none);
+- ``fhirflow:metricsNamespace`` — the CloudWatch namespace of the functions' EMF metrics (default ``fhirflow``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from aws_cdk import App, Environment
 from fhirflow_infra.api import Throttle
 from fhirflow_infra.compliance import add_checks
 from fhirflow_infra.environment import settings_from_context
+from fhirflow_infra.function import METRICS_NAMESPACE
 from fhirflow_infra.packaging import DEFAULT_CODE_DIR, DEFAULT_LAYER_DIR, stage_code
 from fhirflow_infra.stack import STREAM_CONCURRENCY, FhirflowStack
 
@@ -68,6 +70,7 @@ def build(app: App, *, code_dir: Path = DEFAULT_CODE_DIR, layer_dir: Path | None
         stream_concurrency=int(stream) if stream not in (None, "") else STREAM_CONCURRENCY,
         throttle=_throttle(context("fhirflow:throttle")),
         api_keys=_flag(context("fhirflow:apiKeys")),
+        metrics_namespace=str(context("fhirflow:metricsNamespace") or METRICS_NAMESPACE),
     )
     add_checks(app)
     return stack

@@ -43,6 +43,7 @@ from fhirflow_infra.function import (
     ARCHITECTURE,
     LAMBDA_PAYLOAD_BYTES,
     MAX_REQUEST_BODY_BYTES,
+    METRICS_NAMESPACE,
     RUNTIME,
     FhirFunction,
 )
@@ -98,6 +99,7 @@ class FhirflowStack(Stack):
         throttle: Throttle = DEFAULT_THROTTLE,
         api_keys: bool = False,
         removal_policy: RemovalPolicy = RemovalPolicy.RETAIN,
+        metrics_namespace: str = METRICS_NAMESPACE,
         **stack_props: Any,
     ) -> None:
         super().__init__(scope, construct_id, **stack_props)
@@ -144,7 +146,9 @@ class FhirflowStack(Stack):
             subscriptions_table=self.subscriptions.table.table_name,
             subscriptions_queue_url=self.subscriptions.notifications.queue_url,
         )
-        environment = lambda_environment(self.settings)
+        self.metrics_namespace = metrics_namespace
+        # Powertools Metrics' namespace (fhirflow.observability): the dashboard reads the same one.
+        environment = {**lambda_environment(self.settings), "POWERTOOLS_METRICS_NAMESPACE": metrics_namespace}
         self.code = lambda_.Code.from_asset(str(code_dir))
         self.layer = lambda_.LayerVersion(
             self,

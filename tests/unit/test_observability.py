@@ -103,3 +103,49 @@ def test_application_logs_carry_the_correlation_ids_and_never_the_body_or_the_to
 def test_the_function_service_name_comes_from_its_environment(tmp_path: Path) -> None:
     lines = invoke(tmp_path, [patient_create()], env={"POWERTOOLS_SERVICE_NAME": "crud-blue"})
     assert {line["service"] for line in lines if "service" in line} == {"crud-blue"}
+
+
+def emf_lines(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [line for line in lines if "_aws" in line]
+
+
+def test_each_invocation_flushes_request_metrics_as_emf(tmp_path: Path) -> None:
+    lines = invoke(
+        tmp_path, [patient_create(), patient_create()], env={"POWERTOOLS_METRICS_NAMESPACE": "fhirflow-test"}
+    )
+    emf = emf_lines(lines)
+    requests = [line for line in emf if "Requests" in line]
+    assert len(requests) == 2, emf  # flushed per invocation, not batched across them
+    first = requests[0]
+    (directive,) = first["_aws"]["CloudWatchMetrics"]
+    assert directive["Namespace"] == "fhirflow-test"
+    assert {m["Name"]: m["Unit"] for m in directive["Metrics"]} == {"Requests": "Count", "Latency": "Milliseconds"}
+    assert sorted(map(sorted, directive["Dimensions"])) == [
+        ["interaction", "service", "status_class"],
+        ["resource_type", "service"],
+    ]
+    assert (first["service"], first["interaction"], first["status_class"]) == ("crud", "create", "2xx")
+    assert first["resource_type"] == "Patient"
+    assert first["Requests"] == [1.0]
+    assert 0 < first["Latency"][0] < 60_000
+    assert first["request_id"] == REQUEST_ID
+    assert requests[1]["request_id"] == "second-request"
+    cold = [line for line in emf if "ColdStart" in line]
+    assert len(cold) == 1  # the first invocation only
+    assert cold[0]["service"] == "crud"
+    assert SECRET_NAME not in json.dumps(emf)
+
+
+def test_a_path_that_names_no_resource_type_does_not_become_a_dimension_value(tmp_path: Path) -> None:
+    made_up = ("POST", "/Zebediah", "/{type}", {"type": "Zebediah"}, "{}")
+    lines = invoke(tmp_path, [made_up], expect=[404])
+    (request,) = [line for line in emf_lines(lines) if "Requests" in line]
+    assert request["resource_type"] == "other"
+    assert request["status_class"] == "4xx"
+    assert "Zebediah" not in json.dumps(emf_lines(lines))
+
+
+def test_outside_lambda_the_handler_prints_no_metrics(tmp_path: Path) -> None:
+    lines = invoke(tmp_path, [patient_create()], env={"AWS_LAMBDA_FUNCTION_NAME": ""})
+    assert emf_lines(lines) == []
+    assert not [line for line in lines if "correlation_id" in line]  # the embedded mode's own logging

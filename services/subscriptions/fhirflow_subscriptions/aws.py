@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from fhirflow.adapters.aws import clients
 from fhirflow.delivery_ports import Attempt, ClaimedJob, DeliveryJob
-from fhirflow.observability import service_logger
+from fhirflow.observability import event_handler, service_logger
 
 if TYPE_CHECKING:
     from fhirflow.adapters.aws.dynamodb_subscriptions import DynamoDbDeliveryLog, DynamoDbSubscriptionState
@@ -231,6 +231,7 @@ def _ms(instant: str) -> int:
 
 
 @lambda_logger.inject_lambda_context(clear_state=True)
+@event_handler
 def match_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """SQS (standard) batch of EventBridge envelopes → notifications on the FIFO queue."""
     rt = runtime()
@@ -290,6 +291,7 @@ class _Batch:
 
 
 @lambda_logger.inject_lambda_context(clear_state=True)
+@event_handler
 def deliver_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """SQS FIFO batch of notifications → signed webhooks; partial batch response per group."""
     from fhirflow_subscriptions.backoff import next_delay
@@ -348,6 +350,7 @@ def _sqs(rt: Runtime) -> Any:
 
 
 @lambda_logger.inject_lambda_context(clear_state=True)
+@event_handler
 def tick_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """EventBridge Scheduler: heartbeats for idle topic-based subscriptions, ``off`` at ``end``."""
     rt = runtime()
