@@ -11,7 +11,9 @@
   Metrics (EMF on stdout, flushed at the end of each invocation: no PutMetricData call, no
   grant): ``ColdStart`` for every function and, behind API Gateway, ``Requests`` and ``Latency``
   per interaction, resource type and status class (:func:`record_request`).
-- **Traces**: :mod:`fhirflow.tracing`, loaded only where tracing is on.
+- **Traces**: the same wrappers open the handler's X-Ray subsegment and patch botocore
+  (:mod:`fhirflow.tracing`), importing the X-Ray SDK on the first invocation and only where
+  tracing is on.
 
 Nothing is logged about a request's content: application logs carry structured keys (type, id,
 version, tenant, request id) and the audit record (``fhirflow.authz.audit``), never a body.
@@ -27,6 +29,8 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from aws_lambda_powertools import Logger
+
+from fhirflow.tracing import traced_handler
 
 if TYPE_CHECKING:
     from aws_lambda_powertools import Metrics
@@ -108,7 +112,7 @@ def _instrument(function: F, *, api: bool) -> F:
             return function(event, context)
         instrumented = _wrapped.get(function)
         if instrumented is None:
-            measured = _measured(function, api=api)
+            measured = traced_handler(_measured(function, api=api), service=_service)
             instrumented = _wrapped[function] = metrics().log_metrics(capture_cold_start_metric=True)(measured)
         return instrumented(event, context)
 
@@ -116,6 +120,7 @@ def _instrument(function: F, *, api: bool) -> F:
 
 
 def _measured(function: Callable[..., Any], *, api: bool) -> Callable[..., Any]:
+    @functools.wraps(function)  # the trace's subsegment is named after the handler
     def measured(event: Any, context: Any) -> Any:
         started = time.perf_counter()
         status = 500  # what the client gets when the handler raises (API Gateway's 502 aside)

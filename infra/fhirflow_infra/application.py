@@ -9,7 +9,9 @@ Context (``cdk.json`` or ``cdk deploy -c key=value``):
 - ``fhirflow:throttle`` — ``{"rateLimit": 100, "burstLimit": 200}``, the stage's default throttling;
 - ``fhirflow:apiKeys`` — ``true``: every route needs an API key, under a usage plan with that throttle per key;
 - ``fhirflow:streamConcurrency`` — index-sync's reserved concurrency (default 10; ``0``: none);
-- ``fhirflow:metricsNamespace`` — the CloudWatch namespace of the functions' EMF metrics (default ``fhirflow``).
+- ``fhirflow:metricsNamespace`` — the CloudWatch namespace of the functions' EMF metrics (default ``fhirflow``);
+- ``fhirflow:tracing`` — ``false``: no X-Ray SDK in the functions (no subsegments per AWS and
+  OpenSearch call, a faster first invocation); Lambda's active tracing stays on.
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ def build(app: App, *, code_dir: Path = DEFAULT_CODE_DIR, layer_dir: Path | None
         throttle=_throttle(context("fhirflow:throttle")),
         api_keys=_flag(context("fhirflow:apiKeys")),
         metrics_namespace=str(context("fhirflow:metricsNamespace") or METRICS_NAMESPACE),
+        tracing=context("fhirflow:tracing") in (None, "") or _flag(context("fhirflow:tracing")),
     )
     add_checks(app)
     return stack

@@ -100,6 +100,7 @@ class FhirflowStack(Stack):
         api_keys: bool = False,
         removal_policy: RemovalPolicy = RemovalPolicy.RETAIN,
         metrics_namespace: str = METRICS_NAMESPACE,
+        tracing: bool = True,
         **stack_props: Any,
     ) -> None:
         super().__init__(scope, construct_id, **stack_props)
@@ -149,6 +150,10 @@ class FhirflowStack(Stack):
         self.metrics_namespace = metrics_namespace
         # Powertools Metrics' namespace (fhirflow.observability): the dashboard reads the same one.
         environment = {**lambda_environment(self.settings), "POWERTOOLS_METRICS_NAMESPACE": metrics_namespace}
+        if not tracing:
+            # The X-Ray SDK stays unloaded (fhirflow.tracing); Lambda's active tracing still
+            # records each invocation's segment.
+            environment["POWERTOOLS_TRACE_DISABLED"] = "true"
         self.code = lambda_.Code.from_asset(str(code_dir))
         self.layer = lambda_.LayerVersion(
             self,
@@ -250,24 +255,27 @@ class FhirflowStack(Stack):
             throttle=throttle,
             api_keys=api_keys,
         )
+        functions = {
+            **{name: f.function for name, f in self.api_functions.items()},
+            "index-sync": self.index_sync.function,
+            "export-worker": self.export.worker.function,
+            **{f"transaction-{name}": f.function for name, f in self.transactions.functions.items()},
+            **self.subscriptions.functions,
+        }
+        dead_letter_queues = {
+            "index-sync": self.index_sync.dead_letter_queue,
+            "export": self.export.dead_letter_queue,
+            "integration": self.change_events.integration_dlq,
+            **self.subscriptions.dead_letter_queues,
+        }
+        stream_consumers = {"index-sync": self.index_sync.function}
         self.alarms = Alarms(
             self,
             "Alarms",
             key=self.data_key,
-            functions={
-                **{name: f.function for name, f in self.api_functions.items()},
-                "index-sync": self.index_sync.function,
-                "export-worker": self.export.worker.function,
-                **{f"transaction-{name}": f.function for name, f in self.transactions.functions.items()},
-                **self.subscriptions.functions,
-            },
-            stream_consumers={"index-sync": self.index_sync.function},
-            dead_letter_queues={
-                "index-sync": self.index_sync.dead_letter_queue,
-                "export": self.export.dead_letter_queue,
-                "integration": self.change_events.integration_dlq,
-                **self.subscriptions.dead_letter_queues,
-            },
+            functions=functions,
+            stream_consumers=stream_consumers,
+            dead_letter_queues=dead_letter_queues,
             api=self.api.rest_api,
             email=alarm_email,
         )

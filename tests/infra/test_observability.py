@@ -20,7 +20,7 @@ def _variables(template: dict[str, Any], name: str) -> set[str]:
     return {f["Environment"]["Variables"].get(name) for f in _functions(template).values()}
 
 
-CUSTOM = {"fhirflow:metricsNamespace": "acme/fhir"}
+CUSTOM = {"fhirflow:metricsNamespace": "acme/fhir", "fhirflow:tracing": "false"}
 
 
 @pytest.fixture(scope="module")
@@ -48,3 +48,23 @@ def test_every_function_emits_metrics_to_the_namespace_of_the_context_flag(
 
 def test_the_stack_stays_within_cloudformations_resource_limit(synthesized: Synthesized) -> None:
     assert len(synthesized.template["Resources"]) <= 500
+
+
+def test_tracing_is_on_by_default_and_the_flag_turns_the_sdk_off(
+    synthesized: Synthesized, customised: dict[str, Any]
+) -> None:
+    assert _variables(synthesized.template, "POWERTOOLS_TRACE_DISABLED") == {None}
+    assert _variables(customised, "POWERTOOLS_TRACE_DISABLED") == {"true"}
+    for template in (synthesized.template, customised):  # Lambda's own segments either way
+        assert {str(f.get("TracingConfig")) for f in _functions(template).values()} == {str({"Mode": "Active"})}
+
+
+def test_every_function_may_send_traces(synthesized: Synthesized) -> None:
+    roles = {json.dumps(f["Role"]) for f in _functions(synthesized.template).values()}
+    allowed: set[str] = set()
+    for policy in synthesized.resources("AWS::IAM::Policy").values():
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+            actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+            if "xray:PutTraceSegments" in actions and statement["Resource"] == "*":
+                allowed.update(json.dumps({"Fn::GetAtt": [r["Ref"], "Arn"]}) for r in policy["Properties"]["Roles"])
+    assert roles <= allowed

@@ -149,3 +149,116 @@ def test_outside_lambda_the_handler_prints_no_metrics(tmp_path: Path) -> None:
     lines = invoke(tmp_path, [patient_create()], env={"AWS_LAMBDA_FUNCTION_NAME": ""})
     assert emf_lines(lines) == []
     assert not [line for line in lines if "correlation_id" in line]  # the embedded mode's own logging
+
+
+_TRACE = """
+import json, sys
+from pathlib import Path
+from types import SimpleNamespace
+from aws_xray_sdk.core import xray_recorder
+
+sent = []
+class Capture:  # the X-Ray daemon's place: what the SDK would send over UDP
+    def send_entity(self, entity):
+        sent.append(entity)
+    def set_daemon_address(self, address):
+        pass
+xray_recorder.configure(emitter=Capture())
+
+from fhirflow.local.gateway import LambdaContext, build_event
+from fhirflow.runtime import build_dependencies
+from fhirflow.settings import Settings
+import fhirflow_crud.handler as handler
+from fhirflow_crud.app import build_app
+from fhirflow.adapters.opensearch.client import traced
+
+handler.app._app = build_app(build_dependencies(Settings(data_dir=Path(sys.argv[1]), audit="off")))
+
+def tenant_table_read(event, context):  # a handler that calls DynamoDB (stubbed: no network)
+    import boto3
+    from botocore.stub import Stubber
+    client = boto3.client("dynamodb", region_name="eu-west-1", aws_access_key_id="k", aws_secret_access_key="s")
+    with Stubber(client) as stub:
+        stub.add_response("get_item", {}, {"TableName": "fhirflow-resources", "Key": {"pk": {"S": "x"}}})
+        client.get_item(TableName="fhirflow-resources", Key={"pk": {"S": "x"}})
+    search = SimpleNamespace(transport=SimpleNamespace(perform_request=lambda method, url, *a, **k: {}))
+    traced(search)
+    search.transport.perform_request("POST", "/fhirflow/_search", body={"query": {}})
+    return {"statusCode": 200, "body": ""}
+
+from fhirflow.observability import api_handler
+scope = {"method": "GET", "path": "/metadata", "query_string": b"", "scheme": "https", "client": ("10.1.2.3", 1),
+         "headers": [(b"host", b"fhir.test")]}
+event = build_event(scope, b"", resource="/metadata", path_params={})
+handler.lambda_handler(event, LambdaContext("fhirflow-crud", "invocation-0"))
+api_handler(tenant_table_read)(event, LambdaContext("fhirflow-crud", "invocation-1"))
+
+def described(entity):
+    return {"name": entity.name, "namespace": getattr(entity, "namespace", None),
+            "annotations": entity.annotations, "aws": getattr(entity, "aws", {}),
+            "children": [described(c) for c in entity.subsegments]}
+print(json.dumps({"sent": [described(e) for e in sent]}, default=str))
+"""
+
+
+def traced_invocations(tmp_path: Path, **env: str) -> list[dict[str, Any]]:
+    environment = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("POWERTOOLS_", "AWS_", "FHIRFLOW_"))},
+        "AWS_LAMBDA_FUNCTION_NAME": "fhirflow-crud",
+        "LAMBDA_TASK_ROOT": str(REPO),  # the X-Ray SDK's sign that it runs in Lambda
+        "_X_AMZN_TRACE_ID": f"Root={TRACE_ID};Parent=53995c3f42cd8ad8;Sampled=1",
+        **env,
+    }
+    completed = subprocess.run(
+        [sys.executable, "-c", _TRACE, str(tmp_path)],
+        env=environment,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    [report] = [json.loads(line) for line in completed.stdout.splitlines() if line.startswith('{"sent"')]
+    return list(report["sent"])
+
+
+def _flatten(entities: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    found = []
+    for entity in entities:
+        found.append(entity)
+        found += _flatten(entity["children"])
+    return found
+
+
+def test_with_tracing_on_handlers_aws_calls_and_opensearch_requests_are_subsegments(tmp_path: Path) -> None:
+    entities = _flatten(traced_invocations(tmp_path))
+    names = [e["name"] for e in entities]
+    handlers = [e for e in entities if e["name"] == "## lambda_handler"]
+    assert handlers, names
+    assert handlers[0]["annotations"]["ColdStart"] is True
+    assert handlers[0]["annotations"]["Service"] == "crud"
+    [dynamodb] = [e for e in entities if e["name"] == "dynamodb"]
+    assert dynamodb["namespace"] == "aws"
+    assert dynamodb["aws"]["operation"] == "GetItem"
+    assert dynamodb["aws"]["table_name"] == "fhirflow-resources"
+    [search] = [e for e in entities if e["name"] == "OpenSearch"]
+    assert search["annotations"] == {"method": "POST", "api": "_search"}
+    assert "query" not in json.dumps(search)  # no body in the trace
+
+
+def test_with_tracing_off_the_xray_sdk_is_never_imported(tmp_path: Path) -> None:
+    script = (
+        "import sys; import fhirflow_crud.handler, fhirflow.observability as o, fhirflow.tracing as t; "
+        "assert t.tracer() is None; print('xray' if 'aws_xray_sdk' in sys.modules else 'none')"
+    )
+    for env, expected in (({"POWERTOOLS_TRACE_DISABLED": "true"}, "none"), ({}, "none")):
+        completed = subprocess.run(
+            [sys.executable, "-c", script],
+            env={**os.environ, "AWS_LAMBDA_FUNCTION_NAME": "f" if env else "", **env},
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert completed.stdout.strip() == expected
