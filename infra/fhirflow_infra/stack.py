@@ -34,6 +34,7 @@ from fhirflow.routes import ROUTES
 from fhirflow.settings import Settings
 from fhirflow_infra.api import DEFAULT_THROTTLE, FhirApi, Throttle
 from fhirflow_infra.compliance import acknowledge
+from fhirflow_infra.dashboard import Dashboard
 from fhirflow_infra.encryption import DataKey
 from fhirflow_infra.environment import LAMBDA_DATA_DIR, check_deployable, lambda_environment
 from fhirflow_infra.events import ChangeEvents
@@ -279,6 +280,16 @@ class FhirflowStack(Stack):
             api=self.api.rest_api,
             email=alarm_email,
         )
+        self.dashboard = Dashboard(
+            self,
+            "Dashboard",
+            api=self.api.rest_api,
+            functions=functions,
+            stream_consumers=stream_consumers,
+            dead_letter_queues=dead_letter_queues,
+            domain=self.search.domain,
+            namespace=metrics_namespace,
+        )
         for function in self.functions():
             self.cursor_key.grant_read(function.role)
         self._outputs()
@@ -348,6 +359,7 @@ class FhirflowStack(Stack):
             "IntegrationQueueUrl": self.change_events.integration_queue.queue_url,
             "ExportQueueUrl": self.export.queue.queue_url,
             "AlarmTopic": self.alarms.topic.topic_arn,
+            "DashboardName": self.dashboard.dashboard.dashboard_name,
         }
         if self.api.api_key is not None:
             outputs["ApiKeyId"] = self.api.api_key.key_id

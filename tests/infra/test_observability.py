@@ -68,3 +68,73 @@ def test_every_function_may_send_traces(synthesized: Synthesized) -> None:
             if "xray:PutTraceSegments" in actions and statement["Resource"] == "*":
                 allowed.update(json.dumps({"Fn::GetAtt": [r["Ref"], "Arn"]}) for r in policy["Properties"]["Roles"])
     assert roles <= allowed
+
+
+def _dashboard(template: dict[str, Any]) -> dict[str, Any]:
+    """The dashboard's body with each reference rendered as ``<LogicalId>`` or ``<LogicalId.Attribute>``."""
+    [dashboard] = [r for r in template["Resources"].values() if r["Type"] == "AWS::CloudWatch::Dashboard"]
+    parts = dashboard["Properties"]["DashboardBody"]["Fn::Join"][1]
+    rendered = []
+    for part in parts:
+        if isinstance(part, str):
+            rendered.append(part)
+        elif "Ref" in part:
+            rendered.append(f"<{part['Ref']}>")
+        else:
+            rendered.append("<{}.{}>".format(*part["Fn::GetAtt"]))
+    body: dict[str, Any] = json.loads("".join(rendered))
+    return body
+
+
+def _graphs(template: dict[str, Any]) -> dict[str, list[list[Any]]]:
+    return {w["properties"]["title"]: w["properties"].get("metrics", []) for w in _dashboard(template)["widgets"]}
+
+
+def test_the_dashboard_shows_the_api_every_function_the_queues_and_the_search_domain(
+    synthesized: Synthesized,
+) -> None:
+    stack = synthesized.stack
+    graphs = _graphs(synthesized.template)
+    assert [m[:2] for m in graphs["API 4xx and 5xx"]] == [
+        ["AWS/ApiGateway", "4XXError"],
+        ["AWS/ApiGateway", "5XXError"],
+    ]
+    assert [m[-1]["stat"] for m in graphs["API latency (ms)"]] == ["p50", "p99"]
+    assert graphs["API requests"][0][:2] == ["AWS/ApiGateway", "Count"]
+    functions = {synthesized.logical_id(f.function) for f in stack.functions()}
+    for title in ("Function duration p50 (ms)", "Function duration p99 (ms)", "Function throttles", "Function errors"):
+        shown = {m[3].strip("<>") for m in graphs[title]}
+        assert shown == functions, title
+    queues = synthesized.resources("AWS::SQS::Queue")
+    shown_queues = {m[3].strip("<>").split(".")[0] for m in graphs["Dead-letter queue depths"]}
+    expected = [stack.index_sync.dead_letter_queue, stack.export.dead_letter_queue, stack.change_events.integration_dlq]
+    expected += list(stack.subscriptions.dead_letter_queues.values())
+    assert shown_queues == {synthesized.logical_id(q) for q in expected}
+    assert shown_queues <= set(queues)
+    assert graphs["Stream lag (ms)"][0][:2] == ["AWS/Lambda", "IteratorAge"]
+    status = graphs["OpenSearch cluster status"]
+    assert [m[:2] for m in status] == [["AWS/ES", "ClusterStatus.red"], ["AWS/ES", "ClusterStatus.yellow"]]
+    assert graphs["OpenSearch free storage (MB)"][0][1] == "FreeStorageSpace"
+
+
+def test_the_dashboard_graphs_the_functions_emf_metrics_from_their_namespace(
+    synthesized: Synthesized, customised: dict[str, Any]
+) -> None:
+    from fhirflow_infra.function import METRICS_NAMESPACE
+
+    for template, namespace in ((synthesized.template, METRICS_NAMESPACE), (customised, "acme/fhir")):
+        graphs = _graphs(template)
+        expressions = {
+            title: metrics[0][0]["expression"]
+            for title, metrics in graphs.items()
+            if metrics and isinstance(metrics[0][0], dict)
+        }
+        # The dimension sets fhirflow.observability emits (tests/unit/test_observability.py reads them).
+        assert expressions["Requests by interaction and status"] == (
+            f"SEARCH('{{\"{namespace}\",service,interaction,status_class}} MetricName=\"Requests\"', 'Sum', 300)"
+        )
+        assert expressions["Latency p99 by interaction (ms)"].startswith(
+            f"SEARCH('{{\"{namespace}\",service,interaction,status_class}} MetricName=\"Latency\"', 'p99'"
+        )
+        assert f'"{namespace}",service,resource_type' in expressions["Requests by resource type"]
+        assert f'"{namespace}",function_name,service' in expressions["Cold starts"]
