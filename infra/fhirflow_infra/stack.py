@@ -33,6 +33,7 @@ from constructs import Construct
 from fhirflow.routes import ROUTES
 from fhirflow.settings import Settings
 from fhirflow_infra.api import DEFAULT_THROTTLE, FhirApi, Throttle
+from fhirflow_infra.audit import AUDIT_RETENTION_DAYS, AuditArchive
 from fhirflow_infra.compliance import acknowledge
 from fhirflow_infra.dashboard import Dashboard
 from fhirflow_infra.encryption import DataKey
@@ -81,6 +82,8 @@ SEARCHING_SERVICES = ("crud", "bundle", "search")
 """API services that run searches on the index (conditional interactions and references too)."""
 STREAM_CONCURRENCY = 10
 """index-sync's reserved concurrency by default (context ``fhirflow:streamConcurrency``; 0: none)."""
+AUDIT_RETENTION = Duration.days(AUDIT_RETENTION_DAYS)
+"""The audit archive's retention by default (context ``fhirflow:auditRetentionDays``; ``0``: no archive)."""
 SEARCHING_STEPS = ("prepare",)
 """Transaction workflow steps that run a bundle's entries, and so its searches."""
 
@@ -102,6 +105,7 @@ class FhirflowStack(Stack):
         removal_policy: RemovalPolicy = RemovalPolicy.RETAIN,
         metrics_namespace: str = METRICS_NAMESPACE,
         tracing: bool = True,
+        audit_retention: Duration | None = AUDIT_RETENTION,
         **stack_props: Any,
     ) -> None:
         super().__init__(scope, construct_id, **stack_props)
@@ -280,6 +284,18 @@ class FhirflowStack(Stack):
             api=self.api.rest_api,
             email=alarm_email,
         )
+        # The API functions' audit lines (fhirflow.authz.audit), when they write any; None: no archive.
+        self.audit_archive = None
+        if audit_retention is not None and self.settings.audit in ("log", "auditevent"):
+            self.audit_archive = AuditArchive(
+                self,
+                "AuditArchive",
+                key=self.data_key,
+                log_groups={name: f.log_group for name, f in self.api_functions.items()},
+                access_logs=self.buckets.access_logs,
+                retention=audit_retention,
+                removal_policy=removal_policy,
+            )
         self.dashboard = Dashboard(
             self,
             "Dashboard",
@@ -363,5 +379,8 @@ class FhirflowStack(Stack):
         }
         if self.api.api_key is not None:
             outputs["ApiKeyId"] = self.api.api_key.key_id
+        if self.audit_archive is not None:
+            outputs["AuditBucket"] = self.audit_archive.bucket.bucket_name
+            outputs["AuditTable"] = f"{self.audit_archive.database_name}.{self.audit_archive.table_name}"
         for name, value in outputs.items():
             CfnOutput(self, name, value=value)

@@ -4,6 +4,7 @@ and the audit archive; each context flag changes what it says."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,7 +21,7 @@ def _variables(template: dict[str, Any], name: str) -> set[str]:
     return {f["Environment"]["Variables"].get(name) for f in _functions(template).values()}
 
 
-CUSTOM = {"fhirflow:metricsNamespace": "acme/fhir", "fhirflow:tracing": "false"}
+CUSTOM = {"fhirflow:metricsNamespace": "acme/fhir", "fhirflow:tracing": "false", "fhirflow:auditRetentionDays": "30"}
 
 
 @pytest.fixture(scope="module")
@@ -138,3 +139,133 @@ def test_the_dashboard_graphs_the_functions_emf_metrics_from_their_namespace(
         )
         assert f'"{namespace}",service,resource_type' in expressions["Requests by resource type"]
         assert f'"{namespace}",function_name,service' in expressions["Cold starts"]
+
+
+# -- the audit archive ------------------------------------------------------------------------
+
+
+def _one(template: dict[str, Any], type_: str) -> tuple[str, dict[str, Any]]:
+    [(logical_id, resource)] = [(k, v) for k, v in template["Resources"].items() if v["Type"] == type_]
+    return logical_id, resource["Properties"]
+
+
+def _archive_bucket(template: dict[str, Any]) -> dict[str, Any]:
+    _, stream = _one(template, "AWS::KinesisFirehose::DeliveryStream")
+    bucket_id = stream["ExtendedS3DestinationConfiguration"]["BucketARN"]["Fn::GetAtt"][0]
+    bucket: dict[str, Any] = template["Resources"][bucket_id]["Properties"]
+    return bucket
+
+
+def test_the_archive_bucket_is_encrypted_with_the_data_key_and_expires_records_after_the_retention(
+    synthesized: Synthesized, customised: dict[str, Any]
+) -> None:
+    from fhirflow_infra.audit import AUDIT_RETENTION_DAYS
+
+    key = synthesized.logical_id(synthesized.stack.data_key)
+    for template, days in ((synthesized.template, AUDIT_RETENTION_DAYS), (customised, 30)):
+        bucket = _archive_bucket(template)
+        [encryption] = bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+        assert encryption["ServerSideEncryptionByDefault"] == {
+            "SSEAlgorithm": "aws:kms",
+            "KMSMasterKeyID": {"Fn::GetAtt": [key, "Arn"]},
+        }
+        assert bucket["PublicAccessBlockConfiguration"]["RestrictPublicBuckets"] is True
+        [rule] = bucket["LifecycleConfiguration"]["Rules"]
+        assert rule["ExpirationInDays"] == days
+        assert rule["Status"] == "Enabled"
+        assert "LoggingConfiguration" in bucket
+
+
+def test_the_api_functions_audit_lines_stream_encrypted_into_the_bucket_by_day(synthesized: Synthesized) -> None:
+    from fhirflow_infra.audit import FILTER_PATTERN
+
+    key = synthesized.logical_id(synthesized.stack.data_key)
+    stream_id, stream = _one(synthesized.template, "AWS::KinesisFirehose::DeliveryStream")
+    assert stream["DeliveryStreamEncryptionConfigurationInput"] == {
+        "KeyARN": {"Fn::GetAtt": [key, "Arn"]},
+        "KeyType": "CUSTOMER_MANAGED_CMK",
+    }
+    destination = stream["ExtendedS3DestinationConfiguration"]
+    assert destination["EncryptionConfiguration"] == {
+        "KMSEncryptionConfig": {"AWSKMSKeyARN": {"Fn::GetAtt": [key, "Arn"]}}
+    }
+    assert destination["Prefix"] == "audit/!{timestamp:yyyy/MM/dd}/"
+    processors = [p["Type"] for p in destination["ProcessingConfiguration"]["Processors"]]
+    assert processors == ["Decompression", "CloudWatchLogProcessing", "AppendDelimiterToRecord"]
+    filters = synthesized.resources("AWS::Logs::SubscriptionFilter")
+    groups = {json.dumps(f["Properties"]["LogGroupName"]) for f in filters.values()}
+    api_groups = {
+        json.dumps({"Ref": synthesized.logical_id(f.log_group)}) for f in synthesized.stack.api_functions.values()
+    }
+    assert groups == api_groups
+    for subscription in filters.values():
+        assert subscription["Properties"]["FilterPattern"] == FILTER_PATTERN
+        assert subscription["Properties"]["DestinationArn"] == {"Fn::GetAtt": [stream_id, "Arn"]}
+
+
+def test_the_athena_table_has_a_column_per_field_of_the_audit_record_and_reads_the_streams_days(
+    synthesized: Synthesized,
+) -> None:
+    from fhirflow.authz.audit import AuditRecord
+    from fhirflow_infra.audit import audit_columns
+
+    _, table = _one(synthesized.template, "AWS::Glue::Table")
+    _, database = _one(synthesized.template, "AWS::Glue::Database")
+    assert table["DatabaseName"] == database["DatabaseInput"]["Name"]
+    columns = [(c["Name"], c["Type"]) for c in table["TableInput"]["StorageDescriptor"]["Columns"]]
+    assert columns == audit_columns()
+    assert [name for name, _ in columns] == list(AuditRecord.__annotations__)
+    assert dict(columns)["outcome"] == "struct<status:int,result:string>"
+    assert dict(columns)["what"] == (
+        "struct<interaction:string,method:string,type:string,id:string,version:string,query:array<string>>"
+    )
+    assert dict(columns)["duration_ms"] == "double"
+    serde = table["TableInput"]["StorageDescriptor"]["SerdeInfo"]["SerializationLibrary"]
+    assert serde == "org.openx.data.jsonserde.JsonSerDe"
+    parameters = table["TableInput"]["Parameters"]
+    assert table["TableInput"]["PartitionKeys"] == [{"Name": "day", "Type": "string"}]
+    assert parameters["projection.day.format"] == "yyyy/MM/dd"  # the stream's !{timestamp:yyyy/MM/dd}
+    template = json.dumps(parameters["storage.location.template"])
+    assert "/audit/${day}/" in template
+
+
+def test_a_handlers_audit_line_is_what_the_filter_selects_and_the_table_reads(tmp_path: Path) -> None:
+    """Executed: the line a crud handler logs in a Lambda-like process, read as Athena would."""
+    from fhirflow_infra.audit import audit_columns
+    from tests.unit.test_observability import REQUEST_ID, invoke, patient_create
+
+    [line] = [line for line in invoke(tmp_path, [patient_create()]) if line.get("audit") == "fhir-request"]
+    for name, hive in audit_columns():
+        assert name in line, name
+        assert _conforms(line[name], hive), (name, hive, line[name])
+    assert line["request_id"] == REQUEST_ID
+    assert line["what"]["type"] == "Patient"
+
+
+def _conforms(value: Any, hive: str) -> bool:
+    """Whether a JSON value reads as the Hive type (None reads as NULL in any column)."""
+    if value is None:
+        return True
+    if hive.startswith("array<"):
+        return isinstance(value, list) and all(_conforms(v, hive[6:-1]) for v in value)
+    if hive.startswith("struct<"):
+        fields = dict(_struct_fields(hive[7:-1]))
+        return (
+            isinstance(value, dict)
+            and set(value) <= set(fields)
+            and all(_conforms(v, fields[k]) for k, v in value.items())
+        )
+    scalar = {"string": str, "int": int, "double": (int, float), "boolean": bool}[hive]
+    return isinstance(value, scalar)
+
+
+def _struct_fields(body: str) -> list[tuple[str, str]]:
+    fields, depth, start = [], 0, 0
+    for index, char in enumerate(body + ","):
+        depth += char == "<"
+        depth -= char == ">"
+        if char == "," and depth == 0:
+            name, _, hive = body[start:index].partition(":")
+            fields.append((name, hive))
+            start = index + 1
+    return fields
