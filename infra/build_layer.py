@@ -34,12 +34,18 @@ DEFAULT_OUT = REPO_ROOT / "infra" / "build" / "layer"
 EMBEDDED_ONLY = frozenset({"uvicorn", "rich", "httpx"})
 """The local gateway's server, the CLI's console output and its HTTP client (``fhirflow import
 --url``); no Lambda imports them."""
-NEVER_IMPORTED = frozenset({"aws-xray-sdk", "wrapt", "opensearch-protobufs", "protobuf", "grpcio"})
-"""In the requirements, or required by them, but imported by no Lambda: aws-xray-sdk (X-Ray
-tracing is Lambda's active tracing; nothing imports the SDK) and wrapt, its dependency;
-opensearch-py 3's gRPC transport (opensearch-protobufs, protobuf, grpcio: 30 MB), which the HTTP
-client it is used through never imports. tests/infra checks that everything else is imported."""
-IMPORT_NAMES = {"aws-lambda-powertools": "aws_lambda_powertools", "opensearch-py": "opensearchpy", "google-re2": "re2"}
+NEVER_IMPORTED = frozenset({"opensearch-protobufs", "protobuf", "grpcio"})
+"""In the requirements, or required by them, but imported by no Lambda: opensearch-py 3's gRPC
+transport (opensearch-protobufs, protobuf, grpcio: 30 MB), which the HTTP client it is used
+through never imports. tests/infra checks that everything else is imported. (aws-xray-sdk and its
+wrapt are imported by Powertools Tracer, on the first invocation where tracing is on:
+fhirflow.tracing.)"""
+IMPORT_NAMES = {
+    "aws-lambda-powertools": "aws_lambda_powertools",
+    "opensearch-py": "opensearchpy",
+    "google-re2": "re2",
+    "aws-xray-sdk": "aws_xray_sdk",
+}
 """Import names that differ from the distribution's."""
 LOCK = REPO_ROOT / "infra" / "layer.lock"
 PLATFORMS = ("manylinux2014_aarch64", "manylinux_2_28_aarch64", "manylinux_2_34_aarch64")

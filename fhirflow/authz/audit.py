@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NotRequired, Protocol, TypedDict
 
 import orjson
 
@@ -49,12 +49,55 @@ def interaction_of(method: str, route: str) -> str:
     return _INTERACTIONS.get((method, route), "unknown")
 
 
-def audit_record(
-    request: FhirRequest | None, status: int, started: float, *, now: float | None = None
-) -> dict[str, Any]:
+class AuditOutcome(TypedDict):
+    status: int
+    result: str
+    """``success`` (status below 400) or ``failure``."""
+    reason: NotRequired[str]
+    """Why an access token was refused (never told to the client); absent otherwise."""
+
+
+class AuditWhat(TypedDict):
+    interaction: str
+    method: str
+    type: str | None
+    id: str | None
+    version: str | None
+    query: list[str]
+    """The query parameters' names, never their values."""
+
+
+class AuditWho(TypedDict, total=False):
+    sub: str
+    client_id: str
+    fhir_user: str
+    issuer: str | None
+
+
+class AuditRecord(TypedDict, total=False):
+    """The audit record's shape: the one definition its readers derive theirs from (the audit
+    archive's Athena table, infra/fhirflow_infra/audit.py). The last five keys are absent when
+    the request could not be read at all."""
+
+    audit: str
+    """Always ``fhir-request``: what the archive's log subscription filter selects on."""
+    time: str
+    duration_ms: float
+    outcome: AuditOutcome
+    request_id: str
+    source_ip: str
+    tenant: str
+    what: AuditWhat
+    who: AuditWho
+
+
+AUDIT_KIND = "fhir-request"
+
+
+def audit_record(request: FhirRequest | None, status: int, started: float, *, now: float | None = None) -> AuditRecord:
     now = time.time() if now is None else now
-    record: dict[str, Any] = {
-        "audit": "fhir-request",
+    record: AuditRecord = {
+        "audit": AUDIT_KIND,
         "time": datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "duration_ms": round((time.perf_counter() - started) * 1000, 3),
         "outcome": {"status": status, "result": "success" if status < 400 else "failure"},
@@ -75,11 +118,13 @@ def audit_record(
         "query": sorted({name for name, _ in request.query}),
     }
     principal = request.principal
-    who: dict[str, Any] = {}
-    for name, attribute in (("sub", "sub"), ("client_id", "client_id"), ("fhir_user", "fhir_user_reference")):
-        value = getattr(principal, attribute, None)
-        if value:
-            who[name] = value
+    who: AuditWho = {}
+    if sub := getattr(principal, "sub", None):
+        who["sub"] = sub
+    if client_id := getattr(principal, "client_id", None):
+        who["client_id"] = client_id
+    if fhir_user := getattr(principal, "fhir_user_reference", None):
+        who["fhir_user"] = fhir_user
     if principal is not None:
         who["issuer"] = getattr(principal, "issuer", None)
     record["who"] = who
@@ -91,16 +136,28 @@ class LoggingAuditSink:
 
     The logger's own level is set to INFO, so that the records reach the root handlers (CloudWatch
     in Lambda) whatever level the application logs at; silence them with ``FHIRFLOW_AUDIT=off``.
+
+    In Lambda (``structured``, the default there) the record's fields are the log line's own
+    top-level keys beside Powertools' correlation keys (fhirflow.observability): the audit archive
+    selects those lines with ``{ $.audit = "fhir-request" }`` and Athena reads the fields as
+    columns (infra/fhirflow_infra/audit.py). Elsewhere the message is the record as JSON.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, structured: bool | None = None) -> None:
+        from fhirflow.observability import in_lambda
+
         logger.setLevel(logging.INFO)
+        self.structured = in_lambda() if structured is None else structured
 
     def record(self, request: FhirRequest | None, status: int, started: float) -> None:
         if not logger.isEnabledFor(logging.INFO):
             return
         try:
-            logger.info(orjson.dumps(audit_record(request, status, started)).decode())
+            record = audit_record(request, status, started)
+            if self.structured:
+                logger.info(AUDIT_KIND, extra=dict(record))
+            else:
+                logger.info(orjson.dumps(record).decode())
         except Exception:  # auditing must never turn a served request into an error
             logger.exception("audit record failed")
 

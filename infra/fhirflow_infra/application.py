@@ -8,7 +8,12 @@ Context (``cdk.json`` or ``cdk deploy -c key=value``):
   ``fhirflow:reservedConcurrency`` (per function), ``fhirflow:layerDir`` (default ``infra/build/layer``);
 - ``fhirflow:throttle`` — ``{"rateLimit": 100, "burstLimit": 200}``, the stage's default throttling;
 - ``fhirflow:apiKeys`` — ``true``: every route needs an API key, under a usage plan with that throttle per key;
-- ``fhirflow:streamConcurrency`` — index-sync's reserved concurrency (default 10; ``0``: none).
+- ``fhirflow:streamConcurrency`` — index-sync's reserved concurrency (default 10; ``0``: none);
+- ``fhirflow:metricsNamespace`` — the CloudWatch namespace of the functions' EMF metrics (default ``fhirflow``);
+- ``fhirflow:tracing`` — ``false``: no X-Ray SDK in the functions (no subsegments per AWS and
+  OpenSearch call, a faster first invocation); Lambda's active tracing stays on;
+- ``fhirflow:auditRetentionDays`` — how long the audit archive keeps records (default 2190, six
+  years); ``0``: no audit archive.
 """
 
 from __future__ import annotations
@@ -17,13 +22,14 @@ import json
 import os
 from pathlib import Path
 
-from aws_cdk import App, Environment
+from aws_cdk import App, Duration, Environment
 
 from fhirflow_infra.api import Throttle
 from fhirflow_infra.compliance import add_checks
 from fhirflow_infra.environment import settings_from_context
+from fhirflow_infra.function import METRICS_NAMESPACE
 from fhirflow_infra.packaging import DEFAULT_CODE_DIR, DEFAULT_LAYER_DIR, stage_code
-from fhirflow_infra.stack import STREAM_CONCURRENCY, FhirflowStack
+from fhirflow_infra.stack import AUDIT_RETENTION, STREAM_CONCURRENCY, FhirflowStack
 
 
 def _environment() -> Environment | None:
@@ -51,6 +57,16 @@ def _throttle(value: object) -> Throttle:
     )
 
 
+def _days(value: object, default: Duration) -> Duration | None:
+    """A number of days from the context; ``0``: none."""
+    if value in (None, ""):
+        return default
+    days = int(str(value))
+    if days < 0:
+        raise ValueError(f"a number of days must not be negative, not {days}")
+    return Duration.days(days) if days else None
+
+
 def build(app: App, *, code_dir: Path = DEFAULT_CODE_DIR, layer_dir: Path | None = None) -> FhirflowStack:
     context = app.node.try_get_context
     reserved = context("fhirflow:reservedConcurrency")
@@ -68,6 +84,9 @@ def build(app: App, *, code_dir: Path = DEFAULT_CODE_DIR, layer_dir: Path | None
         stream_concurrency=int(stream) if stream not in (None, "") else STREAM_CONCURRENCY,
         throttle=_throttle(context("fhirflow:throttle")),
         api_keys=_flag(context("fhirflow:apiKeys")),
+        metrics_namespace=str(context("fhirflow:metricsNamespace") or METRICS_NAMESPACE),
+        tracing=context("fhirflow:tracing") in (None, "") or _flag(context("fhirflow:tracing")),
+        audit_retention=_days(context("fhirflow:auditRetentionDays"), AUDIT_RETENTION),
     )
     add_checks(app)
     return stack

@@ -47,6 +47,10 @@ class WorkerPackage(ServicePackage):
     def handler(self) -> str:
         return f"{self.package}.handler.worker_handler"
 
+    @property
+    def function_service(self) -> str:
+        return f"{self.service}-worker"
+
 
 class BulkExport(Construct):
     def __init__(

@@ -23,6 +23,7 @@ from fhirflow_infra.packaging import ServicePackage
 RUNTIME = lambda_.Runtime.PYTHON_3_12
 ARCHITECTURE = lambda_.Architecture.ARM_64
 METRICS_NAMESPACE = "fhirflow"
+"""The CloudWatch namespace of the functions' EMF metrics unless ``fhirflow:metricsNamespace`` says otherwise."""
 API_TIMEOUT = Duration.seconds(28)
 """Inside API Gateway's 29 s integration limit."""
 LAMBDA_PAYLOAD_BYTES = 6 * 1024 * 1024
@@ -104,9 +105,10 @@ class FhirFunction(Construct):
             system_log_level_v2=lambda_.SystemLogLevel.WARN,
             log_group=self.log_group,
             environment={
+                "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,  # the stack's fhirflow:metricsNamespace overrides it
                 **environment,
-                "POWERTOOLS_SERVICE_NAME": package.service,
-                "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
+                # One name per function in its log lines, metrics and traces (fhirflow.observability).
+                "POWERTOOLS_SERVICE_NAME": package.function_service,
                 # Responses carry resources (PHI): never copy them into traces.
                 "POWERTOOLS_TRACER_CAPTURE_RESPONSE": "false",
             },

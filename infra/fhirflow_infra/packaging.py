@@ -47,6 +47,11 @@ class ServicePackage:
         """The Lambda entry point every service defines (STYLE.md rule 1)."""
         return f"{self.package}.handler.lambda_handler"
 
+    @property
+    def function_service(self) -> str:
+        """The function's name in its logs, metrics and traces (``POWERTOOLS_SERVICE_NAME``)."""
+        return self.service
+
 
 def service_packages(repo_root: Path = REPO_ROOT) -> dict[str, ServicePackage]:
     """The services that exist in the repo, by service name: each folder with a Lambda handler."""

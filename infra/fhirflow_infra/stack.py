@@ -35,7 +35,9 @@ from constructs import Construct
 from fhirflow.routes import ROUTES
 from fhirflow.settings import Settings
 from fhirflow_infra.api import DEFAULT_THROTTLE, FhirApi, Throttle
+from fhirflow_infra.audit import AUDIT_RETENTION_DAYS, AuditArchive
 from fhirflow_infra.compliance import acknowledge
+from fhirflow_infra.dashboard import Dashboard
 from fhirflow_infra.encryption import DataKey
 from fhirflow_infra.environment import LAMBDA_DATA_DIR, check_deployable, lambda_environment
 from fhirflow_infra.events import ChangeEvents
@@ -45,6 +47,7 @@ from fhirflow_infra.function import (
     ARCHITECTURE,
     LAMBDA_PAYLOAD_BYTES,
     MAX_REQUEST_BODY_BYTES,
+    METRICS_NAMESPACE,
     RUNTIME,
     FhirFunction,
 )
@@ -82,6 +85,8 @@ SEARCHING_SERVICES = ("crud", "bundle", "search")
 """API services that run searches on the index (conditional interactions and references too)."""
 STREAM_CONCURRENCY = 10
 """index-sync's reserved concurrency by default (context ``fhirflow:streamConcurrency``; 0: none)."""
+AUDIT_RETENTION = Duration.days(AUDIT_RETENTION_DAYS)
+"""The audit archive's retention by default (context ``fhirflow:auditRetentionDays``; ``0``: no archive)."""
 SEARCHING_STEPS = ("prepare",)
 """Transaction workflow steps that run a bundle's entries, and so its searches."""
 
@@ -101,6 +106,9 @@ class FhirflowStack(Stack):
         throttle: Throttle = DEFAULT_THROTTLE,
         api_keys: bool = False,
         removal_policy: RemovalPolicy = RemovalPolicy.RETAIN,
+        metrics_namespace: str = METRICS_NAMESPACE,
+        tracing: bool = True,
+        audit_retention: Duration | None = AUDIT_RETENTION,
         **stack_props: Any,
     ) -> None:
         super().__init__(scope, construct_id, **stack_props)
@@ -147,7 +155,13 @@ class FhirflowStack(Stack):
             subscriptions_table=self.subscriptions.table.table_name,
             subscriptions_queue_url=self.subscriptions.notifications.queue_url,
         )
-        environment = lambda_environment(self.settings)
+        self.metrics_namespace = metrics_namespace
+        # Powertools Metrics' namespace (fhirflow.observability): the dashboard reads the same one.
+        environment = {**lambda_environment(self.settings), "POWERTOOLS_METRICS_NAMESPACE": metrics_namespace}
+        if not tracing:
+            # The X-Ray SDK stays unloaded (fhirflow.tracing); Lambda's active tracing still
+            # records each invocation's segment.
+            environment["POWERTOOLS_TRACE_DISABLED"] = "true"
         self.code = lambda_.Code.from_asset(str(code_dir))
         self.layer = lambda_.LayerVersion(
             self,
@@ -261,28 +275,53 @@ class FhirflowStack(Stack):
             throttle=throttle,
             api_keys=api_keys,
         )
+        functions = {
+            **{name: f.function for name, f in self.api_functions.items()},
+            "index-sync": self.index_sync.function,
+            "export-worker": self.export.worker.function,
+            "reindex-worker": self.reindexing.worker.function,
+            **{f"transaction-{name}": f.function for name, f in self.transactions.functions.items()},
+            **self.subscriptions.functions,
+        }
+        dead_letter_queues = {
+            "index-sync": self.index_sync.dead_letter_queue,
+            "export": self.export.dead_letter_queue,
+            "reindex": self.reindexing.dead_letter_queue,
+            "integration": self.change_events.integration_dlq,
+            **self.subscriptions.dead_letter_queues,
+        }
+        stream_consumers = {"index-sync": self.index_sync.function}
         self.alarms = Alarms(
             self,
             "Alarms",
             key=self.data_key,
-            functions={
-                **{name: f.function for name, f in self.api_functions.items()},
-                "index-sync": self.index_sync.function,
-                "export-worker": self.export.worker.function,
-                "reindex-worker": self.reindexing.worker.function,
-                **{f"transaction-{name}": f.function for name, f in self.transactions.functions.items()},
-                **self.subscriptions.functions,
-            },
-            stream_consumers={"index-sync": self.index_sync.function},
-            dead_letter_queues={
-                "index-sync": self.index_sync.dead_letter_queue,
-                "export": self.export.dead_letter_queue,
-                "reindex": self.reindexing.dead_letter_queue,
-                "integration": self.change_events.integration_dlq,
-                **self.subscriptions.dead_letter_queues,
-            },
+            functions=functions,
+            stream_consumers=stream_consumers,
+            dead_letter_queues=dead_letter_queues,
             api=self.api.rest_api,
             email=alarm_email,
+        )
+        # The API functions' audit lines (fhirflow.authz.audit), when they write any; None: no archive.
+        self.audit_archive = None
+        if audit_retention is not None and self.settings.audit in ("log", "auditevent"):
+            self.audit_archive = AuditArchive(
+                self,
+                "AuditArchive",
+                key=self.data_key,
+                log_groups={name: f.log_group for name, f in self.api_functions.items()},
+                access_logs=self.buckets.access_logs,
+                retention=audit_retention,
+                removal_policy=removal_policy,
+            )
+        self.dashboard = Dashboard(
+            self,
+            "Dashboard",
+            api=self.api.rest_api,
+            functions=functions,
+            stream_consumers=stream_consumers,
+            dead_letter_queues=dead_letter_queues,
+            domain=self.search.domain,
+            namespace=metrics_namespace,
         )
         for function in self.functions():
             self.cursor_key.grant_read(function.role)
@@ -354,8 +393,12 @@ class FhirflowStack(Stack):
             "IntegrationQueueUrl": self.change_events.integration_queue.queue_url,
             "ExportQueueUrl": self.export.queue.queue_url,
             "AlarmTopic": self.alarms.topic.topic_arn,
+            "DashboardName": self.dashboard.dashboard.dashboard_name,
         }
         if self.api.api_key is not None:
             outputs["ApiKeyId"] = self.api.api_key.key_id
+        if self.audit_archive is not None:
+            outputs["AuditBucket"] = self.audit_archive.bucket.bucket_name
+            outputs["AuditTable"] = f"{self.audit_archive.database_name}.{self.audit_archive.table_name}"
         for name, value in outputs.items():
             CfnOutput(self, name, value=value)

@@ -69,6 +69,10 @@ class EntryPackage(ServicePackage):
     def handler(self) -> str:
         return f"{self.package}.aws.{self.entry}"
 
+    @property
+    def function_service(self) -> str:
+        return f"{self.service}-{self.entry.removesuffix('_handler')}"
+
 
 TICKER_INVOCATION = (
     "Invoked asynchronously by EventBridge Scheduler every minute, with no retries: a missed tick's "

@@ -70,6 +70,10 @@ class StepPackage(ServicePackage):
     def handler(self) -> str:
         return self.entry
 
+    @property
+    def function_service(self) -> str:
+        return f"{self.service}-{self.entry.rsplit('.', 1)[-1]}"
+
 
 def step_handlers() -> dict[str, str]:
     """Task key (and ``sweep``) → Lambda handler."""

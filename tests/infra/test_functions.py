@@ -80,6 +80,18 @@ def test_every_function_is_arm64_python312_traced_with_json_logs(synthesized: Sy
         assert props["Environment"]["Variables"]["POWERTOOLS_TRACER_CAPTURE_RESPONSE"] == "false", name
 
 
+def test_each_function_has_its_own_service_name_in_logs_metrics_and_traces(synthesized: Synthesized) -> None:
+    names = {
+        props["Properties"]["Handler"]: props["Properties"]["Environment"]["Variables"]["POWERTOOLS_SERVICE_NAME"]
+        for props in _functions(synthesized).values()
+    }
+    assert len(set(names.values())) == len(names), names
+    assert names["fhirflow_crud.handler.lambda_handler"] == "crud"
+    assert names["fhirflow_bundle.transaction.handlers.prepare"] == "bundle-prepare"
+    assert names["fhirflow_subscriptions.aws.match_handler"] == "subscriptions-match"
+    assert names["fhirflow_export.handler.worker_handler"] == "export-worker"
+
+
 def test_the_code_asset_holds_each_handler(synthesized: Synthesized) -> None:
     for function in _functions(synthesized).values():
         module, _, attribute = function["Properties"]["Handler"].rpartition(".")

@@ -92,8 +92,10 @@ def test_buckets_are_private_versioned_encrypted_and_tls_only(synthesized: Synth
         for p in synthesized.resources("AWS::S3::BucketPolicy").values()
     }
     all_buckets = synthesized.resources("AWS::S3::Bucket")
-    assert len(all_buckets) == 3
-    for bucket in (buckets.blobs, buckets.exports, buckets.access_logs):
+    archive = synthesized.stack.audit_archive
+    assert archive is not None
+    assert len(all_buckets) == 4  # and the audit archive's (tests/infra/test_observability.py)
+    for bucket in (buckets.blobs, buckets.exports, buckets.access_logs, archive.bucket):
         name = synthesized.logical_id(bucket)
         props = all_buckets[name]["Properties"]
         assert props["PublicAccessBlockConfiguration"] == {
@@ -121,7 +123,12 @@ STATEFUL = {
     "AWS::KMS::Key": {"DataKey2A0DE9E6"},
     "AWS::DynamoDB::Table": {"TablesResourcesF2CE5B22", "TablesLedgerF9806C8B", "SubscriptionsState75F3E325"},
     "AWS::Backup::BackupVault": {"TablesBackupsVaultF7A4E24B"},
-    "AWS::S3::Bucket": {"BucketsAccessLogsA5F88218", "BucketsBlobsF94FAD01", "BucketsExportsEFF3E371"},
+    "AWS::S3::Bucket": {
+        "BucketsAccessLogsA5F88218",
+        "BucketsBlobsF94FAD01",
+        "BucketsExportsEFF3E371",
+        "AuditArchiveRecords68DA5556",
+    },
 }
 
 

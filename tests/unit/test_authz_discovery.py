@@ -132,7 +132,17 @@ def test_one_audit_record_per_request_without_bodies_or_values(tmp_path: Path) -
     assert read["source_ip"] == "192.0.2.10"
     assert read["tenant"] == "default"
     assert read["request_id"]
+    # Its shape is AuditRecord's, from which the audit archive's Athena columns are derived.
+    from fhirflow.authz.audit import AuditOutcome, AuditRecord, AuditWhat, AuditWho
+
+    assert list(read) == list(AuditRecord.__annotations__)
+    assert list(read["what"]) == list(AuditWhat.__annotations__)
+    assert list(read["who"]) == list(AuditWho.__annotations__)
+    assert list(read["outcome"]) == [
+        k for k in AuditOutcome.__annotations__ if k != "reason"
+    ]  # reason: refused tokens only
     assert denied["outcome"] == {"status": 401, "result": "failure", "reason": "no-token"}
+    assert list(denied["outcome"]) == list(AuditOutcome.__annotations__)
     assert denied["who"] == {}
     assert bundle["what"]["interaction"] == "transaction"
     for secret in ("Zebedee", "MRN-777", 'name"', "Bearer", "eyJ"):

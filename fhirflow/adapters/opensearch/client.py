@@ -65,7 +65,28 @@ def opensearch_client(
         options["http_auth"] = Urllib3AWSV4SignerAuth(credentials, region, service)
     elif mode != "none":
         raise ValueError(f"Unknown OpenSearch auth '{mode}'; expected one of {', '.join(AUTH_MODES)}")
-    return OpenSearch(**options)
+    client = OpenSearch(**options)
+    traced(client)
+    return client
+
+
+def traced(client: Any) -> None:
+    """Each request of ``client`` in an X-Ray subsegment ``OpenSearch`` (the X-Ray SDK sees no
+    AWS call here: urllib3 is not patched), annotated with the method and the API (``_search``,
+    ``_bulk``...), never a path's ids or a body. Nothing changes when tracing is off."""
+    from fhirflow import tracing
+
+    if not tracing.enabled():
+        return
+    transport = client.transport
+    perform = transport.perform_request
+
+    def perform_request(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        api = next((part for part in reversed(url.split("?", 1)[0].split("/")) if part.startswith("_")), "document")
+        with tracing.subsegment("OpenSearch", method=method, api=api):
+            return perform(method, url, *args, **kwargs)
+
+    transport.perform_request = perform_request
 
 
 def client_factory(settings: Settings) -> Callable[[], Any]:

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 
-logger = Logger(service="index-sync")
+from fhirflow.observability import event_handler, service_logger
+
+logger = service_logger("index-sync")
 processor = BatchProcessor(event_type=EventType.DynamoDBStreams)
 
 
 @logger.inject_lambda_context(clear_state=True)
+@event_handler
 def lambda_handler(event: dict[str, Any], context: Any) -> PartialItemFailureResponse:
     from fhirflow_index_sync import app
 

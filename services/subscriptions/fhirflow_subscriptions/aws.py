@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from fhirflow.adapters.aws import clients
 from fhirflow.delivery_ports import Attempt, ClaimedJob, DeliveryJob
+from fhirflow.observability import event_handler, service_logger
 
 if TYPE_CHECKING:
     from fhirflow.adapters.aws.dynamodb_subscriptions import DynamoDbDeliveryLog, DynamoDbSubscriptionState
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
     from fhirflow_subscriptions.service import SubscriptionService
 
 logger = logging.getLogger("fhirflow.subscriptions")
+lambda_logger = service_logger("subscriptions")
+"""The three functions' Powertools Logger (each is named by its POWERTOOLS_SERVICE_NAME)."""
 
 MAX_VISIBILITY_SECONDS = 12 * 3600 - 60
 """SQS's visibility limit is 12 h from the receive; a longer backoff step retries a little early."""
@@ -227,6 +230,8 @@ def _ms(instant: str) -> int:
     return int(datetime.fromisoformat(instant).timestamp() * 1000)
 
 
+@lambda_logger.inject_lambda_context(clear_state=True)
+@event_handler
 def match_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """SQS (standard) batch of EventBridge envelopes → notifications on the FIFO queue."""
     rt = runtime()
@@ -285,6 +290,8 @@ class _Batch:
         self.log.log_attempt(group, job_id, attempt, at_ms)
 
 
+@lambda_logger.inject_lambda_context(clear_state=True)
+@event_handler
 def deliver_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """SQS FIFO batch of notifications → signed webhooks; partial batch response per group."""
     from fhirflow_subscriptions.backoff import next_delay
@@ -342,6 +349,8 @@ def _sqs(rt: Runtime) -> Any:
 # -- the ticker -------------------------------------------------------------------------------
 
 
+@lambda_logger.inject_lambda_context(clear_state=True)
+@event_handler
 def tick_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """EventBridge Scheduler: heartbeats for idle topic-based subscriptions, ``off`` at ``end``."""
     rt = runtime()

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger
-
+from fhirflow.observability import event_handler, service_logger
 from fhirflow_bundle.transaction.steps import TransactionSteps
 
-logger = Logger(service="bundle-transaction")
+logger = service_logger("bundle-transaction")
 _steps: TransactionSteps | None = None
 
 
@@ -31,40 +30,48 @@ def steps() -> TransactionSteps:
 
 
 @logger.inject_lambda_context(clear_state=True)
+@event_handler
 def prepare(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return steps().prepare(event)
 
 
 @logger.inject_lambda_context(clear_state=True)
+@event_handler
 def stage(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return steps().stage(event)
 
 
 @logger.inject_lambda_context(clear_state=True)
+@event_handler
 def lock(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return steps().lock(event)
 
 
 @logger.inject_lambda_context(clear_state=True)
+@event_handler
 def commit(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return steps().commit(event)
 
 
 @logger.inject_lambda_context(clear_state=True)
+@event_handler
 def apply(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return steps().apply(event)
 
 
 @logger.inject_lambda_context(clear_state=True)
+@event_handler
 def finish(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return steps().finish(event)
 
 
 @logger.inject_lambda_context(clear_state=True)
+@event_handler
 def rollback(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return steps().rollback(event)
 
 
 @logger.inject_lambda_context(clear_state=True)
+@event_handler
 def sweep(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return {"resolved": [{"txId": r.tx_id, "outcome": r.outcome} for r in steps().sweep()]}
