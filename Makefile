@@ -7,7 +7,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8080
 PYTEST_ARGS ?=
 
-.PHONY: serve test lint typecheck bench setup clean generate layer synth deploy dynamodb-local fuzz
+.PHONY: serve test lint typecheck bench setup clean generate layer layer-x86_64 synth deploy dynamodb-local fuzz
 
 RUNTIME := $(VENV)/.runtime
 
@@ -67,6 +67,10 @@ $(LAYER): pyproject.toml infra/build_layer.py infra/layer.lock | $(STAMP)
 
 layer: $(STAMP)
 	$(PY) infra/build_layer.py
+
+# The same pinned layer for x86_64, which `python -m bench --only coldstart` imports (never deployed).
+layer-x86_64: $(STAMP)
+	$(PY) infra/build_layer.py --x86-64-twin
 
 synth: $(STAMP) $(LAYER)
 	cd infra && ../$(PY) app.py
