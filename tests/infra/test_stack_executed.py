@@ -269,10 +269,44 @@ def test_ordinary_traffic_through_every_function_stays_within_its_policy(
     )
     assert api.call("GET", "/", query={"_type": "Patient"})[0] == 200
     assert api.call("GET", f"/Patient/{patient}/Observation")[0] == 200
-    status, _, _ = api.call(
+    # Conditional interactions search the index (crud's role: search grant and the catalog's items).
+    status, found, _ = api.call(
         "POST", "/Patient", body={"resourceType": "Patient"}, **{"if-none-exist": "identifier=urn:mrn|1"}
     )
-    assert status in (200, 201)
+    assert status == 200, found  # the indexed match, not a second Patient
+    assert found["id"] == patient
+    status, _, _ = api.call(
+        "PUT",
+        "/Patient",
+        query={"identifier": "urn:mrn|2"},
+        body={"resourceType": "Patient", "identifier": [{"system": "urn:mrn", "value": "2"}]},
+    )
+    assert status == 201  # no match: created
+    index_sync(stack, reader)
+    assert api.call("DELETE", "/Patient", query={"identifier": "urn:mrn|2"})[0] in (200, 204)
+
+    # A small transaction, run by the bundle function itself: a conditional create and a
+    # conditional reference, both resolved by search.
+    small = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "fullUrl": f"urn:uuid:{uuid.uuid4()}",
+                "resource": {"resourceType": "Patient", "identifier": [{"system": "urn:mrn", "value": "1"}]},
+                "request": {"method": "POST", "url": "Patient", "ifNoneExist": "identifier=urn:mrn|1"},
+            },
+            {
+                "fullUrl": f"urn:uuid:{uuid.uuid4()}",
+                "resource": {**observation, "subject": {"reference": "Patient?identifier=urn:mrn|1"}},
+                "request": {"method": "POST", "url": "Observation"},
+            },
+        ],
+    }
+    status, reply, _ = api.call("POST", "/", body=small)
+    assert status == 200, reply
+    assert reply["entry"][0]["response"]["status"].startswith("200")  # the existing Patient
+    assert reply["entry"][1]["response"]["status"].startswith("201")
 
     # A transaction with a conditional reference: Prepare searches (synchronous, then respond-async).
     entries = [
