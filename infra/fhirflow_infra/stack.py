@@ -46,6 +46,7 @@ from fhirflow_infra.function import (
     RUNTIME,
     FhirFunction,
 )
+from fhirflow_infra.index_provision import SearchIndexProvisioning
 from fhirflow_infra.index_sync import IndexSync
 from fhirflow_infra.monitoring import Alarms
 from fhirflow_infra.packaging import ServicePackage, require_layer, service_packages
@@ -207,6 +208,16 @@ class FhirflowStack(Stack):
             reserved_concurrency=reserved_concurrency or stream_concurrency or None,
         )
         self.search.grant_index_write(self.index_sync.handler)
+        self.index_provisioning = SearchIndexProvisioning(
+            self,
+            "IndexProvisioning",
+            package=packages["index-sync"],
+            search=self.search,
+            code=self.code,
+            layers=[self.layer],
+            environment=environment,
+            key=self.data_key,
+        )
         self.subscriptions.add_functions(
             package=packages["subscriptions"],
             code=self.code,
@@ -253,6 +264,7 @@ class FhirflowStack(Stack):
             functions={
                 **{name: f.function for name, f in self.api_functions.items()},
                 "index-sync": self.index_sync.function,
+                "index-provision": self.index_provisioning.handler.function,
                 "export-worker": self.export.worker.function,
                 **{f"transaction-{name}": f.function for name, f in self.transactions.functions.items()},
                 **self.subscriptions.functions,
