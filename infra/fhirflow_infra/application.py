@@ -8,7 +8,8 @@ Context (``cdk.json`` or ``cdk deploy -c key=value``):
   ``fhirflow:reservedConcurrency`` (per function), ``fhirflow:layerDir`` (default ``infra/build/layer``);
 - ``fhirflow:throttle`` — ``{"rateLimit": 100, "burstLimit": 200}``, the stage's default throttling;
 - ``fhirflow:apiKeys`` — ``true``: every route needs an API key, under a usage plan with that throttle per key;
-- ``fhirflow:streamConcurrency`` — index-sync's reserved concurrency (default 10; ``0``: none).
+- ``fhirflow:streamConcurrency`` — index-sync's reserved concurrency (default 10; ``0``: none);
+- ``fhirflow:cognito`` — ``true``: a Cognito user pool with FWoA's groups is the issuer, and ``auth`` is ``rbac``.
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ def build(app: App, *, code_dir: Path = DEFAULT_CODE_DIR, layer_dir: Path | None
         stream_concurrency=int(stream) if stream not in (None, "") else STREAM_CONCURRENCY,
         throttle=_throttle(context("fhirflow:throttle")),
         api_keys=_flag(context("fhirflow:apiKeys")),
+        cognito=_flag(context("fhirflow:cognito")),
     )
     add_checks(app)
     return stack

@@ -33,6 +33,7 @@ from constructs import Construct
 from fhirflow.routes import ROUTES
 from fhirflow.settings import Settings
 from fhirflow_infra.api import DEFAULT_THROTTLE, FhirApi, Throttle
+from fhirflow_infra.cognito import CognitoUsers
 from fhirflow_infra.compliance import acknowledge
 from fhirflow_infra.encryption import DataKey
 from fhirflow_infra.environment import LAMBDA_DATA_DIR, check_deployable, lambda_environment
@@ -98,10 +99,22 @@ class FhirflowStack(Stack):
         stream_concurrency: int | None = STREAM_CONCURRENCY,
         throttle: Throttle = DEFAULT_THROTTLE,
         api_keys: bool = False,
+        cognito: bool = False,
         removal_policy: RemovalPolicy = RemovalPolicy.RETAIN,
         **stack_props: Any,
     ) -> None:
         super().__init__(scope, construct_id, **stack_props)
+        # fhirflow:cognito: the stack's own user pool is the issuer, its groups the authorization (RBAC).
+        self.cognito = CognitoUsers(self, "Cognito", removal_policy=removal_policy) if cognito else None
+        if self.cognito is not None:
+            settings = replace(
+                settings,
+                auth="rbac",
+                auth_issuer=self.cognito.issuer,
+                auth_jwks_uri=self.cognito.jwks_uri,
+                auth_audience=None,
+                auth_introspection_url=None,
+            )
         check_deployable(settings)
         packages = service_packages()
 
@@ -351,5 +364,8 @@ class FhirflowStack(Stack):
         }
         if self.api.api_key is not None:
             outputs["ApiKeyId"] = self.api.api_key.key_id
+        if self.cognito is not None:
+            outputs["UserPoolId"] = self.cognito.user_pool.user_pool_id
+            outputs["UserPoolClientId"] = self.cognito.client.user_pool_client_id
         for name, value in outputs.items():
             CfnOutput(self, name, value=value)

@@ -184,3 +184,20 @@ def test_relationships_give_search_its_patient_list(tmp_path: Any) -> None:
     )
 
     assert policy.search_constraint(request, "Observation") == AccessConstraint((Admission(None),), frozenset({"pa"}))
+
+
+@pytest.mark.parametrize(
+    ("groups", "expected"),
+    [(("practitioner",), 202), (("auditor",), 403), (("non-practitioner",), 403)],
+)
+def test_practitioners_may_start_a_bulk_export_as_in_fwoa(
+    rbac: InProcessClient, issuer: TestIssuer, groups: tuple[str, ...], expected: int
+) -> None:
+    reply = rbac.request(
+        "GET",
+        "/$export",
+        token=_groups(issuer, *groups),
+        query={"_type": "Patient"},
+        headers={"prefer": "respond-async", "accept": "application/fhir+json"},
+    )
+    assert reply.status == expected, reply.body
