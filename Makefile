@@ -8,7 +8,7 @@ PORT   ?= 8080
 PYTEST_ARGS ?=
 
 # (chromium: the system browser for the web page's test, installed with apt when missing)
-.PHONY: chromium serve test lint typecheck bench setup clean generate layer synth deploy dynamodb-local fuzz
+.PHONY: chromium serve test lint typecheck bench setup clean generate layer layer-x86_64 synth deploy dynamodb-local fuzz
 
 RUNTIME := $(VENV)/.runtime
 
@@ -74,6 +74,10 @@ $(LAYER): pyproject.toml infra/build_layer.py infra/layer.lock | $(STAMP)
 
 layer: $(STAMP)
 	$(PY) infra/build_layer.py
+
+# The same pinned layer for x86_64, which `python -m bench --only coldstart` imports (never deployed).
+layer-x86_64: $(STAMP)
+	$(PY) infra/build_layer.py --x86-64-twin
 
 synth: $(STAMP) $(LAYER)
 	cd infra && ../$(PY) app.py

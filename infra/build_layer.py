@@ -49,6 +49,10 @@ IMPORT_NAMES = {
 """Import names that differ from the distribution's."""
 LOCK = REPO_ROOT / "infra" / "layer.lock"
 PLATFORMS = ("manylinux2014_aarch64", "manylinux_2_28_aarch64", "manylinux_2_34_aarch64")
+TWIN_PLATFORMS = tuple(platform.replace("aarch64", "x86_64") for platform in PLATFORMS)
+"""The x86_64 twin (``--x86-64-twin``): the same pinned versions for this kind of machine, so that
+``bench --only coldstart`` can import the layer as built; it is never deployed."""
+TWIN_OUT = REPO_ROOT / "infra" / "build" / "layer-x86_64"
 PYTHON_VERSION = "3.12"
 
 
@@ -65,10 +69,10 @@ def requirements(pyproject: Path = REPO_ROOT / "pyproject.toml") -> list[str]:
     return [r for r in wanted if requirement_name(r) not in EMBEDDED_ONLY | NEVER_IMPORTED]
 
 
-def _pip(*arguments: str) -> list[str]:
+def _pip(*arguments: str, platforms: tuple[str, ...] = PLATFORMS) -> list[str]:
     command = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-compile"]
     command += ["--implementation", "cp", "--python-version", PYTHON_VERSION, "--only-binary=:all:"]
-    for platform in PLATFORMS:
+    for platform in platforms:
         command += ["--platform", platform]
     return [*command, *arguments]
 
@@ -98,11 +102,11 @@ def write_lock(lock: Path = LOCK) -> Path:
     return lock
 
 
-def build(out: Path) -> Path:
+def build(out: Path, *, platforms: tuple[str, ...] = PLATFORMS) -> Path:
     if out.exists():
         shutil.rmtree(out)
     target = out / "python"  # Lambda puts /opt/python on sys.path
-    subprocess.run(_pip("--no-deps", "--target", str(target), *locked()), check=True)
+    subprocess.run(_pip("--no-deps", "--target", str(target), *locked(), platforms=platforms), check=True)
     shutil.rmtree(target / "bin", ignore_errors=True)  # console scripts: nothing runs them in Lambda
     compile_bytecode(target)
     return out
@@ -110,13 +114,19 @@ def build(out: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="layer directory (default: %(default)s)")
+    parser.add_argument(
+        "--out", type=Path, help=f"layer directory (default: {DEFAULT_OUT}, or {TWIN_OUT} for the twin)"
+    )
     parser.add_argument("--lock", action="store_true", help=f"write {LOCK.name} from the requirements instead")
+    parser.add_argument(
+        "--x86-64-twin", action="store_true", help="the same pinned layer for x86_64 (the cold-start bench's)"
+    )
     args = parser.parse_args(argv)
     if args.lock:
         print(f"pinned in {write_lock()}")  # noqa: T201 - a build script's report
         return 0
-    out = build(args.out)
+    twin = args.x86_64_twin
+    out = build(args.out or (TWIN_OUT if twin else DEFAULT_OUT), platforms=TWIN_PLATFORMS if twin else PLATFORMS)
     print(f"layer ready in {out}")  # noqa: T201 - a build script's report
     return 0
 

@@ -9,7 +9,8 @@ The alternative to SMART scopes for deployments like FWoA's Cognito one. The rul
 
 Interactions are FHIR restful-interaction codes as the route table names them (``read``,
 ``vread``, ``update``, ``patch``, ``delete``, ``create``, ``history-instance``, ``history-type``,
-``history-system``, ``search-type``, ``search-system``), and ``reindex`` for the administrative
+``history-system``, ``search-type``, ``search-system``), ``export`` for a bulk export kick-off (per
+exported type; FWoA's practitioners have it), and ``reindex`` for the administrative
 ``$reindex`` (none of the default groups has it: name it in an admin group's rules). A request is
 allowed when one of the caller's groups allows the interaction on the type; bundle entries are
 checked one by one.
@@ -65,6 +66,7 @@ FWOA_RULES: dict[str, Any] = {
                 "search-type",
                 "transaction",
                 "batch",
+                "export",  # FWoA let practitioners start system and group bulk exports
             ],
             "resources": "*",
         },

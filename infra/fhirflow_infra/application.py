@@ -14,6 +14,7 @@ Context (``cdk.json`` or ``cdk deploy -c key=value``):
   OpenSearch call, a faster first invocation); Lambda's active tracing stays on;
 - ``fhirflow:auditRetentionDays`` — how long the audit archive keeps records (default 2190, six
   years); ``0``: no audit archive.
+- ``fhirflow:cognito`` — ``true``: a Cognito user pool with FWoA's groups is the issuer, and ``auth`` is ``rbac``.
 """
 
 from __future__ import annotations
@@ -87,6 +88,7 @@ def build(app: App, *, code_dir: Path = DEFAULT_CODE_DIR, layer_dir: Path | None
         metrics_namespace=str(context("fhirflow:metricsNamespace") or METRICS_NAMESPACE),
         tracing=context("fhirflow:tracing") in (None, "") or _flag(context("fhirflow:tracing")),
         audit_retention=_days(context("fhirflow:auditRetentionDays"), AUDIT_RETENTION),
+        cognito=_flag(context("fhirflow:cognito")),
     )
     add_checks(app)
     return stack

@@ -49,6 +49,8 @@ SEARCH_PATHS = {"es:ESHttpPost": "/_search"}
 """What the search service does: every request of a search plan is ``POST /<index>/_search``."""
 REINDEX_PATHS = {"es:ESHttpPost": "/_bulk"}
 """What a ``$reindex`` step adds: documents rewritten at their own version (bulk)."""
+PROVISION_PATHS = ({"es:ESHttpHead": "", "es:ESHttpPut": ""}, {"es:ESHttpPut": "/_mapping"})
+"""The deploy-time index handler (``fhirflow_infra.index_provision``): exists, create, put mapping."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +161,11 @@ class SearchDomain(Construct):
         """The search service's ``$reindex`` steps: bulk rewrites of existing documents (no index
         creation: the index exists once anything was written)."""
         self._grant(function, REINDEX_PATHS)
+
+    def grant_provision(self, function: FhirFunction) -> None:
+        """The deploy-time custom resource: check and create the index, put its mapping."""
+        for paths in PROVISION_PATHS:
+            self._grant(function, paths)
 
     def _grant(self, function: FhirFunction, paths: dict[str, str]) -> None:
         for action, path in paths.items():

@@ -36,6 +36,7 @@ from fhirflow.routes import ROUTES
 from fhirflow.settings import Settings
 from fhirflow_infra.api import DEFAULT_THROTTLE, FhirApi, Throttle
 from fhirflow_infra.audit import AUDIT_RETENTION_DAYS, AuditArchive
+from fhirflow_infra.cognito import CognitoUsers
 from fhirflow_infra.compliance import acknowledge
 from fhirflow_infra.dashboard import Dashboard
 from fhirflow_infra.encryption import DataKey
@@ -51,6 +52,7 @@ from fhirflow_infra.function import (
     RUNTIME,
     FhirFunction,
 )
+from fhirflow_infra.index_provision import SearchIndexProvisioning
 from fhirflow_infra.index_sync import IndexSync
 from fhirflow_infra.monitoring import Alarms
 from fhirflow_infra.packaging import ServicePackage, require_layer, service_packages
@@ -105,6 +107,7 @@ class FhirflowStack(Stack):
         stream_concurrency: int | None = STREAM_CONCURRENCY,
         throttle: Throttle = DEFAULT_THROTTLE,
         api_keys: bool = False,
+        cognito: bool = False,
         removal_policy: RemovalPolicy = RemovalPolicy.RETAIN,
         metrics_namespace: str = METRICS_NAMESPACE,
         tracing: bool = True,
@@ -112,6 +115,17 @@ class FhirflowStack(Stack):
         **stack_props: Any,
     ) -> None:
         super().__init__(scope, construct_id, **stack_props)
+        # fhirflow:cognito: the stack's own user pool is the issuer, its groups the authorization (RBAC).
+        self.cognito = CognitoUsers(self, "Cognito", removal_policy=removal_policy) if cognito else None
+        if self.cognito is not None:
+            settings = replace(
+                settings,
+                auth="rbac",
+                auth_issuer=self.cognito.issuer,
+                auth_jwks_uri=self.cognito.jwks_uri,
+                auth_audience=None,
+                auth_introspection_url=None,
+            )
         check_deployable(settings)
         packages = service_packages()
 
@@ -224,6 +238,16 @@ class FhirflowStack(Stack):
             reserved_concurrency=reserved_concurrency or stream_concurrency or None,
         )
         self.search.grant_index_write(self.index_sync.handler)
+        self.index_provisioning = SearchIndexProvisioning(
+            self,
+            "IndexProvisioning",
+            package=packages["index-sync"],
+            search=self.search,
+            code=self.code,
+            layers=[self.layer],
+            environment=environment,
+            key=self.data_key,
+        )
         self.subscriptions.add_functions(
             package=packages["subscriptions"],
             code=self.code,
@@ -278,6 +302,7 @@ class FhirflowStack(Stack):
         functions = {
             **{name: f.function for name, f in self.api_functions.items()},
             "index-sync": self.index_sync.function,
+            "index-provision": self.index_provisioning.handler.function,
             "export-worker": self.export.worker.function,
             "reindex-worker": self.reindexing.worker.function,
             **{f"transaction-{name}": f.function for name, f in self.transactions.functions.items()},
@@ -400,5 +425,8 @@ class FhirflowStack(Stack):
         if self.audit_archive is not None:
             outputs["AuditBucket"] = self.audit_archive.bucket.bucket_name
             outputs["AuditTable"] = f"{self.audit_archive.database_name}.{self.audit_archive.table_name}"
+        if self.cognito is not None:
+            outputs["UserPoolId"] = self.cognito.user_pool.user_pool_id
+            outputs["UserPoolClientId"] = self.cognito.client.user_pool_client_id
         for name, value in outputs.items():
             CfnOutput(self, name, value=value)

@@ -122,6 +122,12 @@ def test_the_resource_policy_names_only_the_writer_and_the_searchers(synthesized
         ("es:ESHttpPut", index),
         ("es:ESHttpPost", f"{index}/_bulk"),
     }
+    # The deploy-time index handler: exists, create, put mapping (fhirflow_infra.index_provision).
+    assert granted.pop(_role(synthesized, stack.index_provisioning.handler)) == {
+        ("es:ESHttpHead", index),
+        ("es:ESHttpPut", index),
+        ("es:ESHttpPut", f"{index}/_mapping"),
+    }
     # $reindex chunks walk the index and rewrite documents in bulk: the worker's, not the API's
     worker = granted.pop(reindex_worker)
     assert worker == {("es:ESHttpPost", f"{index}/_search"), ("es:ESHttpPost", f"{index}/_bulk")}
@@ -149,6 +155,11 @@ def test_only_the_writer_and_the_searchers_have_opensearch_http_permissions(synt
             ("es:ESHttpHead", f"/{index}"),
             ("es:ESHttpPut", f"/{index}"),
             ("es:ESHttpPost", f"/{index}/_bulk"),
+        },
+        _role(synthesized, stack.index_provisioning.handler): {
+            ("es:ESHttpHead", f"/{index}"),
+            ("es:ESHttpPut", f"/{index}"),
+            ("es:ESHttpPut", f"/{index}/_mapping"),
         },
         **{
             _role(synthesized, searcher): {("es:ESHttpPost", f"/{index}/_search")}

@@ -89,6 +89,8 @@ class Api:
         self.token = token
         self.routes = api_routes(stack.cloud)
         self.answers: list[tuple[str, str, int]] = []
+        self.opensearch: Any = None
+        """The OpenSearch stand-in itself (what the functions' requests did to it)."""
 
     def _route(self, method: str, path: str) -> tuple[str, str, dict[str, str]]:
         segments = [s for s in path.split("/") if s]
@@ -149,7 +151,7 @@ def executed(
         audience=next(iter(_env_values(cloud, "FHIRFLOW_AUTH_AUDIENCE"))),
     )
     jwks_uri, jwks_server = _serve_jwks(issuer.jwks())
-    search_env, _ = opensearch.serve()
+    search_env, search_fake = opensearch.serve()
     logs = tmp_path_factory.mktemp("stack-logs")
     with moto_server() as moto_endpoint:
 
@@ -177,9 +179,11 @@ def executed(
         }
         stack = ExecutedStack(cloud, base_env, logs, overrides={"FHIRFLOW_AUTH_JWKS_URI": jwks_uri})
         token = issuer.token("system/*.cruds system/*.read", fhirUser=None)
+        api = Api(stack, token)
+        api.opensearch = search_fake
         with executing(stack):
             try:
-                yield stack, Api(stack, token)
+                yield stack, api
             finally:
                 stack.stop()
                 jwks_server.shutdown()
@@ -205,6 +209,95 @@ def index_sync(stack: ExecutedStack, reader: Any) -> None:
         answer = stack.invoke(stack.function_id("fhirflow_index_sync.handler.lambda_handler"), {"Records": records})
         assert "errorType" not in answer, answer.get("trace")
         assert answer["result"].get("batchItemFailures") == []
+
+
+class _CloudFormationResponses:
+    """The presigned response URL of custom-resource requests: a server on 127.0.0.1 keeping each
+    response body the handler PUTs there."""
+
+    def __init__(self) -> None:
+        received = self.received = []
+
+        class Receiver(BaseHTTPRequestHandler):
+            def do_PUT(self) -> None:
+                received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                return None
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/cloudformation-response?X-Amz-Signature=x"
+
+
+def _custom_resource_event(stack: ExecutedStack, request: str, response_url: str, **extra: Any) -> dict[str, Any]:
+    """What CloudFormation sends the index resource's handler."""
+    [(logical_id, resource)] = stack.cloud.of_type("Custom::FhirflowSearchIndex").items()
+    properties = stack.cloud.resolve(resource["Properties"])
+    return {
+        "RequestType": request,
+        "RequestId": str(uuid.uuid4()),
+        "ResponseURL": response_url,
+        "StackId": f"arn:aws:cloudformation:{REGION}:123456789012:stack/fhirflow/{uuid.uuid4()}",
+        "LogicalResourceId": logical_id,
+        "ResourceType": resource["Type"],
+        "ResourceProperties": properties,
+        **extra,
+    }
+
+
+def test_the_search_index_is_created_at_deploy_and_never_deleted(executed: tuple[ExecutedStack, Api]) -> None:
+    """The template's custom resource, as CloudFormation drives it: Create on a fresh domain creates
+    the index with the search mapping; Create again (a stack re-created over a kept domain) and
+    Update keep the index, Update putting the mapping; Delete deletes nothing. Each request is
+    answered at its response URL; every request to the domain is within the handler's policy and
+    the domain's access policy."""
+    from fhirflow.adapters.opensearch.mappings import index_mapping
+
+    stack, api = executed
+    [(_, resource)] = stack.cloud.of_type("Custom::FhirflowSearchIndex").items()
+    on_event = resource["Properties"]["ServiceToken"]["Fn::GetAtt"][0]
+    assert stack.functions()[on_event]["Properties"]["Handler"] == "fhirflow_index_sync.provision.on_event"
+    index = stack.environment(on_event).get("FHIRFLOW_OPENSEARCH_INDEX", "fhirflow-resources")  # unset: the default
+    assert resource["Properties"]["Index"] == index
+    assert index not in api.opensearch.created  # a fresh domain
+    cloudformation = _CloudFormationResponses()
+
+    def run(request: str, **extra: Any) -> dict[str, Any]:
+        event = _custom_resource_event(stack, request, cloudformation.url, **extra)
+        answer = stack.invoke(on_event, event)
+        assert "errorType" not in answer, answer.get("trace")
+        response = cloudformation.received[-1]
+        assert response == answer["result"]
+        assert response["Status"] == "SUCCESS", response
+        assert response["PhysicalResourceId"] == index
+        assert (response["RequestId"], response["StackId"]) == (event["RequestId"], event["StackId"])
+        return dict(response["Data"])
+
+    try:
+        assert run("Create") == {"Created": "true"}
+        assert api.opensearch.created[index]["mappings"] == index_mapping()
+        assert run("Create") == {"Created": "false"}
+        assert api.opensearch.mapping_puts == []
+        old = {**stack.cloud.resolve(resource["Properties"]), "Mapping": "an-older-mapping"}
+        assert run("Update", PhysicalResourceId=index, OldResourceProperties=old) == {"Created": "false"}
+        assert api.opensearch.mapping_puts == [index]
+        before = [c for f, c in stack.calls if f == on_event]
+        assert run("Delete", PhysicalResourceId=index) == {}
+        assert [c for f, c in stack.calls if f == on_event] == before  # no request at all
+        assert index in api.opensearch.created
+    finally:
+        cloudformation.server.shutdown()
+
+    calls = [c for f, c in stack.calls if f == on_event]
+    assert all(c["kind"] == "opensearch" for c in calls), calls  # nothing of AWS but the domain
+    requests = {(c["method"], c["path"]) for c in calls}
+    assert requests == {("HEAD", f"/{index}"), ("PUT", f"/{index}"), ("PUT", f"/{index}/_mapping")}
+    violations = [v for v in stack.violations() if v.function == on_event]
+    assert not violations, "\n".join(map(str, violations))
 
 
 def test_ordinary_traffic_through_every_function_stays_within_its_policy(
@@ -269,10 +362,44 @@ def test_ordinary_traffic_through_every_function_stays_within_its_policy(
     )
     assert api.call("GET", "/", query={"_type": "Patient"})[0] == 200
     assert api.call("GET", f"/Patient/{patient}/Observation")[0] == 200
-    status, _, _ = api.call(
+    # Conditional interactions search the index (crud's role: search grant and the catalog's items).
+    status, found, _ = api.call(
         "POST", "/Patient", body={"resourceType": "Patient"}, **{"if-none-exist": "identifier=urn:mrn|1"}
     )
-    assert status in (200, 201)
+    assert status == 200, found  # the indexed match, not a second Patient
+    assert found["id"] == patient
+    status, _, _ = api.call(
+        "PUT",
+        "/Patient",
+        query={"identifier": "urn:mrn|2"},
+        body={"resourceType": "Patient", "identifier": [{"system": "urn:mrn", "value": "2"}]},
+    )
+    assert status == 201  # no match: created
+    index_sync(stack, reader)
+    assert api.call("DELETE", "/Patient", query={"identifier": "urn:mrn|2"})[0] in (200, 204)
+
+    # A small transaction, run by the bundle function itself: a conditional create and a
+    # conditional reference, both resolved by search.
+    small = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "fullUrl": f"urn:uuid:{uuid.uuid4()}",
+                "resource": {"resourceType": "Patient", "identifier": [{"system": "urn:mrn", "value": "1"}]},
+                "request": {"method": "POST", "url": "Patient", "ifNoneExist": "identifier=urn:mrn|1"},
+            },
+            {
+                "fullUrl": f"urn:uuid:{uuid.uuid4()}",
+                "resource": {**observation, "subject": {"reference": "Patient?identifier=urn:mrn|1"}},
+                "request": {"method": "POST", "url": "Observation"},
+            },
+        ],
+    }
+    status, reply, _ = api.call("POST", "/", body=small)
+    assert status == 200, reply
+    assert reply["entry"][0]["response"]["status"].startswith("200")  # the existing Patient
+    assert reply["entry"][1]["response"]["status"].startswith("201")
 
     # A transaction with a conditional reference: Prepare searches (synchronous, then respond-async).
     entries = [

@@ -328,12 +328,26 @@ class FakeIndices:
     def exists(self, *, index: str) -> bool:
         return index in self.fake.created
 
+    def put_mapping(self, *, index: str, body: dict[str, Any]) -> dict[str, Any]:
+        """New fields are added; a field mapped again with another type is refused, as OpenSearch does."""
+        if index not in self.fake.created:
+            raise NotFoundError(404, "index_not_found_exception", {})
+        held = self.fake.created[index].setdefault("mappings", {}).setdefault("properties", {})
+        for name, field in body.get("properties", {}).items():
+            if name in held and held[name].get("type") != field.get("type"):
+                raise RequestError(400, "illegal_argument_exception", {"field": name})
+        held.update({name: field for name, field in body.get("properties", {}).items() if name not in held})
+        self.fake.mapping = Mapping(self.fake.created[index]["mappings"])
+        self.fake.mapping_puts.append(index)
+        return {"acknowledged": True}
+
 
 class FakeOpenSearch:
     def __init__(self) -> None:
         self.docs: dict[str, dict[str, Any]] = {}  # _id → _source
         self.versions: dict[str, int] = {}
         self.created: dict[str, dict[str, Any]] = {}
+        self.mapping_puts: list[str] = []
         self.requests: list[dict[str, Any]] = []
         self.indices = FakeIndices(self)
         self.bulk_bodies: list[bytes] = []

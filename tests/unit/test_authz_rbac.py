@@ -218,3 +218,20 @@ def test_relationships_limit_included_resources_too(tmp_path: Any, issuer: TestI
         ("Patient", "pa"),
         ("Observation", "obs-pa"),
     }
+
+
+@pytest.mark.parametrize(
+    ("groups", "expected"),
+    [(("practitioner",), 202), (("auditor",), 403), (("non-practitioner",), 403)],
+)
+def test_practitioners_may_start_a_bulk_export_as_in_fwoa(
+    rbac: InProcessClient, issuer: TestIssuer, groups: tuple[str, ...], expected: int
+) -> None:
+    reply = rbac.request(
+        "GET",
+        "/$export",
+        token=_groups(issuer, *groups),
+        query={"_type": "Patient"},
+        headers={"prefer": "respond-async", "accept": "application/fhir+json"},
+    )
+    assert reply.status == expected, reply.body

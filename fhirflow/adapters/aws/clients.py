@@ -64,6 +64,23 @@ def client(
     return factory(service, endpoint_url=endpoint_url, region_name=region, config=config or _CONFIG)
 
 
+PRESIGNING = Config(signature_version="s3v4", s3={"addressing_style": "virtual"})
+"""Presigned S3 URLs: SigV4 (S3 refuses other signatures for objects encrypted with a KMS key, and
+boto3 signs with SigV2 in us-east-1 unless told), virtual-hosted."""
+
+
+def s3_presigner(*, region: str | None, endpoint_url: str | None = None) -> Any:
+    """The S3 client that signs every presigned URL fhirflow hands out (export files, Binary).
+
+    Outside a stand-in it names the regional endpoint itself: boto3 otherwise presigns for the
+    global ``s3.amazonaws.com`` host, which redirects requests for buckets in other regions (and a
+    redirected SigV4 URL no longer matches its signature)."""
+    if endpoint_url is None and region:
+        suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
+        endpoint_url = f"https://s3.{region}.{suffix}"
+    return client("s3", endpoint_url=endpoint_url, region=region, config=_CONFIG.merge(PRESIGNING))
+
+
 def error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 

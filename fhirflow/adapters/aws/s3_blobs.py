@@ -23,6 +23,15 @@ class S3BlobStore:
         self.bucket = bucket
         self.prefix = prefix
         self.client = client or clients.client("s3", endpoint_url=endpoint_url, region=region)
+        self._endpoint_url = endpoint_url
+        self._signer: Any = None
+
+    @property
+    def signer(self) -> Any:
+        """The client that signs presigned URLs (:func:`clients.s3_presigner`: always SigV4), built on first use."""
+        if self._signer is None:
+            self._signer = clients.s3_presigner(region=self.client.meta.region_name, endpoint_url=self._endpoint_url)
+        return self._signer
 
     def put(self, key: str, data: bytes, *, content_type: str = "application/octet-stream") -> None:
         with clients.translated("The blob store"):
@@ -51,7 +60,7 @@ class S3BlobStore:
     def presigned_url(self, key: str, *, expires_in: int) -> str:
         """A URL that lets its holder GET ``key`` for ``expires_in`` seconds without credentials
         (bulk export manifests, whose files are too large for API Gateway and Lambda to relay)."""
-        url: str = self.client.generate_presigned_url(
+        url: str = self.signer.generate_presigned_url(
             "get_object", Params={"Bucket": self.bucket, "Key": self.prefix + key}, ExpiresIn=expires_in
         )
         return url
@@ -60,8 +69,8 @@ class S3BlobStore:
 class S3BlobUrls:
     """``BlobUrls`` as S3 presigned URLs signed with the function's role.
 
-    Always SigV4: S3 refuses other signatures for objects encrypted with a KMS key (the blobs
-    bucket's), and boto3 may sign presigned URLs with SigV2 in us-east-1."""
+    Always SigV4, through the store's signer (:func:`clients.s3_presigner`): S3 refuses other
+    signatures for objects encrypted with a KMS key (the blobs bucket's)."""
 
     def __init__(self, store: S3BlobStore, *, signer: Any = None) -> None:
         self.store = store
@@ -69,15 +78,7 @@ class S3BlobUrls:
 
     @property
     def signer(self) -> Any:
-        if self._signer is None:
-            import boto3
-            from botocore.config import Config
-
-            factory: Any = boto3.client
-            self._signer = factory(
-                "s3", region_name=self.store.client.meta.region_name, config=Config(signature_version="s3v4")
-            )
-        return self._signer
+        return self._signer if self._signer is not None else self.store.signer
 
     def upload_url(self, key: str, *, expires_in: int, origin: str) -> str:
         url: str = self.signer.generate_presigned_url(

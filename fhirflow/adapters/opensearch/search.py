@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from fhirflow.adapters.opensearch.bulk import DEFAULT_MAX_BYTES, RESPONSE_FILTER, action_lines, chunks, item_results
 from fhirflow.adapters.opensearch.compiler import REFERENCE_FIELDS, compile_query
 from fhirflow.adapters.opensearch.documents import build_document, document_id, tombstone
-from fhirflow.adapters.opensearch.mappings import DEFAULT_INDEX, index_body
+from fhirflow.adapters.opensearch.mappings import DEFAULT_INDEX, index_body, index_mapping
 from fhirflow.adapters.opensearch.plan import INCLUDE_KEYS, CompileOptions, IncludeStep, Lookup, SearchPlan, substitute
 from fhirflow.errors import BadRequest, Issue, ServiceUnavailable
 from fhirflow.ports import IndexWrite, IndexWriteSkipped
@@ -164,6 +164,26 @@ class OpenSearchSearchIndex:
         except RequestError as exc:
             if exc.error != "resource_already_exists_exception":
                 raise
+
+    def provision(self, *, update_mapping: bool) -> bool:
+        """The index at deploy (the stack's custom resource, ``fhirflow_index_sync.provision``):
+        create it with the mapping unless it exists (True when this call created it). An existing
+        index keeps its documents; with ``update_mapping`` it gets the current mapping put on it,
+        which OpenSearch accepts only when compatible (new fields; a changed field type is
+        refused, and the deploy with it)."""
+        from opensearchpy.exceptions import RequestError
+
+        if not self._call(self.client.indices.exists, index=self.index):
+            try:
+                self.create_index()
+            except RequestError as exc:
+                if exc.error != "resource_already_exists_exception":
+                    raise
+            else:
+                return True
+        if update_mapping:
+            self._call(self.client.indices.put_mapping, index=self.index, body=index_mapping())
+        return False
 
     # -- the SearchIndex port (write side) ----------------------------------------------------
 

@@ -64,6 +64,9 @@ class _Indices:
     def exists(self, *, index: str, **kwargs: Any) -> Any:
         return self._client.request("HEAD", f"/{index}", "indices.exists", index=index, **kwargs)
 
+    def put_mapping(self, *, index: str, **kwargs: Any) -> Any:
+        return self._client.request("PUT", f"/{index}/_mapping", "indices.put_mapping", index=index, **kwargs)
+
 
 class RecordingClient:
     """The opensearch-py client surface the adapters use, on the shared stand-in, recording each
