@@ -41,6 +41,10 @@ class ProvisionPackage(ServicePackage):
     def handler(self) -> str:
         return f"{self.package}.provision.on_event"
 
+    @property
+    def function_service(self) -> str:
+        return "index-provision"
+
 
 def mapping_hash() -> str:
     """The index body's digest: a changed mapping changes the resource's properties (an Update)."""

@@ -45,6 +45,10 @@ class WorkerPackage(ServicePackage):
     def handler(self) -> str:
         return f"{self.package}.reindex_handler.lambda_handler"
 
+    @property
+    def function_service(self) -> str:
+        return "reindex-worker"
+
 
 class Reindexing(Construct):
     def __init__(

@@ -102,7 +102,7 @@ def test_the_dashboard_shows_the_api_every_function_the_queues_and_the_search_do
     ]
     assert [m[-1]["stat"] for m in graphs["API latency (ms)"]] == ["p50", "p99"]
     assert graphs["API requests"][0][:2] == ["AWS/ApiGateway", "Count"]
-    functions = {synthesized.logical_id(f.function) for f in stack.functions()}
+    functions = {synthesized.logical_id(f.function) for f in (*stack.functions(), stack.index_provisioning.handler)}
     for title in ("Function duration p50 (ms)", "Function duration p99 (ms)", "Function throttles", "Function errors"):
         shown = {m[3].strip("<>") for m in graphs[title]}
         assert shown == functions, title

@@ -525,7 +525,7 @@ def test_with_files_on_s3_the_manifest_carries_presigned_urls(
 
         [entry] = manifest.body["output"]
         assert manifest.body["requiresAccessToken"] is False  # the URL is the credential
-        assert entry["url"].startswith("https://exports.s3.amazonaws.com/export/")
+        assert entry["url"].startswith("https://exports.s3.us-east-1.amazonaws.com/export/")  # SigV4, regional endpoint
         assert "Signature=" in entry["url"]
         assert "Expires" in manifest.headers
         key = entry["url"].split("amazonaws.com/", 1)[1].split("?", 1)[0]
