@@ -151,10 +151,16 @@ def events(deps: Dependencies, request: FhirRequest) -> FhirResponse:
     out: list[NotificationEvent] = []
     for event in logged:
         focus = None
-        if content == "full-resource" and event.operation != "delete":
-            version = deps.store.version(tenant, event.resource_type, event.resource_id, event.version)
-            if version is not None and version.body is not None and deps.policy.visible(request, version):
-                focus = jsonio.loads(version.body)
+        version = deps.store.version(tenant, event.resource_type, event.resource_id, event.version)
+        judged = version
+        if version is not None and version.deleted and version.version > 1:  # a deletion: what it deleted
+            judged = deps.store.version(tenant, event.resource_type, event.resource_id, version.version - 1)
+        if judged is not None and not deps.policy.visible(request, judged):
+            # The owner's token of today may reach less than the subscription's events (another patient,
+            # narrower scopes): it learns nothing of what it may not read, not even a focus reference.
+            continue
+        if content == "full-resource" and event.operation != "delete" and version is not None and version.body:
+            focus = jsonio.loads(version.body)
         out.append(
             NotificationEvent(
                 event.number, event.at_ms, event.resource_type, event.resource_id, event.version, event.operation, focus
