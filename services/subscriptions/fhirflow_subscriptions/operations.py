@@ -1,8 +1,9 @@
 """``$status`` and ``$events`` (Backport IG 1.1.0: OperationDefinition backport-subscription-status
 and backport-subscription-events).
 
-- ``GET [base]/Subscription/{id}/$status`` and ``GET [base]/Subscription/$status[?id=a,b]`` (type
-  level: the ones named, or every subscription of the tenant the caller may read) answer a ``searchset`` Bundle
+- ``GET [base]/Subscription/{id}/$status`` and ``GET [base]/Subscription/$status[?id=a,b][&status=...]``
+  (type level: the ones named, or every subscription of the tenant the caller may read, whatever
+  its status, optionally only those with one of the ``status`` values) answer a ``searchset`` Bundle
   of SubscriptionStatus ``Parameters`` (type ``query-status``), with the last error and the recent
   delivery attempts (time, HTTP status, latency, outcome; never bodies).
 - ``GET [base]/Subscription/{id}/$events?eventsSinceNumber=&eventsUntilNumber=&content=`` replays
@@ -28,6 +29,8 @@ from fhirflow_subscriptions.spec import CONTENTS
 
 MAX_STATUS = 1000
 """Subscriptions one type-level ``$status`` reports at most."""
+STATUSES = frozenset(("requested", "active", "error", "off"))
+"""Subscription.status codes (R4 subscription-status), the type-level ``status`` filter's values."""
 MAX_EVENTS = 1000
 """Events one ``$events`` call returns at most (ask again from the next number)."""
 
@@ -83,25 +86,65 @@ def _status_of(deps: Dependencies, request: FhirRequest, resource: dict[str, Any
     )
 
 
+def _listed(values: list[str], name: str, allowed: frozenset[str] | None = None) -> list[str]:
+    out = [item for value in values for item in value.split(",") if item]
+    for item in out:
+        if allowed is not None and item not in allowed:
+            raise BadRequest(f"{name} must be one of {', '.join(sorted(allowed))}, not '{item[:40]}'", expression=name)
+    return out
+
+
+def _readable(deps: Dependencies, request: FhirRequest, statuses: list[str]) -> list[dict[str, Any]]:
+    """Every Subscription of the tenant the caller may read ("the server returns the status for all
+    Subscriptions available to the caller", backport-subscription-status): a search with the caller's
+    access in the query, so a subscription the worker has not picked up yet is listed too."""
+    from fhirflow.query.parser import parse
+    from fhirflow.search_ports import PageRequest, SearchScope
+    from fhirflow_search.access import access_rules
+    from fhirflow_search.app import service_for
+
+    deps.policy.authorize(request, "search-type", "Subscription")
+    query = parse("Subscription", [("status", ",".join(statuses))] if statuses else [], strict=True)
+    scope = SearchScope(
+        request.tenant,
+        request.base_url,
+        ("Subscription",),
+        access=access_rules(deps.policy, request, ("Subscription",)),
+    )
+    page = service_for(deps.settings).engine.page(scope, query, PageRequest(count=MAX_STATUS + 1))
+    if len(page.hits) > MAX_STATUS:
+        raise BadRequest(f"$status answers for at most {MAX_STATUS} subscriptions; name them with id", expression="id")
+    out = []
+    for hit in page.hits:
+        try:
+            out.append(_subscription(deps, request, hit.id))
+        except NotFound:  # the index trails a delete
+            continue
+    return out
+
+
 def status(deps: Dependencies, request: FhirRequest) -> FhirResponse:
     if request.resource_id:
         resources = [_subscription(deps, request, request.resource_id)]
     else:
         deps.policy.authorize(request, "read", "Subscription")
-        wanted = [i for value in (v for k, v in request.query if k == "id") for i in value.split(",") if i]
-        if not wanted:  # every subscription of the tenant that the caller may read
-            known = state_store(deps.settings).states()
-            wanted = sorted(s.id for s in known if s.tenant == request.tenant)
+        wanted = _listed([v for k, v in request.query if k == "id"], "id")
+        statuses = _listed([v for k, v in request.query if k == "status"], "status", STATUSES)
         if len(wanted) > MAX_STATUS:
             raise BadRequest(
                 f"$status answers for at most {MAX_STATUS} subscriptions; name them with id", expression="id"
             )
-        resources = []
-        for id_ in wanted:
-            try:
-                resources.append(_subscription(deps, request, id_))
-            except NotFound:
-                continue
+        if not wanted:
+            resources = _readable(deps, request, statuses)
+        else:
+            resources = []
+            for id_ in wanted:
+                try:
+                    resources.append(_subscription(deps, request, id_))
+                except NotFound:
+                    continue
+        if statuses:  # the index may trail a status the server just set: the stored one decides
+            resources = [r for r in resources if r.get("status") in statuses]
     bundle = {
         "resourceType": "Bundle",
         "id": str(uuid.uuid4()),
