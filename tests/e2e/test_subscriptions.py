@@ -819,3 +819,31 @@ def test_an_endpoint_that_never_answers_delays_only_its_own_subscription(http: h
         got = good.wait_for(lambda seen: len(seen) >= 20, timeout=8)  # the stuck one waits 10 s per attempt
         latencies = sorted(r.at - s for r, s in zip(got, sent, strict=False))
         assert latencies[-1] < 3.0, latencies
+
+
+def test_status_shows_the_subscriptions_counters(retry_http: httpx.Client) -> None:
+    """Per-subscription metrics kept with its state: notifications matched and delivered, failed
+    attempts, last and median latency, on the SubscriptionStatus ``status`` parameter (an extension,
+    so the Parameters stay in the Backport profile's slices)."""
+    code = unique_code()
+    with Receiver(fail_first=2, fail_status=503) as receiver:
+        id_, _ = subscribe(retry_http, r4_subscription(receiver.url, f"Observation?code={code}"))
+        wait_status(retry_http, id_, "active")
+        retry_http.post("/Observation", json=observation("something else"))  # matches nothing
+        for _ in range(3):
+            retry_http.post("/Observation", json=observation(code))
+        receiver.wait_for(lambda seen: len(unique(seen)) >= 3, timeout=30)
+        deadline = time.monotonic() + 15
+        while True:
+            status = retry_http.get(f"/Subscription/{id_}/$status").json()["entry"][0]["resource"]
+            validate_resource(status)
+            (parameter,) = [p for p in status["parameter"] if p["name"] == "status"]
+            (metrics,) = parameter["extension"]
+            counted = {e["url"]: next(v for k, v in e.items() if k.startswith("value")) for e in metrics["extension"]}
+            if counted["delivered"] >= 3 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+    assert metrics["url"] == "https://fhirflow.dev/fhir/StructureDefinition/subscription-metrics"
+    assert (counted["matched"], counted["delivered"], counted["failed-attempts"]) == (3, 3, 2), counted
+    assert counted["last-latency-ms"] > 0
+    assert counted["median-latency-ms"] > 0

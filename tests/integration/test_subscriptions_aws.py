@@ -166,7 +166,9 @@ def _observation(code: str) -> dict[str, Any]:
     return {"resourceType": "Observation", "status": "final", "code": {"coding": [{"code": code}]}}
 
 
-def test_a_committed_change_reaches_the_receiver_through_the_fifo_queue_signed(flow: Flow) -> None:
+def test_a_committed_change_reaches_the_receiver_through_the_fifo_queue_signed(
+    flow: Flow, capsys: pytest.CaptureFixture[str]
+) -> None:
     with Receiver() as receiver:
         created = flow.write("POST", "/Subscription", _topic(receiver.url + "/hook"))
         sub_id = created["id"]
@@ -192,7 +194,18 @@ def test_a_committed_change_reaches_the_receiver_through_the_fifo_queue_signed(f
         message = json.loads(records[0]["body"])
         assert records[0]["attributes"]["MessageGroupId"] == f"{flow.tenant}/{sub_id}"
         assert records[0]["attributes"]["MessageDeduplicationId"] == message["job_id"]
+        capsys.readouterr()
         assert flow.deliver(records) == []
+        # The deliverer's CloudWatch metrics (EMF lines on its output), without the subscription as a
+        # dimension unless a setting says so; the counters kept with the state, in DynamoDB.
+        emf = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"_aws"')]
+        assert len(emf) == 1
+        assert emf[0]["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["Service"]]
+        assert (emf[0]["NotificationsDelivered"], emf[0]["FailedAttempts"]) == (1, 0)
+        assert "SubscriptionId" not in emf[0]
+        counted = aws.dynamodb_state(flow.settings).metrics(flow.tenant, sub_id)
+        assert (counted.matched, counted.delivered, counted.failed) == (1, 1, 0)
+        assert counted.last_latency_ms is not None
 
         requests = receiver.wait_for(2)
         event = requests[1]

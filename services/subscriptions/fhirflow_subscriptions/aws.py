@@ -258,10 +258,13 @@ class _Batch:
     """The delivery queue as the Dispatcher sees it, for the messages of one FIFO batch: settling a
     message decides whether it is reported (kept) or deleted, and how long it waits."""
 
-    def __init__(self, sqs: Any, queue_url: str, log: DynamoDbDeliveryLog) -> None:
+    def __init__(self, sqs: Any, queue_url: str, log: DynamoDbDeliveryLog, *, per_subscription: bool = False) -> None:
         self.sqs = sqs
         self.queue_url = queue_url
         self.log = log
+        self.per_subscription = per_subscription
+        self.kinds: dict[str, str] = {}
+        """job id → notification kind (event, handshake, heartbeat), for the metrics."""
         self.receipts: dict[str, str] = {}
         self.kept: set[str] = set()
         self.received_ms: dict[str, int] = {}
@@ -282,7 +285,20 @@ class _Batch:
         return 0
 
     def log_attempt(self, group: str, job_id: str, attempt: Attempt, at_ms: int) -> None:
+        from fhirflow_subscriptions.metrics import emf_record, emit
+
         self.log.log_attempt(group, job_id, attempt, at_ms)
+        kind = self.kinds.get(job_id, "event")
+        emit(
+            emf_record(
+                group=group,
+                kind=kind,
+                outcome=attempt.outcome,
+                latency_ms=attempt.latency_ms,
+                per_subscription=self.per_subscription,
+                now_ms=at_ms,
+            )
+        )
 
 
 def deliver_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -294,7 +310,12 @@ def deliver_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     rt.refresh()
     settings = rt.service.deps.settings
     assert settings.subscriptions_queue_url
-    batch = _Batch(_sqs(rt), settings.subscriptions_queue_url, rt.log)
+    batch = _Batch(
+        _sqs(rt),
+        settings.subscriptions_queue_url,
+        rt.log,
+        per_subscription=settings.subscriptions_metrics_per_subscription,
+    )
     scale = settings.subscriptions_retry_scale
     dispatcher = Dispatcher(
         batch,  # type: ignore[arg-type]
@@ -323,6 +344,7 @@ def deliver_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
                 leased_until_ms=0,
             )
             batch.receipts[job.job_id] = record["receiptHandle"]
+            batch.kinds[job.job_id] = str(json.loads(job.payload).get("kind", "event"))
             dispatcher.handle(job)
             kept = job.job_id in batch.kept
         except Exception as exc:

@@ -16,6 +16,7 @@ it learns nothing (404, as for a read).
 
 from __future__ import annotations
 
+import statistics
 import uuid
 from typing import Any
 
@@ -26,7 +27,9 @@ from fhirflow.runtime import Dependencies
 from fhirflow_subscriptions.hook import spec_of, state_store
 from fhirflow_subscriptions.notifications import NotificationEvent, notification_bundle, status_parameters
 from fhirflow_subscriptions.spec import CONTENTS
+from fhirflow_subscriptions.state import SubscriptionMetrics
 
+METRICS_EXTENSION = "https://fhirflow.dev/fhir/StructureDefinition/subscription-metrics"
 MAX_STATUS = 1000
 """Subscriptions one type-level ``$status`` reports at most."""
 STATUSES = frozenset(("requested", "active", "error", "off"))
@@ -74,7 +77,7 @@ def _status_of(deps: Dependencies, request: FhirRequest, resource: dict[str, Any
         for a in attempts
     ]
     error = resource.get("error")
-    return status_parameters(
+    parameters = status_parameters(
         base_url=request.base_url,
         subscription_id=id_,
         topic=topic,
@@ -84,6 +87,31 @@ def _status_of(deps: Dependencies, request: FhirRequest, resource: dict[str, Any
         errors=[error] if isinstance(error, str) and error else [],
         extra=extra,
     )
+    metrics = metrics_extension(state_store(deps.settings).metrics(request.tenant, id_), attempts)
+    for parameter in parameters["parameter"]:
+        if parameter["name"] == "status":
+            parameter["extension"] = [metrics]
+    return parameters
+
+
+def metrics_extension(metrics: SubscriptionMetrics, attempts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The subscription's counters as a complex extension on the SubscriptionStatus ``status``
+    parameter. The Backport IG's backport-subscription-status-r4 profile slices ``Parameters.parameter``
+    by name and gives every slice its ``extension`` (an R4 Parameters resource has none of its own),
+    so an extension there keeps the Parameters conformant to the profile, where a parameter of our own
+    naming would be outside its slices. Median latency: of the delivered attempts in the delivery log
+    shown beside it (the recent ones)."""
+    latencies = sorted(float(a["latency_ms"]) for a in attempts if a.get("outcome") == "delivered")
+    parts: list[dict[str, Any]] = [
+        {"url": "matched", "valueUnsignedInt": metrics.matched},
+        {"url": "delivered", "valueUnsignedInt": metrics.delivered},
+        {"url": "failed-attempts", "valueUnsignedInt": metrics.failed},
+    ]
+    if metrics.last_latency_ms is not None:
+        parts.append({"url": "last-latency-ms", "valueDecimal": round(metrics.last_latency_ms, 1)})
+    if latencies:
+        parts.append({"url": "median-latency-ms", "valueDecimal": round(statistics.median(latencies), 1)})
+    return {"url": METRICS_EXTENSION, "extension": parts}
 
 
 def _listed(values: list[str], name: str, allowed: frozenset[str] | None = None) -> list[str]:
