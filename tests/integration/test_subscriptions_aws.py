@@ -281,3 +281,29 @@ def test_the_ticker_sends_a_heartbeat_to_an_idle_topic_subscription(flow: Flow) 
         heartbeat = json.loads(receiver.wait_for(2)[1].body)
         status = heartbeat["entry"][0]["resource"]
         assert [p.get("valueCode") for p in status["parameter"] if p["name"] == "type"] == ["heartbeat"]
+
+
+def test_a_notification_over_the_sqs_limit_waits_in_the_blobs_bucket_and_is_delivered_whole(flow: Flow) -> None:
+    """A full-resource notification of a 300 KB resource: SQS takes at most 256 KB, so the FIFO
+    message carries a key to the blobs bucket (moto S3) and the deliverer reads it from there."""
+    with Receiver() as receiver:
+        subscription = _topic(receiver.url)
+        subscription["channel"]["_payload"]["extension"][0]["valueCode"] = "full-resource"
+        sub_id = flow.write("POST", "/Subscription", subscription)["id"]
+        flow.settle()  # handshake → active
+        assert flow.read(f"/Subscription/{sub_id}")["status"] == "active"
+        big = {**_observation("x"), "valueString": "v" * 300_000}
+        made = flow.write("POST", "/Observation", big)
+        flow.sync()
+        assert flow.match() == {"batchItemFailures": []}
+        records = flow.notifications()
+        assert len(records) == 1
+        message = json.loads(records[0]["body"])
+        assert len(records[0]["body"].encode()) < 256 * 1024
+        assert "payload" not in message
+        assert message["payload_ref"].startswith(aws.NOTIFICATIONS_PREFIX)
+        assert flow.deliver(records) == []
+        requests = receiver.wait_for(2)
+        bundle = json.loads(requests[-1].body)
+        focus = bundle["entry"][1]["resource"]
+        assert (focus["id"], focus["valueString"]) == (made["id"], "v" * 300_000)

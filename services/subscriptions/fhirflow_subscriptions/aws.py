@@ -34,6 +34,7 @@ from fhirflow.delivery_ports import Attempt, ClaimedJob, DeliveryJob
 
 if TYPE_CHECKING:
     from fhirflow.adapters.aws.dynamodb_subscriptions import DynamoDbDeliveryLog, DynamoDbSubscriptionState
+    from fhirflow.ports import BlobStore
     from fhirflow.settings import Settings
     from fhirflow_subscriptions.service import SubscriptionService
 
@@ -75,27 +76,54 @@ def dedup_id(job_id: str) -> str:
     return hashlib.sha256(job_id.encode()).hexdigest()
 
 
+OFFLOAD_BYTES = 200_000
+"""A notification larger than this waits in the blobs bucket and its message carries the key: SQS
+takes at most 256 KB per message, and per batch (a ``full-resource`` notification of a large resource)."""
+BATCH_BYTES = 240_000
+NOTIFICATIONS_PREFIX = "subscriptions/notifications/"
+
+
 class SqsFifoQueue:
     """The producer side of the delivery queue on SQS FIFO (what the service's ``enqueue`` needs)."""
 
-    def __init__(self, queue_url: str, *, client: Any = None, region: str | None = None) -> None:
+    def __init__(
+        self, queue_url: str, *, client: Any = None, region: str | None = None, blobs: BlobStore | None = None
+    ) -> None:
         self.queue_url = queue_url
         self.client = client or clients.client("sqs", region=region)
+        self.blobs = blobs
+
+    def _body(self, job: DeliveryJob, now_ms: int) -> str:
+        if len(job.payload) > OFFLOAD_BYTES and self.blobs is not None:
+            # Keyed by the job: a replayed change writes the same object again, and the message is the same.
+            key = NOTIFICATIONS_PREFIX + hashlib.sha256(job.job_id.encode()).hexdigest()
+            self.blobs.put(key, job.payload, content_type="application/json")
+            return json.dumps({"job_id": job.job_id, "payload_ref": key, "created_ms": now_ms})
+        return json.dumps({"job_id": job.job_id, "payload": job.payload.decode(), "created_ms": now_ms})
+
+    def _batches(self, jobs: Sequence[DeliveryJob], now_ms: int) -> list[list[dict[str, Any]]]:
+        """Entries in order, at most 10 and :data:`BATCH_BYTES` per SendMessageBatch."""
+        out: list[list[dict[str, Any]]] = []
+        size = 0
+        for job in jobs:
+            body = self._body(job, now_ms)
+            if not out or len(out[-1]) == 10 or size + len(body) > BATCH_BYTES:
+                out.append([])
+                size = 0
+            entry = {
+                "Id": str(len(out[-1])),
+                "MessageBody": body,
+                "MessageGroupId": job.group,
+                "MessageDeduplicationId": dedup_id(job.job_id),
+            }
+            out[-1].append(entry)
+            size += len(body)
+        return out
 
     def enqueue(self, jobs: Sequence[DeliveryJob]) -> None:
         now_ms = int(time.time() * 1000)
-        for start in range(0, len(jobs), 10):
-            entries = [
-                {
-                    "Id": str(n),
-                    "MessageBody": json.dumps(
-                        {"job_id": job.job_id, "payload": job.payload.decode(), "created_ms": now_ms}
-                    ),
-                    "MessageGroupId": job.group,
-                    "MessageDeduplicationId": dedup_id(job.job_id),
-                }
-                for n, job in enumerate(jobs[start : start + 10])
-            ]
+        for batch in self._batches(jobs, now_ms):
+            entries = batch
             for attempt in range(5):
                 with clients.translated("The notification queue"):
                     reply = self.client.send_message_batch(QueueUrl=self.queue_url, Entries=entries)
@@ -184,8 +212,9 @@ def build(settings: Settings | None = None) -> Runtime:
     if not settings.subscriptions_table or not settings.subscriptions_queue_url:
         raise RuntimeError("FHIRFLOW_SUBSCRIPTIONS_TABLE and FHIRFLOW_SUBSCRIPTIONS_QUEUE_URL must be set")
     state = dynamodb_state(settings)
-    queue = SqsFifoQueue(settings.subscriptions_queue_url, region=settings.aws_region)
-    service = SubscriptionService(build_dependencies(settings), state, queue)  # type: ignore[arg-type]
+    deps = build_dependencies(settings)
+    queue = SqsFifoQueue(settings.subscriptions_queue_url, region=settings.aws_region, blobs=deps.blobs)
+    service = SubscriptionService(deps, state, queue)  # type: ignore[arg-type]
     return Runtime(service, state, delivery_log(settings), _Generation(state))
 
 
@@ -335,10 +364,11 @@ def deliver_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             continue
         try:
             body = json.loads(record["body"])
+            ref = body.get("payload_ref")  # a large notification waits in the blobs bucket
             job = ClaimedJob(
                 group=group,
                 job_id=str(body["job_id"]),
-                payload=str(body["payload"]).encode(),
+                payload=rt.service.deps.blobs.get(str(ref)) if ref else str(body["payload"]).encode(),
                 attempts=max(int(attributes.get("ApproximateReceiveCount", "1")) - 1, 0),
                 created_ms=int(body.get("created_ms") or attributes.get("SentTimestamp") or 0),
                 leased_until_ms=0,
