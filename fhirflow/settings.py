@@ -175,6 +175,9 @@ class Settings:
     """Multiplies every retry delay of the backoff schedule (tests shorten it; leave 1 in production)."""
     subscriptions_delivery_workers: int = 8
     """Delivery threads of the embedded dispatcher (a slow endpoint holds at most one)."""
+    subscriptions_metrics_per_subscription: bool = False
+    """AWS: the deliverer's CloudWatch (EMF) metrics get the subscription as a dimension (one metric
+    series per subscription: costs grow with their number)."""
     subscriptions_table: str | None = None
     """AWS: the DynamoDB table of subscription state, secrets, event and delivery logs; unset with the
     DynamoDB store: subscriptions are refused (501)."""
@@ -258,6 +261,7 @@ class Settings:
             subscriptions_secret_overlap_seconds=_int("FHIRFLOW_SUBSCRIPTIONS_SECRET_OVERLAP_SECONDS", 24 * 3600),
             subscriptions_retry_scale=float(os.environ.get("FHIRFLOW_SUBSCRIPTIONS_RETRY_SCALE") or 1.0),
             subscriptions_delivery_workers=max(1, _int("FHIRFLOW_SUBSCRIPTIONS_DELIVERY_WORKERS", 8)),
+            subscriptions_metrics_per_subscription=_flag("FHIRFLOW_SUBSCRIPTIONS_METRICS_PER_SUBSCRIPTION", False),
             subscriptions_table=os.environ.get("FHIRFLOW_SUBSCRIPTIONS_TABLE") or None,
             subscriptions_queue_url=os.environ.get("FHIRFLOW_SUBSCRIPTIONS_QUEUE_URL") or None,
         )

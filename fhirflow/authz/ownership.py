@@ -17,12 +17,21 @@ gets 403, not the results.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from fhirflow.authz import challenges
 
 Owner = tuple[str | None, str | None, str | None]
 """(issuer, subject, client id)."""
+
+OWNED_TYPES = frozenset({"Subscription"})
+"""Resources in no compartment that belong to whoever created them (the same owner as a job's):
+a ``patient/`` or ``user/`` scope on the type reaches the ones its principal owns and no others
+(:mod:`fhirflow.authz.policy`); ``system/`` scopes and admin users reach all of them."""
+OWNER_TAG = "https://fhirflow.dev/fhir/CodeSystem/owner"
+"""The ``meta.tag`` system that marks an owned resource's owner; the code is :func:`owner_code`, a
+digest, so the tag names no one. The server sets it on every write; a client's is replaced."""
 
 
 def owner_of(principal: object) -> Owner | None:
@@ -79,3 +88,49 @@ def check_reach(principal: object, granted: dict[str, Any] | None) -> None:
 def _text(principal: object, name: str) -> str | None:
     value = getattr(principal, name, None)
     return value if isinstance(value, str) and value else None
+
+
+def owner_code(tenant: str, owner: Owner) -> str:
+    """The owner tag's code: a digest of tenant, issuer, subject and client (none of them in clear)."""
+    text = "\0".join((tenant, *(part or "" for part in owner)))
+    return hashlib.sha256(text.encode()).hexdigest()[:40]
+
+
+def owner_tag(principal: object, tenant: str) -> dict[str, str] | None:
+    """The tag that marks a resource as ``principal``'s; None when the token names no one (neither
+    subject nor client): such a token can own nothing, and reaches no owned resource."""
+    owner = owner_of(principal)
+    if owner is None or (owner[1] is None and owner[2] is None):
+        return None
+    return {"system": OWNER_TAG, "code": owner_code(tenant, owner)}
+
+
+def tag_of(resource: dict[str, Any] | None) -> dict[str, str] | None:
+    """The owner tag a stored resource carries, if any."""
+    meta = resource.get("meta") if isinstance(resource, dict) else None
+    tags = meta.get("tag") if isinstance(meta, dict) else None
+    for tag in tags if isinstance(tags, list) else ():
+        if isinstance(tag, dict) and tag.get("system") == OWNER_TAG and isinstance(tag.get("code"), str):
+            return {"system": OWNER_TAG, "code": tag["code"]}
+    return None
+
+
+def with_owner(resource: dict[str, Any], tag: dict[str, str] | None) -> dict[str, Any]:
+    """``resource`` with ``tag`` as its only owner tag (a client's own owner tags removed)."""
+    meta = dict(resource.get("meta") or {}) if isinstance(resource.get("meta"), dict) else {}
+    tags = meta.get("tag")
+    kept = (
+        [t for t in tags if not (isinstance(t, dict) and t.get("system") == OWNER_TAG)]
+        if isinstance(tags, list)
+        else []
+    )
+    if tag is not None:
+        kept.append(dict(tag))
+    if kept:
+        meta["tag"] = kept
+    else:
+        meta.pop("tag", None)
+    out = {k: v for k, v in resource.items() if k != "meta"}
+    if meta:
+        out["meta"] = meta
+    return out

@@ -32,6 +32,7 @@ from typing import Any
 from fhirflow import jsonio
 from fhirflow.authz import challenges
 from fhirflow.authz.config import AuthConfig
+from fhirflow.authz.ownership import OWNED_TYPES, owner_tag, tag_of, with_owner
 from fhirflow.authz.principal import Principal
 from fhirflow.authz.scopes import INTERACTION_PERMISSIONS
 from fhirflow.errors import FhirError, Forbidden, NotFound
@@ -211,6 +212,8 @@ class SmartPolicy:
             raise self.denied(resource_type, id_)
         if new is not None:
             after = new if new.get("id") == id_ else {**new, "id": id_}
+            if resource_type in OWNED_TYPES:  # stored with its owner's tag (the write hook): the writer's
+                after = with_owner(after, tag_of(before) or owner_tag(principal, request.tenant))
             if not self.admits(principal, permission, resource_type, after, request.base_url):
                 raise challenges.insufficient_scope(
                     f"The access token does not allow writing this {resource_type}: it would be outside "
@@ -267,6 +270,13 @@ class SmartPolicy:
                 if principal.fhir_user is None:
                     continue
                 compartment = None if principal.fhir_user[0] in self.admin_user_types else principal.fhir_user
+            if compartment is not None and resource_type in OWNED_TYPES:
+                # In no compartment: a restricted scope reaches the principal's own ones (ownership.py).
+                tag = owner_tag(principal, principal.tenant or DEFAULT_TENANT)
+                if tag is None:
+                    continue
+                out.append(Admission(None, (*scope.filters, ("_tag", f"{tag['system']}|{tag['code']}"))))
+                continue
             out.append(Admission(compartment, scope.filters))
         return out
 

@@ -89,6 +89,7 @@ class Extractor:
         self.registry = registry
         self.force_fhirpath = force_fhirpath
         self._plans: dict[str, _TypePlan] = {}
+        self._by_code: dict[tuple[str, str], tuple[_Plan, tuple[str, ...] | None] | None] = {}
 
     def _plan(self, resource_type: str) -> _TypePlan:
         found = self._plans.get(resource_type)
@@ -132,18 +133,48 @@ class Extractor:
         out: dict[str, list[IndexValue]] = {}
         memo: dict[tuple[int, str], tuple[Any, list[IndexValue]]] = {}
         for index in sorted(selected):
-            param, convert = plan.plans[index].param, plan.plans[index].convert
-            if (codes is not None and param.code not in codes) or param.code in skip:
+            one = plan.plans[index]
+            if (codes is not None and one.param.code not in codes) or one.param.code in skip:
                 continue
-            if param.custom:
-                values = self._custom(resource, param, convert, memo)
-            elif convert is None:
-                values = self._composite(resource, param, memo)
-            else:
-                values = self._simple(resource, param, convert)
+            values = self._run(resource, one, memo)
             if values:
-                out[param.code] = list(dict.fromkeys(values)) if len(values) > 1 else values
+                out[one.param.code] = values
         return out
+
+    def values_of(self, resource: dict[str, Any], code: str) -> list[IndexValue]:
+        """The index values of one parameter, as :meth:`values` gives them, without looking at the
+        type's other parameters: a subscription matcher asks for the two or three its candidate
+        criteria name, one at a time, and only those it reaches."""
+        rtype = resource["resourceType"]
+        if (rtype, code) in self._by_code:
+            found = self._by_code[(rtype, code)]
+        else:
+            plan = self._plan(rtype)
+            found = None
+            for index, one in enumerate(plan.plans):
+                if one.param.code == code:
+                    needs = tuple(k for k, indexes in plan.by_key.items() if index in indexes)
+                    found = (one, None if index in plan.always else needs)
+                    break
+            self._by_code[(rtype, code)] = found
+        if found is None:
+            return []
+        one, needed = found
+        if needed is not None and not any(key in resource for key in needed):
+            return []
+        return self._run(resource, one, {})
+
+    def _run(
+        self, resource: dict[str, Any], one: _Plan, memo: dict[tuple[int, str], tuple[Any, list[IndexValue]]]
+    ) -> list[IndexValue]:
+        param, convert = one.param, one.convert
+        if param.custom:
+            values = self._custom(resource, param, convert, memo)
+        elif convert is None:
+            values = self._composite(resource, param, memo)
+        else:
+            values = self._simple(resource, param, convert)
+        return list(dict.fromkeys(values)) if len(values) > 1 else values
 
     def _simple(self, resource: dict[str, Any], param: SearchParam, convert: Converter) -> list[IndexValue]:
         values: list[IndexValue] = []

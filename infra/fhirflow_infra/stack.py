@@ -83,8 +83,9 @@ API_SERVICES: dict[str, ApiService] = {
 }
 """The services behind the API; every service the route table names must be here."""
 
-SEARCHING_SERVICES = ("crud", "bundle", "search")
-"""API services that run searches on the index (conditional interactions and references too)."""
+SEARCHING_SERVICES = ("crud", "bundle", "search", "subscriptions")
+"""API services that run searches on the index (conditional interactions and references too;
+subscriptions: the type-level $status lists what the caller may read by search)."""
 STREAM_CONCURRENCY = 10
 """index-sync's reserved concurrency by default (context ``fhirflow:streamConcurrency``; 0: none)."""
 AUDIT_RETENTION = Duration.days(AUDIT_RETENTION_DAYS)

@@ -46,6 +46,10 @@ from fhirflow_infra.storage import (
     ResourceTables,
     table_from_schema,
 )
+from fhirflow_subscriptions.aws import NOTIFICATIONS_PREFIX
+
+NOTIFICATION_RETENTION = Duration.days(14)
+NOTIFICATION_BLOB_RETENTION = Duration.days(15)
 
 MATCHER_TIMEOUT = Duration.minutes(1)
 DELIVERER_TIMEOUT = Duration.minutes(3)
@@ -154,7 +158,7 @@ class Subscriptions(Construct):
             encryption_master_key=key,
             enforce_ssl=True,
             # Longer than the retry horizon (3 days by default): a waiting notification must not expire.
-            retention_period=Duration.days(14),
+            retention_period=NOTIFICATION_RETENTION,
             visibility_timeout=Duration.seconds(DELIVERER_TIMEOUT.to_seconds() * 2),
             dead_letter_queue=sqs.DeadLetterQueue(max_receive_count=MAX_RECEIVES, queue=self.notifications_dlq),
             removal_policy=RemovalPolicy.DESTROY,
@@ -196,6 +200,13 @@ class Subscriptions(Construct):
             self.grant_state(made, write=True)
             return made
 
+        # Notifications too large for SQS wait there (fhirflow_subscriptions.aws.SqsFifoQueue): kept
+        # longer than the FIFO queue keeps a message, so a waiting one always finds its body.
+        buckets.blobs.add_lifecycle_rule(
+            prefix=NOTIFICATIONS_PREFIX,
+            expiration=NOTIFICATION_BLOB_RETENTION,
+            noncurrent_version_expiration=Duration.days(1),
+        )
         self.matcher = function(
             "Matcher",
             "match_handler",

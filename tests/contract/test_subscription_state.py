@@ -109,3 +109,28 @@ def test_prune_and_forget(state: Any) -> None:
     state.forget("t", "s1")
     assert state.state("t", "s1") is None
     assert state.secrets("t", "s1") is None
+
+
+def test_metrics_count_atomically_and_are_forgotten_with_the_subscription(state: Any) -> None:
+    from fhirflow_subscriptions.state import SubscriptionMetrics
+
+    assert state.metrics("t", "s1") == SubscriptionMetrics()
+
+    def work() -> None:
+        for _ in range(25):
+            state.count("t", "s1", matched=1)
+            state.count("t", "s1", delivered=1, latency_ms=12.5)
+            state.count("t", "s1", failed=2)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert state.metrics("t", "s1") == SubscriptionMetrics(100, 100, 200, 12.5)
+    state.count("t", "s1", failed=1)  # a failure leaves the last latency as it was
+    state.count("t", "s1", delivered=1, latency_ms=40.0)
+    assert state.metrics("t", "s1") == SubscriptionMetrics(100, 101, 201, 40.0)
+    assert state.metrics("t", "other") == SubscriptionMetrics()
+    state.forget("t", "s1")
+    assert state.metrics("t", "s1") == SubscriptionMetrics()

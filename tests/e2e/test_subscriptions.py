@@ -29,7 +29,7 @@ from tests.e2e.webhooks import Received, Receiver, unique, verify
 SECRET_EXT = "https://fhirflow.dev/fhir/StructureDefinition/subscription-signing-secret"
 BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition"
 TOPIC = "https://fhirflow.dev/fhir/SubscriptionTopic/"
-PRACTITIONERS = {"FHIRFLOW_AUTH_CONFIG": '{"admin_user_types": ["Practitioner"]}', "FHIRFLOW_AUTH_DEV_ISSUER": "true"}
+DEV_ISSUER = {"FHIRFLOW_AUTH_DEV_ISSUER": "true"}
 DEV_ENV = {
     "FHIRFLOW_SUBSCRIPTIONS_ALLOW_HTTP": "true",
     "FHIRFLOW_SUBSCRIPTIONS_ALLOW_PRIVATE": "true",
@@ -478,9 +478,8 @@ def test_a_patient_context_subscription_gets_only_its_compartment(tmp_path: Path
     code = unique_code()
     with (
         Receiver() as receiver,
-        # A Practitioner's user/ scopes reach beyond its compartment only where configured (issue 14,
-        # defect 9): this deployment lets practitioners manage Subscriptions.
-        LocalServer(data_dir=tmp_path, extra_args=("--auth", "smart"), env={**DEV_ENV, **PRACTITIONERS}) as server,
+        # The practitioner's user/Subscription scope reaches the subscriptions it owns (no admin_user_types).
+        LocalServer(data_dir=tmp_path, extra_args=("--auth", "smart"), env={**DEV_ENV, **DEV_ISSUER}) as server,
         httpx.Client(base_url=server.base_url, headers={"Content-Type": FHIR_JSON}, timeout=30) as http,
     ):
         admin = mint("--scope", "system/*.cruds")
@@ -513,6 +512,88 @@ def test_a_patient_context_subscription_gets_only_its_compartment(tmp_path: Path
         # Subscribing needs read access to what the criteria name.
         no_read = mint("--scope", "user/Subscription.cruds", "--fhir-user", "Practitioner/dr")
         assert http.post("/Subscription", json=body, headers=no_read).status_code == 403
+
+
+def test_patient_and_user_tokens_reach_only_the_subscriptions_they_own(tmp_path: Path) -> None:
+    """Subscription is in no compartment: a patient- or user-scoped token reaches the ones it
+    created (owner = tenant, issuer, subject and client, as for jobs) and nobody else's, which
+    answer exactly like ids never issued; no admin_user_types needed. System scopes see all."""
+
+    def mint(*args: str) -> dict[str, str]:
+        command = [sys.executable, "-m", "fhirflow.cli", "token", "--data-dir", str(tmp_path), *args]
+        token = subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip()
+        return {"Authorization": f"Bearer {token}"}
+
+    v2 = "patient/Subscription.cruds patient/Observation.rs"
+    with (
+        Receiver() as receiver,
+        LocalServer(data_dir=tmp_path, extra_args=("--auth", "smart"), env={**DEV_ENV, **DEV_ISSUER}) as server,
+        httpx.Client(base_url=server.base_url, headers={"Content-Type": FHIR_JSON}, timeout=30) as http,
+    ):
+        admin = mint("--scope", "system/*.cruds")
+        alice = mint("--scope", v2, "--patient", "p1", "--sub", "alice", "--client-id", "app")
+        alice_other_app = mint("--scope", v2, "--patient", "p1", "--sub", "alice", "--client-id", "other-app")
+        bob = mint("--scope", v2, "--patient", "p2", "--sub", "bob", "--client-id", "app")
+        doctor = mint(  # SMART v1 scopes, a user context
+            "--scope", "user/Subscription.* user/Observation.read", "--fhir-user", "Practitioner/dr", "--sub", "dr"
+        )
+        body = r4_subscription(receiver.url, f"Observation?code={unique_code()}")
+        created = http.post("/Subscription", json=body, headers=alice)
+        assert created.status_code == 201, created.text
+        id_ = created.json()["id"]
+        assert http.get(f"/Subscription/{id_}", headers=alice).status_code == 200
+        assert http.get(f"/Subscription/{id_}/_history/1", headers=alice).status_code == 200
+        history = http.get(f"/Subscription/{id_}/_history", headers=alice).json()["entry"]
+        assert history
+        assert {e["resource"]["id"] for e in history} == {id_}  # the server's status write too
+        assert [e["resource"]["id"] for e in http.get("/Subscription", headers=alice).json()["entry"]] == [id_]
+        assert http.get(f"/Subscription/{id_}/$status", headers=alice).status_code == 200
+        assert http.get(f"/Subscription/{id_}", headers=admin).status_code == 200  # system scopes: all
+
+        never = "never-issued"
+        for other in (bob, alice_other_app, doctor):
+            for path in (
+                "/Subscription/{}",
+                "/Subscription/{}/_history/1",
+                "/Subscription/{}/_history",
+                "/Subscription/{}/$status",
+                "/Subscription/{}/$events",
+            ):
+                theirs, unknown = http.get(path.format(id_), headers=other), http.get(path.format(never), headers=other)
+                assert theirs.status_code == unknown.status_code == 404, (path, theirs.text)
+                assert theirs.json()["issue"][0]["diagnostics"] == unknown.json()["issue"][0]["diagnostics"].replace(
+                    never, id_
+                )
+                assert "ETag" not in theirs.headers
+            assert http.get("/Subscription", headers=other).json().get("entry", []) == []
+            assert http.get(f"/Subscription?_id={id_}", headers=other).json().get("entry", []) == []
+            assert http.get("/Subscription/_history", headers=other).json().get("entry", []) == []
+            status_all = http.get("/Subscription/$status", headers=other).json()
+            assert status_all.get("entry", []) == []
+            changed = {**body, "id": id_, "reason": "taken over"}
+            assert http.put(f"/Subscription/{id_}", json=changed, headers=other).status_code in (404, 405)
+            assert (
+                http.delete(f"/Subscription/{id_}", headers=other).status_code
+                == http.delete(f"/Subscription/{never}", headers=other).status_code
+            )
+            assert http.get(f"/Subscription/{id_}", headers=alice).json()["reason"] == "e2e"
+
+        # A user-scoped (v1) token owns what it creates too; a client cannot claim another's tag.
+        stolen = http.get(f"/Subscription/{id_}", headers=alice).json()["meta"]["tag"]
+        mine = http.post("/Subscription", json={**body, "meta": {"tag": stolen}}, headers=doctor)
+        assert mine.status_code == 201, mine.text
+        assert mine.json()["meta"]["tag"] != stolen
+        assert http.get(f"/Subscription/{mine.json()['id']}", headers=doctor).status_code == 200
+        assert http.get(f"/Subscription/{mine.json()['id']}", headers=alice).status_code == 404
+        assert {e["resource"]["id"] for e in http.get("/Subscription", headers=admin).json()["entry"]} == {
+            id_,
+            mine.json()["id"],
+        }
+        # The owner updates and deletes its own.
+        updated = http.put(f"/Subscription/{id_}", json={**body, "id": id_, "reason": "mine"}, headers=alice)
+        assert updated.status_code == 200, updated.text
+        assert updated.json()["meta"]["tag"] == stolen
+        assert http.delete(f"/Subscription/{id_}", headers=alice).status_code in (200, 204)
 
 
 # -- retries, error and off ------------------------------------------------------------------------
@@ -738,3 +819,31 @@ def test_an_endpoint_that_never_answers_delays_only_its_own_subscription(http: h
         got = good.wait_for(lambda seen: len(seen) >= 20, timeout=8)  # the stuck one waits 10 s per attempt
         latencies = sorted(r.at - s for r, s in zip(got, sent, strict=False))
         assert latencies[-1] < 3.0, latencies
+
+
+def test_status_shows_the_subscriptions_counters(retry_http: httpx.Client) -> None:
+    """Per-subscription metrics kept with its state: notifications matched and delivered, failed
+    attempts, last and median latency, on the SubscriptionStatus ``status`` parameter (an extension,
+    so the Parameters stay in the Backport profile's slices)."""
+    code = unique_code()
+    with Receiver(fail_first=2, fail_status=503) as receiver:
+        id_, _ = subscribe(retry_http, r4_subscription(receiver.url, f"Observation?code={code}"))
+        wait_status(retry_http, id_, "active")
+        retry_http.post("/Observation", json=observation("something else"))  # matches nothing
+        for _ in range(3):
+            retry_http.post("/Observation", json=observation(code))
+        receiver.wait_for(lambda seen: len(unique(seen)) >= 3, timeout=30)
+        deadline = time.monotonic() + 15
+        while True:
+            status = retry_http.get(f"/Subscription/{id_}/$status").json()["entry"][0]["resource"]
+            validate_resource(status)
+            (parameter,) = [p for p in status["parameter"] if p["name"] == "status"]
+            (metrics,) = parameter["extension"]
+            counted = {e["url"]: next(v for k, v in e.items() if k.startswith("value")) for e in metrics["extension"]}
+            if counted["delivered"] >= 3 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+    assert metrics["url"] == "https://fhirflow.dev/fhir/StructureDefinition/subscription-metrics"
+    assert (counted["matched"], counted["delivered"], counted["failed-attempts"]) == (3, 3, 2), counted
+    assert counted["last-latency-ms"] > 0
+    assert counted["median-latency-ms"] > 0

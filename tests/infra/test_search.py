@@ -105,7 +105,9 @@ def test_error_and_slow_logs_go_to_log_groups_encrypted_with_the_data_key(synthe
 def test_the_resource_policy_names_only_the_writer_and_the_searchers(synthesized: Synthesized) -> None:
     stack = synthesized.stack
     index_sync = _role(synthesized, stack.index_sync.handler)
-    searchers = {_role(synthesized, stack.api_functions[name]) for name in ("crud", "search", "bundle")}
+    searchers = {
+        _role(synthesized, stack.api_functions[name]) for name in ("crud", "search", "bundle", "subscriptions")
+    }
     searchers.add(_role(synthesized, stack.export.worker))
     searchers.add(_role(synthesized, stack.transactions.functions["prepare"]))
     search_role = _role(synthesized, stack.api_functions["search"])
@@ -166,6 +168,7 @@ def test_only_the_writer_and_the_searchers_have_opensearch_http_permissions(synt
             for searcher in (
                 stack.api_functions["crud"],
                 stack.api_functions["bundle"],
+                stack.api_functions["subscriptions"],  # type-level $status searches what the caller may read
                 stack.transactions.functions["prepare"],
                 stack.export.worker,
             )

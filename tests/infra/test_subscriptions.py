@@ -145,3 +145,13 @@ def test_the_state_table_is_backed_up_with_the_resource_tables(synthesized: Synt
     [selection] = [s for s in selections if table in str(s["Properties"]["BackupSelection"]["Resources"])]
     plan = synthesized.logical_id(synthesized.stack.tables.backups.plan)
     assert selection["Properties"]["BackupPlanId"] == {"Fn::GetAtt": [plan, "BackupPlanId"]}
+
+
+def test_notifications_waiting_in_the_blobs_bucket_outlive_the_fifo_queue_then_expire(synthesized: Synthesized) -> None:
+    from fhirflow_subscriptions.aws import NOTIFICATIONS_PREFIX
+
+    bucket = synthesized.template["Resources"][synthesized.logical_id(synthesized.stack.buckets.blobs)]
+    rules = {r.get("Prefix"): r for r in bucket["Properties"]["LifecycleConfiguration"]["Rules"]}
+    kept = _queue(synthesized, synthesized.stack.subscriptions.notifications)["MessageRetentionPeriod"] / 86400
+    assert kept < rules[NOTIFICATIONS_PREFIX]["ExpirationInDays"] <= 31
+    assert rules[NOTIFICATIONS_PREFIX]["NoncurrentVersionExpiration"]["NoncurrentDays"] <= 1

@@ -166,7 +166,9 @@ def _observation(code: str) -> dict[str, Any]:
     return {"resourceType": "Observation", "status": "final", "code": {"coding": [{"code": code}]}}
 
 
-def test_a_committed_change_reaches_the_receiver_through_the_fifo_queue_signed(flow: Flow) -> None:
+def test_a_committed_change_reaches_the_receiver_through_the_fifo_queue_signed(
+    flow: Flow, capsys: pytest.CaptureFixture[str]
+) -> None:
     with Receiver() as receiver:
         created = flow.write("POST", "/Subscription", _topic(receiver.url + "/hook"))
         sub_id = created["id"]
@@ -192,7 +194,18 @@ def test_a_committed_change_reaches_the_receiver_through_the_fifo_queue_signed(f
         message = json.loads(records[0]["body"])
         assert records[0]["attributes"]["MessageGroupId"] == f"{flow.tenant}/{sub_id}"
         assert records[0]["attributes"]["MessageDeduplicationId"] == message["job_id"]
+        capsys.readouterr()
         assert flow.deliver(records) == []
+        # The deliverer's CloudWatch metrics (EMF lines on its output), without the subscription as a
+        # dimension unless a setting says so; the counters kept with the state, in DynamoDB.
+        emf = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"_aws"')]
+        assert len(emf) == 1
+        assert emf[0]["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["Service"]]
+        assert (emf[0]["NotificationsDelivered"], emf[0]["FailedAttempts"]) == (1, 0)
+        assert "SubscriptionId" not in emf[0]
+        counted = aws.dynamodb_state(flow.settings).metrics(flow.tenant, sub_id)
+        assert (counted.matched, counted.delivered, counted.failed) == (1, 1, 0)
+        assert counted.last_latency_ms is not None
 
         requests = receiver.wait_for(2)
         event = requests[1]
@@ -268,3 +281,29 @@ def test_the_ticker_sends_a_heartbeat_to_an_idle_topic_subscription(flow: Flow) 
         heartbeat = json.loads(receiver.wait_for(2)[1].body)
         status = heartbeat["entry"][0]["resource"]
         assert [p.get("valueCode") for p in status["parameter"] if p["name"] == "type"] == ["heartbeat"]
+
+
+def test_a_notification_over_the_sqs_limit_waits_in_the_blobs_bucket_and_is_delivered_whole(flow: Flow) -> None:
+    """A full-resource notification of a 300 KB resource: SQS takes at most 256 KB, so the FIFO
+    message carries a key to the blobs bucket (moto S3) and the deliverer reads it from there."""
+    with Receiver() as receiver:
+        subscription = _topic(receiver.url)
+        subscription["channel"]["_payload"]["extension"][0]["valueCode"] = "full-resource"
+        sub_id = flow.write("POST", "/Subscription", subscription)["id"]
+        flow.settle()  # handshake → active
+        assert flow.read(f"/Subscription/{sub_id}")["status"] == "active"
+        big = {**_observation("x"), "valueString": "v" * 300_000}
+        made = flow.write("POST", "/Observation", big)
+        flow.sync()
+        assert flow.match() == {"batchItemFailures": []}
+        records = flow.notifications()
+        assert len(records) == 1
+        message = json.loads(records[0]["body"])
+        assert len(records[0]["body"].encode()) < 256 * 1024
+        assert "payload" not in message
+        assert message["payload_ref"].startswith(aws.NOTIFICATIONS_PREFIX)
+        assert flow.deliver(records) == []
+        requests = receiver.wait_for(2)
+        bundle = json.loads(requests[-1].body)
+        focus = bundle["entry"][1]["resource"]
+        assert (focus["id"], focus["valueString"]) == (made["id"], "v" * 300_000)

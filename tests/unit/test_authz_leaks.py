@@ -6,6 +6,7 @@ resources are the patient's (not the policy's compartment code).
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from typing import Any
@@ -359,9 +360,15 @@ def test_subscription_operations_leak_nothing_to_a_patient_token(world: dict[str
     matcher.drain()
     theirs = next(i for t, i in world["all"] if t == "Patient" and (t, i) not in world["mine"])
     observation = {"resourceType": "Observation", "status": "final", "code": {"text": "x"}}
+    made = {}
     for subject in (theirs, world["patient"]):
         body = {**observation, "subject": {"reference": f"Patient/{subject}"}}
-        assert client.request("POST", "/Observation", token=admin, body=body).status == 201
+        reply = client.request("POST", "/Observation", token=admin, body=body)
+        assert reply.status == 201
+        made[subject] = ("Observation", reply.body["id"])
+    # The kit's tokens share one subject and client: the patient tokens below are the subscription's
+    # owner with a narrower reach (ownership.py), so they see its events about their own patient only.
+    readable = [*world["mine"], made[world["patient"]]]
     matcher.drain()
     events = client.get(f"/Subscription/{id_}/$events", admin, query={"content": "full-resource"})
     assert events.status == 200
@@ -372,5 +379,6 @@ def test_subscription_operations_leak_nothing_to_a_patient_token(world: dict[str
         for path in (f"/Subscription/{id_}/$status", f"/Subscription/{id_}/$events", "/Subscription/$status"):
             reply = client.get(path, token, query={"content": "full-resource"})
             assert reply.status < 500, (name, path, reply.body)
-            leaked = [f for f in found_resources(reply.body) if f[0] != "Parameters" and f not in world["mine"]]
+            leaked = [f for f in found_resources(reply.body) if f[0] != "Parameters" and f not in readable]
             assert not leaked, (name, path, leaked)
+            assert made[theirs][1] not in json.dumps(reply.body), (name, path)  # not even a focus reference

@@ -418,3 +418,20 @@ def test_compiled_paths_match_fhirpathpy_on_all_examples():
             mismatches.append(f"{path.name}: typed values differ")
     assert compared > 15000
     assert mismatches == []
+
+
+@needs_shared
+def test_values_of_one_parameter_is_what_values_gives_for_it():
+    """``Extractor.values_of`` (the subscription matcher's lazy, one-parameter extraction) gives
+    exactly what the full extraction gives for that parameter, for every parameter of every example."""
+    extractor = Extractor(default_registry())
+    checked = 0
+    for path in sorted(EXAMPLES.glob("*.json"))[:400]:
+        resource = json.loads(path.read_text())
+        if not isinstance(resource, dict) or resource.get("resourceType") in (None, "Bundle"):
+            continue
+        everything = extractor.values(resource)
+        for code in default_registry().params_for(resource["resourceType"]):
+            assert extractor.values_of(resource, code) == everything.get(code, []), (path.name, code)
+            checked += 1
+    assert checked > 1000

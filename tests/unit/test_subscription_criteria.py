@@ -485,3 +485,76 @@ def test_list_membership_through_the_resolver() -> None:
     assert not in_list.matches(observation("o2"), resolver=Resolver(members))
     assert not in_list.matches(observation("o1"), resolver=Resolver())
     assert "'_list'" in refused("_list=$current-allergies", chains=True).issues[0].diagnostics
+
+
+def test_subscriptions_sharing_a_filter_share_one_test_run_once_per_change() -> None:
+    """Thousands of subscriptions about one patient: the patient's filter is one compiled test, and
+    a change runs it once however many candidates hold it (``Facts.memo``)."""
+    first = compile_criteria("Observation", "subject=Patient/p1&code=8867-4")
+    second = compile_criteria("Observation", "subject=Patient/p1&code=other")
+    assert first.tests[0] is second.tests[0]
+    assert first.tests[1] is not second.tests[1]
+    runs: list[str] = []
+    shared = first.tests[0]
+
+    def spy(facts: Any) -> bool:
+        runs.append("subject")
+        return shared(facts)
+
+    index = SubscriptionIndex()
+    for n in range(20):
+        code = "8867-4" if n == 7 else f"c{n}"
+        compiled = compile_criteria("Observation", f"subject=Patient/p1&code={code}")
+        index.put(
+            n,
+            tenant="t",
+            resource_type="Observation",
+            interactions=ALL,
+            criteria=[dataclasses.replace(compiled, tests=(spy, *compiled.tests[1:]))],
+        )
+    resource = {**observation(), "subject": {"reference": "Patient/p1"}}
+    assert index.match(tenant="t", resource_type="Observation", operation="create", resource=resource) == [7]
+    assert runs == ["subject"]
+
+
+def test_date_and_number_prefixes_compiled_once_agree_with_the_definition() -> None:
+    """The prefixes are compiled with the criteria (not re-derived per value): every prefix on a
+    date and a number gives what ``prefixes.holds`` says for the same range."""
+    from fhirflow.query import prefixes
+    from fhirflow_subscriptions.criteria import _range_check
+
+    resource = {
+        "resourceType": "Observation",
+        "id": "o",
+        "status": "final",
+        "code": {"text": "x"},
+        "effectivePeriod": {"start": "2020-03-01", "end": "2020-05-31"},
+        "valueInteger": 7,
+    }
+    for prefix in ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap"):
+        for date in ("2020", "2020-04", "2020-03-01", "2019", "2021-01-01"):
+            compiled = compile_criteria("Observation", f"date={prefix}{date}")
+            query = compiled_query_value("Observation", f"date={prefix}{date}")
+            expected = prefixes.holds(prefixes.date_condition(query, 0), *date_bounds(resource))
+            assert compiled.matches(resource, now_ms=0) is expected, (prefix, date)
+    for low, high in ((1, 1), (5, 9), (3, 12)):
+        for condition in (
+            prefixes.date_condition(compiled_query_value("Observation", "date=ge2020"), 0),
+            prefixes.date_condition(compiled_query_value("Observation", "date=ne2020-04"), 0),
+        ):
+            assert _range_check(condition)(low, high) is prefixes.holds(condition, low, high)
+
+
+def compiled_query_value(rtype: str, query: str) -> Any:
+    from urllib.parse import parse_qsl
+
+    from fhirflow.query.parser import parse
+
+    return parse(rtype, parse_qsl(query), strict=True).criteria[0].values[0]
+
+
+def date_bounds(resource: dict[str, Any]) -> tuple[int, int]:
+    from fhirflow.searchparams.extract import extract_index_values
+
+    (value,) = extract_index_values(resource)["date"]
+    return value.low, value.high

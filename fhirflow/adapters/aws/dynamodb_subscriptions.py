@@ -32,7 +32,13 @@ from botocore.exceptions import ClientError
 
 from fhirflow.adapters.aws import clients
 from fhirflow.adapters.aws.items import escape_tenant
-from fhirflow_subscriptions.state import LoggedNotificationEvent, Secrets, SubscriptionState, pairs
+from fhirflow_subscriptions.state import (
+    LoggedNotificationEvent,
+    Secrets,
+    SubscriptionMetrics,
+    SubscriptionState,
+    pairs,
+)
 
 LISTING_INDEX = "listing"
 LISTED = "subscription"
@@ -390,6 +396,47 @@ class DynamoDbSubscriptionState:
         except ClientError as exc:
             if clients.error_code(exc) != "ConditionalCheckFailedException":
                 raise
+
+    # -- metrics ------------------------------------------------------------------------------
+
+    def count(
+        self,
+        tenant: str,
+        id_: str,
+        *,
+        matched: int = 0,
+        delivered: int = 0,
+        failed: int = 0,
+        latency_ms: float | None = None,
+    ) -> None:
+        """One UpdateItem of ``sk = metrics``: ADD is atomic, so concurrent deliverers lose no count."""
+        expression = "ADD matched :m, delivered :d, failed :f"
+        values: dict[str, Any] = {":m": _n(matched), ":d": _n(delivered), ":f": _n(failed)}
+        if latency_ms is not None:
+            expression += " SET last_latency_ms = :l"
+            values[":l"] = {"N": repr(round(float(latency_ms), 3))}
+        with clients.translated(_WHAT):
+            self.client.update_item(
+                TableName=self.table,
+                Key={"pk": _s(_pk(tenant, id_)), "sk": _s("metrics")},
+                UpdateExpression=expression,
+                ExpressionAttributeValues=values,
+            )
+
+    def metrics(self, tenant: str, id_: str) -> SubscriptionMetrics:
+        with clients.translated(_WHAT):
+            item = self.client.get_item(
+                TableName=self.table, Key={"pk": _s(_pk(tenant, id_)), "sk": _s("metrics")}, ConsistentRead=True
+            ).get("Item")
+        if not item:
+            return SubscriptionMetrics()
+        latency = item.get("last_latency_ms")
+        return SubscriptionMetrics(
+            int(item.get("matched", {}).get("N", "0")),
+            int(item.get("delivered", {}).get("N", "0")),
+            int(item.get("failed", {}).get("N", "0")),
+            float(latency["N"]) if latency else None,
+        )
 
     # -- the consumer's position --------------------------------------------------------------
 

@@ -11,7 +11,13 @@ from typing import Any
 
 from fhirflow.adapters.sqlite.database import SqliteDatabase
 from fhirflow.adapters.sqlite.transactions import joined_write
-from fhirflow_subscriptions.state import LoggedNotificationEvent, Secrets, SubscriptionState, pairs
+from fhirflow_subscriptions.state import (
+    LoggedNotificationEvent,
+    Secrets,
+    SubscriptionMetrics,
+    SubscriptionState,
+    pairs,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS subscription_secrets (
@@ -33,6 +39,12 @@ CREATE TABLE IF NOT EXISTS subscription_events (
 ) WITHOUT ROWID;
 CREATE UNIQUE INDEX IF NOT EXISTS subscription_events_source ON subscription_events (tenant, id, source);
 CREATE INDEX IF NOT EXISTS subscription_events_age ON subscription_events (at_ms);
+CREATE TABLE IF NOT EXISTS subscription_metrics (
+    tenant TEXT NOT NULL, id TEXT NOT NULL,
+    matched INTEGER NOT NULL DEFAULT 0, delivered INTEGER NOT NULL DEFAULT 0, failed INTEGER NOT NULL DEFAULT 0,
+    last_latency_ms REAL,
+    PRIMARY KEY (tenant, id)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS subscription_cursor (name TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
 """
 
@@ -77,6 +89,39 @@ class SqliteSubscriptionState:
         if found is not None:
             self.put_secrets(tenant, id_, Secrets(to_version, found.headers, found.signing, found.owner))
 
+    # -- metrics ------------------------------------------------------------------------------
+
+    def count(
+        self,
+        tenant: str,
+        id_: str,
+        *,
+        matched: int = 0,
+        delivered: int = 0,
+        failed: int = 0,
+        latency_ms: float | None = None,
+    ) -> None:
+        with joined_write(self.db) as conn:  # one upsert: atomic, and inside the caller's transaction if any
+            conn.execute(
+                "INSERT INTO subscription_metrics VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (tenant, id) DO UPDATE SET "
+                "matched = matched + excluded.matched, delivered = delivered + excluded.delivered, "
+                "failed = failed + excluded.failed, "
+                "last_latency_ms = coalesce(excluded.last_latency_ms, last_latency_ms)",
+                (tenant, id_, matched, delivered, failed, latency_ms),
+            )
+
+    def metrics(self, tenant: str, id_: str) -> SubscriptionMetrics:
+        row = (
+            self.db.connection()
+            .execute(
+                "SELECT matched, delivered, failed, last_latency_ms FROM subscription_metrics "
+                "WHERE tenant = ? AND id = ?",
+                (tenant, id_),
+            )
+            .fetchone()
+        )
+        return SubscriptionMetrics(*row) if row else SubscriptionMetrics()
+
     # -- state --------------------------------------------------------------------------------
 
     def put_state(self, tenant: str, id_: str, *, version: int, spec: dict[str, Any], status: str) -> None:
@@ -117,7 +162,7 @@ class SqliteSubscriptionState:
 
     def forget(self, tenant: str, id_: str) -> None:
         with joined_write(self.db) as conn:
-            for table in ("subscription_state", "subscription_secrets", "subscription_events"):
+            for table in ("subscription_state", "subscription_secrets", "subscription_events", "subscription_metrics"):
                 conn.execute(f"DELETE FROM {table} WHERE tenant = ? AND id = ?", (tenant, id_))
 
     # -- events -------------------------------------------------------------------------------

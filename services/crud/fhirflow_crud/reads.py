@@ -44,7 +44,10 @@ def vread(deps: Dependencies, request: FhirRequest) -> FhirResponse:
     if stored is None:
         raise NotFound(f"{rtype}/{id_} has no version '{vid[:20]}'")
     headers = versioning.version_headers(stored)
-    deps.policy.check_read(request, stored)
+    try:
+        deps.policy.check_read(request, stored)
+    except NotFound:  # word for word what a version never written gets: nothing says the id exists
+        raise NotFound(f"{rtype}/{id_} has no version '{vid[:20]}'") from None
     if stored.deleted or stored.body is None:
         raise Gone(f"Version {vid} of {rtype}/{id_} is a deletion", headers=headers)
     if rtype == "Binary":

@@ -35,6 +35,7 @@ from fhirflow.observability import event_handler, service_logger
 
 if TYPE_CHECKING:
     from fhirflow.adapters.aws.dynamodb_subscriptions import DynamoDbDeliveryLog, DynamoDbSubscriptionState
+    from fhirflow.ports import BlobStore
     from fhirflow.settings import Settings
     from fhirflow_subscriptions.service import SubscriptionService
 
@@ -78,27 +79,54 @@ def dedup_id(job_id: str) -> str:
     return hashlib.sha256(job_id.encode()).hexdigest()
 
 
+OFFLOAD_BYTES = 200_000
+"""A notification larger than this waits in the blobs bucket and its message carries the key: SQS
+takes at most 256 KB per message, and per batch (a ``full-resource`` notification of a large resource)."""
+BATCH_BYTES = 240_000
+NOTIFICATIONS_PREFIX = "subscriptions/notifications/"
+
+
 class SqsFifoQueue:
     """The producer side of the delivery queue on SQS FIFO (what the service's ``enqueue`` needs)."""
 
-    def __init__(self, queue_url: str, *, client: Any = None, region: str | None = None) -> None:
+    def __init__(
+        self, queue_url: str, *, client: Any = None, region: str | None = None, blobs: BlobStore | None = None
+    ) -> None:
         self.queue_url = queue_url
         self.client = client or clients.client("sqs", region=region)
+        self.blobs = blobs
+
+    def _body(self, job: DeliveryJob, now_ms: int) -> str:
+        if len(job.payload) > OFFLOAD_BYTES and self.blobs is not None:
+            # Keyed by the job: a replayed change writes the same object again, and the message is the same.
+            key = NOTIFICATIONS_PREFIX + hashlib.sha256(job.job_id.encode()).hexdigest()
+            self.blobs.put(key, job.payload, content_type="application/json")
+            return json.dumps({"job_id": job.job_id, "payload_ref": key, "created_ms": now_ms})
+        return json.dumps({"job_id": job.job_id, "payload": job.payload.decode(), "created_ms": now_ms})
+
+    def _batches(self, jobs: Sequence[DeliveryJob], now_ms: int) -> list[list[dict[str, Any]]]:
+        """Entries in order, at most 10 and :data:`BATCH_BYTES` per SendMessageBatch."""
+        out: list[list[dict[str, Any]]] = []
+        size = 0
+        for job in jobs:
+            body = self._body(job, now_ms)
+            if not out or len(out[-1]) == 10 or size + len(body) > BATCH_BYTES:
+                out.append([])
+                size = 0
+            entry = {
+                "Id": str(len(out[-1])),
+                "MessageBody": body,
+                "MessageGroupId": job.group,
+                "MessageDeduplicationId": dedup_id(job.job_id),
+            }
+            out[-1].append(entry)
+            size += len(body)
+        return out
 
     def enqueue(self, jobs: Sequence[DeliveryJob]) -> None:
         now_ms = int(time.time() * 1000)
-        for start in range(0, len(jobs), 10):
-            entries = [
-                {
-                    "Id": str(n),
-                    "MessageBody": json.dumps(
-                        {"job_id": job.job_id, "payload": job.payload.decode(), "created_ms": now_ms}
-                    ),
-                    "MessageGroupId": job.group,
-                    "MessageDeduplicationId": dedup_id(job.job_id),
-                }
-                for n, job in enumerate(jobs[start : start + 10])
-            ]
+        for batch in self._batches(jobs, now_ms):
+            entries = batch
             for attempt in range(5):
                 with clients.translated("The notification queue"):
                     reply = self.client.send_message_batch(QueueUrl=self.queue_url, Entries=entries)
@@ -187,8 +215,9 @@ def build(settings: Settings | None = None) -> Runtime:
     if not settings.subscriptions_table or not settings.subscriptions_queue_url:
         raise RuntimeError("FHIRFLOW_SUBSCRIPTIONS_TABLE and FHIRFLOW_SUBSCRIPTIONS_QUEUE_URL must be set")
     state = dynamodb_state(settings)
-    queue = SqsFifoQueue(settings.subscriptions_queue_url, region=settings.aws_region)
-    service = SubscriptionService(build_dependencies(settings), state, queue)  # type: ignore[arg-type]
+    deps = build_dependencies(settings)
+    queue = SqsFifoQueue(settings.subscriptions_queue_url, region=settings.aws_region, blobs=deps.blobs)
+    service = SubscriptionService(deps, state, queue)  # type: ignore[arg-type]
     return Runtime(service, state, delivery_log(settings), _Generation(state))
 
 
@@ -263,10 +292,13 @@ class _Batch:
     """The delivery queue as the Dispatcher sees it, for the messages of one FIFO batch: settling a
     message decides whether it is reported (kept) or deleted, and how long it waits."""
 
-    def __init__(self, sqs: Any, queue_url: str, log: DynamoDbDeliveryLog) -> None:
+    def __init__(self, sqs: Any, queue_url: str, log: DynamoDbDeliveryLog, *, per_subscription: bool = False) -> None:
         self.sqs = sqs
         self.queue_url = queue_url
         self.log = log
+        self.per_subscription = per_subscription
+        self.kinds: dict[str, str] = {}
+        """job id → notification kind (event, handshake, heartbeat), for the metrics."""
         self.receipts: dict[str, str] = {}
         self.kept: set[str] = set()
         self.received_ms: dict[str, int] = {}
@@ -287,7 +319,20 @@ class _Batch:
         return 0
 
     def log_attempt(self, group: str, job_id: str, attempt: Attempt, at_ms: int) -> None:
+        from fhirflow_subscriptions.metrics import emf_record, emit
+
         self.log.log_attempt(group, job_id, attempt, at_ms)
+        kind = self.kinds.get(job_id, "event")
+        emit(
+            emf_record(
+                group=group,
+                kind=kind,
+                outcome=attempt.outcome,
+                latency_ms=attempt.latency_ms,
+                per_subscription=self.per_subscription,
+                now_ms=at_ms,
+            )
+        )
 
 
 @lambda_logger.inject_lambda_context(clear_state=True)
@@ -301,7 +346,12 @@ def deliver_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     rt.refresh()
     settings = rt.service.deps.settings
     assert settings.subscriptions_queue_url
-    batch = _Batch(_sqs(rt), settings.subscriptions_queue_url, rt.log)
+    batch = _Batch(
+        _sqs(rt),
+        settings.subscriptions_queue_url,
+        rt.log,
+        per_subscription=settings.subscriptions_metrics_per_subscription,
+    )
     scale = settings.subscriptions_retry_scale
     dispatcher = Dispatcher(
         batch,  # type: ignore[arg-type]
@@ -321,15 +371,17 @@ def deliver_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             continue
         try:
             body = json.loads(record["body"])
+            ref = body.get("payload_ref")  # a large notification waits in the blobs bucket
             job = ClaimedJob(
                 group=group,
                 job_id=str(body["job_id"]),
-                payload=str(body["payload"]).encode(),
+                payload=rt.service.deps.blobs.get(str(ref)) if ref else str(body["payload"]).encode(),
                 attempts=max(int(attributes.get("ApproximateReceiveCount", "1")) - 1, 0),
                 created_ms=int(body.get("created_ms") or attributes.get("SentTimestamp") or 0),
                 leased_until_ms=0,
             )
             batch.receipts[job.job_id] = record["receiptHandle"]
+            batch.kinds[job.job_id] = str(json.loads(job.payload).get("kind", "event"))
             dispatcher.handle(job)
             kept = job.job_id in batch.kept
         except Exception as exc:

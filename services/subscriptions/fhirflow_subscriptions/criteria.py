@@ -27,8 +27,10 @@ does not by itself notify (it is not a change of the subscribed type).
 from __future__ import annotations
 
 import math
+import operator
 import re
 import time
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -129,10 +131,11 @@ class Facts:
     __slots__ = (
         "_content",
         "_fetched",
+        "_last_updated",
         "_narrative",
         "_values",
         "extractor",
-        "last_updated",
+        "memo",
         "now_ms",
         "registry",
         "resolver",
@@ -154,13 +157,10 @@ class Facts:
         self.resolver = resolver
         self.extractor = extractor_for(registry)
         self.now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
-        if last_updated is None:
-            meta = self.resource.get("meta")
-            stamp = meta.get("lastUpdated") if isinstance(meta, dict) else None
-            found = date_range(stamp) if isinstance(stamp, str) else None
-            last_updated = found[0] if found else None
-        self.last_updated = last_updated
+        self._last_updated: list[int | None] = [] if last_updated is None else [last_updated]
         self._values: dict[str, list[IndexValue]] = {}
+        self.memo: dict[Test, bool] = {}
+        """Test → its outcome on this version (tests are deterministic for one Facts)."""
         self._fetched: set[frozenset[str]] = set()
         self._narrative: list[str | None] = []
         self._content: list[str] = []
@@ -190,10 +190,19 @@ class Facts:
 
     def values(self, code: str) -> list[IndexValue]:
         found = self._values.get(code)
-        if found is None:
-            found = self.extractor.values(self.resource, codes=(code,)).get(code, [])
-            self._values[code] = found
+        if found is None:  # only what a test reaches: most candidates fail on their first filter
+            found = self._values[code] = self.extractor.values_of(self.resource, code)
         return found
+
+    @property
+    def last_updated(self) -> int | None:
+        """``meta.lastUpdated`` in epoch ms, parsed only when a ``_lastUpdated`` test asks."""
+        if not self._last_updated:
+            meta = self.resource.get("meta")
+            stamp = meta.get("lastUpdated") if isinstance(meta, dict) else None
+            found = date_range(stamp) if isinstance(stamp, str) else None
+            self._last_updated.append(found[0] if found else None)
+        return self._last_updated[0]
 
     @property
     def narrative(self) -> str | None:
@@ -212,6 +221,10 @@ class Facts:
 
 
 Test = Callable[[Facts], bool]
+_SHARED_TESTS: weakref.WeakValueDictionary[tuple[Any, ...], Test] = weakref.WeakValueDictionary()
+"""(registry, type, parameter, value, n, base) → its compiled test, while some criteria hold it:
+subscriptions that share a filter (``subject=Patient/1``, ``category=vital-signs``) share one test,
+which :meth:`CompiledCriteria.evaluate` runs once per change (:attr:`Facts.memo`)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -245,8 +258,12 @@ class CompiledCriteria:
         return self.evaluate(Facts(resource, self.registry, codes=self.codes, now_ms=now_ms, resolver=resolver))
 
     def evaluate(self, facts: Facts) -> bool:
-        for test in self.tests:  # noqa: SIM110 - a loop, not all(genexpr): it runs for every candidate
-            if not test(facts):
+        memo = facts.memo  # a test shared with another candidate ran once for this change
+        for test in self.tests:
+            passed = memo.get(test)
+            if passed is None:
+                passed = memo[test] = test(facts)
+            if not passed:
                 return False
         return True
 
@@ -322,9 +339,17 @@ def compile_criteria(
             raise _refuse(expression, name, error.diagnostics) from error
         if parsed.ignored:
             raise _refuse(expression, name, parsed.ignored[0].diagnostics)
-        for written in parsed.criteria:
-            criterion = _expand(written, terminology, expression, name) if uses_terminology(written) else written
-            tests.append(_compile_criterion(criterion, base_url, expression, name))
+        for n, written in enumerate(parsed.criteria):
+            if uses_terminology(written):  # an expansion is of its moment: never shared
+                criterion = _expand(written, terminology, expression, name)
+                tests.append(_compile_criterion(criterion, base_url, expression, name))
+            else:
+                criterion = written
+                shared = (registry, resource_type, name, value, n, base_url)
+                test = _SHARED_TESTS.get(shared)
+                if test is None:
+                    test = _SHARED_TESTS[shared] = _compile_criterion(criterion, base_url, expression, name)
+                tests.append(test)
             if isinstance(criterion, Chain):
                 codes.add(criterion.param.code)
             if not isinstance(criterion, Filter):
@@ -652,9 +677,13 @@ def _value_check(ptype: str, modifier: str | None, q: QueryValue, base_url: str)
             return lambda v, now: isinstance(v, TokenValue) and _token_text_match(q, v.text)
         return lambda v, now: isinstance(v, StringValue) and _string_match(q, v, modifier)
     if isinstance(q, DateQuery):
-        return lambda v, now: isinstance(v, DateValue) and _date_match(q, v.low, v.high, now)
+        if q.prefix == "ap":  # its margin depends on "now"
+            return lambda v, now: isinstance(v, DateValue) and _date_match(q, v.low, v.high, now)
+        holds = _range_check(prefixes.date_condition(q, 0))  # every other prefix ignores "now"
+        return lambda v, now: isinstance(v, DateValue) and holds(v.low, v.high)
     if isinstance(q, NumberQuery):
-        return lambda v, now: isinstance(v, NumberValue) and _number_match(q, v)
+        number_holds = _range_check(prefixes.number_condition(q))
+        return lambda v, now: isinstance(v, NumberValue) and number_holds(*_bounds(v.value, v.low, v.high))
     if isinstance(q, QuantityQuery):
         return lambda v, now: isinstance(v, QuantityValue) and _quantity_match(q, v)
     if isinstance(q, ReferenceQuery):
@@ -706,6 +735,30 @@ def _date_match(q: DateQuery, low: int, high: int, now_ms: int) -> bool:
     """search.html#prefix on ranges: the one definition both search backends render
     (fhirflow.query.prefixes), evaluated on the value's [low, high]."""
     return prefixes.holds(prefixes.date_condition(q, now_ms), low, high)
+
+
+RangeCheck = Callable[[Any, Any], bool]
+_OPS: dict[str, Callable[[Any, Any], bool]] = {
+    "gt": operator.gt,
+    "ge": operator.ge,
+    "lt": operator.lt,
+    "le": operator.le,
+}
+
+
+def _range_check(condition: prefixes.Condition) -> RangeCheck:
+    """``prefixes.holds(condition, low, high)`` compiled once into closures: the same
+    definition, without re-deriving the condition and walking it for every value of every change."""
+    if isinstance(condition, prefixes.AllOf):
+        parts = tuple(_range_check(p) for p in condition.parts)
+        return lambda low, high: all(part(low, high) for part in parts)
+    if isinstance(condition, prefixes.AnyOf):
+        parts = tuple(_range_check(p) for p in condition.parts)
+        return lambda low, high: any(part(low, high) for part in parts)
+    op, bound = _OPS[condition.op], condition.bound
+    if condition.side == "low":
+        return lambda low, high: op(low, bound)
+    return lambda low, high: op(high, bound)
 
 
 def _bounds(value: Decimal | None, low: Decimal, high: Decimal) -> tuple[Decimal, Decimal]:

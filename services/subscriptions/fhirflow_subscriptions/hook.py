@@ -8,7 +8,9 @@ to, and moves the secrets out of the resource: ``channel.header`` values and the
 signing secret are stored in the state store under the new version (before the version commits:
 a write that then fails leaves only an unread row) and the resource keeps ``*****`` in their place.
 On update, a ``*****`` value keeps the previous secret of that header. The owner context (who wrote
-this version) is stored with them, for the re-check at each notification.
+this version) is stored with them, for the re-check at each notification, and the resource is
+tagged with its owner (``fhirflow.authz.ownership``): patient- and user-scoped tokens reach only
+their own subscriptions.
 
 The signing secret is generated on create and shown once, in the create response
 (:func:`reveal`); a client may supply its own in the extension, and supplying a new one later
@@ -136,7 +138,17 @@ def on_write(
     signing, extensions = _signing(channel.get("extension"), previous, deps)
     channel["extension"] = extensions
     store.put_secrets(request.tenant, id_, Secrets(version, headers, signing, owner_context(request)))
-    return {**resource, "channel": channel}
+    return _owned({**resource, "channel": channel}, request, head)
+
+
+def _owned(resource: dict[str, Any], request: FhirRequest, head: ResourceVersion | None) -> dict[str, Any]:
+    """The subscription marked as its owner's (fhirflow.authz.ownership): the creator's, kept by
+    every later version (only the owner, or an unrestricted token, can write one), whatever owner
+    tag the client sent."""
+    from fhirflow.authz.ownership import owner_tag, tag_of, with_owner
+
+    current = jsonio.loads(head.body) if head is not None and not head.deleted and head.body else None
+    return with_owner(resource, tag_of(current) or owner_tag(request.principal, request.tenant))
 
 
 def _server_owned(resource: dict[str, Any], head: ResourceVersion | None) -> dict[str, Any]:

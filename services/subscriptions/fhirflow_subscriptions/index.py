@@ -4,12 +4,15 @@ subscriptions that could match it cost, not what all subscriptions cost.
 Subscriptions are bucketed by (tenant, resource type); inside a bucket, each subscription whose
 criteria have a positive ``_id``, reference or token filter is filed under that filter's keys
 (:attr:`CompiledCriteria.keys`: ``subject=Patient/1`` under ``("subject", "r", "1")``), and the
-rest go on the bucket's scan list. A change extracts its keys once, looks up the candidates and
-evaluates only their criteria, against index values extracted once per change (:class:`Facts`).
+rest go on the bucket's scan list. A change extracts the values of the filed parameters only,
+looks up the candidates and evaluates their criteria against values extracted on first use, once
+per change (:class:`Facts`): a parameter no candidate reaches is never extracted, and date and
+number prefixes are compiled with the criteria, not re-derived per value.
 Peers whose matching cost grew with every subscription (Medplum #7882, HAPI's linear scan) are the
 reason for the buckets.
 
-Thread-safe: writers take a lock; a match takes it only to copy the candidate lists.
+Thread-safe: writers take a lock and replace the tuples a match reads (copy on write), so a match
+takes no lock and sees each list either before or after a write.
 """
 
 from __future__ import annotations
@@ -35,49 +38,44 @@ class _Entry:
 
 @dataclass(slots=True)
 class _Bucket:
-    by_key: dict[Key, dict[Hashable, _Entry]] = field(default_factory=dict)
-    scan: dict[Hashable, _Entry] = field(default_factory=dict)
-    kinds: dict[str, dict[str, int]] = field(default_factory=dict)
-    """Parameter code → kind → how many entries are filed under it (the keys a change must offer)."""
-    codes: dict[str, int] = field(default_factory=dict)
-    """Parameter code → how many entries' criteria read it: what a change extracts, in one pass."""
+    """One (tenant, type)'s subscriptions. Writers (under the index's lock) replace the tuples
+    rather than changing them, so a match reads a consistent snapshot without taking the lock."""
+
+    by_key: dict[Key, tuple[_Entry, ...]] = field(default_factory=dict)
+    scan: tuple[_Entry, ...] = ()
+    counts: dict[tuple[str, str], int] = field(default_factory=dict)
+    """(parameter code, kind) → how many entries are filed under it."""
+    kinds: tuple[tuple[str, str], ...] = ()
+    """The (code, kind) pairs a change must offer keys for (a snapshot of ``counts``' keys)."""
     registry_of: CompiledCriteria | None = None
     """The latest filed criteria: its registry extracts a change's keys."""
 
     def add(self, entry: _Entry) -> None:
-        for compiled in entry.criteria:
-            for code in compiled.codes:
-                self.codes[code] = self.codes.get(code, 0) + 1
         if entry.keys is None:
-            self.scan[entry.key] = entry
+            self.scan = (*self.scan, entry)
             return
         self.registry_of = next(c for c in entry.criteria if c.keys is not None)
         for k in entry.keys:
-            self.by_key.setdefault(k, {})[entry.key] = entry
-            counts = self.kinds.setdefault(k[0], {})
-            counts[k[1]] = counts.get(k[1], 0) + 1
+            self.by_key[k] = (*self.by_key.get(k, ()), entry)
+            kind = (k[0], k[1])
+            self.counts[kind] = self.counts.get(kind, 0) + 1
+        self.kinds = tuple(self.counts)
 
     def discard(self, entry: _Entry) -> None:
-        for compiled in entry.criteria:
-            for code in compiled.codes:
-                self.codes[code] -= 1
-                if not self.codes[code]:
-                    del self.codes[code]
         if entry.keys is None:
-            self.scan.pop(entry.key, None)
+            self.scan = tuple(e for e in self.scan if e.key != entry.key)
             return
         for k in entry.keys:
-            filed = self.by_key.get(k)
-            if filed is not None:
-                filed.pop(entry.key, None)
-                if not filed:
-                    del self.by_key[k]
-            counts = self.kinds[k[0]]
-            counts[k[1]] -= 1
-            if not counts[k[1]]:
-                del counts[k[1]]
-                if not counts:
-                    del self.kinds[k[0]]
+            filed = tuple(e for e in self.by_key.get(k, ()) if e.key != entry.key)
+            if filed:
+                self.by_key[k] = filed
+            else:
+                self.by_key.pop(k, None)
+            kind = (k[0], k[1])
+            self.counts[kind] -= 1
+            if not self.counts[kind]:
+                del self.counts[kind]
+        self.kinds = tuple(self.counts)
 
     def __bool__(self) -> bool:
         return bool(self.by_key or self.scan)
@@ -157,50 +155,45 @@ class SubscriptionIndex:
         delete, pass the last version's body if there is one: without a body only subscriptions
         without criteria can match. ``resolver``: the tenant's other resources, for criteria
         compiled with chains or ``_has`` (without one such criteria raise ValueError)."""
-        where = (tenant, resource_type)
-        bucket = self._buckets.get(where)
+        bucket = self._buckets.get((tenant, resource_type))
         if bucket is None:
             return []
+        scan, kinds, registry_of, by_key = bucket.scan, bucket.kinds, bucket.registry_of, bucket.by_key
+        if resource is None:  # without a body only subscriptions without criteria can match
+            every = [*scan, *(e for k in list(by_key) for e in by_key.get(k, ()))]
+            return [e.key for e in every if operation in e.interactions and not e.criteria]
         now = now_ms if now_ms is not None else int(time.time() * 1000)
-        facts: dict[int, Facts] = {}
-        codes: frozenset[str] = frozenset()
+        facts: Facts | None = None
+        others: dict[int, Facts] = {}
 
         def facts_for(compiled: CompiledCriteria) -> Facts:
-            assert resource is not None
-            found = facts.get(id(compiled.registry))
-            if found is None:  # one extraction pass for every parameter the bucket reads
-                found = facts[id(compiled.registry)] = Facts(
-                    resource, compiled.registry, codes=codes, now_ms=now, resolver=resolver
+            nonlocal facts
+            if facts is None:
+                facts = Facts(resource, compiled.registry, now_ms=now, resolver=resolver)
+            if compiled.registry is facts.registry:
+                return facts
+            found = others.get(id(compiled.registry))  # criteria compiled before a registry change
+            if found is None:
+                found = others[id(compiled.registry)] = Facts(
+                    resource, compiled.registry, now_ms=now, resolver=resolver
                 )
-            found.prefetch(compiled.codes)
             return found
 
-        with self._lock:  # a snapshot of what the change must offer
-            bucket = self._buckets.get(where)
-            if bucket is None:
-                return []
-            candidates = list(bucket.scan.values())
-            kinds = [(code, kind) for code, counts in bucket.kinds.items() for kind in counts]
-            registry_of = bucket.registry_of
-            codes = frozenset(bucket.codes)
-        if resource is not None and kinds and registry_of is not None:
-            offered = resource_keys(facts_for(registry_of), kinds)
-            seen: set[Hashable] = set()
-            with self._lock:
-                bucket = self._buckets.get(where)
-                filed = [list(bucket.by_key.get(k, {}).values()) for k in offered] if bucket is not None else []
-            for entries in filed:
-                for entry in entries:
-                    if entry.key not in seen:
-                        seen.add(entry.key)
-                        candidates.append(entry)
+        candidates: list[_Entry] = list(scan)
+        if kinds and registry_of is not None:
+            lists = [found for k in resource_keys(facts_for(registry_of), kinds) if (found := by_key.get(k))]
+            if len(lists) == 1:  # the scan list and the filed ones never share an entry
+                candidates.extend(lists[0])
+            elif lists:  # an entry filed under two keys the change has is one candidate
+                seen: set[Hashable] = set()
+                for entries in lists:
+                    for entry in entries:
+                        if entry.key not in seen:
+                            seen.add(entry.key)
+                            candidates.append(entry)
         out: list[Hashable] = []
         for entry in candidates:
             if operation not in entry.interactions:
-                continue
-            if resource is None:
-                if not entry.criteria:
-                    out.append(entry.key)
                 continue
             for compiled in entry.criteria:
                 if not compiled.evaluate(facts_for(compiled)):

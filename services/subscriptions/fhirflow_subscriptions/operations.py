@@ -1,8 +1,9 @@
 """``$status`` and ``$events`` (Backport IG 1.1.0: OperationDefinition backport-subscription-status
 and backport-subscription-events).
 
-- ``GET [base]/Subscription/{id}/$status`` and ``GET [base]/Subscription/$status[?id=a,b]`` (type
-  level: the ones named, or every subscription of the tenant the caller may read) answer a ``searchset`` Bundle
+- ``GET [base]/Subscription/{id}/$status`` and ``GET [base]/Subscription/$status[?id=a,b][&status=...]``
+  (type level: the ones named, or every subscription of the tenant the caller may read, whatever
+  its status, optionally only those with one of the ``status`` values) answer a ``searchset`` Bundle
   of SubscriptionStatus ``Parameters`` (type ``query-status``), with the last error and the recent
   delivery attempts (time, HTTP status, latency, outcome; never bodies).
 - ``GET [base]/Subscription/{id}/$events?eventsSinceNumber=&eventsUntilNumber=&content=`` replays
@@ -15,6 +16,7 @@ it learns nothing (404, as for a read).
 
 from __future__ import annotations
 
+import statistics
 import uuid
 from typing import Any
 
@@ -25,9 +27,13 @@ from fhirflow.runtime import Dependencies
 from fhirflow_subscriptions.hook import spec_of, state_store
 from fhirflow_subscriptions.notifications import NotificationEvent, notification_bundle, status_parameters
 from fhirflow_subscriptions.spec import CONTENTS
+from fhirflow_subscriptions.state import SubscriptionMetrics
 
+METRICS_EXTENSION = "https://fhirflow.dev/fhir/StructureDefinition/subscription-metrics"
 MAX_STATUS = 1000
 """Subscriptions one type-level ``$status`` reports at most."""
+STATUSES = frozenset(("requested", "active", "error", "off"))
+"""Subscription.status codes (R4 subscription-status), the type-level ``status`` filter's values."""
 MAX_EVENTS = 1000
 """Events one ``$events`` call returns at most (ask again from the next number)."""
 
@@ -71,7 +77,7 @@ def _status_of(deps: Dependencies, request: FhirRequest, resource: dict[str, Any
         for a in attempts
     ]
     error = resource.get("error")
-    return status_parameters(
+    parameters = status_parameters(
         base_url=request.base_url,
         subscription_id=id_,
         topic=topic,
@@ -81,6 +87,68 @@ def _status_of(deps: Dependencies, request: FhirRequest, resource: dict[str, Any
         errors=[error] if isinstance(error, str) and error else [],
         extra=extra,
     )
+    metrics = metrics_extension(state_store(deps.settings).metrics(request.tenant, id_), attempts)
+    for parameter in parameters["parameter"]:
+        if parameter["name"] == "status":
+            parameter["extension"] = [metrics]
+    return parameters
+
+
+def metrics_extension(metrics: SubscriptionMetrics, attempts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The subscription's counters as a complex extension on the SubscriptionStatus ``status``
+    parameter. The Backport IG's backport-subscription-status-r4 profile slices ``Parameters.parameter``
+    by name and gives every slice its ``extension`` (an R4 Parameters resource has none of its own),
+    so an extension there keeps the Parameters conformant to the profile, where a parameter of our own
+    naming would be outside its slices. Median latency: of the delivered attempts in the delivery log
+    shown beside it (the recent ones)."""
+    latencies = sorted(float(a["latency_ms"]) for a in attempts if a.get("outcome") == "delivered")
+    parts: list[dict[str, Any]] = [
+        {"url": "matched", "valueUnsignedInt": metrics.matched},
+        {"url": "delivered", "valueUnsignedInt": metrics.delivered},
+        {"url": "failed-attempts", "valueUnsignedInt": metrics.failed},
+    ]
+    if metrics.last_latency_ms is not None:
+        parts.append({"url": "last-latency-ms", "valueDecimal": round(metrics.last_latency_ms, 1)})
+    if latencies:
+        parts.append({"url": "median-latency-ms", "valueDecimal": round(statistics.median(latencies), 1)})
+    return {"url": METRICS_EXTENSION, "extension": parts}
+
+
+def _listed(values: list[str], name: str, allowed: frozenset[str] | None = None) -> list[str]:
+    out = [item for value in values for item in value.split(",") if item]
+    for item in out:
+        if allowed is not None and item not in allowed:
+            raise BadRequest(f"{name} must be one of {', '.join(sorted(allowed))}, not '{item[:40]}'", expression=name)
+    return out
+
+
+def _readable(deps: Dependencies, request: FhirRequest, statuses: list[str]) -> list[dict[str, Any]]:
+    """Every Subscription of the tenant the caller may read ("the server returns the status for all
+    Subscriptions available to the caller", backport-subscription-status): a search with the caller's
+    access in the query, so a subscription the worker has not picked up yet is listed too."""
+    from fhirflow.query.parser import parse
+    from fhirflow.search_ports import PageRequest, SearchScope
+    from fhirflow_search.access import access_rules
+    from fhirflow_search.app import service_for
+
+    deps.policy.authorize(request, "search-type", "Subscription")
+    query = parse("Subscription", [("status", ",".join(statuses))] if statuses else [], strict=True)
+    scope = SearchScope(
+        request.tenant,
+        request.base_url,
+        ("Subscription",),
+        access=access_rules(deps.policy, request, ("Subscription",)),
+    )
+    page = service_for(deps.settings).engine.page(scope, query, PageRequest(count=MAX_STATUS + 1))
+    if len(page.hits) > MAX_STATUS:
+        raise BadRequest(f"$status answers for at most {MAX_STATUS} subscriptions; name them with id", expression="id")
+    out = []
+    for hit in page.hits:
+        try:
+            out.append(_subscription(deps, request, hit.id))
+        except NotFound:  # the index trails a delete
+            continue
+    return out
 
 
 def status(deps: Dependencies, request: FhirRequest) -> FhirResponse:
@@ -88,20 +156,23 @@ def status(deps: Dependencies, request: FhirRequest) -> FhirResponse:
         resources = [_subscription(deps, request, request.resource_id)]
     else:
         deps.policy.authorize(request, "read", "Subscription")
-        wanted = [i for value in (v for k, v in request.query if k == "id") for i in value.split(",") if i]
-        if not wanted:  # every subscription of the tenant that the caller may read
-            known = state_store(deps.settings).states()
-            wanted = sorted(s.id for s in known if s.tenant == request.tenant)
+        wanted = _listed([v for k, v in request.query if k == "id"], "id")
+        statuses = _listed([v for k, v in request.query if k == "status"], "status", STATUSES)
         if len(wanted) > MAX_STATUS:
             raise BadRequest(
                 f"$status answers for at most {MAX_STATUS} subscriptions; name them with id", expression="id"
             )
-        resources = []
-        for id_ in wanted:
-            try:
-                resources.append(_subscription(deps, request, id_))
-            except NotFound:
-                continue
+        if not wanted:
+            resources = _readable(deps, request, statuses)
+        else:
+            resources = []
+            for id_ in wanted:
+                try:
+                    resources.append(_subscription(deps, request, id_))
+                except NotFound:
+                    continue
+        if statuses:  # the index may trail a status the server just set: the stored one decides
+            resources = [r for r in resources if r.get("status") in statuses]
     bundle = {
         "resourceType": "Bundle",
         "id": str(uuid.uuid4()),
@@ -151,10 +222,16 @@ def events(deps: Dependencies, request: FhirRequest) -> FhirResponse:
     out: list[NotificationEvent] = []
     for event in logged:
         focus = None
-        if content == "full-resource" and event.operation != "delete":
-            version = deps.store.version(tenant, event.resource_type, event.resource_id, event.version)
-            if version is not None and version.body is not None and deps.policy.visible(request, version):
-                focus = jsonio.loads(version.body)
+        version = deps.store.version(tenant, event.resource_type, event.resource_id, event.version)
+        judged = version
+        if version is not None and version.deleted and version.version > 1:  # a deletion: what it deleted
+            judged = deps.store.version(tenant, event.resource_type, event.resource_id, version.version - 1)
+        if judged is not None and not deps.policy.visible(request, judged):
+            # The owner's token of today may reach less than the subscription's events (another patient,
+            # narrower scopes): it learns nothing of what it may not read, not even a focus reference.
+            continue
+        if content == "full-resource" and event.operation != "delete" and version is not None and version.body:
+            focus = jsonio.loads(version.body)
         out.append(
             NotificationEvent(
                 event.number, event.at_ms, event.resource_type, event.resource_id, event.version, event.operation, focus

@@ -206,6 +206,8 @@ class SubscriptionService:
             focus=match.focus,
             operation=match.operation,
         )
+        if _new:  # a replayed change keeps its number and was counted the first time
+            self.state.count(match.tenant, match.id, matched=1)
         event = NotificationEvent(number, match.at_ms, *match.focus, match.operation, match.resource)
         payload = self._event_payload(match.tenant, match.id, spec, event)
         group = group_of(match.tenant, match.id)
@@ -416,6 +418,16 @@ class SubscriptionService:
     def on_result(self, job: Any, attempt: Attempt, outcome: str) -> None:
         data = json.loads(job.payload)
         tenant, id_, kind = data["tenant"], data["id"], data["kind"]
+        try:
+            if outcome == "delivered":
+                if kind == "event":
+                    self.state.count(tenant, id_, delivered=1, latency_ms=attempt.latency_ms)
+            else:
+                self.state.count(tenant, id_, failed=1)
+        except Exception as error:  # a counter must never stop a status change
+            logger.warning(
+                "could not count a delivery", extra={"tenant": tenant, "id": id_, "error": type(error).__name__}
+            )
         try:
             if outcome == "delivered":
                 self._set_status(tenant, id_, "active", None, only_from=("requested", "error"))

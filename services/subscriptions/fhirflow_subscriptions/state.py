@@ -52,6 +52,20 @@ class SubscriptionState:
 
 
 @dataclass(frozen=True, slots=True)
+class SubscriptionMetrics:
+    """Counters kept with a subscription's state, each added to atomically (shown by ``$status``)."""
+
+    matched: int = 0
+    """Event notifications recorded for it (a change it matched, its owner allowed)."""
+    delivered: int = 0
+    """Event notifications its endpoint accepted (2xx)."""
+    failed: int = 0
+    """Delivery attempts of any kind that failed (each retry counts)."""
+    last_latency_ms: float | None = None
+    """The request time of the last delivered notification."""
+
+
+@dataclass(frozen=True, slots=True)
 class LoggedNotificationEvent:
     number: int
     at_ms: int
@@ -94,6 +108,22 @@ class SubscriptionStateStore(Protocol):
     def events(self, tenant: str, id_: str, *, since: int, until: int, limit: int) -> list[LoggedNotificationEvent]: ...
 
     def mark_sent(self, tenant: str, id_: str, at_ms: int) -> None: ...
+
+    def count(
+        self,
+        tenant: str,
+        id_: str,
+        *,
+        matched: int = 0,
+        delivered: int = 0,
+        failed: int = 0,
+        latency_ms: float | None = None,
+    ) -> None:
+        """Add to the counters in one atomic update (concurrent deliverers lose no count); ``latency_ms``
+        replaces the last latency."""
+        ...
+
+    def metrics(self, tenant: str, id_: str) -> SubscriptionMetrics: ...
 
     def cursor(self, name: str) -> int: ...
 
