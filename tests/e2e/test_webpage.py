@@ -249,6 +249,8 @@ def test_the_page_in_a_browser(http: httpx.Client, web_server: LocalServer, brow
         assert '"gender": "female"' in shown
         assert page.locator("#history tbody tr").count() == 2
         page.click("#history tbody tr:has(td:text-is('1')) button")
+        # The version is fetched after the click: wait for it (a plain read right away raced the fetch).
+        expect(page.locator("#resource-json")).to_contain_text('"versionId": "1"')
         assert '"gender"' not in page.text_content("#resource-json")
 
         # The same resource opened by its URL, and a version by its vread URL.
