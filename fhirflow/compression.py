@@ -15,6 +15,8 @@ from __future__ import annotations
 import zlib
 from collections.abc import Mapping
 
+from fhirflow.qvalues import weighted
+
 MIN_COMPRESSED_BYTES = 1024
 """Bodies smaller than this go as they are: the gzip framing (~20 bytes) and the CPU are not
 worth it, and API Gateway's ``minimumCompressionSize`` uses the same number."""
@@ -49,21 +51,7 @@ def accepts_gzip(accept_encoding: str | None) -> bool:
     refused by name (``gzip;q=0`` wins over ``*``)."""
     if not accept_encoding:
         return False
-    weights: dict[str, float] = {}
-    for item in accept_encoding.split(","):
-        coding, _, params = item.strip().partition(";")
-        coding = coding.strip().lower()
-        if not coding:
-            continue
-        weight = 1.0
-        for param in params.split(";"):
-            name, _, value = param.strip().partition("=")
-            if name.strip().lower() == "q":
-                try:
-                    weight = float(value)
-                except ValueError:
-                    weight = 0.0
-        weights[coding] = weight
+    weights = dict(weighted(accept_encoding))
     if "gzip" in weights:
         return weights["gzip"] > 0
     if "x-gzip" in weights:

@@ -33,6 +33,7 @@ from fhirflow.errors import (
 )
 from fhirflow.model import DEFAULT_TENANT, FhirRequest, FhirResponse
 from fhirflow.pathparams import check_path_params
+from fhirflow.qvalues import weighted
 
 if TYPE_CHECKING:
     from fhirflow.authz.audit import AuditSink
@@ -125,19 +126,9 @@ def negotiate(request: FhirRequest) -> str:
 
 
 def _accept_candidates(accept: str) -> list[str]:
-    weighted: list[tuple[float, int, str]] = []
-    for position, part in enumerate(accept.split(",")):
-        pieces = [p.strip() for p in part.split(";")]
-        quality = 1.0
-        for piece in pieces[1:]:
-            if piece.startswith("q="):
-                try:
-                    quality = float(piece[2:])
-                except ValueError:
-                    quality = 0.0
-        if quality > 0 and pieces[0]:
-            weighted.append((-quality, position, pieces[0].lower()))
-    return [mime for _, _, mime in sorted(weighted)]
+    """The accepted media types, best first (ties in the order given); refused ones left out."""
+    ranked = sorted((-weight, position, mime) for position, (mime, weight) in enumerate(weighted(accept)))
+    return [mime for minus_weight, _, mime in ranked if minus_weight < 0]
 
 
 class Application:

@@ -28,6 +28,7 @@ from importlib import resources
 from typing import Any
 
 from fhirflow.model import FhirRequest
+from fhirflow.qvalues import weighted
 from fhirflow.routes import TENANT_PREFIX
 
 _HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
@@ -87,16 +88,7 @@ def _html_first(accept: str) -> bool:
     """True when some HTML type has a higher quality than every JSON type (ties go to JSON,
     and so does a list with neither)."""
     best_html = best_json = 0.0
-    for part in accept.split(","):
-        pieces = [p.strip() for p in part.split(";")]
-        mime = pieces[0].lower()
-        quality = 1.0
-        for piece in pieces[1:]:
-            if piece.startswith("q="):
-                try:
-                    quality = float(piece[2:])
-                except ValueError:
-                    quality = 0.0
+    for mime, quality in weighted(accept):
         if mime in _HTML_TYPES:
             best_html = max(best_html, quality)
         elif mime in _JSON_TYPES:
