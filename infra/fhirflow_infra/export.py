@@ -19,21 +19,18 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from aws_cdk import Duration
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_lambda_event_sources as sources
-from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from fhirflow.adapters.aws.dynamodb_export_jobs import JOB_PREFIX
 from fhirflow_export import limits
 from fhirflow_infra.compliance import acknowledge_grant_wildcards, arn_reference
-from fhirflow_infra.events import dead_letter_queue, encrypted_queue
-from fhirflow_infra.function import INVOKED_BY_QUEUE, FhirFunction
+from fhirflow_infra.function import FhirFunction
 from fhirflow_infra.packaging import ServicePackage
 from fhirflow_infra.storage import KMS_GRANT_ACTIONS, S3_READ_ACTIONS, S3_WRITE_ACTIONS, ObjectBuckets, ResourceTables
+from fhirflow_infra.workers import QueueLimits, queue_worker
 
 QUEUE_URL_VARIABLE = "FHIRFLOW_EXPORT_QUEUE_URL"
 JOB_ACTIONS = ("dynamodb:GetItem", "dynamodb:PutItem")
@@ -71,31 +68,25 @@ class BulkExport(Construct):
         super().__init__(scope, construct_id)
         self.tables = tables
         self.buckets = buckets
-        self.dead_letter_queue = dead_letter_queue(self, "DeadLetters", key=key)
-        self.queue = encrypted_queue(
+        drained = queue_worker(
             self,
-            "Work",
-            key=key,
-            visibility_timeout=Duration.seconds(limits.VISIBILITY_TIMEOUT_SECONDS),
-            dead_letter_queue=sqs.DeadLetterQueue(max_receive_count=limits.MAX_RECEIVES, queue=self.dead_letter_queue),
-        )
-        self.worker = FhirFunction(
-            self,
-            "Worker",
+            queue_id="Work",
             package=WorkerPackage(service=package.service, package=package.package),
             code=code,
             layers=layers,
-            environment={**environment, QUEUE_URL_VARIABLE: self.queue.queue_url},
+            environment=environment,
+            queue_url_variable=QUEUE_URL_VARIABLE,
             key=key,
+            limits=QueueLimits(
+                worker_timeout_seconds=limits.WORKER_TIMEOUT_SECONDS,
+                visibility_timeout_seconds=limits.VISIBILITY_TIMEOUT_SECONDS,
+                max_receives=limits.MAX_RECEIVES,
+            ),
             description="fhirflow export worker: StartExport (SQS) → NDJSON files in the export bucket",
             memory_size=2048,
-            timeout=Duration.seconds(limits.WORKER_TIMEOUT_SECONDS),
             reserved_concurrency=reserved_concurrency,
-            invoked_by=INVOKED_BY_QUEUE,
         )
-        self.worker.function.add_event_source(
-            sources.SqsEventSource(self.queue, batch_size=1, report_batch_item_failures=True)
-        )
+        self.dead_letter_queue, self.queue, self.worker = drained.dead_letter_queue, drained.queue, drained.worker
         self.api_function = api_function
         api_function.function.add_environment(QUEUE_URL_VARIABLE, self.queue.queue_url)
 

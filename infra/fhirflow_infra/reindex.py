@@ -16,18 +16,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from aws_cdk import Duration
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_lambda_event_sources as sources
-from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from fhirflow_infra.events import dead_letter_queue, encrypted_queue
-from fhirflow_infra.function import INVOKED_BY_QUEUE, FhirFunction
+from fhirflow_infra.function import FhirFunction
 from fhirflow_infra.packaging import ServicePackage
 from fhirflow_infra.search import SearchDomain
 from fhirflow_infra.storage import ResourceTables
+from fhirflow_infra.workers import QueueLimits, queue_worker
 from fhirflow_search import reindex_queue as limits
 
 QUEUE_URL_VARIABLE = "FHIRFLOW_REINDEX_QUEUE_URL"
@@ -67,31 +64,25 @@ class Reindexing(Construct):
         reserved_concurrency: int | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
-        self.dead_letter_queue = dead_letter_queue(self, "DeadLetters", key=key)
-        self.queue = encrypted_queue(
+        drained = queue_worker(
             self,
-            "Chunks",
-            key=key,
-            visibility_timeout=Duration.seconds(limits.VISIBILITY_TIMEOUT_SECONDS),
-            dead_letter_queue=sqs.DeadLetterQueue(max_receive_count=limits.MAX_RECEIVES, queue=self.dead_letter_queue),
-        )
-        self.worker = FhirFunction(
-            self,
-            "Worker",
+            queue_id="Chunks",
             package=WorkerPackage(service=package.service, package=package.package),
             code=code,
             layers=layers,
-            environment={**environment, QUEUE_URL_VARIABLE: self.queue.queue_url},
+            environment=environment,
+            queue_url_variable=QUEUE_URL_VARIABLE,
             key=key,
+            limits=QueueLimits(
+                worker_timeout_seconds=limits.WORKER_TIMEOUT_SECONDS,
+                visibility_timeout_seconds=limits.VISIBILITY_TIMEOUT_SECONDS,
+                max_receives=limits.MAX_RECEIVES,
+            ),
             description="fhirflow reindex worker: AdvanceReindex (SQS) → one chunk of a $reindex job",
             memory_size=1024,
-            timeout=Duration.seconds(limits.WORKER_TIMEOUT_SECONDS),
             reserved_concurrency=reserved_concurrency,
-            invoked_by=INVOKED_BY_QUEUE,
         )
-        self.worker.function.add_event_source(
-            sources.SqsEventSource(self.queue, batch_size=1, report_batch_item_failures=True)
-        )
+        self.dead_letter_queue, self.queue, self.worker = drained.dead_letter_queue, drained.queue, drained.worker
         # The API side: jobs (create, status) and the first chunk's message.
         api_function.function.add_environment(QUEUE_URL_VARIABLE, self.queue.queue_url)
         tables.grant_search_params(api_function, job_actions=KICK_OFF_JOB_ACTIONS)
