@@ -7,14 +7,25 @@ Both live in the embedded database file, so jobs and queued work survive a resta
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from fhirflow.adapters.sqlite.database import SqliteDatabase
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
+
     from fhirflow_contracts import ExportJob
+
+Command = TypeVar("Command", bound="BaseModel")
+RETRY_CAP_MS = 30_000
+"""A failed step comes back after 1, 2, 4 … s, at most this: the embedded stand-in for SQS's
+visibility timeout, short enough that a local job resumes soon after its cause is gone."""
+
+logger = logging.getLogger("fhirflow.jobs")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS export_jobs (
@@ -118,6 +129,34 @@ class SqliteJobQueue:
         """Make a failed message visible again after ``delay_ms`` (instead of the full visibility timeout)."""
         with self.db.write() as conn:
             conn.execute("UPDATE job_queue SET visible_at = ? WHERE seq = ?", (_now_ms() + delay_ms, seq))
+
+    def drain(self, command: type[Command], step: Callable[[Command, QueuedMessage], object], *, what: str) -> int:
+        """SQS's and a worker Lambda's part in the embedded mode: run ``step`` on every visible
+        message, one at a time, continuations included; returns how many were done. A message that
+        is not a ``command`` is dropped (as a redrive would, with an error logged); a step that
+        raises puts its message back after a backoff and ends this drain."""
+        from pydantic import ValidationError
+
+        done = 0
+        while True:
+            messages = self.receive(1)
+            if not messages:
+                return done
+            message = messages[0]
+            try:
+                parsed = command.model_validate_json(message.body)
+            except ValidationError:
+                logger.error("dropping a message that is not a %s", command.__name__, extra={"seq": message.seq})
+                self.delete(message.seq)
+                continue
+            try:
+                step(parsed, message)
+            except Exception:
+                logger.exception("%s failed; it will be retried", what, extra={"queue": self.queue})
+                self.retry_later(message.seq, min(1000 * 2**message.receives, RETRY_CAP_MS))
+                return done
+            self.delete(message.seq)
+            done += 1
 
     def depth(self) -> int:
         row = self.db.connection().execute("SELECT COUNT(*) FROM job_queue WHERE queue = ?", (self.queue,)).fetchone()

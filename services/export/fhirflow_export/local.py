@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING
 from fhirflow_export import limits
 
 if TYPE_CHECKING:
-    from fhirflow.adapters.sqlite.jobs import SqliteJobQueue
+    from fhirflow.adapters.sqlite.jobs import QueuedMessage, SqliteJobQueue
     from fhirflow.local.worker import Worker
     from fhirflow.runtime import Dependencies
     from fhirflow.settings import Settings
+    from fhirflow_contracts import StartExport
     from fhirflow_export.worker import ExportWorker
 
 logger = logging.getLogger("fhirflow.export")
@@ -34,35 +35,17 @@ class ExportDrainer:
 
     def drain(self) -> int:
         """Run every queued step (continuations included); returns how many were done."""
-        from pydantic import ValidationError
-
         from fhirflow_contracts import StartExport
 
-        done = 0
-        while True:
-            messages = self.queue.receive(1)
-            if not messages:
-                return done
-            message = messages[0]
-            try:
-                command = StartExport.model_validate_json(message.body)
-            except ValidationError:
-                logger.error("dropping a message that is not a StartExport v1", extra={"seq": message.seq})
-                self.queue.delete(message.seq)
-                continue
-            deadline = time.monotonic() + self.step_seconds
-            try:
-                self.worker.run(
-                    command,
-                    should_yield=lambda deadline=deadline: time.monotonic() > deadline,  # type: ignore[misc]
-                    final_attempt=message.receives >= limits.MAX_RECEIVES,
-                )
-            except Exception:
-                logger.exception("export step failed; it will be retried", extra={"job": command.job_id})
-                self.queue.retry_later(message.seq, min(1000 * 2**message.receives, 30_000))
-                return done
-            self.queue.delete(message.seq)
-            done += 1
+        return self.queue.drain(StartExport, self._step, what="export step")
+
+    def _step(self, command: StartExport, message: QueuedMessage) -> None:
+        deadline = time.monotonic() + self.step_seconds
+        self.worker.run(
+            command,
+            should_yield=lambda: time.monotonic() > deadline,
+            final_attempt=message.receives >= limits.MAX_RECEIVES,
+        )
 
 
 def export_drainer(deps: Dependencies) -> ExportDrainer:

@@ -130,30 +130,9 @@ class ReindexDrainer:
         self.chunks = chunks
 
     def drain(self) -> int:
-        from pydantic import ValidationError
-
         from fhirflow_contracts import AdvanceReindex
 
-        done = 0
-        while True:
-            messages = self.queue.receive(1)
-            if not messages:
-                return done
-            message = messages[0]
-            try:
-                command = AdvanceReindex.model_validate_json(message.body)
-            except ValidationError:
-                logger.error("dropping a message that is not an AdvanceReindex v1", extra={"seq": message.seq})
-                self.queue.delete(message.seq)
-                continue
-            try:
-                self.chunks.advance(command)
-            except Exception:
-                logger.exception("reindex chunk failed; it will be retried", extra={"job": command.job_id})
-                self.queue.retry_later(message.seq, min(1000 * 2**message.receives, 30_000))
-                return done
-            self.queue.delete(message.seq)
-            done += 1
+        return self.queue.drain(AdvanceReindex, lambda command, _: self.chunks.advance(command), what="reindex chunk")
 
 
 def local_queue(settings: Settings) -> SqliteJobQueue:
