@@ -130,7 +130,11 @@ class _Expansion:
         code_system = self.terminology.code_system(value.system)
         if code_system is None:
             raise NeedsTerminology(name, f"the code system '{value.system[:200]}' is not on this server")
-        related = _related(code_system.get("concept"), value.code, above=modifier == "above", limit=self.limit)
+        concepts = code_system.get("concept")
+        if modifier == "below":
+            related = _below(concepts, value.code, limit=self.limit)
+        else:
+            related = _related(concepts, value.code, above=True, limit=self.limit)
         return [TokenQuery(value.system, code) for code in related]
 
     def _value_set(self, reference: str, depth: int) -> list[TokenQuery]:
@@ -216,6 +220,45 @@ def _contained(items: Any) -> Iterator[TokenQuery]:
         if item.get("code") and not item.get("abstract"):
             yield TokenQuery(item.get("system"), str(item["code"]))
         yield from _contained(item.get("contains"))
+
+
+def _below(concepts: Any, code: str, *, limit: Callable[[int], None]) -> list[str]:
+    """``code`` and its descendants, found in one pass over the nested ``concept`` lists that
+    stops as soon as ``limit`` refuses: a code with too many descendants is refused after reading
+    those past the limit, not the whole code system (60,000 children: the first 1,001).
+
+    Every code the pass adds is a true descendant, so its count can refuse early. The pass is the
+    whole answer unless a code turned out to be a descendant only after one of its other
+    occurrences, with children, had been passed (a code under several parents, listed before its
+    place under ``code``); then :func:`_related` builds the whole hierarchy, still linear."""
+    found: dict[str, None] = {code: None}  # ordered: in the code system's order
+    passed: set[str] = set()  # codes met with children while not (yet) known descendants
+    stack: list[tuple[bool, Iterator[Any]]] = [(False, iter(_list(concepts)))]
+    steps = 0
+    while stack:
+        under, items = stack[-1]
+        item = next(items, None)
+        if item is None:
+            stack.pop()
+            continue
+        if not isinstance(item, dict) or not item.get("code"):
+            continue
+        steps += 1
+        if steps % 10_000 == 0:
+            budget.check()
+        current = str(item["code"])
+        if under and current not in found:
+            found[current] = None
+            limit(len(found))
+        children = _list(item.get("concept"))
+        if children:
+            inside = current in found
+            if not inside:
+                passed.add(current)
+            stack.append((inside, iter(children)))
+    if passed.isdisjoint(found):
+        return list(found)
+    return _related(concepts, code, above=False, limit=limit)
 
 
 def _related(concepts: Any, code: str, *, above: bool, limit: Callable[[int], None]) -> list[str]:

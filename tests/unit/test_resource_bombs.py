@@ -120,6 +120,44 @@ def test_below_a_code_with_too_many_descendants_stops_at_the_limit() -> None:
     assert [v.code for v in up.values] == ["c123", "root"]
 
 
+class ReadCounting(list[Any]):
+    """A ``concept`` list that counts the concepts read from it."""
+
+    reads = 0
+
+    def __iter__(self) -> Any:
+        for item in super().__iter__():
+            ReadCounting.reads += 1
+            yield item
+
+
+def test_below_is_refused_after_reading_the_limit_not_the_whole_code_system() -> None:
+    children = ReadCounting({"code": f"c{n}"} for n in range(60_000))
+    code_system = {"resourceType": "CodeSystem", "url": SYS, "concept": [{"code": "root", "concept": children}]}
+    ReadCounting.reads = 0
+    with pytest.raises(BadRequest) as refused:
+        expand(criterion("code:below", f"{SYS}|root"), Counting(code_system))
+    assert refused.value.issues[0].code == "too-costly"
+    assert refused.value.issues[0].expression == ("code:below",)
+    assert ReadCounting.reads <= MAX_CODES + 1  # was all 60,000: the hierarchy was built, then walked
+
+
+def test_below_follows_a_code_listed_under_several_parents_in_any_order() -> None:
+    # y's children are listed before y turns out to be under x; z's after (a second pass is needed).
+    concept = [
+        {"code": "y", "concept": [{"code": "y1"}, {"code": "z"}]},
+        {"code": "x", "concept": [{"code": "y"}, {"code": "z", "concept": [{"code": "z1"}]}]},
+        {"code": "other", "concept": [{"code": "o1"}]},
+    ]
+    terminology = Counting({"resourceType": "CodeSystem", "url": SYS, "concept": concept})
+    below = expand(criterion("code:below", f"{SYS}|x"), terminology)
+    assert sorted(v.code or "" for v in below.values) == ["x", "y", "y1", "z", "z1"]
+    below = expand(criterion("code:below", f"{SYS}|y"), terminology)
+    assert sorted(v.code or "" for v in below.values) == ["y", "y1", "z", "z1"]
+    below = expand(criterion("code:below", f"{SYS}|o1"), terminology)
+    assert [v.code for v in below.values] == ["o1"]
+
+
 def test_fhirpath_regular_expressions_cannot_backtrack_catastrophically() -> None:
     fhirpathpy = load_fhirpathpy()
     patient = {"resourceType": "Patient", "id": "a" * 64}
