@@ -265,8 +265,7 @@ def _related(concepts: Any, code: str, *, above: bool, limit: Callable[[int], No
     """``code`` and its descendants (or, ``above``, its ancestors) in the nested ``concept``
     lists (a code may sit under several parents); linear in the code system's size, and
     ``limit`` sees the count as it grows, so a large answer is refused before it is all built."""
-    parents, children = _hierarchy(concepts)
-    related = parents if above else children
+    related = _hierarchy(concepts, above=above)
     found: dict[str, None] = {code: None}  # ordered: breadth first
     queue = [code]
     for current in queue:  # the queue grows as it is walked
@@ -278,10 +277,10 @@ def _related(concepts: Any, code: str, *, above: bool, limit: Callable[[int], No
     return list(found)
 
 
-def _hierarchy(concepts: Any) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
-    """(code → its parents, code → its children) from nested ``concept`` lists."""
-    parents: dict[str, list[str]] = {}
-    children: dict[str, list[str]] = {}
+def _hierarchy(concepts: Any, *, above: bool) -> dict[str, list[str]]:
+    """code → its parents (``above``) or its children, from nested ``concept`` lists: one map,
+    not both, and only concepts with children are revisited."""
+    related: dict[str, list[str]] = {}
     stack: list[tuple[str | None, Any]] = [(None, concepts)]
     steps = 0
     while stack:
@@ -294,10 +293,13 @@ def _hierarchy(concepts: Any) -> tuple[dict[str, list[str]], dict[str, list[str]
                 budget.check()
             code = str(item["code"])
             if parent is not None:
-                parents.setdefault(code, []).append(parent)
-                children.setdefault(parent, []).append(code)
-            stack.append((code, item.get("concept")))
-    return parents, children
+                if above:
+                    related.setdefault(code, []).append(parent)
+                else:
+                    related.setdefault(parent, []).append(code)
+            if item.get("concept"):
+                stack.append((code, item["concept"]))
+    return related
 
 
 def _list(value: Any) -> list[Any]:
