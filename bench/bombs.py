@@ -112,6 +112,11 @@ def contains_values(count: int) -> str:
     return ",".join("zz" + "".join(random.Random(n).choices(string.ascii_lowercase, k=6)) for n in range(count))
 
 
+def many_leaves(count: int) -> str:
+    """``count`` leaf codes of the flat code system, as one ``:below`` value list."""
+    return ",".join(f"{SYS}|c{n}" for n in range(count))
+
+
 def bombs(patient_id: str) -> list[tuple[str, str, dict[str, Any]]]:
     """(method, path, params or body) of each bomb."""
     operation = [
@@ -123,6 +128,7 @@ def bombs(patient_id: str) -> list[tuple[str, str, dict[str, Any]]]:
         ("GET", "/Observation", {"code:in": "urn:vs:15"}),
         ("GET", "/Observation", {"code:in": "urn:loop"}),
         ("GET", "/Observation", {"code:below": f"{SYS}|root"}),
+        ("GET", "/Observation", {"code:below": many_leaves(900)}),
         (
             "PATCH",
             f"/Patient/{patient_id}",

@@ -74,11 +74,11 @@ def expand(criterion: Criterion, terminology: Terminology) -> Criterion:
     """``criterion`` with its terminology modifier (if any, also at the end of a chain or
     ``_has``) replaced by the codes it stands for; raises :class:`NeedsTerminology`."""
     if not isinstance(criterion, Filter):
-        return dataclasses.replace(criterion, criterion=expand(criterion.criterion, terminology))
+        return dataclasses.replace(criterion, criterion=expand(criterion.criterion, cached(terminology)))
     if not uses_terminology(criterion):
         return criterion
     name = f"{criterion.param.code}:{criterion.modifier}"
-    expansion = _Expansion(terminology, name)
+    expansion = _Expansion(cached(terminology), name)
     codes: dict[tuple[str | None, str | None], None] = {}  # ordered, without repeats
     for value in criterion.values:
         try:
@@ -96,7 +96,51 @@ def expand_query(query: Query, terminology: Terminology) -> Query:
     """Every criterion of ``query`` through :func:`expand` (see there)."""
     if not any(uses_terminology(c) for c in query.criteria):
         return query
-    return dataclasses.replace(query, criteria=tuple(expand(c, terminology) for c in query.criteria))
+    shared = cached(terminology)
+    return dataclasses.replace(query, criteria=tuple(expand(c, shared) for c in query.criteria))
+
+
+class CachedTerminology:
+    """One request's :class:`Terminology`, read once: each value set and code system however
+    many values or parameters name it, and each code system's hierarchy built at most once
+    (``code:below`` with 900 leaf codes of a 60,000-concept code system read and walked it 900
+    times, ten seconds of work for a small answer). Wrap the request's terminology in one and
+    pass it to every :func:`expand`; :func:`expand` wraps a bare one itself."""
+
+    def __init__(self, terminology: Terminology) -> None:
+        self.terminology = terminology
+        self._value_sets: dict[str, dict[str, Any] | None] = {}
+        self._code_systems: dict[str, dict[str, Any] | None] = {}
+        self._maps: dict[tuple[str, bool], dict[str, list[str]]] = {}
+        self._walked: set[str] = set()
+
+    def value_set(self, reference: str) -> dict[str, Any] | None:
+        if reference not in self._value_sets:
+            self._value_sets[reference] = self.terminology.value_set(reference)
+        return self._value_sets[reference]
+
+    def code_system(self, url: str) -> dict[str, Any] | None:
+        if url not in self._code_systems:
+            self._code_systems[url] = self.terminology.code_system(url)
+        return self._code_systems[url]
+
+    def related(self, url: str, code: str, *, above: bool, limit: Callable[[int], None]) -> list[str]:
+        """``code`` and its descendants (or, ``above``, ancestors) in the code system ``url``
+        (read before, by :meth:`code_system`). The first ``:below`` makes one pass that can stop
+        at the limit (:func:`_below`); a second code of the same code system builds its hierarchy
+        once for every further one."""
+        concepts = (self._code_systems.get(url) or {}).get("concept")
+        key = (url, above)
+        if key not in self._maps:
+            if not above and url not in self._walked:
+                self._walked.add(url)
+                return _below(concepts, code, limit=limit)
+            self._maps[key] = _hierarchy(concepts, above=above)
+        return _walk(self._maps[key], code, limit)
+
+
+def cached(terminology: Terminology) -> CachedTerminology:
+    return terminology if isinstance(terminology, CachedTerminology) else CachedTerminology(terminology)
 
 
 class _Expansion:
@@ -106,7 +150,7 @@ class _Expansion:
     :data:`MAX_VALUE_SETS` value sets are read, and no list of codes grows past
     :data:`MAX_CODES` (the walk stops there instead of finishing and then refusing)."""
 
-    def __init__(self, terminology: Terminology, name: str) -> None:
+    def __init__(self, terminology: CachedTerminology, name: str) -> None:
         self.terminology = terminology
         self.name = name
         self._expanded: dict[str, list[TokenQuery]] = {}
@@ -130,11 +174,7 @@ class _Expansion:
         code_system = self.terminology.code_system(value.system)
         if code_system is None:
             raise NeedsTerminology(name, f"the code system '{value.system[:200]}' is not on this server")
-        concepts = code_system.get("concept")
-        if modifier == "below":
-            related = _below(concepts, value.code, limit=self.limit)
-        else:
-            related = _related(concepts, value.code, above=True, limit=self.limit)
+        related = self.terminology.related(value.system, value.code, above=modifier == "above", limit=self.limit)
         return [TokenQuery(value.system, code) for code in related]
 
     def _value_set(self, reference: str, depth: int) -> list[TokenQuery]:
@@ -230,7 +270,7 @@ def _below(concepts: Any, code: str, *, limit: Callable[[int], None]) -> list[st
     Every code the pass adds is a true descendant, so its count can refuse early. The pass is the
     whole answer unless a code turned out to be a descendant only after one of its other
     occurrences, with children, had been passed (a code under several parents, listed before its
-    place under ``code``); then :func:`_related` builds the whole hierarchy, still linear."""
+    place under ``code``); then the whole hierarchy is built (:func:`_hierarchy`), still linear."""
     found: dict[str, None] = {code: None}  # ordered: in the code system's order
     passed: set[str] = set()  # codes met with children while not (yet) known descendants
     stack: list[tuple[bool, Iterator[Any]]] = [(False, iter(_list(concepts)))]
@@ -258,14 +298,13 @@ def _below(concepts: Any, code: str, *, limit: Callable[[int], None]) -> list[st
             stack.append((inside, iter(children)))
     if passed.isdisjoint(found):
         return list(found)
-    return _related(concepts, code, above=False, limit=limit)
+    return _walk(_hierarchy(concepts, above=False), code, limit)
 
 
-def _related(concepts: Any, code: str, *, above: bool, limit: Callable[[int], None]) -> list[str]:
-    """``code`` and its descendants (or, ``above``, its ancestors) in the nested ``concept``
-    lists (a code may sit under several parents); linear in the code system's size, and
-    ``limit`` sees the count as it grows, so a large answer is refused before it is all built."""
-    related = _hierarchy(concepts, above=above)
+def _walk(related: dict[str, list[str]], code: str, limit: Callable[[int], None]) -> list[str]:
+    """``code`` and the codes ``related`` leads to from it, transitively (its descendants or
+    ancestors: a code may sit under several parents); ``limit`` sees the count as it grows, so
+    a large answer is refused before it is all built."""
     found: dict[str, None] = {code: None}  # ordered: breadth first
     queue = [code]
     for current in queue:  # the queue grows as it is walked

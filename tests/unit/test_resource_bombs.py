@@ -12,7 +12,7 @@ import pytest
 from fhirflow import budget
 from fhirflow.errors import BadRequest
 from fhirflow.query.parser import parse
-from fhirflow.query.terminology import MAX_CODES, MAX_VALUE_SETS, expand
+from fhirflow.query.terminology import MAX_CODES, MAX_VALUE_SETS, expand, expand_query
 from fhirflow.searchparams.fhirpath import load_fhirpathpy
 
 SYS = "urn:bomb"
@@ -140,6 +140,39 @@ def test_below_is_refused_after_reading_the_limit_not_the_whole_code_system() ->
     assert refused.value.issues[0].code == "too-costly"
     assert refused.value.issues[0].expression == ("code:below",)
     assert ReadCounting.reads <= MAX_CODES + 1  # was all 60,000: the hierarchy was built, then walked
+
+
+class ReadsCodeSystems(Counting):
+    """A terminology that lists the code systems read from it."""
+
+    def __init__(self, *resources: dict[str, Any]) -> None:
+        super().__init__(*resources)
+        self.code_systems: list[str] = []
+
+    def code_system(self, url: str) -> dict[str, Any] | None:
+        self.code_systems.append(url)
+        return super().code_system(url)
+
+
+def test_many_codes_of_one_code_system_read_and_walk_it_once() -> None:
+    children = ReadCounting({"code": f"c{n}"} for n in range(5_000))
+    code_system = {"resourceType": "CodeSystem", "url": SYS, "concept": [{"code": "root", "concept": children}]}
+    leaves = [f"c{n}" for n in range(0, 5_000, 25)]  # 200 leaf codes: a small answer
+    for modifier in ("below", "above"):
+        terminology = ReadsCodeSystems(code_system)
+        ReadCounting.reads = 0
+        query = parse("Observation", [(f"code:{modifier}", ",".join(f"{SYS}|{c}" for c in leaves))], strict=True)
+        expanded = expand_query(query, terminology).criteria[0]
+        assert sorted(v.code or "" for v in expanded.values) == sorted(
+            leaves + (["root"] if modifier == "above" else [])
+        )
+        assert terminology.code_systems == [SYS]
+        assert ReadCounting.reads <= 2 * 5_000  # was 200 times over: each value read and walked it all
+    # Separate parameters share one expansion's reads as well.
+    terminology = ReadsCodeSystems(code_system)
+    query = parse("Observation", [("code:below", f"{SYS}|{c}") for c in leaves[:50]], strict=True)
+    assert len(expand_query(query, terminology).criteria) == 50
+    assert terminology.code_systems == [SYS]
 
 
 def test_below_follows_a_code_listed_under_several_parents_in_any_order() -> None:
