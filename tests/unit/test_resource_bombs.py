@@ -175,6 +175,18 @@ def test_many_codes_of_one_code_system_read_and_walk_it_once() -> None:
     assert terminology.code_systems == [SYS]
 
 
+def test_the_codes_of_all_terminology_parameters_together_are_bounded() -> None:
+    codes = [{"code": f"c{n}"} for n in range(600)]
+    half = {"resourceType": "ValueSet", "url": "urn:half", "compose": {"include": [{"system": SYS, "concept": codes}]}}
+    one = parse("Observation", [("code:in", "urn:half"), ("code", "x")], strict=True)
+    assert len(expand_query(one, Counting(half)).criteria[0].values) == 600
+    two = parse("Observation", [("code:in", "urn:half"), ("code:not-in", "urn:half")], strict=True)
+    with pytest.raises(BadRequest) as refused:  # 1,200 codes: each within the limit, not together
+        expand_query(two, Counting(half))
+    assert refused.value.issues[0].code == "too-costly"
+    assert refused.value.issues[0].expression == ("code:not-in",)
+
+
 def test_below_follows_a_code_listed_under_several_parents_in_any_order() -> None:
     # y's children are listed before y turns out to be under x; z's after (a second pass is needed).
     concept = [
