@@ -3,6 +3,7 @@ nested value sets, huge code systems, regular expressions, and the request time 
 
 from __future__ import annotations
 
+import random
 import sqlite3
 import threading
 from typing import Any
@@ -12,7 +13,7 @@ import pytest
 from fhirflow import budget
 from fhirflow.errors import BadRequest
 from fhirflow.query.parser import parse
-from fhirflow.query.terminology import MAX_CODES, MAX_VALUE_SETS, expand, expand_query
+from fhirflow.query.terminology import MAX_CODES, MAX_VALUE_SETS, _below, _hierarchy, _walk, expand, expand_query
 from fhirflow.searchparams.fhirpath import load_fhirpathpy
 
 SYS = "urn:bomb"
@@ -201,6 +202,26 @@ def test_below_follows_a_code_listed_under_several_parents_in_any_order() -> Non
     assert sorted(v.code or "" for v in below.values) == ["y", "y1", "z", "z1"]
     below = expand(criterion("code:below", f"{SYS}|o1"), terminology)
     assert [v.code for v in below.values] == ["o1"]
+
+
+def test_the_one_pass_below_agrees_with_the_whole_hierarchy_walk() -> None:
+    # Random nested code systems in which codes repeat under several parents (and under themselves).
+    def concepts(rnd: random.Random, depth: int, codes: list[str]) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for _ in range(rnd.randint(0, 4)):
+            item: dict[str, Any] = {"code": rnd.choice(codes)}
+            if depth and rnd.random() < 0.4:
+                item["concept"] = concepts(rnd, depth - 1, codes)
+            out.append(item)
+        return out
+
+    for seed in range(2_000):
+        rnd = random.Random(seed)
+        codes = [f"k{n}" for n in range(rnd.randint(1, 12))]
+        tree = concepts(rnd, 4, codes)
+        for code in codes:
+            whole = _walk(_hierarchy(tree, above=False), code, lambda count: None)
+            assert set(_below(tree, code, limit=lambda count: None)) == set(whole), (seed, code)
 
 
 def test_fhirpath_regular_expressions_cannot_backtrack_catastrophically() -> None:
