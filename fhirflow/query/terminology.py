@@ -23,6 +23,7 @@ exclusion from a whole code system, a value set or code system this server does 
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
@@ -80,6 +81,8 @@ def expand(criterion: Criterion, terminology: Terminology) -> Criterion:
     name = f"{criterion.param.code}:{criterion.modifier}"
     shared = cached(terminology)
     expansion = _Expansion(shared, name)
+    systems = Counter(v.system for v in criterion.values if isinstance(v, TokenQuery) and v.system)
+    expansion.repeated = frozenset(system for system, count in systems.items() if count > 1)
     codes: dict[tuple[str | None, str | None], None] = {}  # ordered, without repeats
     for value in criterion.values:
         try:
@@ -142,15 +145,17 @@ class CachedTerminology:
             self._code_systems[url] = self.terminology.code_system(url)
         return self._code_systems[url]
 
-    def related(self, url: str, code: str, *, above: bool, limit: Callable[[int], None]) -> list[str]:
+    def related(
+        self, url: str, code: str, *, above: bool, limit: Callable[[int], None], again: bool = False
+    ) -> list[str]:
         """``code`` and its descendants (or, ``above``, ancestors) in the code system ``url``
         (read before, by :meth:`code_system`). The first ``:below`` makes one pass that can stop
-        at the limit (:func:`_below`); a second code of the same code system builds its hierarchy
-        once for every further one."""
+        at the limit (:func:`_below`); a second code of the same code system (or a first one
+        that says others follow: ``again``) builds its hierarchy once for every further one."""
         concepts = (self._code_systems.get(url) or {}).get("concept")
         key = (url, above)
         if key not in self._maps:
-            if not above and url not in self._walked:
+            if not above and not again and url not in self._walked:
                 self._walked.add(url)
                 return _below(concepts, code, limit=limit)
             self._maps[key] = _hierarchy(concepts, above=above)
@@ -174,6 +179,7 @@ class _Expansion:
         self._expanded: dict[str, list[TokenQuery]] = {}
         self._open: set[str] = set()
         self._read = 0
+        self.repeated: frozenset[str] = frozenset()  # code systems several values of the parameter name
 
     def limit(self, count: int) -> None:
         if count > MAX_CODES:
@@ -192,7 +198,8 @@ class _Expansion:
         code_system = self.terminology.code_system(value.system)
         if code_system is None:
             raise NeedsTerminology(name, f"the code system '{value.system[:200]}' is not on this server")
-        related = self.terminology.related(value.system, value.code, above=modifier == "above", limit=self.limit)
+        above, again = modifier == "above", value.system in self.repeated
+        related = self.terminology.related(value.system, value.code, above=above, limit=self.limit, again=again)
         return [TokenQuery(value.system, code) for code in related]
 
     def _value_set(self, reference: str, depth: int) -> list[TokenQuery]:
