@@ -37,15 +37,20 @@ def batch(resources: list[dict[str, Any]]) -> dict[str, Any]:
     return {"resourceType": "Bundle", "type": "batch", "entry": entries}
 
 
+WIDE = "urn:wide"
+"""A value set of 999 codes: one is within the limit, ten in one search are 9,990 conditions."""
+
+
 def value_sets(depth: int) -> list[dict[str, Any]]:
-    """``urn:vs:N`` includes ``urn:vs:N-1`` twice (2^N expansions if nothing is shared), and
-    ``urn:loop`` includes itself."""
+    """``urn:vs:N`` includes ``urn:vs:N-1`` twice (2^N expansions if nothing is shared),
+    ``urn:loop`` includes itself, and :data:`WIDE` lists 999 codes."""
     concepts = [{"code": f"c{n}"} for n in range(20)]
     sets: list[dict[str, Any]] = [_value_set("urn:vs:0", [{"system": SYS, "concept": concepts}])]
     for level in range(1, depth + 1):
         below = f"urn:vs:{level - 1}"
         sets.append(_value_set(f"urn:vs:{level}", [{"valueSet": [below]}, {"valueSet": [below, below]}]))
     sets.append(_value_set("urn:loop", [{"valueSet": ["urn:loop"]}]))
+    sets.append(_value_set(WIDE, [{"system": SYS, "concept": [{"code": f"c{n}"} for n in range(999)]}]))
     return sets
 
 
@@ -112,8 +117,13 @@ def contains_values(count: int) -> str:
     return ",".join("zz" + "".join(random.Random(n).choices(string.ascii_lowercase, k=6)) for n in range(count))
 
 
-def bombs(patient_id: str) -> list[tuple[str, str, dict[str, Any]]]:
-    """(method, path, params or body) of each bomb."""
+def many_leaves(count: int) -> str:
+    """``count`` leaf codes of the flat code system, as one ``:below`` value list."""
+    return ",".join(f"{SYS}|c{n}" for n in range(count))
+
+
+def bombs(patient_id: str) -> list[tuple[str, str, Any]]:
+    """(method, path, params or body) of each bomb (params as a dict, or pairs when repeated)."""
     operation = [
         {"name": "type", "valueCode": "replace"},
         {"name": "path", "valueString": "Patient.name.where(family.matches('^(a+)+$')).family"},
@@ -123,6 +133,8 @@ def bombs(patient_id: str) -> list[tuple[str, str, dict[str, Any]]]:
         ("GET", "/Observation", {"code:in": "urn:vs:15"}),
         ("GET", "/Observation", {"code:in": "urn:loop"}),
         ("GET", "/Observation", {"code:below": f"{SYS}|root"}),
+        ("GET", "/Observation", {"code:below": many_leaves(900)}),
+        ("GET", "/Observation", [("code:in", WIDE)] * 10),
         (
             "PATCH",
             f"/Patient/{patient_id}",

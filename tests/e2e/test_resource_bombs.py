@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from bench.bombs import BUDGET_SECONDS, SYS, contains_values, load
+from bench.bombs import BUDGET_SECONDS, SYS, WIDE, contains_values, load, many_leaves
 from fhirflow.local.launcher import LocalServer
 from tests.e2e.support import FHIR_JSON
 
@@ -87,6 +87,15 @@ def test_every_bomb_is_answered_promptly_and_metadata_keeps_answering(bomb_serve
             assert below.status_code == 400
             assert issue_codes(below) == ["too-costly"]
             assert matches(http.get("/Observation", params={"code:below": f"{SYS}|c25"})) == ["o25"]
+            # 900 leaves of the same code system: read and walked once, not 900 times (was 503).
+            leaves = http.get("/Observation", params={"code:below": many_leaves(900)})
+            assert leaves.status_code == 200, leaves.text[:300]
+            assert matches(leaves) == ["o1", "o25", "o5"]
+            # Ten parameters of 999 codes each: 9,990 conditions SQLite took ~20 s to prepare.
+            wide = http.get("/Observation", params=[("code:in", WIDE)] * 10)
+            assert wide.status_code == 400, wide.text[:300]
+            assert issue_codes(wide) == ["too-costly"]
+            assert matches(http.get("/Observation", params={"code:in": WIDE})) == ["o1", "o25", "o5"]
             # A catastrophic pattern in a FHIRPath Patch: linear time with RE2.
             path = "Patient.name.where(family.matches('^(a+)+$'))"
             operation = [

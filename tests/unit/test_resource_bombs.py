@@ -3,6 +3,7 @@ nested value sets, huge code systems, regular expressions, and the request time 
 
 from __future__ import annotations
 
+import random
 import sqlite3
 import threading
 from typing import Any
@@ -12,7 +13,7 @@ import pytest
 from fhirflow import budget
 from fhirflow.errors import BadRequest
 from fhirflow.query.parser import parse
-from fhirflow.query.terminology import MAX_CODES, MAX_VALUE_SETS, expand
+from fhirflow.query.terminology import MAX_CODES, MAX_VALUE_SETS, _below, _hierarchy, _walk, expand, expand_query
 from fhirflow.searchparams.fhirpath import load_fhirpathpy
 
 SYS = "urn:bomb"
@@ -118,6 +119,109 @@ def test_below_a_code_with_too_many_descendants_stops_at_the_limit() -> None:
     assert [v.code for v in leaf.values] == ["c59999"]
     up = expand(criterion("code:above", f"{SYS}|c123"), Counting(flat_code_system(MAX_CODES * 5)))
     assert [v.code for v in up.values] == ["c123", "root"]
+
+
+class ReadCounting(list[Any]):
+    """A ``concept`` list that counts the concepts read from it."""
+
+    reads = 0
+
+    def __iter__(self) -> Any:
+        for item in super().__iter__():
+            ReadCounting.reads += 1
+            yield item
+
+
+def test_below_is_refused_after_reading_the_limit_not_the_whole_code_system() -> None:
+    children = ReadCounting({"code": f"c{n}"} for n in range(60_000))
+    code_system = {"resourceType": "CodeSystem", "url": SYS, "concept": [{"code": "root", "concept": children}]}
+    ReadCounting.reads = 0
+    with pytest.raises(BadRequest) as refused:
+        expand(criterion("code:below", f"{SYS}|root"), Counting(code_system))
+    assert refused.value.issues[0].code == "too-costly"
+    assert refused.value.issues[0].expression == ("code:below",)
+    assert ReadCounting.reads <= MAX_CODES + 1  # was all 60,000: the hierarchy was built, then walked
+
+
+class ReadsCodeSystems(Counting):
+    """A terminology that lists the code systems read from it."""
+
+    def __init__(self, *resources: dict[str, Any]) -> None:
+        super().__init__(*resources)
+        self.code_systems: list[str] = []
+
+    def code_system(self, url: str) -> dict[str, Any] | None:
+        self.code_systems.append(url)
+        return super().code_system(url)
+
+
+def test_many_codes_of_one_code_system_read_and_walk_it_once() -> None:
+    children = ReadCounting({"code": f"c{n}"} for n in range(5_000))
+    code_system = {"resourceType": "CodeSystem", "url": SYS, "concept": [{"code": "root", "concept": children}]}
+    leaves = [f"c{n}" for n in range(0, 5_000, 25)]  # 200 leaf codes: a small answer
+    for modifier in ("below", "above"):
+        terminology = ReadsCodeSystems(code_system)
+        ReadCounting.reads = 0
+        query = parse("Observation", [(f"code:{modifier}", ",".join(f"{SYS}|{c}" for c in leaves))], strict=True)
+        expanded = expand_query(query, terminology).criteria[0]
+        assert sorted(v.code or "" for v in expanded.values) == sorted(
+            leaves + (["root"] if modifier == "above" else [])
+        )
+        assert terminology.code_systems == [SYS]
+        assert ReadCounting.reads == 5_000  # once (was 200 times over: each value read and walked it all)
+    # Separate parameters share one expansion's reads as well.
+    terminology = ReadsCodeSystems(code_system)
+    query = parse("Observation", [("code:below", f"{SYS}|{c}") for c in leaves[:50]], strict=True)
+    assert len(expand_query(query, terminology).criteria) == 50
+    assert terminology.code_systems == [SYS]
+
+
+def test_the_codes_of_all_terminology_parameters_together_are_bounded() -> None:
+    codes = [{"code": f"c{n}"} for n in range(600)]
+    half = {"resourceType": "ValueSet", "url": "urn:half", "compose": {"include": [{"system": SYS, "concept": codes}]}}
+    one = parse("Observation", [("code:in", "urn:half"), ("code", "x")], strict=True)
+    assert len(expand_query(one, Counting(half)).criteria[0].values) == 600
+    two = parse("Observation", [("code:in", "urn:half"), ("code:not-in", "urn:half")], strict=True)
+    with pytest.raises(BadRequest) as refused:  # 1,200 codes: each within the limit, not together
+        expand_query(two, Counting(half))
+    assert refused.value.issues[0].code == "too-costly"
+    assert refused.value.issues[0].expression == ("code:not-in",)
+
+
+def test_below_follows_a_code_listed_under_several_parents_in_any_order() -> None:
+    # y's children are listed before y turns out to be under x; z's after (a second pass is needed).
+    concept = [
+        {"code": "y", "concept": [{"code": "y1"}, {"code": "z"}]},
+        {"code": "x", "concept": [{"code": "y"}, {"code": "z", "concept": [{"code": "z1"}]}]},
+        {"code": "other", "concept": [{"code": "o1"}]},
+    ]
+    terminology = Counting({"resourceType": "CodeSystem", "url": SYS, "concept": concept})
+    below = expand(criterion("code:below", f"{SYS}|x"), terminology)
+    assert sorted(v.code or "" for v in below.values) == ["x", "y", "y1", "z", "z1"]
+    below = expand(criterion("code:below", f"{SYS}|y"), terminology)
+    assert sorted(v.code or "" for v in below.values) == ["y", "y1", "z", "z1"]
+    below = expand(criterion("code:below", f"{SYS}|o1"), terminology)
+    assert [v.code for v in below.values] == ["o1"]
+
+
+def test_the_one_pass_below_agrees_with_the_whole_hierarchy_walk() -> None:
+    # Random nested code systems in which codes repeat under several parents (and under themselves).
+    def concepts(rnd: random.Random, depth: int, codes: list[str]) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for _ in range(rnd.randint(0, 4)):
+            item: dict[str, Any] = {"code": rnd.choice(codes)}
+            if depth and rnd.random() < 0.4:
+                item["concept"] = concepts(rnd, depth - 1, codes)
+            out.append(item)
+        return out
+
+    for seed in range(2_000):
+        rnd = random.Random(seed)
+        codes = [f"k{n}" for n in range(rnd.randint(1, 12))]
+        tree = concepts(rnd, 4, codes)
+        for code in codes:
+            whole = _walk(_hierarchy(tree, above=False), code, lambda count: None)
+            assert set(_below(tree, code, limit=lambda count: None)) == set(whole), (seed, code)
 
 
 def test_fhirpath_regular_expressions_cannot_backtrack_catastrophically() -> None:

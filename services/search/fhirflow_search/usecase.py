@@ -24,7 +24,14 @@ from fhirflow.model import FhirRequest, FhirResponse
 from fhirflow.query.ast import Criterion, Filter, Query, SortKey
 from fhirflow.query.parser import parse
 from fhirflow.query.render import criterion_name
-from fhirflow.query.terminology import Ambiguous, NeedsTerminology, Terminology, expand, uses_terminology
+from fhirflow.query.terminology import (
+    Ambiguous,
+    CachedTerminology,
+    NeedsTerminology,
+    Terminology,
+    expand,
+    uses_terminology,
+)
 from fhirflow.reindex_ports import SearchParamCatalog
 from fhirflow.runtime import Dependencies
 from fhirflow.search_ports import Hit, Page, PageRequest, SearchEngine, SearchScope
@@ -120,7 +127,8 @@ class SearchService:
         query = parse(
             target.resource_type, [p for p in params if p[0] != paging.CURSOR], strict=strict, registry=registry
         )
-        written = self.admit(query, strict=strict, terminology=StoredTerminology(self, request, registry))
+        terminology = CachedTerminology(StoredTerminology(self, request, registry))  # read once for all parameters
+        written = self.admit(query, strict=strict, terminology=terminology)
         query, expanded = written.query, written.expanded
         count = self.settings.default_count if query.count is None else min(query.count, self.settings.max_count)
         if query.count is not None:
