@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -307,3 +308,66 @@ def test_a_notification_over_the_sqs_limit_waits_in_the_blobs_bucket_and_is_deli
         bundle = json.loads(requests[-1].body)
         focus = bundle["entry"][1]["resource"]
         assert (focus["id"], focus["valueString"]) == (made["id"], "v" * 300_000)
+
+
+def test_a_change_committed_after_a_subscription_is_matched_by_a_warm_instance_that_has_not_seen_it(
+    flow: Flow,
+) -> None:
+    """The changes queue is standard (unordered) and matcher instances each cache the subscription
+    list: a change committed after a Subscription can reach an instance before the Subscription's
+    own change event reaches any. The write hook noted the write before it committed, so the
+    instance loads it (and sends the handshake first) before it matches the change."""
+    with Receiver() as receiver:
+        assert flow.match() == {"batchItemFailures": []}  # a warm instance: its list predates the subscription
+        sub_id = flow.write("POST", "/Subscription", _topic(receiver.url + "/hook"))["id"]
+        matching = flow.write("POST", "/Observation", _observation("x"))
+        flow.sync()
+        sqs = flow.moto.client("sqs")
+        held, records = [], []
+        while got := sqs.receive_message(QueueUrl=flow.changes, MaxNumberOfMessages=10).get("Messages", []):
+            for message in got:
+                sqs.delete_message(QueueUrl=flow.changes, ReceiptHandle=message["ReceiptHandle"])
+                detail = json.loads(message["Body"])["detail"]
+                record = {"messageId": message["MessageId"], "body": message["Body"]}
+                (held if detail["resourceType"] == "Subscription" else records).append(record)
+        assert len(held) == 1
+        assert len(records) == 1
+        # Only the Observation's event, to the warm instance; the Subscription's is still on its way.
+        reply = aws.match_handler({"Records": records}, LambdaContext("fhirflow-subscriptions-match", "it"))
+        assert reply == {"batchItemFailures": []}
+        queued = flow.notifications()
+        kinds = [json.loads(json.loads(r["body"])["payload"])["kind"] for r in queued]
+        assert kinds == ["handshake", "event"]  # the handshake first in the group, then the change
+        assert {r["attributes"]["MessageGroupId"] for r in queued} == {f"{flow.tenant}/{sub_id}"}
+        assert flow.deliver(queued) == []
+        # The Subscription's own event arrives late: nothing new (no second handshake, no lost state).
+        aws.match_handler({"Records": held}, LambdaContext("fhirflow-subscriptions-match", "it"))
+        flow.settle()
+        assert flow.read(f"/Subscription/{sub_id}")["status"] == "active"
+        requests = receiver.wait_for(2)
+        assert len(receiver.received) == 2
+        event = json.loads(requests[1].body)["entry"][0]["resource"]
+        focus = [
+            part["valueReference"]["reference"]
+            for p in event["parameter"]
+            if p["name"] == "notification-event"
+            for part in p["part"]
+            if part["name"] == "focus"
+        ]
+        assert len(focus) == 1
+        assert focus[0].endswith(f"Observation/{matching['id']}")
+        assert aws.dynamodb_state(flow.settings).generation()[1] == []  # nothing left pending
+
+
+def test_a_noted_subscription_write_that_never_commits_stops_being_pending_after_the_write_timeout(
+    flow: Flow,
+) -> None:
+    """The hook notes a write before it commits; one that failed never commits. Matchers keep
+    checking it until it is older than the longest a write can take, then let it go."""
+    state = aws.dynamodb_state(flow.settings)
+    now_ms = int(time.time() * 1000)
+    state.note_write(flow.tenant, "never-committed", 1, now_ms)
+    state.note_write(flow.tenant, "long-failed", 1, now_ms - (aws.PENDING_SECONDS + 1) * 1000)
+    assert flow.match() == {"batchItemFailures": []}
+    assert state.generation()[1] == [(flow.tenant, "never-committed", 1, now_ms)]
+    assert aws.runtime().service.specs == {}

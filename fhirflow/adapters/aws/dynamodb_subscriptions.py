@@ -45,6 +45,8 @@ LISTED = "subscription"
 TTL_ATTRIBUTE = "expires"
 _WHAT = "The subscriptions table"
 _MAX_VERSION = 10**12 - 1
+GENERATION_KEY = {"pk": {"S": "g#subscriptions"}, "sk": {"S": "generation"}}
+"""The subscription list's generation and pending writes (one item: a strongly consistent read)."""
 
 
 def subscriptions_table(name: str) -> dict[str, Any]:
@@ -161,6 +163,50 @@ class DynamoDbSubscriptionState:
         found = self.secrets(tenant, id_, from_version)
         if found is not None:
             self.put_secrets(tenant, id_, Secrets(to_version, found.headers, found.signing, found.owner))
+
+    # -- which subscriptions exist (the matchers' cached list) --------------------------------
+
+    def note_write(self, tenant: str, id_: str, version: int, at_ms: int) -> None:
+        """A client write of a Subscription is about to commit: bump the list generation and name it
+        as pending, in one item every matcher batch reads with one strongly consistent GetItem (a
+        GSI would be eventually consistent). Written before the commit, so a matcher that handles
+        any change committed after it finds the pending write (docs/subscriptions.md, Index freshness)."""
+        entry = json.dumps([tenant, id_, version, at_ms])
+        with clients.translated(_WHAT):
+            self.client.update_item(
+                TableName=self.table,
+                Key=GENERATION_KEY,
+                UpdateExpression="ADD n :one, pending :entry",
+                ExpressionAttributeValues={":one": _n(1), ":entry": {"SS": [entry]}},
+            )
+
+    def generation(self) -> tuple[int, list[tuple[str, str, int, int]]]:
+        """The list generation and the pending writes (tenant, id, version, noted at ms)."""
+        with clients.translated(_WHAT):
+            reply = self.client.get_item(TableName=self.table, Key=GENERATION_KEY, ConsistentRead=True)
+        item = reply.get("Item") or {}
+        pending = [json.loads(e) for e in item.get("pending", {}).get("SS", [])]
+        return (int(item["n"]["N"]) if "n" in item else 0), [(str(t), str(i), int(v), int(a)) for t, i, v, a in pending]
+
+    def bump_generation(self) -> None:
+        with clients.translated(_WHAT):
+            self.client.update_item(
+                TableName=self.table,
+                Key=GENERATION_KEY,
+                UpdateExpression="ADD n :one",
+                ExpressionAttributeValues={":one": _n(1)},
+            )
+
+    def settle(self, tenant: str, id_: str, version: int, at_ms: int) -> None:
+        """The pending write was loaded (or never committed): take it off the pending set."""
+        entry = json.dumps([tenant, id_, version, at_ms])
+        with clients.translated(_WHAT):
+            self.client.update_item(
+                TableName=self.table,
+                Key=GENERATION_KEY,
+                UpdateExpression="DELETE pending :entry",
+                ExpressionAttributeValues={":entry": {"SS": [entry]}},
+            )
 
     # -- state --------------------------------------------------------------------------------
 

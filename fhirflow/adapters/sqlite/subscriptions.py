@@ -56,6 +56,10 @@ class SqliteSubscriptionState:
 
     # -- secrets ------------------------------------------------------------------------------
 
+    def note_write(self, tenant: str, id_: str, version: int, at_ms: int) -> None:
+        """Nothing to do: the embedded matcher reads the events table in commit order, so a
+        Subscription's change is always handled before any change committed after it."""
+
     def put_secrets(self, tenant: str, id_: str, secrets: Secrets) -> None:
         with joined_write(self.db) as conn:
             conn.execute(

@@ -16,7 +16,8 @@ The same :class:`~fhirflow_subscriptions.service.SubscriptionService` and helper
 - **ticker** (EventBridge Scheduler, every minute): heartbeats and ``end``.
 
 The in-memory subscription index of each Lambda instance is refreshed when the table's
-``generation`` (bumped whenever a batch changed a subscription) moved: one GetItem per batch.
+``generation`` moved (bumped by the write hook before a client's Subscription write commits, and
+whenever a batch changed a subscription) or a noted write is still pending: one GetItem per batch.
 """
 
 from __future__ import annotations
@@ -45,7 +46,6 @@ lambda_logger = service_logger("subscriptions")
 
 MAX_VISIBILITY_SECONDS = 12 * 3600 - 60
 """SQS's visibility limit is 12 h from the receive; a longer backoff step retries a little early."""
-_GENERATION_KEY = {"pk": {"S": "g#subscriptions"}, "sk": {"S": "generation"}}
 
 
 def dynamodb_state(settings: Settings) -> DynamoDbSubscriptionState:
@@ -146,25 +146,23 @@ class SqsFifoQueue:
         return 0
 
 
+PENDING_SECONDS = 120
+"""A pending Subscription write not committed after this long never will be (the crud and bundle
+functions time out well before): the matcher stops waiting for it."""
+
+
 class _Generation:
-    """Which version of the subscription set an instance has loaded."""
+    """Which version of the subscription list an instance has loaded."""
 
     def __init__(self, state: DynamoDbSubscriptionState) -> None:
         self.state = state
         self.loaded: int | None = None
 
-    def current(self) -> int:
-        reply = self.state.client.get_item(TableName=self.state.table, Key=_GENERATION_KEY, ConsistentRead=True)
-        item = reply.get("Item")
-        return int(item["n"]["N"]) if item else 0
+    def current(self) -> tuple[int, list[tuple[str, str, int, int]]]:
+        return self.state.generation()
 
     def bump(self) -> None:
-        self.state.client.update_item(
-            TableName=self.state.table,
-            Key=_GENERATION_KEY,
-            UpdateExpression="ADD n :one",
-            ExpressionAttributeValues={":one": {"N": "1"}},
-        )
+        self.state.bump_generation()
 
 
 @dataclass
@@ -175,29 +173,54 @@ class Runtime:
     generation: _Generation
 
     def refresh(self) -> None:
-        """Bring this instance's index up to the table (cold start, or another instance changed a
-        subscription): load what is new or newer, drop what is gone or off."""
+        """Bring this instance's index up to the table (cold start, another instance changed a
+        subscription, or a client's Subscription write is pending): load what is new or newer, drop
+        what is gone or off. One strongly consistent GetItem when nothing changed."""
         from fhirflow_subscriptions.service import LIVE
 
-        current = self.generation.current()
-        if current == self.generation.loaded:
+        current, pending = self.generation.current()
+        if current == self.generation.loaded and not pending:
             return
         service = self.service
-        seen = set()
-        for found in self.state.states():
-            key = (found.tenant, found.id)
-            seen.add(key)
-            if found.status in LIVE:
-                known = service.specs.get(key)
-                if known is None or self._versions.get(key) != found.version:
-                    service._load(found.tenant, found.id)
-                    self._versions[key] = found.version
-            elif key in service.specs:
-                service._drop(found.tenant, found.id)
-        for key in list(service.specs):
-            if key not in seen:
-                service._drop(*key)
+        if current != self.generation.loaded:
+            seen = set()
+            for found in self.state.states():
+                key = (found.tenant, found.id)
+                seen.add(key)
+                if found.status in LIVE:
+                    known = service.specs.get(key)
+                    if known is None or self._versions.get(key) != found.version:
+                        service._load(found.tenant, found.id)
+                        self._versions[key] = found.version
+                elif key in service.specs:
+                    service._drop(found.tenant, found.id)
+            for key in list(service.specs):
+                if key not in seen:
+                    service._drop(*key)
+        for tenant, id_, version, noted_ms in pending:
+            self._load_pending(tenant, id_, version, noted_ms)
         self.generation.loaded = current
+
+    def _load_pending(self, tenant: str, id_: str, version: int, noted_ms: int) -> None:
+        """A client's Subscription write noted by the write hook before it committed. Once committed,
+        it is loaded (and activated: the handshake goes first in its group) here, whether or not its
+        own change event has reached any matcher yet; until then it stays pending, and every batch
+        checks it again (a change committed after it cannot be matched before it is loaded)."""
+        store = self.service.deps.store
+        head = store.current(tenant, "Subscription", id_)
+        if head is None or head.version < version:
+            if self.service.deps.clock.now_ms() - noted_ms > PENDING_SECONDS * 1000:
+                self.state.settle(tenant, id_, version, noted_ms)  # the write failed: it never commits
+            return
+        key = (tenant, id_)
+        if self._versions.get(key) != head.version or key not in self.service.specs:
+            committed = store.version(tenant, "Subscription", id_, version)
+            # Its commit time, as its change event would carry it: earlier changes are not its events.
+            seq = committed.last_updated if committed is not None else head.last_updated
+            if self.service._load(tenant, id_, seq=seq):
+                self.service._activate(tenant, id_)
+            self._versions[key] = head.version
+        self.state.settle(tenant, id_, version, noted_ms)
 
     def __post_init__(self) -> None:
         self._versions: dict[tuple[str, str], int] = {}

@@ -138,6 +138,7 @@ def on_write(
     signing, extensions = _signing(channel.get("extension"), previous, deps)
     channel["extension"] = extensions
     store.put_secrets(request.tenant, id_, Secrets(version, headers, signing, owner_context(request)))
+    store.note_write(request.tenant, id_, version, deps.clock.now_ms())
     return _owned({**resource, "channel": channel}, request, head)
 
 

@@ -76,6 +76,12 @@ class LoggedNotificationEvent:
 
 
 class SubscriptionStateStore(Protocol):
+    def note_write(self, tenant: str, id_: str, version: int, at_ms: int) -> None:
+        """A client write of version ``version`` is about to commit (called by the write hook): where
+        matchers cache the subscription list and may meet later changes before this one, they must
+        learn of it from here."""
+        ...
+
     def put_secrets(self, tenant: str, id_: str, secrets: Secrets) -> None: ...
 
     def secrets(self, tenant: str, id_: str, version: int | None = None) -> Secrets | None:
