@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -62,6 +63,44 @@ def client(
         region = "us-east-1"  # local stand-ins ignore the region, but the SDK needs one
     factory: Any = boto3.client  # typed per service name in the stubs; the callers name the service
     return factory(service, endpoint_url=endpoint_url, region_name=region, config=config or _CONFIG)
+
+
+class LazyClient:
+    """A boto3 client built on its first use, standing in for it meanwhile (attribute access
+    passes through to the real client once built).
+
+    Every function builds all of its adapters at its first request, but most first requests use
+    only some of them (a search reads the catalog and the index, never the blob bucket; an export
+    kick-off refused for its type touches neither the job table nor the queue), and creating a
+    boto3 client is a large part of a Lambda cold start (issue 13). A client the request does need
+    is still created within that request."""
+
+    def __init__(self, service: str, *, endpoint_url: str | None = None, region: str | None = None) -> None:
+        self._service = service
+        self._endpoint_url = endpoint_url
+        self._region = region
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def built(self) -> bool:
+        """Whether the real client exists yet."""
+        return self._client is not None
+
+    def real(self) -> Any:
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = client(self._service, endpoint_url=self._endpoint_url, region=self._region)
+        return self._client
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real(), name)
+
+
+def lazy_client(service: str, *, endpoint_url: str | None = None, region: str | None = None) -> Any:
+    """:func:`client` with the project's configuration, built on first use (:class:`LazyClient`)."""
+    return LazyClient(service, endpoint_url=endpoint_url, region=region)
 
 
 PRESIGNING = Config(signature_version="s3v4", s3={"addressing_style": "virtual"})

@@ -33,7 +33,7 @@ class DynamoDbExportJobStore:
         self, table: str, *, client: Any = None, endpoint_url: str | None = None, region: str | None = None
     ) -> None:
         self.table = table
-        self.client = client or clients.client("dynamodb", endpoint_url=endpoint_url, region=region)
+        self.client = client or clients.lazy_client("dynamodb", endpoint_url=endpoint_url, region=region)
 
     def _item(self, job: ExportJob) -> dict[str, Any]:
         return {**job_key(job.tenant, job.id), DOC: {"S": job.to_json()}, REVISION: {"N": str(job.revision)}}

@@ -29,7 +29,7 @@ class DynamoDbEventLedger:
         self, table: str, *, client: Any = None, endpoint_url: str | None = None, region: str | None = None
     ) -> None:
         self.table = table
-        self.client = client or clients.client("dynamodb", endpoint_url=endpoint_url, region=region)
+        self.client = client or clients.lazy_client("dynamodb", endpoint_url=endpoint_url, region=region)
 
     @staticmethod
     def entry_key(event: ResourceChanged) -> str:

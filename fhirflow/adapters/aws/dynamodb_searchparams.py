@@ -81,7 +81,7 @@ class DynamoDbSearchParamCatalog:
         self, table: str, *, client: Any = None, endpoint_url: str | None = None, region: str | None = None
     ) -> None:
         self.table = table
-        self.client = client or clients.client("dynamodb", endpoint_url=endpoint_url, region=region)
+        self.client = client or clients.lazy_client("dynamodb", endpoint_url=endpoint_url, region=region)
         self._cache: dict[str, TenantParams] = {}
         self._lock = threading.Lock()
 

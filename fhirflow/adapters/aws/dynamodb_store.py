@@ -71,7 +71,7 @@ class DynamoDbResourceStore:
         region: str | None = None,
     ) -> None:
         self.table = table
-        self.client = client or clients.client("dynamodb", endpoint_url=endpoint_url, region=region)
+        self.client = client or clients.lazy_client("dynamodb", endpoint_url=endpoint_url, region=region)
         self.blobs = blobs
         self.blob_threshold = blob_threshold
         self.history_shards = history_shards

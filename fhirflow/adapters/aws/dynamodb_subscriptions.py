@@ -116,7 +116,7 @@ class DynamoDbSubscriptionState:
     ) -> None:
         self.table = table
         self.event_retention_seconds = event_retention_seconds
-        self.client = client or clients.client("dynamodb", endpoint_url=endpoint_url, region=region)
+        self.client = client or clients.lazy_client("dynamodb", endpoint_url=endpoint_url, region=region)
         self.clock = clock
 
     # -- secrets ------------------------------------------------------------------------------
@@ -552,7 +552,7 @@ class DynamoDbDeliveryLog:
     ) -> None:
         self.table = table
         self.retention_seconds = retention_seconds
-        self.client = client or clients.client("dynamodb", endpoint_url=endpoint_url, region=region)
+        self.client = client or clients.lazy_client("dynamodb", endpoint_url=endpoint_url, region=region)
 
     def log_attempt(self, group: str, job_id: str, attempt: Any, at_ms: int) -> None:
         item: dict[str, Any] = {

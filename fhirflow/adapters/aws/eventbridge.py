@@ -30,7 +30,7 @@ class EventBridgeEventPublisher:
         self, bus_name: str, *, client: Any = None, endpoint_url: str | None = None, region: str | None = None
     ) -> None:
         self.bus_name = bus_name
-        self.client = client or clients.client("events", endpoint_url=endpoint_url, region=region)
+        self.client = client or clients.lazy_client("events", endpoint_url=endpoint_url, region=region)
 
     def publish(self, events: Sequence[ResourceChanged]) -> None:
         for start in range(0, len(events), _ENTRIES_PER_CALL):

@@ -22,7 +22,7 @@ class S3BlobStore:
     ) -> None:
         self.bucket = bucket
         self.prefix = prefix
-        self.client = client or clients.client("s3", endpoint_url=endpoint_url, region=region)
+        self.client = client or clients.lazy_client("s3", endpoint_url=endpoint_url, region=region)
         self._endpoint_url = endpoint_url
         self._signer: Any = None
 

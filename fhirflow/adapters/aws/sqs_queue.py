@@ -13,7 +13,7 @@ class SqsJobQueue:
         self, queue_url: str, *, client: Any = None, endpoint_url: str | None = None, region: str | None = None
     ) -> None:
         self.queue_url = queue_url
-        self.client = client or clients.client("sqs", endpoint_url=endpoint_url, region=region)
+        self.client = client or clients.lazy_client("sqs", endpoint_url=endpoint_url, region=region)
 
     def send(self, body: str, *, delay_seconds: int = 0) -> None:
         extra = {"DelaySeconds": min(max(delay_seconds, 0), 900)} if delay_seconds else {}

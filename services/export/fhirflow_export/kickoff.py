@@ -57,17 +57,15 @@ def wants_async(request: FhirRequest) -> bool:
 def owner_of(request: FhirRequest, *, starting: bool = False) -> ExportOwner | None:
     """The principal as the job keeps it: issuer, subject and client (None when authorization is
     off); ``starting``: 403 for a token that names no one (:mod:`fhirflow.authz.ownership`)."""
-    from fhirflow_contracts import ExportOwner
-
     owner = (ownership.require_owner if starting else ownership.owner_of)(request.principal)
     if owner is None:
         return None
+    from fhirflow_contracts import ExportOwner
+
     return ExportOwner(issuer=owner[0], subject=owner[1], client_id=owner[2])
 
 
 def kick_off(deps: Dependencies, parts: ExportParts, request: FhirRequest, level: Level) -> FhirResponse:
-    from fhirflow_contracts import ExportJob, StartExport, TypeFilter, instant_of
-
     registry = default_registry()
     _check_target(request, level)
     if not wants_async(request):
@@ -107,6 +105,10 @@ def kick_off(deps: Dependencies, parts: ExportParts, request: FhirRequest, level
                 referenced, more = [], None  # by default only what the token may read comes along
             access = [*(access or ()), *(more or ())] or access
     access = _with_hop_access(deps, request, params.type_filters, types, access)
+    # The job's contracts (pydantic models, ~100 ms to import in a cold Lambda) only once the
+    # kick-off is valid and allowed: a refused one answers without them (issue 13).
+    from fhirflow_contracts import ExportJob, StartExport, TypeFilter, instant_of
+
     now = deps.clock.now_ms()
     job_id = uuid.uuid4().hex
     job = ExportJob(

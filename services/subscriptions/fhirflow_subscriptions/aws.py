@@ -93,7 +93,7 @@ class SqsFifoQueue:
         self, queue_url: str, *, client: Any = None, region: str | None = None, blobs: BlobStore | None = None
     ) -> None:
         self.queue_url = queue_url
-        self.client = client or clients.client("sqs", region=region)
+        self.client = client or clients.lazy_client("sqs", region=region)
         self.blobs = blobs
 
     def _body(self, job: DeliveryJob, now_ms: int) -> str:
