@@ -7,14 +7,16 @@ imports no AWS SDK (the DynamoDB adapter imports boto3 when it is first built).
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from fhirflow.ports import (
     AccessPolicy,
     AllowAll,
     Authenticator,
     BlobStore,
+    Change,
     Clock,
     EventLedger,
     EventPublisher,
@@ -68,6 +70,29 @@ class Dependencies:
         return self._events
 
 
+class WriteHooks(Protocol):
+    """What runs around each commit of the embedded store: the embedded runner's outbox drainer
+    (:class:`fhirflow.local.worker.OutboxDrainer`), which indexes and announces the changes."""
+
+    def prepare(self, changes: Sequence[Change]) -> None: ...
+
+    def drain_joined(self, changes: Sequence[Change] = ()) -> None: ...
+
+    def after_commit(self) -> None: ...
+
+
+_write_hooks: Callable[[Settings], WriteHooks] | None = None
+
+
+def register_write_hooks(factory: Callable[[Settings], WriteHooks] | None) -> None:
+    """The embedded runner registers its read-your-writes hooks here
+    (:func:`fhirflow.local.worker.install_read_your_writes`): the kernel never imports the embedded
+    runner (docs/architecture.md, Layers). Without them an embedded store's changes wait in the
+    outbox for the worker loop; stores built before the registration keep what they had."""
+    global _write_hooks
+    _write_hooks = factory
+
+
 _databases: dict[str, SqliteDatabase] = {}
 _blob_stores: dict[str, BlobStore] = {}
 _lock = threading.Lock()
@@ -91,12 +116,10 @@ def build_store(settings: Settings) -> ResourceStore:
         store = SqliteResourceStore(
             sqlite_database(settings), blobs=build_blobs(settings), blob_threshold=settings.blob_threshold_bytes
         )
-        if settings.index_on_write:
+        if settings.index_on_write and _write_hooks is not None:
             # Read-your-writes in the embedded mode: each commit is indexed and announced before
             # the write returns. The use cases know nothing of it (DESIGN.md §6).
-            from fhirflow.local.worker import outbox_drainer
-
-            drainer = outbox_drainer(settings)
+            drainer = _write_hooks(settings)
             store.before_transaction = drainer.prepare
             store.in_transaction = drainer.drain_joined
             store.after_commit = drainer.after_commit

@@ -228,6 +228,15 @@ def outbox_drainer(settings: Settings) -> OutboxDrainer:
         return _drainers[key]
 
 
+def install_read_your_writes() -> None:
+    """Make every embedded store this process builds drain its outbox on commit (``index_on_write``):
+    the embedded runner registers this with the kernel, which does not know the worker loop. The
+    embedded gateway does it on import; so do in-process test harnesses."""
+    from fhirflow import runtime
+
+    runtime.register_write_hooks(outbox_drainer)
+
+
 def start_worker(settings: Settings, *, interval: float = 1.0) -> Worker:
     """The background worker ``fhirflow serve`` runs for its store."""
     if settings.store == "dynamodb":

@@ -24,10 +24,10 @@ from fhirflow import jsonio, timefmt
 from fhirflow.errors import BadRequest, NotFound
 from fhirflow.model import FhirRequest, FhirResponse
 from fhirflow.runtime import Dependencies
+from fhirflow.subscription_ports import SubscriptionMetrics
 from fhirflow_subscriptions.hook import spec_of, state_store
 from fhirflow_subscriptions.notifications import NotificationEvent, notification_bundle, status_parameters
 from fhirflow_subscriptions.spec import CONTENTS
-from fhirflow_subscriptions.state import SubscriptionMetrics
 
 METRICS_EXTENSION = "https://fhirflow.dev/fhir/StructureDefinition/subscription-metrics"
 MAX_STATUS = 1000
