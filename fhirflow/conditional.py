@@ -73,7 +73,7 @@ class Criteria:
     def key(self, tenant: str, reach: str = "") -> str:
         """The uniqueness key: SHA-256 (hex) of tenant, type and the normal form, and for a caller
         confined to part of the data, of ``reach`` (what it may search, see
-        :func:`fhirflow_search.access.reach`): criteria are evaluated only over what the caller may
+        :func:`fhirflow.search_access.reach`): criteria are evaluated only over what the caller may
         read, so such a caller's creates are unique among what it can see, and a key held by a
         resource it may not see neither blocks it nor tells it that the resource exists."""
         material = "\n".join((tenant, self.resource_type, self.canonical, *((reach,) if reach else ())))

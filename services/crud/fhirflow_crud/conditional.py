@@ -111,7 +111,7 @@ def resolve(deps: Dependencies, request: FhirRequest, criteria: Criteria, *, cou
     """Search for ``criteria`` as this principal (``search-type`` on the type), then consult the
     uniqueness key when the search finds nothing (see the module docstring). Up to ``count``
     matches: two tell one from several."""
-    from fhirflow_search.access import access_rules, limit_chains, reach
+    from fhirflow.search_access import access_rules, limit_chains, reach
 
     rtype = criteria.resource_type
     engine = _engine(deps)

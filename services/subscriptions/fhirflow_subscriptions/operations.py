@@ -127,8 +127,8 @@ def _readable(deps: Dependencies, request: FhirRequest, statuses: list[str]) -> 
     Subscriptions available to the caller", backport-subscription-status): a search with the caller's
     access in the query, so a subscription the worker has not picked up yet is listed too."""
     from fhirflow.query.parser import parse
+    from fhirflow.search_access import access_rules
     from fhirflow.search_ports import PageRequest, SearchScope
-    from fhirflow_search.access import access_rules
     from fhirflow_search.app import service_for
 
     deps.policy.authorize(request, "search-type", "Subscription")
