@@ -45,6 +45,8 @@ def test_every_layering_contract_is_kept(capsys: pytest.CaptureFixture[str]) -> 
         ("kernel", "fhirflow.runtime", "fhirflow.local.worker"),
         ("kernel", "fhirflow.versioning", "fhirflow_crud.app"),
         ("adapters", "fhirflow.adapters.sqlite.subscriptions", "fhirflow_subscriptions.hook"),
+        ("services", "fhirflow_export.app", "fhirflow_crud.app"),
+        ("services", "fhirflow_index_sync.sync", "fhirflow_search.usecase"),
     ],
 )
 def test_a_back_import_breaks_its_contract(
