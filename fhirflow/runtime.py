@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from fhirflow.authz.audit import AuditSink
     from fhirflow.cursor import CursorSigner
     from fhirflow.reindex_ports import SearchParamCatalog
+    from fhirflow.search_ports import ResourceMatcher, SearchEngine
 
 
 @dataclass
@@ -136,6 +137,47 @@ def build_store(settings: Settings) -> ResourceStore:
             region=settings.aws_region,
         )
     raise ValueError(f"Unknown store '{settings.store}' (FHIRFLOW_STORE); expected 'sqlite' or 'dynamodb'")
+
+
+def build_engine(settings: Settings) -> SearchEngine:
+    """The search engine over the settings' index (a new one; :func:`search_engine` shares one)."""
+    if settings.search_index == "sqlite":
+        from fhirflow.adapters.sqlite.search.engine import SqliteSearchEngine
+
+        return SqliteSearchEngine(sqlite_database(settings))
+    if settings.search_index == "opensearch":
+        from fhirflow.adapters.opensearch.engine import OpenSearchSearchEngine
+
+        return OpenSearchSearchEngine(opensearch_index(settings))
+    raise ValueError(
+        f"Unknown search index '{settings.search_index}' (FHIRFLOW_SEARCH_INDEX); expected 'sqlite' or 'opensearch'"
+    )
+
+
+_engines: dict[str, SearchEngine] = {}
+_engines_lock = threading.Lock()
+
+
+def search_engine(settings: Settings) -> SearchEngine:
+    """One search engine per index per process: the search service's, and the one conditional
+    interactions, export and the subscriptions listing query (services never import each other:
+    docs/architecture.md, Layers)."""
+    if settings.search_index == "opensearch":
+        key = f"opensearch:{settings.opensearch_url}/{settings.opensearch_index}"
+    else:
+        key = f"{settings.search_index}:{settings.sqlite_path.resolve()}"
+    with _engines_lock:
+        if key not in _engines:
+            _engines[key] = build_engine(settings)
+        return _engines[key]
+
+
+def build_matcher(settings: Settings) -> ResourceMatcher:
+    """Whether one resource matches a query, whatever the index: the embedded engine on a scratch
+    in-memory database (conditional creates check a uniqueness key's owner with it)."""
+    from fhirflow.adapters.sqlite.search.matcher import SqliteResourceMatcher
+
+    return SqliteResourceMatcher()
 
 
 def build_blobs(settings: Settings) -> BlobStore:

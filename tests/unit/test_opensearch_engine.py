@@ -22,10 +22,10 @@ from fhirflow.cursor import CursorSigner
 from fhirflow.http import Application
 from fhirflow.query import parse
 from fhirflow.query.ast import Query
-from fhirflow.runtime import Dependencies
+from fhirflow.runtime import Dependencies, build_engine
 from fhirflow.search_ports import AccessRule, Admission, Hit, PageRequest, SearchScope
 from fhirflow.settings import Settings
-from fhirflow_search.app import build_app, build_engine, service_for
+from fhirflow_search.app import build_app, service_for
 from fhirflow_search.settings import SearchSettings
 from fhirflow_search.usecase import SearchService
 from tests.search.client import get, ids

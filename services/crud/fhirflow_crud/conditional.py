@@ -102,9 +102,9 @@ def header_criteria(request: FhirRequest) -> Criteria:
 
 
 def _engine(deps: Dependencies) -> SearchEngine:
-    from fhirflow_search.app import service_for
+    from fhirflow.runtime import search_engine
 
-    return service_for(deps.settings).engine
+    return search_engine(deps.settings)
 
 
 def resolve(deps: Dependencies, request: FhirRequest, criteria: Criteria, *, count: int = 2) -> Resolution:
@@ -154,7 +154,7 @@ def resolve(deps: Dependencies, request: FhirRequest, criteria: Criteria, *, cou
 
 def _still_matches(deps: Dependencies, scope: SearchScope, criteria: Criteria, head: ResourceVersion) -> bool:
     """Whether the key's owner still matches, from its stored body (not the index, which may trail)."""
-    from fhirflow_search.app import build_matcher
+    from fhirflow.runtime import build_matcher
 
     assert head.body is not None
     resource = jsonio.loads(head.body)
