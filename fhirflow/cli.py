@@ -201,17 +201,20 @@ def import_command(args: argparse.Namespace) -> int:
     from fhirflow import importer
 
     jobs = max(1, args.jobs if args.jobs is not None else min(os.cpu_count() or 1, 4))
-    post = pool = None
+    pool = None
     if args.url:
         post = importer.http_poster(args.url, token=args.token)
     else:
+        from fhirflow.local import importing
+
         os.environ["FHIRFLOW_DATA_DIR"] = str(Path(args.data_dir).resolve())
         os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
         os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
         if jobs > 1:
-            pool = importer.embedded_pool(jobs)
+            pool = importing.embedded_pool(jobs)
+            post = importing.post_in_worker
         else:
-            post = importer.embedded_poster()
+            post = importing.embedded_poster()
     try:
         report = importer.run_import(
             args.paths, post, jobs=jobs, pool=pool, batch_size=args.batch_size, progress=not args.no_progress

@@ -31,12 +31,17 @@ the same where the searches are the same.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlsplit
 
-from fhirflow.errors import BadRequest
+from fhirflow import jsonio
+from fhirflow.errors import BadRequest, MultipleMatches
+from fhirflow.model import FhirRequest
+from fhirflow.ports import Claim, ResourceVersion
 from fhirflow.query.ast import (
     CompositeQuery,
     Criterion,
@@ -50,7 +55,12 @@ from fhirflow.query.parser import parse
 from fhirflow.query.render import criterion_name, render_value
 from fhirflow.query.results import RESULT_NAMES
 from fhirflow.query.values import escape
+from fhirflow.search_ports import PageRequest, SearchScope
 from fhirflow.searchparams.registry import Registry, default_registry
+
+if TYPE_CHECKING:
+    from fhirflow.runtime import Dependencies
+    from fhirflow.search_ports import SearchEngine
 
 TRANSPORT_PARAMS = frozenset(("_format", "_pretty"))
 """Parameters about the HTTP exchange, not the criteria: left out of them."""
@@ -73,7 +83,7 @@ class Criteria:
     def key(self, tenant: str, reach: str = "") -> str:
         """The uniqueness key: SHA-256 (hex) of tenant, type and the normal form, and for a caller
         confined to part of the data, of ``reach`` (what it may search, see
-        :func:`fhirflow_search.access.reach`): criteria are evaluated only over what the caller may
+        :func:`fhirflow.search_access.reach`): criteria are evaluated only over what the caller may
         read, so such a caller's creates are unique among what it can see, and a key held by a
         resource it may not see neither blocks it nor tells it that the resource exists."""
         material = "\n".join((tenant, self.resource_type, self.canonical, *((reach,) if reach else ())))
@@ -172,3 +182,100 @@ def _value(value: QueryValue, *, exact: bool) -> str:
     if isinstance(value, CompositeQuery):
         return "$".join(_value(c, exact=exact) for c in value.components)
     return render_value(value)
+
+
+# -- resolving criteria (shared by the crud and bundle services' conditional interactions) -----------
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """What conditional criteria found: the current versions of up to two matches, and the key."""
+
+    criteria: Criteria
+    key: str
+    matches: tuple[ResourceVersion, ...]
+    stale_owner: str | None = None
+    """The key's owner, found deleted or no longer matching: a create replaces it."""
+
+    @property
+    def claim(self) -> Claim:
+        return Claim(self.key, self.stale_owner)
+
+    def single(self, *, action: str) -> ResourceVersion | None:
+        """The one match, None for none, 412 for several (http.html: the criteria are not selective)."""
+        if len(self.matches) > 1:
+            raise MultipleMatches(
+                f"The criteria '{self.criteria.text}' match more than one {self.criteria.resource_type}; "
+                f"{action} needs criteria that select at most one",
+                expression=self.criteria.resource_type,
+            )
+        return self.matches[0] if self.matches else None
+
+
+def _engine(deps: Dependencies) -> SearchEngine:
+    from fhirflow.runtime import search_engine
+
+    return search_engine(deps.settings)
+
+
+def resolve(deps: Dependencies, request: FhirRequest, criteria: Criteria, *, count: int = 2) -> Resolution:
+    """Search for ``criteria`` as this principal (``search-type`` on the type), then consult the
+    uniqueness key when the search finds nothing (see the module docstring). Up to ``count``
+    matches: two tell one from several."""
+    from fhirflow.search_access import access_rules, limit_chains, reach
+
+    rtype = criteria.resource_type
+    engine = _engine(deps)
+    for criterion in criteria.query.criteria:
+        reason = engine.unsupported(criterion)
+        if reason is not None:
+            name = criterion_name(criterion)
+            raise BadRequest(f"Conditional criteria: {reason} (parameter '{name}')", expression=name)
+    deps.policy.authorize(request, "search-type", rtype)
+    scope = SearchScope(
+        tenant=request.tenant,
+        base_url=request.base_url,
+        types=(rtype,),
+        access=access_rules(deps.policy, request, (rtype,)),
+    )
+    key = criteria.key(request.tenant, reach(deps.policy, request, rtype))
+    # Chains and _has in the criteria look only at what this principal may search (issue 14).
+    criteria = dataclasses.replace(criteria, query=limit_chains(deps.policy, request, criteria.query))
+    page = engine.page(scope, criteria.query, PageRequest(count=count))
+    found: list[ResourceVersion] = []
+    for hit in page.hits:
+        head = deps.store.current(request.tenant, hit.type, hit.id)
+        if head is not None and not head.deleted and head.body is not None:  # else: the index trails a delete
+            found.append(head)
+    if found:
+        return Resolution(criteria, key, tuple(found))
+    owner = deps.store.claim_owner(request.tenant, rtype, key)
+    if owner is None:
+        return Resolution(criteria, key, ())
+    head = deps.store.current(request.tenant, rtype, owner)
+    if head is None or head.deleted or head.body is None or not _still_matches(deps, scope, criteria, head):
+        return Resolution(criteria, key, (), stale_owner=owner)
+    admits = getattr(deps.policy, "admits_resource", None)
+    if admits is not None and not admits(request, jsonio.loads(head.body), "s"):
+        # Moved out of this principal's reach since it took the key: to this principal it is not
+        # there (criteria are evaluated only over what it may read), so a create replaces the key.
+        return Resolution(criteria, key, (), stale_owner=owner)
+    return Resolution(criteria, key, (head,))
+
+
+def _still_matches(deps: Dependencies, scope: SearchScope, criteria: Criteria, head: ResourceVersion) -> bool:
+    """Whether the key's owner still matches, from its stored body (not the index, which may trail)."""
+    from fhirflow.runtime import build_matcher
+
+    assert head.body is not None
+    resource = jsonio.loads(head.body)
+    unconstrained = SearchScope(scope.tenant, scope.base_url, scope.types)
+    verdict = build_matcher(deps.settings).matches(
+        unconstrained, criteria.query, resource, last_updated=head.last_updated
+    )
+    if verdict is not None:
+        return verdict
+    # Chains and _has look at other resources: ask the index about this one resource.
+    (only,) = parse(head.type, [("_id", head.id)], strict=True).criteria
+    query = dataclasses.replace(criteria.query, criteria=(*criteria.query.criteria, only))
+    return bool(_engine(deps).page(unconstrained, query, PageRequest(count=1)).hits)

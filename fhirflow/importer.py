@@ -10,7 +10,7 @@ are sent as they are. Such a create repeated in a later phase for a resource an 
 transaction wrote becomes a conditional create on its id (:func:`reuse_written`): it neither
 overwrites the fuller copy nor contends for it. The target is either a running server (``--url``)
 or the embedded store in a data directory, in-process, through the same bundle handler the server
-would call.
+would call (:mod:`fhirflow.local.importing`: the embedded runner is outside the kernel).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -204,7 +204,7 @@ def depends_on_others(unit: Unit) -> bool:
 
 def run_import(
     paths: list[Path],
-    post: Poster | None = None,
+    post: Poster,
     *,
     jobs: int = 1,
     pool: Executor | None = None,
@@ -212,7 +212,8 @@ def run_import(
     progress: bool = True,
 ) -> ImportReport:
     """Send every unit of ``paths``, ``jobs`` at a time: with ``post`` in threads of this
-    process, or through ``pool`` (whose workers post themselves: :func:`embedded_pool`).
+    process, or through ``pool`` (``post`` then runs in its workers: the embedded mode's process pool,
+    :func:`fhirflow.local.importing.embedded_pool`, posts with :func:`~fhirflow.local.importing.post_in_worker`).
 
     In phases (:func:`plan_phases`), each finished before the next starts, so that what a unit
     refers to or repeats is there; within each phase the order is free. A later phase's creates of
@@ -235,7 +236,6 @@ def run_import(
     started = time.perf_counter()
     owned = pool is None and jobs > 1
     if owned:
-        assert post is not None, "run_import needs a poster or a pool"
         pool = ThreadPoolExecutor(jobs, thread_name_prefix="fhirflow-import")
     with Progress(*columns, disable=not progress, transient=False) as bar:
         task = bar.add_task("importing", total=total, rate=0.0)
@@ -253,7 +253,6 @@ def run_import(
             for number, listed in enumerate(phases):
                 phase = [reuse_written(unit, written) for unit in listed] if number else listed
                 if pool is None:
-                    assert post is not None, "run_import needs a poster or a pool"
                     for unit in phase:
                         done(unit, *post(unit.body))
                 else:
@@ -266,15 +265,14 @@ def run_import(
 
 
 def _run_phase(
-    pool: Executor, phase: list[Unit], post: Poster | None, jobs: int, done: Callable[[Unit, int, bytes], None]
+    pool: Executor, phase: list[Unit], post: Poster, jobs: int, done: Callable[[Unit, int, bytes], None]
 ) -> None:
     """At most ``2 * jobs`` units in flight (each holds its Bundle in memory), results as they come."""
-    send = post if post is not None else _post_in_worker
     waiting = iter(phase)
     in_flight: dict[Future[tuple[int, bytes]], Unit] = {}
     while True:
         while len(in_flight) < 2 * jobs and (unit := next(waiting, None)) is not None:
-            in_flight[pool.submit(send, unit.body)] = unit
+            in_flight[pool.submit(post, unit.body)] = unit
         if not in_flight:
             return
         finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
@@ -287,30 +285,6 @@ def _run_phase(
             except Exception as exc:  # a crashed worker fails its unit, not the import
                 status, body = 599, orjson.dumps({"issue": [{"diagnostics": f"import worker failed: {exc!r}"}]})
             done(unit, status, body)
-
-
-_worker_post: Poster | None = None
-
-
-def _start_embedded_worker() -> None:
-    global _worker_post
-    _worker_post = embedded_poster()
-
-
-def _post_in_worker(body: bytes) -> tuple[int, bytes]:
-    assert _worker_post is not None, "the worker's initializer did not run"
-    return _worker_post(body)
-
-
-def embedded_pool(jobs: int) -> Executor:
-    """Worker processes that each post through the bundle handler in-process (settings from the
-    environment, which they inherit). SQLite serialises their commits; everything before a
-    commit (parsing, validation, references, search extraction) runs on every core."""
-    import multiprocessing
-
-    return ProcessPoolExecutor(
-        jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_start_embedded_worker
-    )
 
 
 def _record(unit: Unit, status: int, body: bytes, report: ImportReport) -> None:
@@ -354,28 +328,5 @@ def http_poster(base_url: str, *, token: str | None = None, timeout: float = 600
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.UnsupportedProtocol) as exc:
             raise UsageError(f"no FHIR server at {base_url}: {exc}") from exc
         return reply.status_code, reply.content
-
-    return post
-
-
-def embedded_poster() -> Poster:
-    """Post through the bundle service's own handler, in this process (settings from the environment)."""
-    from fhirflow.local.gateway import LocalGateway
-
-    gateway = LocalGateway()
-    headers = [(b"host", b"localhost"), (b"content-type", b"application/fhir+json"), (b"prefer", b"return=minimal")]
-
-    def post(body: bytes) -> tuple[int, bytes]:
-        scope = {
-            "type": "http",
-            "method": "POST",
-            "path": "/",
-            "query_string": b"",
-            "headers": headers,
-            "scheme": "http",
-            "client": ("127.0.0.1", 0),
-        }
-        result = gateway.dispatch(scope, body)
-        return int(result["statusCode"]), str(result.get("body") or "").encode()
 
     return post

@@ -7,14 +7,16 @@ imports no AWS SDK (the DynamoDB adapter imports boto3 when it is first built).
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from fhirflow.ports import (
     AccessPolicy,
     AllowAll,
     Authenticator,
     BlobStore,
+    Change,
     Clock,
     EventLedger,
     EventPublisher,
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
     from fhirflow.authz.audit import AuditSink
     from fhirflow.cursor import CursorSigner
     from fhirflow.reindex_ports import SearchParamCatalog
+    from fhirflow.search_ports import ResourceMatcher, SearchEngine
 
 
 @dataclass
@@ -68,6 +71,29 @@ class Dependencies:
         return self._events
 
 
+class WriteHooks(Protocol):
+    """What runs around each commit of the embedded store: the embedded runner's outbox drainer
+    (:class:`fhirflow.local.worker.OutboxDrainer`), which indexes and announces the changes."""
+
+    def prepare(self, changes: Sequence[Change]) -> None: ...
+
+    def drain_joined(self, changes: Sequence[Change] = ()) -> None: ...
+
+    def after_commit(self) -> None: ...
+
+
+_write_hooks: Callable[[Settings], WriteHooks] | None = None
+
+
+def register_write_hooks(factory: Callable[[Settings], WriteHooks] | None) -> None:
+    """The embedded runner registers its read-your-writes hooks here
+    (:func:`fhirflow.local.worker.install_read_your_writes`): the kernel never imports the embedded
+    runner (docs/architecture.md, Layers). Without them an embedded store's changes wait in the
+    outbox for the worker loop; stores built before the registration keep what they had."""
+    global _write_hooks
+    _write_hooks = factory
+
+
 _databases: dict[str, SqliteDatabase] = {}
 _blob_stores: dict[str, BlobStore] = {}
 _lock = threading.Lock()
@@ -91,12 +117,10 @@ def build_store(settings: Settings) -> ResourceStore:
         store = SqliteResourceStore(
             sqlite_database(settings), blobs=build_blobs(settings), blob_threshold=settings.blob_threshold_bytes
         )
-        if settings.index_on_write:
+        if settings.index_on_write and _write_hooks is not None:
             # Read-your-writes in the embedded mode: each commit is indexed and announced before
             # the write returns. The use cases know nothing of it (DESIGN.md §6).
-            from fhirflow.local.worker import outbox_drainer
-
-            drainer = outbox_drainer(settings)
+            drainer = _write_hooks(settings)
             store.before_transaction = drainer.prepare
             store.in_transaction = drainer.drain_joined
             store.after_commit = drainer.after_commit
@@ -113,6 +137,47 @@ def build_store(settings: Settings) -> ResourceStore:
             region=settings.aws_region,
         )
     raise ValueError(f"Unknown store '{settings.store}' (FHIRFLOW_STORE); expected 'sqlite' or 'dynamodb'")
+
+
+def build_engine(settings: Settings) -> SearchEngine:
+    """The search engine over the settings' index (a new one; :func:`search_engine` shares one)."""
+    if settings.search_index == "sqlite":
+        from fhirflow.adapters.sqlite.search.engine import SqliteSearchEngine
+
+        return SqliteSearchEngine(sqlite_database(settings))
+    if settings.search_index == "opensearch":
+        from fhirflow.adapters.opensearch.engine import OpenSearchSearchEngine
+
+        return OpenSearchSearchEngine(opensearch_index(settings))
+    raise ValueError(
+        f"Unknown search index '{settings.search_index}' (FHIRFLOW_SEARCH_INDEX); expected 'sqlite' or 'opensearch'"
+    )
+
+
+_engines: dict[str, SearchEngine] = {}
+_engines_lock = threading.Lock()
+
+
+def search_engine(settings: Settings) -> SearchEngine:
+    """One search engine per index per process: the search service's, and the one conditional
+    interactions, export and the subscriptions listing query (services never import each other:
+    docs/architecture.md, Layers)."""
+    if settings.search_index == "opensearch":
+        key = f"opensearch:{settings.opensearch_url}/{settings.opensearch_index}"
+    else:
+        key = f"{settings.search_index}:{settings.sqlite_path.resolve()}"
+    with _engines_lock:
+        if key not in _engines:
+            _engines[key] = build_engine(settings)
+        return _engines[key]
+
+
+def build_matcher(settings: Settings) -> ResourceMatcher:
+    """Whether one resource matches a query, whatever the index: the embedded engine on a scratch
+    in-memory database (conditional creates check a uniqueness key's owner with it)."""
+    from fhirflow.adapters.sqlite.search.matcher import SqliteResourceMatcher
+
+    return SqliteResourceMatcher()
 
 
 def build_blobs(settings: Settings) -> BlobStore:

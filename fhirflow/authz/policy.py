@@ -17,8 +17,8 @@ Reads of a resource the token may not see answer like a missing resource (404, c
 (the new one): a resource cannot be moved out of, or into, a compartment the token does not hold.
 
 Search pushes the constraint into its query: :meth:`SmartPolicy.search_constraint` returns the
-:class:`AccessConstraint` (compartment memberships and granular parameters) that the search
-service (``fhirflow_search.access``) compiles into the backend query, so ``total`` and paging are
+:class:`AccessConstraint` (compartment memberships and granular parameters) that searches
+compile (``fhirflow.search_access``) into the backend query, so ``total`` and paging are
 exact; ``_include``/``_revinclude``d resources go through :meth:`SmartPolicy.admits_resource`.
 Export is to use the same constraint per type.
 """

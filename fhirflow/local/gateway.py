@@ -26,12 +26,17 @@ from urllib.parse import parse_qsl
 from fhirflow import compression, jsonio
 from fhirflow.errors import FhirError, PayloadTooLarge, internal_error_outcome, outcome_for
 from fhirflow.local.apigateway_rules import REQUEST_BODY_LIMIT, ApiGatewayRules
+from fhirflow.local.worker import install_read_your_writes
 from fhirflow.routes import ROUTE_TABLE, RouteTable
 
 if TYPE_CHECKING:
     from fhirflow.adapters.filesystem.signed_urls import SignedLocalBlobUrls
 
 logger = logging.getLogger("fhirflow.gateway")
+
+# The embedded mode's read-your-writes (DESIGN.md §6), registered before any handler this process
+# calls builds its store: `fhirflow serve` (each server process) and `fhirflow import` go through here.
+install_read_your_writes()
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

@@ -23,8 +23,9 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
+from fhirflow.local.loop import Worker
 from fhirflow.ports import Change, CommittedChange
 
 if TYPE_CHECKING:
@@ -168,43 +169,6 @@ class StreamPoller:
         return len(batch)
 
 
-class Drainer(Protocol):
-    def drain(self) -> int: ...
-
-
-class Worker:
-    """A daemon thread that drains every ``interval`` seconds until stopped."""
-
-    def __init__(self, drainer: Drainer, *, interval: float = 1.0) -> None:
-        self.drainer = drainer
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="fhirflow-worker", daemon=True)
-
-    def start(self) -> Worker:
-        self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        self._thread.join(timeout)
-
-    def _run(self) -> None:
-        failures = 0
-        while not self._stop.is_set():
-            try:
-                self.drainer.drain()
-                upkeep = getattr(self.drainer, "housekeeping", None)
-                if upkeep is not None:
-                    upkeep()
-                failures = 0
-            except Exception:
-                failures += 1
-                logger.exception("worker drain failed (%d in a row); retrying", failures)
-            # Back off while a dependency stays down, rather than hammer it and flood the log.
-            self._stop.wait(min(self.interval * 2 ** min(failures, 5), 30.0))
-
-
 _drainers: dict[str, OutboxDrainer] = {}
 _drainers_lock = threading.Lock()
 
@@ -226,6 +190,15 @@ def outbox_drainer(settings: Settings) -> OutboxDrainer:
 
             _drainers[key] = OutboxDrainer(outbox, build_sync)
         return _drainers[key]
+
+
+def install_read_your_writes() -> None:
+    """Make every embedded store this process builds drain its outbox on commit (``index_on_write``):
+    the embedded runner registers this with the kernel, which does not know the worker loop. The
+    embedded gateway does it on import; so do in-process test harnesses."""
+    from fhirflow import runtime
+
+    runtime.register_write_hooks(outbox_drainer)
 
 
 def start_worker(settings: Settings, *, interval: float = 1.0) -> Worker:

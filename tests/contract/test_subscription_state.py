@@ -1,4 +1,4 @@
-"""The subscriptions state store (fhirflow_subscriptions.state) on both adapters (SQLite, and
+"""The subscriptions state store (fhirflow.subscription_ports) on both adapters (SQLite, and
 DynamoDB on DynamoDB Local): gapless, replay-safe event numbers, secrets looked up by version,
 retention (docs/subscriptions.md)."""
 
@@ -14,7 +14,7 @@ import pytest
 
 from fhirflow.adapters.sqlite.database import SqliteDatabase
 from fhirflow.adapters.sqlite.subscriptions import SqliteSubscriptionState
-from fhirflow_subscriptions.state import Secrets
+from fhirflow.subscription_ports import Secrets
 
 
 @pytest.fixture(params=["sqlite", "dynamodb"])
@@ -112,7 +112,7 @@ def test_prune_and_forget(state: Any) -> None:
 
 
 def test_metrics_count_atomically_and_are_forgotten_with_the_subscription(state: Any) -> None:
-    from fhirflow_subscriptions.state import SubscriptionMetrics
+    from fhirflow.subscription_ports import SubscriptionMetrics
 
     assert state.metrics("t", "s1") == SubscriptionMetrics()
 

@@ -22,10 +22,10 @@ from fhirflow.cursor import CursorSigner
 from fhirflow.http import Application
 from fhirflow.query import parse
 from fhirflow.query.ast import Query
-from fhirflow.runtime import Dependencies
+from fhirflow.runtime import Dependencies, build_engine
 from fhirflow.search_ports import AccessRule, Admission, Hit, PageRequest, SearchScope
 from fhirflow.settings import Settings
-from fhirflow_search.app import build_app, build_engine, service_for
+from fhirflow_search.app import build_app, service_for
 from fhirflow_search.settings import SearchSettings
 from fhirflow_search.usecase import SearchService
 from tests.search.client import get, ids
@@ -267,7 +267,7 @@ class OnlyPatientOne:
 def test_chains_and_has_look_only_at_what_the_access_rules_admit(engine: OpenSearchSearchEngine) -> None:
     """Issue 14: the search use case puts each hop's access rule into the AST (limit_chains) and
     the compiler adds it to that hop's lookup, so other patients' facts decide nothing."""
-    from fhirflow_search.access import limit_chains
+    from fhirflow.search_access import limit_chains
 
     def limited(resource_type: str, text: str) -> list[str]:
         q = limit_chains(OnlyPatientOne(), None, query(resource_type, text))  # type: ignore[arg-type]

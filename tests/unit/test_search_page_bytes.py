@@ -9,11 +9,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from fhirflow.runtime import build_dependencies
+from fhirflow.runtime import build_dependencies, build_engine
 from fhirflow.settings import Settings
 from fhirflow_crud.app import build_app as build_crud
 from fhirflow_search.app import build_app as build_search
-from fhirflow_search.app import build_engine
 from fhirflow_search.settings import SearchSettings
 from fhirflow_search.usecase import SearchService
 from tests.support.lambda_http import call

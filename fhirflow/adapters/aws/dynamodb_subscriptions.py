@@ -1,4 +1,4 @@
-"""The subscriptions state store (fhirflow_subscriptions.state) and delivery log on DynamoDB.
+"""The subscriptions state store (fhirflow.subscription_ports) and delivery log on DynamoDB.
 
 A table of its own (docs/subscriptions.md, "AWS"), keyed ``pk``/``sk``, with TTL on ``expires``:
 
@@ -32,7 +32,7 @@ from botocore.exceptions import ClientError
 
 from fhirflow.adapters.aws import clients
 from fhirflow.adapters.aws.items import escape_tenant
-from fhirflow_subscriptions.state import (
+from fhirflow.subscription_ports import (
     LoggedNotificationEvent,
     Secrets,
     SubscriptionMetrics,
@@ -102,7 +102,7 @@ def _n(value: int) -> dict[str, str]:
 
 
 class DynamoDbSubscriptionState:
-    """:class:`fhirflow_subscriptions.state.SubscriptionStateStore` on DynamoDB."""
+    """:class:`fhirflow.subscription_ports.SubscriptionStateStore` on DynamoDB."""
 
     def __init__(
         self,

@@ -1,4 +1,4 @@
-"""The embedded subscriptions state store (fhirflow_subscriptions.state), in the server's SQLite database.
+"""The embedded subscriptions state store (fhirflow.subscription_ports), in the server's SQLite database.
 
 Event numbers are allocated in one write transaction with the counter (``UPDATE ... events + 1``)
 and keyed by the source event, so numbers are gapless and a replayed source event keeps its number.
@@ -11,7 +11,7 @@ from typing import Any
 
 from fhirflow.adapters.sqlite.database import SqliteDatabase
 from fhirflow.adapters.sqlite.transactions import joined_write
-from fhirflow_subscriptions.state import (
+from fhirflow.subscription_ports import (
     LoggedNotificationEvent,
     Secrets,
     SubscriptionMetrics,

@@ -2,9 +2,9 @@
 
 - ``request.ifNoneExist`` on a POST, and a search in the ``request.url`` of a PUT, DELETE or PATCH
   (``Patient?identifier=...``), are conditional create, update, delete and patch
-  (http://hl7.org/fhir/R4/bundle.html#transaction, http.html#ccreate ...). They run through the crud
-  service's conditional use cases (:mod:`fhirflow_crud.conditional`), with the same uniqueness key,
-  so a conditional create in a bundle is exactly as race-free as one on its own.
+  (http://hl7.org/fhir/R4/bundle.html#transaction, http.html#ccreate ...). They resolve as the crud
+  service's conditional use cases do (:func:`fhirflow.conditional.resolve`), with the same uniqueness
+  key, so a conditional create in a bundle is exactly as race-free as one on its own.
 - A reference written as a search (``"reference": "Patient?identifier=http://x|123"``) is replaced
   by the one resource the search finds (http.html#trules); none or several is a 412 naming the entry.
 
@@ -18,14 +18,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from fhirflow.conditional import Criteria, conditional_reference, parse_criteria, parse_query_string
+from fhirflow.conditional import (
+    Criteria,
+    Resolution,
+    conditional_reference,
+    parse_criteria,
+    parse_query_string,
+    resolve,
+)
 from fhirflow.errors import BadRequest, FhirError, PreconditionFailed
 from fhirflow.model import FhirRequest
 from fhirflow.runtime import Dependencies
 from fhirflow.validation import is_resource_type
 from fhirflow_bundle.entries import Entry, entry_failure
 from fhirflow_bundle.references import conditional_references
-from fhirflow_crud.conditional import Resolution, resolve
 
 
 def entry_criteria(entry: Entry) -> Criteria | None:

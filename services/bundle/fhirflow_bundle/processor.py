@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 
 from fhirflow import jsonio
+from fhirflow.conditional import Resolution
 from fhirflow.errors import (
     BadRequest,
     Conflict,
@@ -44,7 +45,6 @@ from fhirflow_bundle.conditional import TransactionPlan, entry_criteria, plan_tr
 from fhirflow_bundle.entries import ORDER, Entry, entry_failure, entry_request, parse_bundle
 from fhirflow_bundle.transaction.commit import StoreCommitter
 from fhirflow_bundle.transaction.jobs import AsyncJobs, wants_async
-from fhirflow_crud.conditional import Resolution
 
 UseCase = Callable[..., FhirResponse]
 

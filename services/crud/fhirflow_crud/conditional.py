@@ -33,49 +33,20 @@ that of several writers replacing one stale owner only one wins and the others f
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from typing import Any
 
 from fhirflow import bodies, jsonio
-from fhirflow.conditional import Criteria, parse_criteria, parse_query_string
-from fhirflow.errors import BadRequest, MultipleMatches, NotFound, PreconditionFailed, ServiceUnavailable
+from fhirflow.conditional import Criteria, Resolution, parse_criteria, parse_query_string, resolve
+from fhirflow.errors import BadRequest, NotFound, PreconditionFailed, ServiceUnavailable
 from fhirflow.ids import new_resource_id
 from fhirflow.model import FhirRequest, FhirResponse
-from fhirflow.ports import Claim, ClaimTaken, ResourceVersion, VersionConflict
-from fhirflow.query.parser import parse
-from fhirflow.query.render import criterion_name
+from fhirflow.ports import ClaimTaken, ResourceVersion, VersionConflict
 from fhirflow.runtime import Dependencies
-from fhirflow.search_ports import PageRequest, SearchEngine, SearchScope
 from fhirflow_crud import writes
 
 MAX_ATTEMPTS = 8
 """Looks again after a lost claim: each lost race means another writer's create committed, which
 the next look finds, so more than one or two rounds only happen to a key under constant churn."""
-
-
-@dataclass(frozen=True, slots=True)
-class Resolution:
-    """What conditional criteria found: the current versions of up to two matches, and the key."""
-
-    criteria: Criteria
-    key: str
-    matches: tuple[ResourceVersion, ...]
-    stale_owner: str | None = None
-    """The key's owner, found deleted or no longer matching: a create replaces it."""
-
-    @property
-    def claim(self) -> Claim:
-        return Claim(self.key, self.stale_owner)
-
-    def single(self, *, action: str) -> ResourceVersion | None:
-        """The one match, None for none, 412 for several (http.html: the criteria are not selective)."""
-        if len(self.matches) > 1:
-            raise MultipleMatches(
-                f"The criteria '{self.criteria.text}' match more than one {self.criteria.resource_type}; "
-                f"{action} needs criteria that select at most one",
-                expression=self.criteria.resource_type,
-            )
-        return self.matches[0] if self.matches else None
 
 
 # -- finding the resource ----------------------------------------------------------------------------
@@ -99,75 +70,6 @@ def header_criteria(request: FhirRequest) -> Criteria:
     if in_url:
         return parse_criteria(request.resource_type, in_url)
     return parse_query_string(request.resource_type, raw or "", where="If-None-Exist")
-
-
-def _engine(deps: Dependencies) -> SearchEngine:
-    from fhirflow_search.app import service_for
-
-    return service_for(deps.settings).engine
-
-
-def resolve(deps: Dependencies, request: FhirRequest, criteria: Criteria, *, count: int = 2) -> Resolution:
-    """Search for ``criteria`` as this principal (``search-type`` on the type), then consult the
-    uniqueness key when the search finds nothing (see the module docstring). Up to ``count``
-    matches: two tell one from several."""
-    from fhirflow_search.access import access_rules, limit_chains, reach
-
-    rtype = criteria.resource_type
-    engine = _engine(deps)
-    for criterion in criteria.query.criteria:
-        reason = engine.unsupported(criterion)
-        if reason is not None:
-            name = criterion_name(criterion)
-            raise BadRequest(f"Conditional criteria: {reason} (parameter '{name}')", expression=name)
-    deps.policy.authorize(request, "search-type", rtype)
-    scope = SearchScope(
-        tenant=request.tenant,
-        base_url=request.base_url,
-        types=(rtype,),
-        access=access_rules(deps.policy, request, (rtype,)),
-    )
-    key = criteria.key(request.tenant, reach(deps.policy, request, rtype))
-    # Chains and _has in the criteria look only at what this principal may search (issue 14).
-    criteria = dataclasses.replace(criteria, query=limit_chains(deps.policy, request, criteria.query))
-    page = engine.page(scope, criteria.query, PageRequest(count=count))
-    found: list[ResourceVersion] = []
-    for hit in page.hits:
-        head = deps.store.current(request.tenant, hit.type, hit.id)
-        if head is not None and not head.deleted and head.body is not None:  # else: the index trails a delete
-            found.append(head)
-    if found:
-        return Resolution(criteria, key, tuple(found))
-    owner = deps.store.claim_owner(request.tenant, rtype, key)
-    if owner is None:
-        return Resolution(criteria, key, ())
-    head = deps.store.current(request.tenant, rtype, owner)
-    if head is None or head.deleted or head.body is None or not _still_matches(deps, scope, criteria, head):
-        return Resolution(criteria, key, (), stale_owner=owner)
-    admits = getattr(deps.policy, "admits_resource", None)
-    if admits is not None and not admits(request, jsonio.loads(head.body), "s"):
-        # Moved out of this principal's reach since it took the key: to this principal it is not
-        # there (criteria are evaluated only over what it may read), so a create replaces the key.
-        return Resolution(criteria, key, (), stale_owner=owner)
-    return Resolution(criteria, key, (head,))
-
-
-def _still_matches(deps: Dependencies, scope: SearchScope, criteria: Criteria, head: ResourceVersion) -> bool:
-    """Whether the key's owner still matches, from its stored body (not the index, which may trail)."""
-    from fhirflow_search.app import build_matcher
-
-    assert head.body is not None
-    resource = jsonio.loads(head.body)
-    unconstrained = SearchScope(scope.tenant, scope.base_url, scope.types)
-    verdict = build_matcher(deps.settings).matches(
-        unconstrained, criteria.query, resource, last_updated=head.last_updated
-    )
-    if verdict is not None:
-        return verdict
-    # Chains and _has look at other resources: ask the index about this one resource.
-    (only,) = parse(head.type, [("_id", head.id)], strict=True).criteria
-    query = dataclasses.replace(criteria.query, criteria=(*criteria.query.criteria, only))
-    return bool(_engine(deps).page(unconstrained, query, PageRequest(count=1)).hits)
 
 
 # -- the interactions --------------------------------------------------------------------------------

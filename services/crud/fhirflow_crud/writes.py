@@ -32,7 +32,7 @@ from fhirflow.validation import is_resource_type, validate_resource
 from fhirflow_crud import binary_urls
 
 if TYPE_CHECKING:
-    from fhirflow_crud.conditional import Resolution
+    from fhirflow.conditional import Resolution
 
 MAX_RETRIES = 20
 

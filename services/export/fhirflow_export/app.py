@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from fhirflow.http import Application, UseCase
 from fhirflow.model import FhirRequest, FhirResponse
 from fhirflow.routes import ROUTE_TABLE
-from fhirflow.runtime import Dependencies, build_dependencies
+from fhirflow.runtime import Dependencies, build_dependencies, search_engine
 from fhirflow.settings import Settings
 from fhirflow_export import limits, status
 from fhirflow_export.kickoff import LEVELS, ExportParts, Level, kick_off
@@ -90,7 +90,6 @@ def build_files(settings: Settings) -> BlobStore:
 
 def parts_for(settings: Settings) -> ExportParts:
     """One set of parts per store and data directory per process (the API and the worker share it)."""
-    from fhirflow_search.app import service_for
 
     key = f"{settings.store}:{settings.dynamodb_table}:{settings.sqlite_path.resolve()}:{settings.export_queue_url}"
     with _lock:
@@ -99,7 +98,7 @@ def parts_for(settings: Settings) -> ExportParts:
                 jobs=build_jobs(settings),
                 queue=build_queue(settings),
                 files=build_files(settings),
-                engine=service_for(settings).engine,
+                engine=search_engine(settings),
             )
         return _parts[key]
 

@@ -16,7 +16,7 @@ from fhirflow_export import limits
 
 if TYPE_CHECKING:
     from fhirflow.adapters.sqlite.jobs import QueuedMessage, SqliteJobQueue
-    from fhirflow.local.worker import Worker
+    from fhirflow.local.loop import Worker
     from fhirflow.runtime import Dependencies
     from fhirflow.settings import Settings
     from fhirflow_contracts import StartExport
@@ -58,7 +58,7 @@ def start_export_worker(settings: Settings, *, interval: float = 0.5) -> Worker 
     """The background export worker ``fhirflow serve`` runs; none when the queue is SQS."""
     if settings.export_queue_url:
         return None
-    from fhirflow.local.worker import Worker
+    from fhirflow.local.loop import Worker
     from fhirflow.runtime import build_dependencies
 
     return Worker(export_drainer(build_dependencies(settings)), interval=interval).start()

@@ -15,8 +15,7 @@ from fhirflow.errors import NotImplementedFhir
 from fhirflow.http import Application, UseCase
 from fhirflow.model import FhirRequest, FhirResponse
 from fhirflow.routes import ROUTE_TABLE
-from fhirflow.runtime import Dependencies, build_dependencies, search_param_catalog
-from fhirflow.search_ports import ResourceMatcher, SearchEngine
+from fhirflow.runtime import Dependencies, build_dependencies, search_engine, search_param_catalog
 from fhirflow.settings import Settings
 from fhirflow_search import reindex
 from fhirflow_search.everything import everything
@@ -31,22 +30,6 @@ _reindex_parts: dict[str, ReindexParts] = {}
 _lock = threading.Lock()
 
 
-def build_engine(settings: Settings) -> SearchEngine:
-    if settings.search_index == "sqlite":
-        from fhirflow.adapters.sqlite.search.engine import SqliteSearchEngine
-        from fhirflow.runtime import sqlite_database
-
-        return SqliteSearchEngine(sqlite_database(settings))
-    if settings.search_index == "opensearch":
-        from fhirflow.adapters.opensearch.engine import OpenSearchSearchEngine
-        from fhirflow.runtime import opensearch_index
-
-        return OpenSearchSearchEngine(opensearch_index(settings))
-    raise ValueError(
-        f"Unknown search index '{settings.search_index}' (FHIRFLOW_SEARCH_INDEX); expected 'sqlite' or 'opensearch'"
-    )
-
-
 def service_for(settings: Settings) -> SearchService:
     """One SearchService per index per process (the bundle service shares it)."""
     if settings.search_index == "opensearch":
@@ -56,16 +39,8 @@ def service_for(settings: Settings) -> SearchService:
     with _lock:
         if key not in _services:
             catalog = search_param_catalog(settings)
-            _services[key] = SearchService(build_engine(settings), SearchSettings.from_env(), catalog=catalog)
+            _services[key] = SearchService(search_engine(settings), SearchSettings.from_env(), catalog=catalog)
         return _services[key]
-
-
-def build_matcher(settings: Settings) -> ResourceMatcher:
-    """Whether one resource matches a query, whatever the index: the embedded engine on a scratch
-    in-memory database (conditional creates check a uniqueness key's owner with it)."""
-    from fhirflow.adapters.sqlite.search.matcher import SqliteResourceMatcher
-
-    return SqliteResourceMatcher()
 
 
 def search(deps: Dependencies, request: FhirRequest) -> FhirResponse:

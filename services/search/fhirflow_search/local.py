@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from fhirflow.local.worker import Worker
+    from fhirflow.local.loop import Worker
     from fhirflow.settings import Settings
 
 

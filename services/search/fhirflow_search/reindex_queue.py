@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
     from fhirflow.adapters.sqlite.jobs import SqliteJobQueue
     from fhirflow.job_ports import JobQueue
-    from fhirflow.local.worker import Worker
+    from fhirflow.local.loop import Worker
     from fhirflow.reindex_ports import ReindexJob
     from fhirflow.settings import Settings
     from fhirflow_contracts import AdvanceReindex
@@ -155,7 +155,7 @@ def start_reindex_worker(settings: Settings, *, interval: float = 0.5) -> Worker
     """The background reindex worker ``fhirflow serve`` runs; none when the queue is SQS."""
     if settings.reindex_queue_url:
         return None
-    from fhirflow.local.worker import Worker
+    from fhirflow.local.loop import Worker
     from fhirflow_search.app import reindex_parts
 
     parts = reindex_parts(settings)

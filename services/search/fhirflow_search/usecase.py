@@ -34,10 +34,10 @@ from fhirflow.query.terminology import (
 )
 from fhirflow.reindex_ports import SearchParamCatalog
 from fhirflow.runtime import Dependencies
+from fhirflow.search_access import access_rules, include_admission, limit_chains
 from fhirflow.search_ports import Hit, Page, PageRequest, SearchEngine, SearchScope
 from fhirflow.searchparams.registry import Registry, default_registry
 from fhirflow_search import paging
-from fhirflow_search.access import access_rules, include_admission, limit_chains
 from fhirflow_search.bundle import Links, SearchResult, searchset
 from fhirflow_search.settings import SearchSettings
 from fhirflow_search.target import SearchTarget, search_params, search_target

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from fhirflow import jsonio, versioning
 from fhirflow.errors import BadRequest
+from fhirflow.subscription_ports import Secrets
 from fhirflow_subscriptions.spec import (
     CLIENT_STATUSES,
     REDACTED,
@@ -34,15 +35,14 @@ from fhirflow_subscriptions.spec import (
     SubscriptionSpec,
     read_subscription,
 )
-from fhirflow_subscriptions.state import Secrets
 
 if TYPE_CHECKING:
     from fhirflow.model import FhirRequest
     from fhirflow.ports import ResourceVersion
     from fhirflow.runtime import Dependencies
     from fhirflow.settings import Settings
+    from fhirflow.subscription_ports import SubscriptionStateStore
     from fhirflow_subscriptions.ssrf import EndpointPolicy
-    from fhirflow_subscriptions.state import SubscriptionStateStore
 
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")
 RESERVED_HEADERS = frozenset(

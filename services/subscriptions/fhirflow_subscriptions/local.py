@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from fhirflow.adapters.sqlite.deliveries import SqliteDeliveryQueue
     from fhirflow.adapters.sqlite.events import SqliteEventLog
-    from fhirflow.local.worker import Worker
+    from fhirflow.local.loop import Worker
     from fhirflow.settings import Settings
     from fhirflow_subscriptions.dispatch import Dispatcher
     from fhirflow_subscriptions.service import SubscriptionService
@@ -108,7 +108,7 @@ def start_subscriptions_worker(settings: Settings) -> SubscriptionsWorker | None
     if settings.events != "local" or settings.store != "sqlite":
         return None
     from fhirflow.adapters.sqlite.events import SqliteEventLog
-    from fhirflow.local.worker import Worker
+    from fhirflow.local.loop import Worker
     from fhirflow.runtime import sqlite_database
     from fhirflow_subscriptions.backoff import next_delay
     from fhirflow_subscriptions.dispatch import Dispatcher

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fhirflow import timefmt
-from fhirflow_subscriptions.state import LoggedNotificationEvent
+from fhirflow.subscription_ports import LoggedNotificationEvent
 
 STATUS_PROFILE = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-subscription-status-r4"
 NOTIFICATION_PROFILE = (

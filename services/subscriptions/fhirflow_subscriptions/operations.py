@@ -24,10 +24,10 @@ from fhirflow import jsonio, timefmt
 from fhirflow.errors import BadRequest, NotFound
 from fhirflow.model import FhirRequest, FhirResponse
 from fhirflow.runtime import Dependencies
+from fhirflow.subscription_ports import SubscriptionMetrics
 from fhirflow_subscriptions.hook import spec_of, state_store
 from fhirflow_subscriptions.notifications import NotificationEvent, notification_bundle, status_parameters
 from fhirflow_subscriptions.spec import CONTENTS
-from fhirflow_subscriptions.state import SubscriptionMetrics
 
 METRICS_EXTENSION = "https://fhirflow.dev/fhir/StructureDefinition/subscription-metrics"
 MAX_STATUS = 1000
@@ -127,9 +127,9 @@ def _readable(deps: Dependencies, request: FhirRequest, statuses: list[str]) -> 
     Subscriptions available to the caller", backport-subscription-status): a search with the caller's
     access in the query, so a subscription the worker has not picked up yet is listed too."""
     from fhirflow.query.parser import parse
+    from fhirflow.runtime import search_engine
+    from fhirflow.search_access import access_rules
     from fhirflow.search_ports import PageRequest, SearchScope
-    from fhirflow_search.access import access_rules
-    from fhirflow_search.app import service_for
 
     deps.policy.authorize(request, "search-type", "Subscription")
     query = parse("Subscription", [("status", ",".join(statuses))] if statuses else [], strict=True)
@@ -139,7 +139,7 @@ def _readable(deps: Dependencies, request: FhirRequest, statuses: list[str]) -> 
         ("Subscription",),
         access=access_rules(deps.policy, request, ("Subscription",)),
     )
-    page = service_for(deps.settings).engine.page(scope, query, PageRequest(count=MAX_STATUS + 1))
+    page = search_engine(deps.settings).page(scope, query, PageRequest(count=MAX_STATUS + 1))
     if len(page.hits) > MAX_STATUS:
         raise BadRequest(f"$status answers for at most {MAX_STATUS} subscriptions; name them with id", expression="id")
     out = []

@@ -46,8 +46,8 @@ if TYPE_CHECKING:
     from fhirflow.adapters.sqlite.events import LoggedEvent
     from fhirflow.delivery_ports import Attempt, DeliveryJob
     from fhirflow.runtime import Dependencies
+    from fhirflow.subscription_ports import SubscriptionStateStore
     from fhirflow_subscriptions.index import SubscriptionIndex
-    from fhirflow_subscriptions.state import SubscriptionStateStore
 
 logger = logging.getLogger("fhirflow.subscriptions")
 

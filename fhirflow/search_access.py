@@ -7,6 +7,10 @@ search parameters, and optionally the patients the principal may see. Each becom
 the backend filters in the query itself and totals and paging stay exact. Included resources
 are checked one by one with the policy's ``admits_resource`` when it has one, by the backend as it
 walks (:func:`include_admission`).
+
+In the kernel, not in the search service: search, conditional interactions (crud, bundle) and the
+subscriptions service's listing all constrain their searches with it, and services never import
+each other (docs/architecture.md, Layers).
 """
 
 from __future__ import annotations

@@ -1,5 +1,8 @@
 """The subscriptions state store port: runtime state that is not part of the Subscription resource.
 
+A kernel module beside :mod:`fhirflow.delivery_ports` (not in the subscriptions service) because the
+adapters implement it, and adapters never import use cases (docs/architecture.md, Layers).
+
 The resource stays in the ResourceStore (CRUD, search, history as any resource); what the service
 needs besides lives here, keyed by (tenant, subscription id) (docs/subscriptions.md):
 
@@ -13,7 +16,8 @@ needs besides lives here, keyed by (tenant, subscription id) (docs/subscriptions
   source event (``source``), so a replay after a crash gets the same number;
 - a **cursor** of the consumer over the change events.
 
-Embedded adapter: :class:`fhirflow.adapters.sqlite.subscriptions.SqliteSubscriptionState`.
+Adapters: :class:`fhirflow.adapters.sqlite.subscriptions.SqliteSubscriptionState` (embedded) and
+:class:`fhirflow.adapters.aws.dynamodb_subscriptions.DynamoDbSubscriptionState`.
 """
 
 from __future__ import annotations
